@@ -1,0 +1,359 @@
+"""The runbook: preflight -> renew -> trust -> bind -> (restart) -> verify -> (cleanup), per server, over one session.
+
+Round trips are the cost, so steps that need no decision in between share a pipeline: trust, bind and the
+post-change facts read go to WinRM as three statements of one pipeline. Preflight reads both endpoints at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from . import checks, contract, exchange, plan, select
+from .errors import ConnectionFailed, ExbeError
+from .model import ServerRun, Settings, StepResult
+from .probe import probe_backend
+from .render import render_step
+from .transport import Session
+
+TASKS = ("preflight", "renew", "trust", "bind", "restart", "verify", "cleanup")
+EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth", "timeout", "protocol", "dropped"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to reach and drive the servers (not what to decide: that is Settings)."""
+
+    timeouts: dict[str, int]
+    template_dir: Path | None = None
+    thumbprint: str | None = None  # `exbe bind --thumbprint`: bind this certificate instead of the selected one
+    cleanup: bool = False  # `exbe renew --cleanup`
+
+
+Progress = Callable[[str, str, str, str], None]  # server, step, status, message
+
+
+class ServerFlow:
+    """One server's run of a task: every step answers with one StepResult appended to ``self.run``."""
+
+    def __init__(self, server: Any, credentials: Any, settings: Settings, options: RunOptions, progress: Progress,
+                 restart_gate: threading.Lock) -> None:
+        self.server = server
+        self.settings = settings
+        self.options = options
+        self.progress = progress
+        self.restart_gate = restart_gate
+        self.session = Session(server, credentials, options.timeouts)
+        self.run = ServerRun(server=server.name, host=server.host,
+                             started_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self.facts: dict[str, Any] = {}
+        self.exchange: dict[str, Any] | None = None
+        self.exchange_reason = ""
+        self.selected: dict[str, Any] | None = None
+
+    # -- entry -------------------------------------------------------------------------------------------------------
+    def execute(self, task: str) -> ServerRun:
+        started = time.monotonic()
+        try:
+            with self.session:
+                self._execute(task)
+        except ConnectionFailed as exc:
+            self.run.error = str(exc)
+            self._record(StepResult(server=self.server.name, step="connect", status="failed", message=str(exc)))
+        finally:
+            self.run.duration_s = round(time.monotonic() - started, 3)
+        return self.run
+
+    def _execute(self, task: str) -> None:
+        if not self.preflight():
+            return
+        if task == "preflight":
+            return
+        if task == "verify":
+            self.verify(reuse_facts=True)
+            return
+        if task == "trust":
+            self.trust_and_bind(self._target_thumbprint(), trust=True, bind=False)
+            return
+        if task == "bind":
+            self.trust_and_bind(self._target_thumbprint(), trust=False, bind=True)
+            return
+        if task == "restart":
+            self.restart()
+            return
+        if task == "cleanup":
+            if self.verify(reuse_facts=True):
+                self.cleanup()
+            return
+        # renew: the whole chain
+        new = self.renew()
+        if new is None:
+            return
+        if not self.trust_and_bind(new, trust=self.settings.trust, bind=True):
+            return
+        if self.settings.restart_iis and not self.restart():
+            return
+        passed = self.verify(reuse_facts=not self.settings.restart_iis)
+        if self.options.cleanup and passed:
+            self.cleanup()
+
+    # -- steps -------------------------------------------------------------------------------------------------------
+    def preflight(self) -> bool:
+        """Both endpoints at once; the certificate store is the source of truth, Exchange adds assignments."""
+        started = time.monotonic()
+        exchange_thread = threading.Thread(target=self._read_exchange, name=f"exbe-{self.server.name}-exchange")
+        exchange_thread.start()
+        try:
+            envelope = self._scripts([("facts", self._facts_input())])[0]
+        finally:
+            exchange_thread.join()
+        duration = time.monotonic() - started
+        if not envelope["ok"]:
+            return self._fail("preflight", f"reading the certificate store and IIS failed: {envelope['error']}",
+                              duration)
+        self.facts = envelope["data"]
+        warnings = list(envelope["warnings"])
+        if self.exchange is None:
+            warnings.append(f"Exchange endpoint not used: {self.exchange_reason}")
+        elif select.exchange_certificates_unavailable(self.facts, self.exchange):
+            warnings.append("Get-ExchangeCertificate returned no certificates while LocalMachine\\My holds some "
+                            "(serialization signing with an expired Auth certificate?): working from the store")
+        try:
+            selection = select.select_backend(self.facts, self.settings)
+        except select.SelectionError as exc:
+            return self._fail("preflight", str(exc), duration, warnings=warnings)
+        self.selected = _cert(self.facts, selection.thumbprint)
+        self.run.old_thumbprint = selection.thumbprint
+        self._record(StepResult(
+            server=self.server.name, step="preflight", status="ok", message=selection.reason,
+            data={"selected": selection.thumbprint, "exchange": self.exchange, "facts": self.facts},
+            warnings=warnings, duration_s=round(duration, 3)))
+        return True
+
+    def renew(self) -> str | None:
+        """The thumbprint the chain goes on with: the selected one, a staged one, or a new one; None to stop."""
+        started = time.monotonic()
+        assert self.selected is not None
+        blockers = plan.bind_blockers(self.facts)
+        if blockers:
+            self._fail("renew", "; ".join(blockers), 0.0)
+            return None
+        reasons = plan.renew_reasons(self.selected, self.facts["now"], self.settings)
+        thumb = self.selected["thumbprint"]
+        if not reasons:
+            days = _days_left(self.selected, self.facts["now"])
+            self._record(StepResult(server=self.server.name, step="renew", status="ok",
+                                    message=f"not needed: {thumb} has {days} days left (threshold {self.settings.days})"))
+            self.run.new_thumbprint = thumb
+            return thumb
+        staged = plan.staged_replacement(self.facts, self.selected, self.settings)
+        if staged:
+            self._record(StepResult(server=self.server.name, step="renew", status="ok",
+                                    message=f"reusing staged certificate {staged} ({'; '.join(reasons)})",
+                                    data={"reasons": reasons, "staged": staged}))
+            self.run.new_thumbprint = staged
+            return staged
+        method = plan.renew_method(self.exchange, self.facts)
+        if self.settings.dry_run:
+            how = ("New-ExchangeCertificate -Services None on the Exchange endpoint" if method == "exchange"
+                   else "New-SelfSignedCertificate -CloneCert with a legacy CSP over WinRM")
+            self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
+                                    message=f"would renew {thumb} ({'; '.join(reasons)}) with {how}",
+                                    data={"reasons": reasons, "method": method}, duration_s=0.0))
+            self._plan_rest_of_chain()
+            return None
+        if method == "exchange":
+            params = plan.new_exchange_certificate_params(self.selected, self.facts, self.exchange)
+            new, errors = exchange.new_certificate(self.session, params)
+            if new is None:
+                return self._renew_failed(f"New-ExchangeCertificate did not return one certificate: "
+                                          f"{'; '.join(errors) or 'no output'}", started)
+            data = {"reasons": reasons, "method": method, "new_thumbprint": new, "errors": errors}
+        else:
+            envelope = self._scripts([("clone", {
+                "source_thumbprint": thumb, "provider": "Microsoft RSA SChannel Cryptographic Provider",
+                "key_length": max(2048, int(self.selected.get("key_size") or 0)), "hash_algorithm": "SHA256",
+                "validity_years": 5, "dry_run": False})])[0]
+            new = envelope["data"].get("new_thumbprint") if envelope["ok"] else None
+            if new is None:
+                return self._renew_failed(f"cloning {thumb} failed: {envelope['error']}", started)
+            data = {"reasons": reasons, "method": method, **envelope["data"]}
+        if self.settings.smtp == "move":
+            errors = exchange.enable_smtp(self.session, self.facts_server_name(), new) if self.exchange else \
+                ["the Exchange endpoint is not available"]
+            if errors:
+                return self._renew_failed(f"moving SMTP to {new} failed: {'; '.join(errors)}", started)
+            self.exchange = None  # assignments changed: verify re-reads them
+            self._read_exchange()
+        self.run.new_thumbprint = new
+        self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
+                                message=f"renewed {thumb} -> {new} ({'; '.join(reasons)})", before={"thumbprint": thumb},
+                                after={"thumbprint": new}, data=data, duration_s=round(time.monotonic() - started, 3)))
+        return new
+
+    def trust_and_bind(self, thumbprint: str, *, trust: bool, bind: bool) -> bool:
+        """Trust and bind in one pipeline, followed by a fresh facts read for verify."""
+        started = time.monotonic()
+        if bind:
+            blockers = plan.bind_blockers(self.facts)
+            if blockers:
+                return self._fail("bind", "; ".join(blockers), 0.0)
+        scripts: list[tuple[str, dict[str, Any]]] = []
+        if trust:
+            scripts.append(("trust", {"thumbprint": thumbprint, "dry_run": self.settings.dry_run}))
+        if bind:
+            bind_data = plan.bind_input(self.facts, thumbprint, self.settings)
+            bind_data["dry_run"] = self.settings.dry_run
+            scripts.append(("bind", bind_data))
+        scripts.append(("facts", self._facts_input()))
+        envelopes = self._scripts(scripts)
+        duration = round(time.monotonic() - started, 3)
+        ok = True
+        for envelope in envelopes[:-1]:
+            result = StepResult.from_envelope(self.server.name, envelope, duration)
+            self._record(result)
+            ok = ok and envelope["ok"]
+        if envelopes[-1]["ok"]:
+            self.facts = envelopes[-1]["data"]
+        return ok
+
+    def restart(self) -> bool:
+        """iisreset, one server of the fleet at a time, waiting for W3SVC."""
+        with self.restart_gate:
+            envelope = self._scripts([("restart", {"method": "iisreset", "timeout_seconds": 120,
+                                                   "dry_run": self.settings.dry_run})])[0]
+        self._record(StepResult.from_envelope(self.server.name, envelope, 0.0))
+        return bool(envelope["ok"])
+
+    def verify(self, *, reuse_facts: bool) -> bool:
+        started = time.monotonic()
+        if not reuse_facts or not self.facts:
+            envelope = self._scripts([("facts", self._facts_input())])[0]
+            if not envelope["ok"]:
+                return self._fail("verify", f"reading the certificate store and IIS failed: {envelope['error']}", 0.0)
+            self.facts = envelope["data"]
+        probe = probe_backend(self.server.host, self.server.backend_port, timeout=self.options.timeouts["connect_timeout"])
+        results = checks.run_checks(self.facts, self.exchange, probe, self.settings)
+        failed = [c for c in results if c.status == "fail"]
+        warned = [c for c in results if c.status == "warn"]
+        status = "failed" if failed else "ok"
+        message = (f"{len(failed)} check(s) failed: {', '.join(c.id for c in failed)}" if failed
+                   else f"{len(results)} checks, {len(warned)} warning(s)")
+        self._record(StepResult(server=self.server.name, step="verify", status=status, message=message,
+                                checks=results, duration_s=round(time.monotonic() - started, 3)))
+        return not failed
+
+    def cleanup(self) -> bool:
+        if self.exchange is not None:
+            self._read_exchange()  # the assignments as they are now
+        cleanup_plan = plan.cleanup_candidates(self.facts, self.exchange, self.settings, switched_at=None,
+                                               verify_passed=True)
+        if cleanup_plan.refused_reason:
+            return self._fail("cleanup", cleanup_plan.refused_reason, 0.0)
+        if not cleanup_plan.remove:
+            self._record(StepResult(server=self.server.name, step="cleanup", status="ok",
+                                    message="nothing to remove", data={"kept": cleanup_plan.kept}))
+            return True
+        envelope = self._scripts([("cleanup", {
+            "thumbprints": list(cleanup_plan.remove), "backend_site": self.settings.backend_site,
+            "frontend_site": self.settings.frontend_site, "dry_run": self.settings.dry_run})])[0]
+        self._record(StepResult.from_envelope(self.server.name, envelope, 0.0))
+        return bool(envelope["ok"])
+
+    # -- helpers -----------------------------------------------------------------------------------------------------
+    def _read_exchange(self) -> None:
+        try:
+            self.exchange, errors = exchange.read_facts(self.session, self.facts_server_name())
+            if self.exchange is None:
+                self.exchange_reason = "; ".join(errors) or "the Exchange cmdlets failed"
+        except ConnectionFailed as exc:
+            if exc.kind not in EXCHANGE_DOWN_KINDS:
+                raise
+            self.exchange, self.exchange_reason = None, str(exc)
+
+    def facts_server_name(self) -> str:
+        return self.server.exchange_name
+
+    def _facts_input(self) -> dict[str, Any]:
+        return {"backend_site": self.settings.backend_site, "frontend_site": self.settings.frontend_site,
+                "friendly_name": self.settings.friendly_name}
+
+    def _scripts(self, steps: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Render and run step scripts in one pipeline; one envelope per step, failures as failed envelopes."""
+        scripts = [render_step(step, data, override_dir=self.options.template_dir) for step, data in steps]
+        result = self.session.run_scripts(scripts)
+        envelopes = []
+        for step, _ in steps:
+            try:
+                envelopes.append(contract.parse_result(step, [o for o in result.output if f'"step":"{step}"' in str(o)]))
+            except contract.ContractError as exc:
+                reason = result.failed or str(exc)
+                envelopes.append(contract.make_result(step, ok=False, error=reason, dry_run=self.settings.dry_run))
+        for envelope in envelopes:
+            envelope["warnings"] = [*envelope["warnings"], *result.errors, *result.warnings]
+        return envelopes
+
+    def _target_thumbprint(self) -> str:
+        assert self.selected is not None
+        return (self.options.thumbprint or self.selected["thumbprint"]).upper()
+
+    def _plan_rest_of_chain(self) -> None:
+        """Dry run with a renewal pending: the later steps cannot run without the new certificate; say what they
+        would do."""
+        old = self.selected["thumbprint"] if self.selected else "?"
+        planned = []
+        if self.settings.trust:
+            planned.append(("trust", "would add the new certificate's public part to LocalMachine\\Root"))
+        loop = plan.bind_input(self.facts, "NEW", self.settings).get("loopback_from")
+        planned.append(("bind", f"would bind the new certificate on Exchange Back End *:444: (now {old})"
+                        + (" and on Default Web Site 127.0.0.1:443" if loop else "")))
+        if self.settings.restart_iis:
+            planned.append(("restart", "would run iisreset and wait for W3SVC"))
+        for step, message in planned:
+            self._record(StepResult(server=self.server.name, step=step, status="changed", changed=True,
+                                    message=message))
+
+    def _renew_failed(self, message: str, started: float) -> None:
+        self._fail("renew", message, time.monotonic() - started)
+        return None
+
+    def _fail(self, step: str, message: str, duration: float, warnings: list[str] | None = None) -> bool:
+        self._record(StepResult(server=self.server.name, step=step, status="failed", message=message,
+                                warnings=warnings or [], duration_s=round(duration, 3)))
+        return False
+
+    def _record(self, result: StepResult) -> None:
+        self.run.steps.append(result)
+        self.progress(self.server.name, result.step, result.status, result.message)
+
+
+def run_fleet(servers: list[Any], task: str, credentials: Any, settings: Settings, options: RunOptions,
+              progress: Progress, concurrency: int) -> list[ServerRun]:
+    """Run ``task`` on every server, at most ``concurrency`` at once; results in the servers' order."""
+    if task not in TASKS:
+        raise ExbeError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}", exit_code=2)
+    gate = threading.Lock()
+
+    def one(server: Any) -> ServerRun:
+        return ServerFlow(server, credentials, settings, options, progress, gate).execute(task)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(servers))), thread_name_prefix="exbe") as pool:
+        return list(pool.map(one, servers))
+
+
+def _cert(facts: dict[str, Any], thumbprint: str) -> dict[str, Any]:
+    for cert in facts["certificates"]:
+        if cert["thumbprint"] == thumbprint:
+            return cert
+    raise ExbeError(f"certificate {thumbprint} is not in LocalMachine\\My", exit_code=1)
+
+
+def _days_left(cert: dict[str, Any], now: str) -> int:
+    def parse(value: str) -> datetime.datetime:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (parse(cert["not_after"]) - parse(now)).days

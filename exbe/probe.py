@@ -1,0 +1,58 @@
+"""From the agent: does https://server:444 serve the bound certificate, and does IIS answer behind it?
+
+A TLS handshake alone is not enough: after a failed ``iisreset`` http.sys still completes handshakes on 444 with
+the sites down. So the same connection also sends an unauthenticated request to a back-end virtual directory, which
+answers 401 when healthy and 500/503 when not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+from typing import Any
+
+BACKEND_PATH = "/owa/"
+
+
+def probe_backend(host: str, port: int, timeout: float = 10.0) -> dict[str, Any]:
+    """``{"tls": {...}, "http": {...}}`` as exbe.checks expects; a port that cannot be reached gives ``tls`` None
+    with the reason in ``unreachable`` (the checks then skip rather than pass)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # The back-end certificate is self-signed by design; we compare its thumbprint, not its chain.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        return {"tls": None, "http": None, "unreachable": f"port {port} on {host} not reachable from this agent: {exc}"}
+    try:
+        try:
+            tls = context.wrap_socket(raw, server_hostname=None)
+        except (ssl.SSLError, OSError) as exc:
+            return {"tls": {"ok": False, "thumbprint": None, "error": f"TLS handshake failed: {exc}"}, "http": None}
+        with tls:
+            der = tls.getpeercert(binary_form=True)
+            thumbprint = hashlib.sha1(der).hexdigest().upper() if der else None
+            result: dict[str, Any] = {"tls": {"ok": True, "thumbprint": thumbprint, "error": None}}
+            result["http"] = _http_status(tls, host)
+            return result
+    finally:
+        raw.close()
+
+
+def _http_status(sock: ssl.SSLSocket, host: str) -> dict[str, Any]:
+    request = f"GET {BACKEND_PATH} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n" not in head and len(head) < 4096:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            head += chunk
+        parts = head.split(b"\r\n", 1)[0].split()
+        status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+        return {"status": status, "error": None if status else "no HTTP answer"}
+    except (OSError, ssl.SSLError) as exc:
+        return {"status": None, "error": f"HTTP request failed: {exc}"}

@@ -1,0 +1,86 @@
+"""Faults a sandbox host injects on demand (Python API, CLI ``--fault``, ``EXBE_SANDBOX_FAULTS``).
+
+A fault spec is a comma-separated list of ``kind`` or ``kind=value`` items, e.g.
+``step_fail=bind,latency_ms=50`` or ``bind_com_error`` or ``drop_after=12``. Per host, prefix with the host name
+and a colon in the CLI/env form: ``exch02:bind_com_error;exch03:auth_fail``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+#: kind -> (type of value, description)
+FAULT_KINDS: dict[str, tuple[type, str]] = {
+    "step_fail": (str, "the named WinRM step (or Exchange cmdlet) ends in a terminating error record"),
+    "bind_com_error": (bool, "binding a certificate fails with IIS's COM error 0x80070520 (no usable private key)"),
+    "iisreset_timeout": (bool, "iisreset/Restart-Service times out and leaves W3SVC stopped; TLS on 444 still answers"),
+    "drop_after": (int, "the HTTP connection is dropped (no response) from request number N+1 on"),
+    "drop_in_step": (str, "the connection drops while the named step runs (after its change is applied)"),
+    "latency_ms": (int, "added latency per HTTP request, in milliseconds (a WAN round trip)"),
+    "auth_fail": (bool, "every authentication attempt is refused with 401"),
+    "http_500": (bool, "every WSMan request answers HTTP 500 with a WSMan internal-error fault"),
+    "operation_timeout": (bool, "every Receive answers the WSMan operation-timeout fault, never data"),
+    "exchange_unavailable": (bool, "the Exchange endpoint (/PowerShell) answers 503, as when its app pool is down"),
+}
+
+
+@dataclasses.dataclass
+class Faults:
+    """The faults active on one host. All off by default."""
+
+    step_fail: str | None = None
+    bind_com_error: bool = False
+    iisreset_timeout: bool = False
+    drop_after: int | None = None
+    drop_in_step: str | None = None
+    latency_ms: int = 0
+    auth_fail: bool = False
+    http_500: bool = False
+    operation_timeout: bool = False
+    exchange_unavailable: bool = False
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "Faults":
+        """Parse ``kind[=value],...``; raises ValueError naming an unknown kind or a bad value."""
+        faults = cls()
+        for item in (spec or "").split(","):
+            item = item.strip()
+            if not item:
+                continue
+            kind, _, raw = item.partition("=")
+            kind = kind.strip()
+            if kind not in FAULT_KINDS:
+                raise ValueError(f"unknown sandbox fault {kind!r}; known: {', '.join(sorted(FAULT_KINDS))}")
+            typ = FAULT_KINDS[kind][0]
+            value: Any
+            if typ is bool:
+                value = raw.strip().lower() not in {"0", "false", "no", "off"} if raw else True
+            elif typ is int:
+                try:
+                    value = int(raw)
+                except ValueError:
+                    raise ValueError(f"sandbox fault {kind} needs a whole number, got {raw!r}") from None
+            else:
+                if not raw:
+                    raise ValueError(f"sandbox fault {kind} needs a value, e.g. {kind}=bind")
+                value = raw.strip()
+            setattr(faults, kind, value)
+        return faults
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, False, 0)}
+
+
+def parse_fleet_faults(spec: str | None) -> dict[str, Faults]:
+    """Parse ``host:spec;host:spec`` (``*`` for every host) into per-host :class:`Faults`."""
+    result: dict[str, Faults] = {}
+    for part in (spec or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        host, sep, body = part.partition(":")
+        if not sep:
+            host, body = "*", part
+        result[host.strip()] = Faults.parse(body)
+    return result

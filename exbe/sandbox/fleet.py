@@ -1,0 +1,185 @@
+"""A fleet of sandbox Exchange servers on loopback: start, stop, describe as an exbe inventory.
+
+Each host listens on its own free loopback ports: WinRM over HTTP (Negotiate/NTLM with message encryption, the
+default) and HTTPS (a certificate issued by the sandbox CA; Basic allowed only here), both serving ``/wsman`` and
+Exchange's ``/PowerShell``; and a TLS listener standing for IIS's https port 444.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import secrets
+import ssl
+from pathlib import Path
+from typing import Any, Iterable
+
+from .auth import install_accounts
+from .certs import SandboxCA
+from .faults import Faults
+from .host import SandboxHost
+from .listener444 import BackendListener
+from .server import Listener
+from .state import HostState, scenario_names
+
+log = logging.getLogger("exbe.sandbox")
+
+#: The default mix for a new user's first run: every one of these renews cleanly end to end.
+MIXED_SCENARIOS = (
+    "healthy",
+    "backend_expiring",
+    "backend_expired",
+    "sha1_backend",
+    "cng_backend",
+    "auth_cert_expired_with_signing",
+)
+DEFAULT_USERNAME = "SANDBOX\\exbe-admin"
+BIND = "127.0.0.1"
+
+
+def plan_hosts(count: int, scenarios: str | Iterable[str] = "mixed") -> list[tuple[str, str]]:
+    """``[(name, scenario)]`` for ``count`` hosts exch01..; ``scenarios`` is ``mixed``, one name, or a list cycled."""
+    if isinstance(scenarios, str):
+        chosen = list(MIXED_SCENARIOS) if scenarios == "mixed" else [s.strip() for s in scenarios.split(",") if s.strip()]
+    else:
+        chosen = list(scenarios)
+    known = set(scenario_names())
+    unknown = [s for s in chosen if s not in known]
+    if unknown or not chosen:
+        raise ValueError(f"unknown sandbox scenario {', '.join(unknown) or '(none)'}; known: {', '.join(sorted(known))}")
+    width = max(2, len(str(count)))
+    return [(f"exch{i + 1:0{width}d}", chosen[i % len(chosen)]) for i in range(count)]
+
+
+@dataclasses.dataclass
+class _Running:
+    host: SandboxHost
+    http: Listener
+    https: Listener
+    backend: BackendListener
+
+
+class Fleet:
+    """Sandbox hosts started together; a context manager. State persists in ``state_dir/<name>.json``."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        hosts: list[tuple[str, str]],
+        *,
+        faults: dict[str, Faults] | None = None,
+        latency_ms: int = 0,
+        username: str = DEFAULT_USERNAME,
+        password: str | None = None,
+        fresh: bool = True,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.username = username
+        self.password = password or secrets.token_urlsafe(18)
+        self._plan = hosts
+        self._faults = faults or {}
+        self._latency_ms = latency_ms
+        self._fresh = fresh
+        self._running: dict[str, _Running] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+    def start(self) -> "Fleet":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        install_accounts(self.state_dir / "ntlm-users", self.username, self.password)
+        ca = SandboxCA.load_or_create(self.state_dir)
+        self.ca_file.write_text(ca.ca_pem, encoding="utf-8")
+        tls = self._tls_context(ca)
+        try:
+            for name, scenario in self._plan:
+                self._running[name] = self._start_host(name, scenario, tls)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("sandbox fleet of %d hosts started in %s", len(self._running), self.state_dir)
+        return self
+
+    def stop(self) -> None:
+        for running in self._running.values():
+            running.host.close_all_shells()
+            for listener in (running.http, running.https, running.backend):
+                listener.stop()
+        self._running.clear()
+
+    def __enter__(self) -> "Fleet":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _start_host(self, name: str, scenario: str, tls: ssl.SSLContext) -> _Running:
+        path = self.state_dir / f"{name}.json"
+        if path.exists() and not self._fresh:
+            state = HostState.load(path)
+        else:
+            state = HostState.from_scenario(name, scenario)
+            state.save(path)
+        faults = dataclasses.replace(self._faults.get(name) or self._faults.get("*") or Faults())
+        if self._latency_ms and not faults.latency_ms:
+            faults.latency_ms = self._latency_ms
+        host = SandboxHost(name, state, path, username=self.username, password=self.password, faults=faults)
+        http = Listener(host, BIND, 0, None)
+        https = Listener(host, BIND, 0, tls)
+        backend = BackendListener(lambda: host.state, host.lock, host=BIND, port=0, cert_dir=self.state_dir / "tls")
+        for listener in (http, https, backend):
+            listener.start()
+        return _Running(host, http, https, backend)
+
+    def _tls_context(self, ca: SandboxCA) -> ssl.SSLContext:
+        cert_pem, key_pem = ca.issue_server_cert(["localhost"], [BIND])
+        cert_file, key_file = self.state_dir / "winrm-https.pem", self.state_dir / "winrm-https.key"
+        cert_file.write_text(cert_pem, encoding="utf-8")
+        key_file.write_text(key_pem, encoding="utf-8")
+        key_file.chmod(0o600)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        return context
+
+    # -- access ------------------------------------------------------------------------------------------------------
+    @property
+    def ca_file(self) -> Path:
+        return self.state_dir / "sandbox-ca.pem"
+
+    @property
+    def hosts(self) -> dict[str, SandboxHost]:
+        return {name: running.host for name, running in self._running.items()}
+
+    def host(self, name: str) -> SandboxHost:
+        return self._running[name].host
+
+    def ports(self, name: str) -> dict[str, int]:
+        running = self._running[name]
+        return {"http": running.http.port, "https": running.https.port, "backend": running.backend.port}
+
+    def inventory(self, *, ssl_basic: bool = False) -> list[dict[str, Any]]:
+        """Inventory entries for exbe's configuration (``exbe.inventory``)."""
+        entries = []
+        for name, running in self._running.items():
+            port = running.https.port if ssl_basic else running.http.port
+            entries.append({
+                "name": name,
+                "host": BIND,
+                "port": port,
+                "ssl": ssl_basic,
+                "auth": "basic" if ssl_basic else "ntlm",
+                "ca_file": str(self.ca_file),
+                "exchange_port": port,
+                "exchange_ssl": ssl_basic,
+                "backend_port": running.backend.port,
+                "groups": ["sandbox", running.host.state.scenario],
+            })
+        return entries
+
+    def write_inventory(self, path: Path, *, ssl_basic: bool = False) -> Path:
+        """Write an ``exbe.yaml`` that exbe's normal configuration reads (JSON is valid YAML)."""
+        document = {"exbe": {"inventory": self.inventory(ssl_basic=ssl_basic)}}
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def request_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        return {name: running.host.request_counts() for name, running in self._running.items()}

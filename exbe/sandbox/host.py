@@ -1,0 +1,171 @@
+"""One simulated Exchange server: its state, faults, request counters, shells and listeners.
+
+The host is the :class:`~exbe.sandbox.psrp.Executor` of its shells: on the WinRM endpoint it recognises exbe's
+rendered step scripts and applies them to the state in Python; on the Exchange endpoint it runs the modelled Exchange
+cmdlets. Anything else ends in a terminating error: the sandbox never fakes a success.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from .. import contract
+from . import exchange, steps
+from .faults import Faults
+from .psrp import DropConnection, Shell
+from .records import (
+    NO_LANGUAGE_MESSAGE,
+    SECOND_HOP_MESSAGE,
+    UNRECOGNISED_SCRIPT_MESSAGE,
+    ErrorInfo,
+    Outcome,
+    TerminatingError,
+)
+from .state import HostState
+
+log = logging.getLogger("exbe.sandbox")
+
+_SECOND_HOP = re.compile(r"New-PSSession\b[^\n]*(Microsoft\.Exchange|/PowerShell)", re.IGNORECASE)
+
+
+class SandboxHost:
+    """State and behaviour of one sandbox Exchange server (thread-safe)."""
+
+    def __init__(self, name: str, state: HostState, state_path: Path, *, username: str, password: str,
+                 faults: Faults | None = None) -> None:
+        self.name = name
+        self.state = state
+        self.state_path = state_path
+        self.username = username
+        self.password = password
+        self.faults = faults or Faults()
+        self.lock = threading.RLock()
+        self._shells: dict[str, Shell] = {}
+        self._counts: dict[str, collections.Counter[str]] = {"winrm": collections.Counter(),
+                                                             "exchange": collections.Counter(),
+                                                             "other": collections.Counter()}
+        self._requests = 0
+        self._count_lock = threading.Lock()
+
+    # -- observability -----------------------------------------------------------------------------------------------
+    def next_request_number(self) -> int:
+        with self._count_lock:
+            self._requests += 1
+            return self._requests
+
+    def count(self, endpoint: str, action: str) -> None:
+        with self._count_lock:
+            self._counts[endpoint][action] += 1
+        log.debug("%s %s %s", self.name, endpoint, action)
+
+    def request_counts(self) -> dict[str, dict[str, int]]:
+        """HTTP requests seen per endpoint (``winrm``/``exchange``) and WSMan action (plus ``auth``)."""
+        with self._count_lock:
+            return {ep: dict(c) for ep, c in self._counts.items() if ep != "other" or c}
+
+    def total_requests(self, endpoint: str) -> int:
+        with self._count_lock:
+            return sum(self._counts[endpoint].values())
+
+    def reset_counts(self) -> None:
+        with self._count_lock:
+            for counter in self._counts.values():
+                counter.clear()
+            self._requests = 0
+
+    # -- shells ------------------------------------------------------------------------------------------------------
+    def open_shell(self, configuration: str) -> Shell:
+        shell = Shell(configuration, self)
+        with self.lock:
+            self._shells[shell.id] = shell
+        return shell
+
+    def shell(self, shell_id: str) -> Shell | None:
+        with self.lock:
+            return self._shells.get(shell_id.upper())
+
+    def close_shell(self, shell_id: str) -> None:
+        with self.lock:
+            shell = self._shells.pop(shell_id.upper(), None)
+        if shell is not None:
+            shell.delete()
+
+    def close_all_shells(self) -> None:
+        with self.lock:
+            shells, self._shells = list(self._shells.values()), {}
+        for shell in shells:
+            shell.delete()
+
+    # -- state -------------------------------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """A deep copy of the state as JSON data (what tests compare before and after)."""
+        with self.lock:
+            return json.loads(json.dumps(self.state.to_dict()))
+
+    def save(self) -> None:
+        with self.lock:
+            self.state.save(self.state_path)
+
+    # -- execution (psrp.Executor) -----------------------------------------------------------------------------------
+    def execute(self, configuration: str, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome:
+        if configuration == "Microsoft.Exchange":
+            return self._run_exchange(statement)
+        return self._run_winrm(statement)
+
+    def _run_exchange(self, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome:
+        if any(is_script for _, is_script, _ in statement):
+            raise TerminatingError(ErrorInfo(NO_LANGUAGE_MESSAGE, error_id="ScriptsNotAllowed",
+                                             category="ParserError",
+                                             exception_type="System.Management.Automation.ParseException"))
+        if len(statement) != 1:
+            raise TerminatingError(ErrorInfo(
+                "The exbe sandbox models single Exchange cmdlets, not pipelines of cmdlets; exbe never sends one.",
+                error_id="SandboxPipelineNotModelled"))
+        name, _, params = statement[0]
+        if self.faults.step_fail and self.faults.step_fail.lower() == name.lower():
+            raise TerminatingError(ErrorInfo(f"{name} failed (fault injected by the exbe sandbox).",
+                                             error_id=f"SandboxFault,{name}"))
+        return self._mutate(lambda: exchange.run_cmdlet(self.state, name, params, self.faults))
+
+    def _run_winrm(self, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome:
+        text, is_script, _ = statement[0]
+        if len(statement) != 1 or not is_script:
+            raise TerminatingError(ErrorInfo(UNRECOGNISED_SCRIPT_MESSAGE.format(
+                reason="a command or a pipeline of commands, not one exbe step script"),
+                error_id="SandboxCannotExecute", category="NotImplemented"))
+        if _SECOND_HOP.search(text):
+            raise TerminatingError(ErrorInfo(SECOND_HOP_MESSAGE.format(server=self.name),
+                                             error_id="-2144108387,PSSessionOpenFailed",
+                                             category="OpenError",
+                                             exception_type="System.Management.Automation.Remoting.PSRemotingTransportException"))
+        from ..render import is_exbe_rendering  # jinja2 is loaded only when a script arrives
+
+        recognised, reason = is_exbe_rendering(text)
+        if not recognised:
+            raise TerminatingError(ErrorInfo(UNRECOGNISED_SCRIPT_MESSAGE.format(reason=reason),
+                                             error_id="SandboxCannotExecute", category="NotImplemented"))
+        step, data = contract.parse_script(text)
+        if self.faults.step_fail == step:
+            raise TerminatingError(ErrorInfo(f"The exbe step '{step}' failed: fault injected by the exbe sandbox.",
+                                             error_id=f"SandboxFault,{step}"))
+        outcome = self._mutate(lambda: Outcome(output=[contract.encode_result(
+            steps.run_step(self.state, step, data, self.faults))]))
+        if self.faults.drop_in_step == step:
+            raise DropConnection(step)
+        return outcome
+
+    def _mutate(self, action) -> Outcome:
+        """Run ``action`` under the host lock and persist the state when it changed."""
+        with self.lock:
+            before = json.dumps(self.state.to_dict(), sort_keys=True)
+            try:
+                return action()
+            finally:
+                if json.dumps(self.state.to_dict(), sort_keys=True) != before:
+                    self.state.save(self.state_path)

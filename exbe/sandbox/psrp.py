@@ -1,0 +1,238 @@
+"""PSRP runspace pools ("shells") and pipelines ("commands") on top of psrpcore's server state machines.
+
+A :class:`Shell` owns one ``ServerRunspacePool``. psrpcore gives each pool a single outgoing buffer; the shell
+drains it after every event and routes payloads by pipeline id into per-command queues, so a Receive for one
+command never returns another's output (two pipelines of one pool can run at once). The commands themselves are
+executed by an :class:`Executor` (the simulated host) in Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import threading
+import uuid
+from collections import deque
+from typing import Any, Protocol
+
+from psrpcore import ServerPipeline, ServerRunspacePool
+from psrpcore._payload import PSRPPayload, StreamType
+from psrpcore.types import (
+    ErrorCategory,
+    ErrorCategoryInfo,
+    ErrorRecord,
+    NETException,
+    PSCustomObject,
+    PSDateTime,
+    PSInvocationState,
+    RunspacePoolState,
+)
+from psrpcore._events import CreatePipelineEvent
+
+from . import wsman
+from .records import ErrorInfo, Outcome, SandboxObject, TerminatingError
+
+#: Bytes of PSRP fragments per Receive response (WinRM's MaxEnvelopeSize is 500 KiB for protocol 2.2+).
+RECEIVE_CHUNK = 256 * 1024
+
+
+class Executor(Protocol):
+    """Runs the statements of one pipeline: each statement is a list of (command text, is_script, parameters)."""
+
+    def execute(self, configuration: str, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome: ...
+
+
+class DropConnection(Exception):
+    """The HTTP layer closes the connection without answering (fault drop_in_step)."""
+
+
+class Command:
+    """One pipeline of a shell: its output queue and whether it has finished."""
+
+    def __init__(self, command_id: str) -> None:
+        self.id = command_id
+        self.queue: deque[bytes] = deque()
+        self.finished = False
+
+
+class Shell:
+    """One runspace pool (WSMan shell) of a sandbox host endpoint."""
+
+    def __init__(self, configuration: str, executor: Executor, ps_version: str = "5.1.17763.1") -> None:
+        self.id = str(uuid.uuid4()).upper()
+        self.configuration = configuration
+        self._executor = executor
+        self._pool = ServerRunspacePool(application_private_data={"PSVersionTable": {"PSVersion": ps_version}})
+        self._lock = threading.Condition()
+        self._pool_queue: deque[bytes] = deque()
+        self._commands: dict[str, Command] = {}
+        self.closed = False
+
+    # -- WSMan verbs -------------------------------------------------------------------------------------------------
+    def create(self, creation_xml: str) -> None:
+        with self._lock:
+            self._feed(base64.b64decode(creation_xml), None)
+
+    def command(self, command_id: str, first_fragment: str) -> str:
+        command_id = (command_id or str(uuid.uuid4())).upper()
+        with self._lock:
+            ServerPipeline(self._pool, uuid.UUID(command_id))
+            self._commands[command_id] = Command(command_id)
+            self._feed(base64.b64decode(first_fragment), uuid.UUID(command_id))
+        return command_id
+
+    def send(self, command_id: str | None, data: str) -> None:
+        with self._lock:
+            if command_id and command_id.upper() not in self._commands:
+                raise wsman.Fault(400, 2150858843, f"The command {command_id} was not found in shell {self.id}.",
+                                  subcode="w:InvalidSelectors", soap_code="s:Sender")
+            self._feed(base64.b64decode(data), uuid.UUID(command_id) if command_id else None)
+
+    def receive(self, command_id: str | None, timeout: float, forced_timeout: bool = False) -> tuple[bytes, str | None]:
+        """Long-poll for output: returns (payload, command state URI or None for the pool stream)."""
+        key = command_id.upper() if command_id else None
+        with self._lock:
+            if key is not None and key not in self._commands:
+                raise wsman.Fault(400, 2150858843, f"The command {command_id} was not found in shell {self.id}.",
+                                  subcode="w:InvalidSelectors", soap_code="s:Sender")
+            queue = self._commands[key].queue if key else self._pool_queue
+            if forced_timeout:
+                self._lock.wait(timeout=min(timeout, 0.2))
+                raise wsman.operation_timeout()
+            deadline = timeout
+            while not queue and not self.closed and not (key and self._commands[key].finished):
+                if not self._lock.wait(timeout=deadline):
+                    raise wsman.operation_timeout()
+            data = b""
+            while queue and len(data) < RECEIVE_CHUNK:
+                data += queue.popleft()
+            state = None
+            if key:
+                command = self._commands[key]
+                state = wsman.COMMAND_DONE if command.finished and not queue else wsman.COMMAND_RUNNING
+            return data, state
+
+    def signal(self, command_id: str | None) -> None:
+        with self._lock:
+            if command_id:
+                command = self._commands.pop(command_id.upper(), None)
+                if command is not None:
+                    pipeline = self._pool.pipeline_table.get(uuid.UUID(command_id))
+                    if pipeline is not None and pipeline.state == PSInvocationState.Running:
+                        pipeline.stop()
+                    self._drain()
+            self._lock.notify_all()
+
+    def delete(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._lock.notify_all()
+
+    @property
+    def opened(self) -> bool:
+        return self._pool.state == RunspacePoolState.Opened
+
+    # -- PSRP plumbing -----------------------------------------------------------------------------------------------
+    def _feed(self, data: bytes, pipeline_id: uuid.UUID | None) -> None:
+        self._pool.receive_data(PSRPPayload(data, StreamType.default, pipeline_id))
+        while True:
+            event = self._pool.next_event()
+            if event is None:
+                break
+            if isinstance(event, CreatePipelineEvent):
+                self._run_pipeline(self._pool.pipeline_table[event.pipeline_id])
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            payload = self._pool.data_to_send(RECEIVE_CHUNK)
+            if payload is None:
+                break
+            if payload.pipeline_id is None:
+                self._pool_queue.append(payload.data)
+            else:
+                command = self._commands.get(str(payload.pipeline_id).upper())
+                if command is not None:
+                    command.queue.append(payload.data)
+        self._lock.notify_all()
+
+    def _run_pipeline(self, pipeline: ServerPipeline) -> None:
+        command = self._commands[str(pipeline.pipeline_id).upper()]
+        statements: list[list[tuple[str, bool, dict[str, Any]]]] = [[]]
+        for cmd in pipeline.metadata.commands:
+            params = {str(name): _plain(value) for name, value in cmd.parameters if name is not None}
+            statements[-1].append((str(cmd.command_text), bool(cmd.is_script), params))
+            if cmd.end_of_statement:
+                statements.append([])
+        pipeline.start()
+        try:
+            for statement in (s for s in statements if s):
+                outcome = self._executor.execute(self.configuration, statement)
+                _write(pipeline, outcome)
+        except TerminatingError as exc:
+            pipeline._change_state(PSInvocationState.Failed, error=_error_record(exc.info))  # no public call (0.3.1)
+        else:
+            pipeline.complete()
+        finally:
+            command.finished = True
+            self._drain()
+
+
+def _write(pipeline: ServerPipeline, outcome: Outcome) -> None:
+    for item in outcome.output:
+        pipeline.write_output(_to_ps(item))
+    for error in outcome.errors:
+        pipeline.write_error(
+            _exception(error), ErrorCategoryInfo(Category=_category(error), Reason=error.exception_type.rpartition(".")[2]),
+            target_object=error.target, fully_qualified_error_id=error.error_id,
+        )
+    for warning in outcome.warnings:
+        pipeline.write_warning(warning)
+
+
+def _to_ps(value: Any) -> Any:
+    if isinstance(value, SandboxObject):
+        obj = PSCustomObject(**{k: _to_ps(v) for k, v in value.properties.items()})
+        obj.PSObject.type_names = [*value.type_names, "System.Object"]
+        if value.to_string:
+            obj.PSObject.to_string = value.to_string
+        return obj
+    if isinstance(value, datetime.datetime):
+        return PSDateTime(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                          value.microsecond, tzinfo=value.tzinfo)
+    if isinstance(value, (list, tuple)):
+        return [_to_ps(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """psrpcore primitive wrappers -> plain Python values for the model."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _exception(info: ErrorInfo) -> NETException:
+    exc = NETException(Message=info.message)
+    exc.PSObject.type_names = [info.exception_type, "System.Exception", "System.Object"]
+    return exc
+
+
+def _category(info: ErrorInfo) -> ErrorCategory:
+    return getattr(ErrorCategory, info.category, ErrorCategory.NotSpecified)
+
+
+def _error_record(info: ErrorInfo) -> ErrorRecord:
+    return ErrorRecord(
+        Exception=_exception(info),
+        CategoryInfo=ErrorCategoryInfo(Category=_category(info), Reason=info.exception_type.rpartition(".")[2]),
+        FullyQualifiedErrorId=info.error_id,
+        TargetObject=info.target,
+    )
+

@@ -1,0 +1,121 @@
+"""The exbe tasks. Each one only gathers its flags and hands them to ``exbe.cli.run_task``; the runbook itself reads
+top-down in ``exbe.flow``: preflight -> renew -> trust -> bind -> (restart) -> verify -> (cleanup)."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from .cli import TaskOptions, run_task
+
+SELECT_HELP = {
+    "server": "server to act on: inventory name or host name (repeatable)",
+    "all": "every server in the inventory",
+    "group": "every server of this inventory group",
+    "shard": "i/n: only the i-th of n stable shards of the selected servers (parallel pipeline jobs)",
+    "junit": "write JUnit XML here (a testsuite per server)",
+    "json": "write the JSON run record here",
+    "dry-run": "change nothing; show what would change",
+}
+ITERABLE = ["server"]
+
+
+def _help(**extra: str) -> dict[str, str]:
+    return {**SELECT_HELP, **extra}
+
+
+@task(iterable=ITERABLE, help=_help())
+def preflight(c, server=None, all_=False, group=None, shard=None, junit=None, json_=None):
+    """Read both endpoints and select the back-end certificate; change nothing."""
+    run_task(c, "preflight", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
+                                         json=json_))
+
+
+@task(iterable=ITERABLE, help=_help(
+    days="renew when fewer days are left (default 60)", force="renew even when the certificate is healthy",
+    no_trust="do not add the new certificate to LocalMachine\\Root", smtp="keep (default) or move SMTP to the new "
+    "certificate", restart_iis="iisreset afterwards, one server at a time", cleanup="remove superseded certificates "
+    "when verify passes and they are --min-age days old", min_age="days a switch must be old before cleanup"))
+def renew(c, server=None, all_=False, group=None, shard=None, days=None, force=False, dry_run=False, no_trust=False,
+          smtp=None, restart_iis=False, cleanup=False, min_age=None, junit=None, json_=None):
+    """Renew the back-end certificate where needed, trust it, bind it to 444, verify (the whole chain)."""
+    run_task(c, "renew", TaskOptions(server=server or [], all=all_, group=group, shard=shard, days=days, force=force,
+                                     dry_run=dry_run, no_trust=no_trust, smtp=smtp, restart_iis=restart_iis,
+                                     cleanup=cleanup, min_age=min_age, junit=junit, json=json_))
+
+
+@task(iterable=ITERABLE, help=_help(thumbprint="trust this certificate instead of the selected one"))
+def trust(c, server=None, all_=False, group=None, shard=None, thumbprint=None, dry_run=False, junit=None,
+          json_=None):
+    """Put the back-end certificate's public part in LocalMachine\\Root when it is absent."""
+    run_task(c, "trust", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
+                                     dry_run=dry_run, junit=junit, json=json_))
+
+
+@task(iterable=ITERABLE, help=_help(thumbprint="bind this certificate (from LocalMachine\\My) instead of the "
+                                               "selected one"))
+def bind(c, server=None, all_=False, group=None, shard=None, thumbprint=None, dry_run=False, junit=None, json_=None):
+    """Bind the back-end certificate to Exchange Back End *:444: (and 127.0.0.1:443 where it was)."""
+    run_task(c, "bind", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
+                                    dry_run=dry_run, junit=junit, json=json_))
+
+
+@task(iterable=ITERABLE, help=_help())
+def restart(c, server=None, all_=False, group=None, shard=None, dry_run=False, junit=None, json_=None):
+    """iisreset, one server at a time, waiting for W3SVC to come back."""
+    run_task(c, "restart", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
+                                       junit=junit, json=json_))
+
+
+@task(iterable=ITERABLE, help=_help())
+def verify(c, server=None, all_=False, group=None, shard=None, junit=None, json_=None):
+    """Check the back end as HealthChecker would, plus a TLS and HTTP probe of port 444 from this agent."""
+    run_task(c, "verify", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
+                                      json=json_))
+
+
+@task(iterable=ITERABLE, help=_help(min_age="days a switch must be old before its predecessor is removed"))
+def cleanup(c, server=None, all_=False, group=None, shard=None, min_age=None, dry_run=False, junit=None, json_=None):
+    """Remove superseded self-signed back-end certificates (and Root copies) that nothing uses, after verify."""
+    run_task(c, "cleanup", TaskOptions(server=server or [], all=all_, group=group, shard=shard, min_age=min_age,
+                                       dry_run=dry_run, junit=junit, json=json_))
+
+
+@task(positional=["task_name"], iterable=ITERABLE, help={"task-name": "renew, verify, trust, bind or cleanup", "days": "renewal threshold in days",
+                               "force": "renew even when healthy", "smtp": "keep or move",
+                               "no-trust": "skip the Root copy", "output": "write here (UTF-8 with BOM) instead of "
+                               "standard output", "server": "accepted for symmetry; the script runs on the server"})
+def render(c, task_name="renew", server=None, days=None, force=False, smtp=None, no_trust=False, output=None):
+    """Print ONE script to run by hand in the Exchange Management Shell (Windows PowerShell 5.1), for servers
+    without WinRM access: `exbe render renew > renew.ps1`."""
+    from .render_manual import manual_script
+
+    try:
+        text = manual_script(c.config.exbe, task_name, days=days, force=force, smtp=smtp, no_trust=no_trust)
+    except ValueError as exc:
+        raise Exit(f"exbe: {exc}", code=2) from None
+    if output:
+        with open(output, "wb") as handle:
+            handle.write(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    else:
+        sys.stdout.write(text)
+
+
+@task(help={"hosts": "number of hosts exch01..exchNN (default 6)",
+            "scenarios": "'mixed' or a comma list cycled over the hosts (see exbe.sandbox.state.scenario_names)",
+            "faults": "per-host faults, e.g. 'exch02:bind_com_error;*:latency_ms=50'",
+            "latency-ms": "added latency per request on every host", "state-dir": "where host state lives",
+            "inventory": "write the exbe configuration (exbe.yaml) for this fleet here", "https": "inventory uses "
+            "Basic over HTTPS (sandbox CA) instead of NTLM over HTTP", "keep": "reuse existing host state"})
+def sandbox(c, hosts=6, scenarios="mixed", faults="", latency_ms=0, state_dir=".exbe-sandbox",
+            inventory="sandbox-inventory.yaml", https=False, keep=False):
+    """Run a sandbox fleet in the foreground until Ctrl-C (simulated Exchange servers; nothing runs on Windows)."""
+    from .sandbox.cli import serve
+
+    serve(hosts=int(hosts), scenarios=scenarios, faults=faults, latency_ms=int(latency_ms), state_dir=state_dir,
+          inventory=inventory, https=https, keep=keep)
+
+
+ns = Collection(preflight, renew, trust, bind, restart, verify, cleanup, render, sandbox)

@@ -1,0 +1,223 @@
+"""One conversation per server: a pypsrp runspace pool per endpoint, opened once, used by every step, closed at the end.
+
+This is the only module that imports pypsrp. It knows two doors:
+
+* ``winrm`` — WinRM's ``/wsman``, configuration ``Microsoft.PowerShell``: exbe's rendered step scripts run here;
+* ``exchange`` — Exchange's ``/PowerShell``, configuration ``Microsoft.Exchange``: cmdlets only (no-language mode).
+
+pypsrp, requests and spnego exceptions become :class:`~exbe.errors.ConnectionFailed` with a kind and a hint, once,
+here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .errors import ConnectionFailed
+
+if TYPE_CHECKING:
+    from .config import Credentials, Server
+
+log = logging.getLogger("exbe.transport")
+
+ENDPOINTS = {"winrm": "Microsoft.PowerShell", "exchange": "Microsoft.Exchange"}
+
+
+@dataclasses.dataclass
+class PipelineOutput:
+    """What one pipeline returned: output objects, error-stream messages, and the terminating error if it failed."""
+
+    output: list[Any]
+    errors: list[str]
+    warnings: list[str]
+    failed: str | None  # message of the terminating error, None when the pipeline completed
+
+
+class Session:
+    """The runspace pools of one server, opened on first use. Thread-safe per endpoint."""
+
+    def __init__(self, server: "Server", credentials: "Credentials", timeouts: dict[str, int]) -> None:
+        self.server = server
+        self._credentials = credentials
+        self._timeouts = timeouts
+        self._pools: dict[str, Any] = {}
+        self._locks = {name: threading.Lock() for name in ENDPOINTS}
+
+    # -- public ------------------------------------------------------------------------------------------------------
+    def run_scripts(self, scripts: list[str]) -> PipelineOutput:
+        """Run scripts on the WinRM endpoint as statements of ONE pipeline: one round trip for all of them."""
+        def build(ps: Any) -> None:
+            for i, script in enumerate(scripts):
+                if i:
+                    ps.add_statement()
+                ps.add_script(script)
+        return self._invoke("winrm", build)
+
+    def run_cmdlets(self, statements: list[tuple[str, dict[str, Any]]]) -> PipelineOutput:
+        """Run Exchange cmdlets, each a statement of ONE pipeline on the Exchange endpoint."""
+        def build(ps: Any) -> None:
+            for i, (name, params) in enumerate(statements):
+                if i:
+                    ps.add_statement()
+                ps.add_cmdlet(name)
+                for key, value in params.items():
+                    ps.add_parameter(key, value)
+        return self._invoke("exchange", build)
+
+    def close(self) -> None:
+        """Close every open pool (one Delete each); errors while closing are logged, not raised."""
+        for name, pool in list(self._pools.items()):
+            try:
+                pool.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the step result
+                log.debug("%s: closing the %s pool failed: %s", self.server.name, name, exc)
+        self._pools.clear()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------------------------------
+    def _invoke(self, endpoint: str, build) -> PipelineOutput:
+        from pypsrp.powershell import PowerShell
+
+        with self._locks[endpoint], _translate_errors(self.server, endpoint):
+            pool = self._pool(endpoint)
+            ps = PowerShell(pool)
+            build(ps)
+            output = ps.invoke()
+            errors = [_error_text(e) for e in ps.streams.error]
+            warnings = [str(w) for w in ps.streams.warning]
+            failed = None
+            if ps.had_errors:
+                failed = errors[-1] if errors else "the pipeline failed with a terminating error"
+                errors = errors[:-1] if errors else errors
+            return PipelineOutput(list(output), errors, warnings, failed)
+
+    def _pool(self, endpoint: str) -> Any:
+        pool = self._pools.get(endpoint)
+        if pool is None:
+            from pypsrp.powershell import RunspacePool
+
+            pool = RunspacePool(self._wsman(endpoint), configuration_name=ENDPOINTS[endpoint])
+            pool.open()
+            self._pools[endpoint] = pool
+        return pool
+
+    def _wsman(self, endpoint: str) -> Any:
+        from pypsrp.wsman import WSMan
+
+        s = self.server
+        exchange = endpoint == "exchange"
+        password = self._credentials.password.reveal() if self._credentials.password is not None else None
+        cert_validation: bool | str = s.cert_validation
+        if s.cert_validation and s.ca_file:
+            cert_validation = s.ca_file
+        return WSMan(
+            s.exchange_host if exchange else s.host,
+            port=s.exchange_port if exchange else s.port,
+            path=s.exchange_path if exchange else "wsman",
+            ssl=s.exchange_ssl if exchange else s.ssl,
+            auth=s.auth,
+            username=self._credentials.username,
+            password=password,
+            cert_validation=cert_validation,
+            connection_timeout=self._timeouts["connect_timeout"],
+            read_timeout=self._timeouts["read_timeout"],
+            operation_timeout=self._timeouts["operation_timeout"],
+        )
+
+
+class _translate_errors:
+    """Context manager: any transport exception -> ConnectionFailed with a kind and a hint."""
+
+    def __init__(self, server: "Server", endpoint: str) -> None:
+        self.server = server
+        self.endpoint = endpoint
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or isinstance(exc, ConnectionFailed):
+            return False
+        mapped = classify(exc)
+        if mapped is None:
+            return False
+        kind, detail = mapped
+        s = self.server
+        exchange = self.endpoint == "exchange"
+        raise ConnectionFailed(
+            server=s.name,
+            host=s.exchange_host if exchange else s.host,
+            port=s.exchange_port if exchange else s.port,
+            kind=kind,
+            hint=_endpoint_hint(self.endpoint, kind, detail),
+        ) from None
+
+
+def classify(exc: BaseException) -> tuple[str, str] | None:
+    """Map a pypsrp/requests/spnego exception to (kind, detail); None for exceptions that are not transport errors."""
+    import requests
+    from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
+
+    for cause in _chain(exc):
+        text = str(cause)
+        if isinstance(cause, AuthenticationError):
+            return "auth", ""
+        if isinstance(cause, requests.exceptions.SSLError):
+            return "tls_validation", _first_line(text)
+        if isinstance(cause, (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout)):
+            return "timeout", ""
+        if isinstance(cause, requests.exceptions.ConnectionError):
+            lowered = text.lower()
+            if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered \
+                    or "name resolution" in lowered:
+                return "name_not_resolved", ""
+            if "remotedisconnected" in lowered or "connection aborted" in lowered or "reset by peer" in lowered:
+                return "dropped", ""
+            return "unreachable", ""
+        if isinstance(cause, WSManFaultError):
+            if cause.code == 2150858793:
+                return "timeout", "WSMan operation timeout"
+            return "protocol", _first_line(f"WSMan fault {cause.code}: {cause.reason}")
+        if isinstance(cause, WinRMTransportError):
+            if cause.code in (404, 405):
+                return "winrm_not_enabled", f"HTTP {cause.code}"
+            if cause.code == 503:
+                return "unavailable", "HTTP 503"
+            return "protocol", f"HTTP {cause.code}"
+    if type(exc).__module__.startswith(("spnego", "pypsrp", "requests", "urllib3")):
+        return "protocol", _first_line(str(exc))
+    return None
+
+
+def _endpoint_hint(endpoint: str, kind: str, detail: str) -> str:
+    where = "the Exchange endpoint (/PowerShell)" if endpoint == "exchange" else "WinRM"
+    return f"{where}: {detail}" if detail else where
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, BaseException):
+            yield arg
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
+
+
+def _error_text(record: Any) -> str:
+    message = getattr(record, "message", None) or str(record)
+    return _first_line(str(message)) or "unknown error"

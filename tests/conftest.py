@@ -1,0 +1,44 @@
+"""Shared fixtures: sandbox fleets started in-process on free loopback ports (exbe.sandbox.fleet)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from exbe.sandbox.faults import Faults
+from exbe.sandbox.fleet import Fleet
+
+PASSWORD = "Sandb0x-Pa55;'\"$(x)"
+USERNAME = "SANDBOX\\exbe-admin"
+
+
+@pytest.fixture
+def start_fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
+    """Start a fleet: ``start_fleet([("exch01", "healthy")], faults={"exch01": Faults(...)}, latency_ms=0)``."""
+    fleets: list[Fleet] = []
+
+    def start(hosts: list[tuple[str, str]], *, faults: dict[str, Faults] | None = None, latency_ms: int = 0) -> Fleet:
+        fleet = Fleet(tmp_path / f"sandbox{len(fleets)}", hosts, faults=faults, latency_ms=latency_ms,
+                      username=USERNAME, password=PASSWORD)
+        fleets.append(fleet)
+        return fleet.start()
+
+    yield start
+    for fleet in fleets:
+        fleet.stop()
+
+
+@pytest.fixture
+def fleet(start_fleet: Callable[..., Fleet]) -> Fleet:
+    """One healthy host, exch01."""
+    return start_fleet([("exch01", "healthy")])
+
+
+@pytest.fixture(autouse=True)
+def _no_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests decide for themselves whether they run 'in' Azure Pipelines or GitHub Actions."""
+    for name in ("TF_BUILD", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "EXBE_USERNAME", "EXBE_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)

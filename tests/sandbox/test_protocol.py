@@ -1,0 +1,300 @@
+"""The sandbox is a real WinRM/PSRP peer: plain pypsrp (not exbe's layers) talks to it as to a Windows server."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
+from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.wsman import WSMan
+
+from exbe import contract
+from exbe.render import render_step
+from exbe.sandbox.faults import Faults
+from exbe.sandbox.records import NO_LANGUAGE_MESSAGE
+
+from ..conftest import PASSWORD, USERNAME
+
+FACTS_INPUT = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site",
+               "friendly_name": "Microsoft Exchange"}
+
+
+def wsman(fleet, name="exch01", *, endpoint="winrm", https=False, password=PASSWORD, **kwargs) -> WSMan:
+    ports = fleet.ports(name)
+    return WSMan("127.0.0.1", port=ports["https" if https else "http"], ssl=https,
+                 path="wsman" if endpoint == "winrm" else "PowerShell",
+                 auth="basic" if https else "ntlm", username=USERNAME, password=password,
+                 cert_validation=str(fleet.ca_file) if https else False, operation_timeout=5, read_timeout=15,
+                 **kwargs)
+
+
+def exchange_pool(fleet, **kwargs) -> RunspacePool:
+    return RunspacePool(wsman(fleet, endpoint="exchange", **kwargs), configuration_name="Microsoft.Exchange")
+
+
+def run_script(pool: RunspacePool, script: str) -> PowerShell:
+    ps = PowerShell(pool)
+    ps.add_script(script)
+    ps.invoke()
+    return ps
+
+
+def test_exchange_endpoint_runs_cmdlets_against_the_host_state(fleet):
+    with exchange_pool(fleet) as pool:
+        ps = PowerShell(pool)
+        ps.add_cmdlet("Get-ExchangeCertificate").add_parameter("Server", "exch01")
+        ps.add_statement()
+        ps.add_cmdlet("Get-AuthConfig")
+        output = ps.invoke()
+    assert not ps.had_errors
+    certs = [o for o in output if any("ExchangeCertificate" in t for t in o.types)]
+    state_thumbs = {c["thumbprint"] for c in fleet.host("exch01").snapshot()["certificates"]["my"]} \
+        if isinstance(fleet.host("exch01").snapshot().get("certificates"), dict) else None
+    assert certs, "Get-ExchangeCertificate returned the server's certificates"
+    thumbs = {o.extended_properties["Thumbprint"] for o in certs}
+    if state_thumbs is not None:
+        assert thumbs == state_thumbs
+    auth = [o for o in output if any(t.endswith("AuthConfig") for t in o.types)]
+    assert auth and auth[0].extended_properties["CurrentCertificateThumbprint"] in thumbs
+
+
+def test_exchange_endpoint_refuses_scripts_with_the_no_language_error(fleet):
+    with exchange_pool(fleet) as pool:
+        ps = run_script(pool, "Get-ExchangeCertificate | Where-Object { $_.IsSelfSigned }")
+    assert ps.had_errors
+    assert NO_LANGUAGE_MESSAGE in str(ps.streams.error[0])
+
+
+def test_unknown_exchange_parameter_is_refused_as_exchange_does(fleet):
+    with exchange_pool(fleet) as pool:
+        ps = PowerShell(pool)
+        ps.add_cmdlet("Get-ExchangeCertificate").add_parameter("NoSuchParameter", "x")
+        ps.invoke()
+    assert ps.had_errors
+    assert "A parameter cannot be found that matches parameter name 'NoSuchParameter'" in str(ps.streams.error[0])
+
+
+def test_winrm_runs_an_exbe_step_over_ntlm_with_message_encryption(fleet):
+    transport = wsman(fleet)
+    with RunspacePool(transport) as pool:
+        ps = run_script(pool, render_step("facts", FACTS_INPUT))
+    assert transport.transport.encryption is not None, "NTLM over HTTP uses WinRM message encryption"
+    result = contract.parse_result("facts", ps.output)
+    assert result["ok"] and result["data"]["computer"]["name"].upper() == "EXCH01"
+
+
+def test_basic_over_https_validates_the_sandbox_ca(fleet):
+    with RunspacePool(wsman(fleet, https=True)) as pool:
+        ps = run_script(pool, render_step("facts", FACTS_INPUT))
+    assert contract.parse_result("facts", ps.output)["ok"]
+
+
+def test_https_without_the_sandbox_ca_fails_certificate_validation(fleet):
+    transport = WSMan("127.0.0.1", port=fleet.ports("exch01")["https"], ssl=True, auth="basic", username=USERNAME,
+                      password=PASSWORD, cert_validation=True)
+    with pytest.raises(requests.exceptions.SSLError):
+        RunspacePool(transport).open()
+
+
+def test_basic_over_plain_http_is_refused(fleet):
+    transport = WSMan("127.0.0.1", port=fleet.ports("exch01")["http"], ssl=False, auth="basic", username=USERNAME,
+                      password=PASSWORD, encryption="never")
+    with pytest.raises(AuthenticationError):
+        RunspacePool(transport).open()
+
+
+@pytest.mark.parametrize("https", [False, True], ids=["ntlm", "basic-https"])
+def test_wrong_password_is_refused_with_the_clients_normal_error(fleet, https):
+    with pytest.raises(AuthenticationError):
+        RunspacePool(wsman(fleet, https=https, password="not-the-password")).open()
+
+
+def test_a_400_kb_script_arrives_in_several_envelopes_and_is_judged_whole(fleet):
+    big = "# " + "x" * 400_000 + "\nWrite-Output 'hello'"
+    host = fleet.host("exch01")
+    host.reset_counts()
+    with RunspacePool(wsman(fleet)) as pool:
+        ps = run_script(pool, big)
+    assert ps.had_errors
+    assert "cannot execute arbitrary PowerShell" in str(ps.streams.error[0])
+    assert host.request_counts()["winrm"].get("Send", 0) >= 1, "Command + Send fragments"
+
+
+def test_an_unrecognised_script_ends_in_a_terminating_error_never_a_fake_success(fleet):
+    with RunspacePool(wsman(fleet)) as pool:
+        ps = run_script(pool, "Get-ChildItem Cert:\\LocalMachine\\My")
+        assert ps.had_errors and ps.output == []
+        edited = render_step("facts", FACTS_INPUT).replace("$ErrorActionPreference = 'Stop'",
+                                                            "$ErrorActionPreference = 'Continue'")
+        ps = run_script(pool, edited)
+    assert ps.had_errors
+    assert "cannot execute arbitrary PowerShell" in str(ps.streams.error[0])
+
+
+def test_a_script_opening_an_exchange_session_fails_with_the_second_hop_error(fleet):
+    script = ("$s = New-PSSession -ConfigurationName Microsoft.Exchange -ConnectionUri http://exch01/PowerShell\n"
+              "Import-PSSession $s")
+    with RunspacePool(wsman(fleet)) as pool:
+        ps = run_script(pool, script)
+    assert ps.had_errors
+    assert "0x8009030e" in str(ps.streams.error[0])
+
+
+def test_two_pipelines_of_one_pool_run_at_once_and_keep_their_own_output(fleet):
+    with RunspacePool(wsman(fleet), max_runspaces=2) as pool:
+        first, second = PowerShell(pool), PowerShell(pool)
+        first.add_script(render_step("facts", FACTS_INPUT))
+        second.add_script(render_step("trust", {"thumbprint": "00" * 20, "dry_run": True}))
+        first.begin_invoke()
+        second.begin_invoke()
+        out_second = second.end_invoke()
+        out_first = first.end_invoke()
+    assert contract.parse_result("facts", out_first)["step"] == "facts"
+    assert contract.parse_result("trust", out_second)["step"] == "trust"
+
+
+def test_ten_hosts_serve_at_once(start_fleet):
+    fleet = start_fleet([(f"exch{i:02d}", "healthy") for i in range(1, 11)])
+
+    def facts(name: str) -> str:
+        with RunspacePool(wsman(fleet, name)) as pool:
+            return contract.parse_result("facts", run_script(pool, render_step("facts", FACTS_INPUT)).output)[
+                "data"]["computer"]["name"]
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        names = list(pool.map(facts, fleet.hosts))
+    assert [n.lower() for n in names] == list(fleet.hosts)
+
+
+# -- request counts: the table in shared/psrp-facts.md -----------------------------------------------------------
+@pytest.mark.parametrize("https", [False, True], ids=["ntlm", "basic-https"])
+def test_request_counts_per_phase_match_the_documented_table(fleet, https):
+    host = fleet.host("exch01")
+    host.reset_counts()
+    auth = 0 if https else 3
+    pool = RunspacePool(wsman(fleet, https=https))
+    pool.open()
+    assert host.total_requests("winrm") == auth + 2, "open = (auth) + Create + Receive"
+    ps = run_script(pool, render_step("facts", FACTS_INPUT))
+    assert host.total_requests("winrm") == auth + 4, "one script = Command + Receive"
+    ps.close()
+    assert host.total_requests("winrm") == auth + 5, "closing a finished pipeline = Signal"
+    pool.exchange_keys()
+    assert host.total_requests("winrm") == auth + 7, "exchange_keys = 2"
+    pool.close()
+    assert host.total_requests("winrm") == auth + 8, "close = Delete"
+    counts = host.request_counts()["winrm"]
+    assert counts["Create"] == 1 and counts["Delete"] == 1 and counts["Signal"] == 1
+    assert counts.get("auth", 0) == auth
+
+
+# -- faults ----------------------------------------------------------------------------------------------------------
+def test_fault_step_fail_gives_a_terminating_error_record(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(step_fail="facts")})
+    with RunspacePool(wsman(fleet)) as pool:
+        ps = run_script(pool, render_step("facts", FACTS_INPUT))
+    assert ps.had_errors and "fault injected" in str(ps.streams.error[0])
+
+
+def test_fault_auth_fail_refuses_good_credentials(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(auth_fail=True)})
+    with pytest.raises(AuthenticationError):
+        RunspacePool(wsman(fleet)).open()
+
+
+def test_fault_http_500_surfaces_as_a_wsman_fault(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(http_500=True)})
+    with pytest.raises((WSManFaultError, WinRMTransportError)):
+        RunspacePool(wsman(fleet, https=True)).open()
+
+
+def test_fault_drop_after_n_requests_drops_the_connection(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(drop_after=5)})
+    with pytest.raises(requests.exceptions.ConnectionError):
+        with RunspacePool(wsman(fleet)) as pool:
+            run_script(pool, render_step("facts", FACTS_INPUT))
+
+
+def test_fault_drop_in_step_applies_the_change_then_drops(start_fleet):
+    fleet = start_fleet([("exch01", "untrusted_internal_disallowed")], faults={"exch01": Faults(drop_in_step="trust")})
+    host = fleet.host("exch01")
+    with RunspacePool(wsman(fleet)) as pool:
+        facts = contract.parse_result("facts", run_script(pool, render_step("facts", FACTS_INPUT)).output)["data"]
+    bound = next(b["certificate_hash"] for b in facts["bindings"] if b["binding_information"] == "*:444:")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        with RunspacePool(wsman(fleet)) as pool:
+            run_script(pool, render_step("trust", {"thumbprint": bound, "dry_run": False}))
+    with RunspacePool(wsman(fleet)) as pool:
+        after = contract.parse_result("facts", run_script(pool, render_step("facts", FACTS_INPUT)).output)["data"]
+    assert bound in {r["thumbprint"] for r in after["root"]}
+    assert host.state_path.exists()
+
+
+def test_fault_operation_timeout_is_the_wsman_timeout_fault(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(operation_timeout=True)})
+    transport = wsman(fleet)
+    pool = RunspacePool(transport)
+    # pypsrp treats 2150858793 on Receive as "poll again"; the pool can never open, so the client gives up by its
+    # own read timeout. Raw: the fault itself.
+    with pytest.raises(WSManFaultError) as err:
+        transport.receive("http://schemas.microsoft.com/powershell/Microsoft.PowerShell", None)
+    assert err.value.code in (2150858793, 2150858843)
+    del pool
+
+
+def test_fault_latency_delays_every_request(start_fleet):
+    import time
+
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(latency_ms=100)})
+    started = time.monotonic()
+    RunspacePool(wsman(fleet)).open()
+    assert time.monotonic() - started >= 0.5, "5 requests x 100 ms"
+
+
+def test_fault_exchange_unavailable_answers_503_on_the_exchange_endpoint_only(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(exchange_unavailable=True)})
+    with pytest.raises(WinRMTransportError) as err:
+        exchange_pool(fleet).open()
+    assert err.value.code == 503
+    with RunspacePool(wsman(fleet)) as pool:
+        assert contract.parse_result("facts", run_script(pool, render_step("facts", FACTS_INPUT)).output)["ok"]
+
+
+def test_malformed_xml_gets_a_wsman_fault_and_the_server_keeps_serving(fleet):
+    transport = wsman(fleet, https=True)
+    response = requests.post(f"https://127.0.0.1:{fleet.ports('exch01')['https']}/wsman", data=b"<not-xml",
+                             headers={"Content-Type": "application/soap+xml;charset=UTF-8"},
+                             auth=(USERNAME, PASSWORD), verify=str(fleet.ca_file), timeout=10)
+    assert response.status_code == 400 and b"WSManFault" in response.content
+    response = requests.post(f"https://127.0.0.1:{fleet.ports('exch01')['https']}/wsman",
+                             data=b"x" * (2 * 1024 * 1024), auth=(USERNAME, PASSWORD), verify=str(fleet.ca_file),
+                             headers={"Content-Type": "application/soap+xml;charset=UTF-8"}, timeout=10)
+    assert response.status_code == 400 and b"maximum envelope size" in response.content
+    with RunspacePool(transport) as pool:
+        assert contract.parse_result("facts", run_script(pool, render_step("facts", FACTS_INPUT)).output)["ok"]
+
+
+def test_a_shell_the_server_no_longer_has_is_the_invalid_selectors_fault(fleet):
+    pool = RunspacePool(wsman(fleet))
+    pool.open()
+    fleet.host("exch01").close_shell(pool.shell.id)
+    ps = PowerShell(pool)
+    ps.add_script("x")
+    with pytest.raises(WSManFaultError) as err:
+        ps.invoke()
+    assert err.value.code == 2150858843
+
+
+def test_host_state_persists_as_json_after_a_change(fleet):
+    import json
+
+    host = fleet.host("exch01")
+    with RunspacePool(wsman(fleet)) as pool:
+        facts = contract.parse_result("facts", run_script(pool, render_step("facts", FACTS_INPUT)).output)["data"]
+        thumb = next(c["thumbprint"] for c in facts["certificates"] if c["friendly_name"] == "Microsoft Exchange")
+        run_script(pool, render_step("trust", {"thumbprint": thumb, "dry_run": False}))
+    on_disk = json.loads(host.state_path.read_text())
+    assert on_disk == host.snapshot()
