@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from invoke.exceptions import Exit
 
-from .errors import ExbeError
+from .errors import ConfigError, ExbeError
 from .secrets import REDACTOR
 
 SANDBOX_BANNER = ("SANDBOX: no inventory is configured, so exbe runs against simulated Exchange servers on this "
@@ -96,7 +96,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
 def _settings(settings_cls: Any, defaults: dict[str, Any], options: TaskOptions) -> Any:
     smtp = options.smtp or defaults["smtp"]
     if smtp not in ("keep", "move"):
-        raise ExbeError(f"--smtp must be 'keep' or 'move', not {smtp!r}", exit_code=2)
+        raise ConfigError(f"--smtp must be 'keep' or 'move', not {smtp!r}")
     return settings_cls(
         days=int(options.days if options.days is not None else defaults["days"]),
         force=options.force,

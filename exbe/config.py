@@ -67,12 +67,14 @@ DEFAULTS: dict[str, Any] = {
     "exchange_ssl_port": 443,  # used when a server has exchange_ssl: true and no exchange_port
     "exchange_ssl": False,
     "exchange_path": "PowerShell",
+    "backend_port": 444,  # Exchange Back End's https port, probed from the agent by verify
     "backend_site": "Exchange Back End",
     "frontend_site": "Default Web Site",
     "friendly_name": "Microsoft Exchange",
     "template_dir": "",  # a directory whose templates override the shipped ones
     "reports_dir": "reports",
-    "sandbox": {"hosts": 6, "scenarios": "mixed", "state_dir": ".exbe-sandbox", "faults": "", "latency_ms": 0},
+    "sandbox": {"hosts": 6, "scenarios": "mixed", "state_dir": ".exbe-sandbox", "faults": "", "latency_ms": 0,
+                "fresh": True},
 }
 
 #: Keys of one inventory entry and their types.
@@ -89,17 +91,13 @@ ENTRY_KEYS: dict[str, type] = {
     "exchange_port": int,
     "exchange_ssl": bool,
     "exchange_path": str,
+    "backend_port": int,
 }
-
-
-def exbe_tree() -> dict[str, Any]:
-    """A fresh copy of the ``exbe`` subtree's defaults."""
-    return {"inventory": [], "defaults": copy.deepcopy(DEFAULTS)}
 
 
 def collection_config() -> dict[str, Any]:
     """What ``tasks.py`` passes to ``ns.configure(...)`` so that plain ``invoke`` knows (and types) every key."""
-    return {"exbe": exbe_tree()}
+    return {"exbe": {"inventory": [], "defaults": copy.deepcopy(DEFAULTS)}}
 
 
 class ExbeConfig(Config):
@@ -204,7 +202,7 @@ def defaults_dict(exbe_cfg: Any) -> dict[str, Any]:
         raise ConfigError(f"exbe.defaults.smtp must be one of {', '.join(SMTP_MODES)}, got {result['smtp']!r}")
     if result["auth"] not in AUTH_METHODS:
         raise ConfigError(f"exbe.defaults.auth must be one of {', '.join(AUTH_METHODS)}, got {result['auth']!r}")
-    for key in ("port", "ssl_port", "exchange_port", "exchange_ssl_port"):
+    for key in ("port", "ssl_port", "exchange_port", "exchange_ssl_port", "backend_port"):
         _check_port(result[key], f"exbe.defaults.{key}")
     sandbox = result["sandbox"]
     if sandbox["hosts"] < 1:
@@ -233,6 +231,7 @@ class Server:
     exchange_port: int
     exchange_ssl: bool
     exchange_path: str
+    backend_port: int
     connect_timeout: int
     operation_timeout: int
     read_timeout: int
@@ -277,9 +276,12 @@ def _entry(raw: Any, index: int, defaults: Mapping[str, Any]) -> Server:
     ssl = raw.get("ssl", defaults["ssl"])
     port = raw.get("port", defaults["ssl_port"] if ssl else defaults["port"])
     exchange_ssl = raw.get("exchange_ssl", defaults["exchange_ssl"])
-    exchange_port = raw.get("exchange_port", defaults["exchange_ssl_port"] if exchange_ssl else defaults["exchange_port"])
+    exchange_default = defaults["exchange_ssl_port"] if exchange_ssl else defaults["exchange_port"]
+    exchange_port = raw.get("exchange_port", exchange_default)
     _check_port(port, f"{where}: port")
     _check_port(exchange_port, f"{where}: exchange_port")
+    backend_port = raw.get("backend_port", defaults["backend_port"])
+    _check_port(backend_port, f"{where}: backend_port")
     if auth == "basic" and not ssl:
         raise ConfigError(f"{where}: Basic authentication over HTTP is refused, as WinRM does; set ssl: true")
     if auth == "basic" and not exchange_ssl:
@@ -289,7 +291,7 @@ def _entry(raw: Any, index: int, defaults: Mapping[str, Any]) -> Server:
     if ca_file and not cert_validation:
         raise ConfigError(f"{where}: ca_file is set but cert_validation is false; remove one of them")
     if ca_file and not os.path.isfile(ca_file):
-        raise ConfigError(f"{where}: ca_file {ca_file!r} does not exist (relative paths start at the working directory)")
+        raise ConfigError(f"{where}: ca_file {ca_file!r} does not exist (relative to the working directory)")
     host = raw.get("host", name)
     return Server(
         name=name,
@@ -304,25 +306,23 @@ def _entry(raw: Any, index: int, defaults: Mapping[str, Any]) -> Server:
         exchange_port=exchange_port,
         exchange_ssl=exchange_ssl,
         exchange_path=raw.get("exchange_path", defaults["exchange_path"]).strip("/"),
+        backend_port=backend_port,
         connect_timeout=defaults["connect_timeout"],
         operation_timeout=defaults["operation_timeout"],
         read_timeout=defaults["read_timeout"],
     )
 
 
-def _lookup(inventory: Iterable[Server]) -> dict[str, Server]:
-    """Lower-cased inventory names and host names to their server; a name or host may point at one server only."""
-    found: dict[str, Server] = {}
+def _check_unique_names(inventory: Iterable[Server]) -> None:
+    seen: set[str] = set()
     for server in inventory:
-        for key in {server.name.lower(), server.host.lower()}:
-            other = found.get(key)
-            if other is not None and other is not server:
-                raise ConfigError(
-                    f"{key!r} names two servers in exbe.inventory ({other.name}, {server.name}); "
-                    "names and hosts must be unique"
-                )
-            found[key] = server
-    return found
+        if server.name.lower() in seen:
+            raise ConfigError(f"duplicate server name {server.name!r} in exbe.inventory (names are case-insensitive)")
+        seen.add(server.name.lower())
+
+
+def _matches(token: str, server: Server) -> bool:
+    return token.lower() in (server.name.lower(), server.host.lower())
 
 
 def load_inventory(exbe_cfg: Any) -> list[Server]:
@@ -333,7 +333,7 @@ def load_inventory(exbe_cfg: Any) -> list[Server]:
     if not isinstance(entries, list):
         raise ConfigError("exbe.inventory must be a list of servers (it cannot come from an environment variable)")
     servers = [_entry(raw, index, defaults) for index, raw in enumerate(entries)]
-    _lookup(servers)
+    _check_unique_names(servers)
     return servers
 
 
@@ -344,24 +344,23 @@ def select_servers(
     group: str | None = None,
     shard: str | None = None,
 ) -> list[Server]:
-    """The servers named by ``--server`` (repeatable, or comma-separated), ``--group`` and ``--all``, in inventory order.
+    """The servers named by ``--server`` (repeatable or comma-separated), ``--group`` and ``--all``, in inventory order.
 
-    ``--server`` matches an inventory name or host name, case-insensitively; a server named twice (by its name
-    and its host, say) is selected once. ``--shard i/n`` then keeps this run's share of the selection (which may
-    be empty when there are more shards than servers).
+    ``--server`` matches inventory names and host names, case-insensitively (a host shared by several entries
+    selects them all); a server named twice (by its name and its host, say) is selected once. ``--shard i/n``
+    then keeps this run's share of the selection (which may be empty when there are more shards than servers).
     """
     tokens = [token.strip() for value in names or () for token in value.split(",") if token.strip()]
     if not tokens and not all_ and not group:
         raise ConfigError("no server selected: pass --server NAME, --group NAME or --all")
     if not inventory:
         raise ConfigError("the inventory is empty: add servers under exbe.inventory in exbe.yaml")
-    lookup = _lookup(inventory)
     chosen: set[str] = set()
     for token in tokens:
-        server = lookup.get(token.lower())
-        if server is None:
-            raise UnknownServerError(token, [known.name for known in inventory])
-        chosen.add(server.name)
+        matching = [server.name for server in inventory if _matches(token, server)]
+        if not matching:
+            raise UnknownServerError(token, [server.name for server in inventory])
+        chosen.update(matching)
     if group:
         members = [server.name for server in inventory if group.lower() in (g.lower() for g in server.groups)]
         if not members:

@@ -21,9 +21,11 @@ class ExbeError(Exception):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
 
     def __str__(self) -> str:
         return REDACTOR.redact(" ".join(self.message.split()))
@@ -73,6 +75,14 @@ CONNECTION_KINDS: dict[str, tuple[str, str]] = {
     "timeout": (
         "the server did not answer in time",
         "check the server's load, or raise exbe.defaults.connect_timeout / operation_timeout",
+    ),
+    "dropped": (
+        "the server closed the connection",
+        "check the WinRM listener and any proxy or load balancer between this agent and the server",
+    ),
+    "unavailable": (
+        "the endpoint answered 503 Service Unavailable",
+        "check that W3SVC/WinRM (and, for the Exchange endpoint, the MSExchange PowerShell app pool) are running",
     ),
     "protocol": (
         "the endpoint did not speak WinRM/PSRP as expected",

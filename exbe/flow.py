@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import checks, contract, exchange, plan, select
-from .errors import ConnectionFailed, ExbeError
+from .errors import ConfigError, ConnectionFailed, ExbeError
 from .model import ServerRun, Settings, StepResult
 from .probe import probe_backend
 from .render import render_step
@@ -336,7 +336,7 @@ def run_fleet(servers: list[Any], task: str, credentials: Any, settings: Setting
               progress: Progress, concurrency: int) -> list[ServerRun]:
     """Run ``task`` on every server, at most ``concurrency`` at once; results in the servers' order."""
     if task not in TASKS:
-        raise ExbeError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}", exit_code=2)
+        raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     gate = threading.Lock()
 
     def one(server: Any) -> ServerRun:
@@ -350,7 +350,7 @@ def _cert(facts: dict[str, Any], thumbprint: str) -> dict[str, Any]:
     for cert in facts["certificates"]:
         if cert["thumbprint"] == thumbprint:
             return cert
-    raise ExbeError(f"certificate {thumbprint} is not in LocalMachine\\My", exit_code=1)
+    raise ExbeError(f"certificate {thumbprint} is not in LocalMachine\\My")
 
 
 def _days_left(cert: dict[str, Any], now: str) -> int:

@@ -15,8 +15,8 @@ import contextlib
 import os
 from typing import Any, Iterator
 
-import yaml
 from invoke import Collection, Exit, Program
+from invoke.config import yaml  # Invoke's own (possibly vendored) YAML, whose errors its loaders raise
 
 import exbe
 from exbe.config import ExbeConfig

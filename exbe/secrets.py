@@ -17,6 +17,7 @@ import logging
 import re
 import threading
 from urllib.parse import quote, quote_plus
+from xml.sax.saxutils import escape as xml_escape
 
 MASK = "***"
 
@@ -85,6 +86,8 @@ class Redactor:
             json.dumps(value)[1:-1],
             json.dumps(value, ensure_ascii=False)[1:-1],
             html.escape(value, quote=True),
+            xml_escape(value),  # XML text, as ElementTree (junit-xml) writes it
+            xml_escape(value, {'"': "&quot;", "\n": "&#10;"}),  # an ElementTree attribute
         }
         if username:
             needles.add(base64.b64encode(f"{username}:{value}".encode()).decode("ascii"))
@@ -137,7 +140,7 @@ _installed: RedactingFilter | None = None
 
 
 def install_log_filter() -> RedactingFilter:
-    """Redact every log record of the process through :data:`REDACTOR`, and hold the chatty transport loggers at WARNING.
+    """Redact every log record of the process through :data:`REDACTOR`; hold the chatty transport loggers at WARNING.
 
     A filter attached to the root *logger* only sees records logged on the root logger itself, not those that
     propagate from ``pypsrp.wsman`` and friends, and a filter on its *handlers* misses handlers added later

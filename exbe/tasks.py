@@ -3,12 +3,14 @@ top-down in ``exbe.flow``: preflight -> renew -> trust -> bind -> (restart) -> v
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from .cli import TaskOptions, run_task
+from .config import collection_config
 
 SELECT_HELP = {
     "server": "server to act on: inventory name or host name (repeatable)",
@@ -19,25 +21,30 @@ SELECT_HELP = {
     "json": "write the JSON run record here",
     "dry-run": "change nothing; show what would change",
 }
-ITERABLE = ["server"]
 
 
-def _help(**extra: str) -> dict[str, str]:
-    return {**SELECT_HELP, **extra}
+def exbe_task(**extra_help: str):
+    """``@task`` with the shared flag help, limited to the flags the task has (Invoke refuses help for others)."""
+    def decorate(fn):
+        names = {p.replace("_", "-").rstrip("-") for p in inspect.signature(fn).parameters}
+        given = {**SELECT_HELP, **{k.replace("_", "-"): v for k, v in extra_help.items()}}
+        help_ = {k: v for k, v in given.items() if k in names}
+        return task(fn, iterable=["server"], help=help_, auto_shortflags=False)
+    return decorate
 
 
-@task(iterable=ITERABLE, help=_help())
+@exbe_task()
 def preflight(c, server=None, all_=False, group=None, shard=None, junit=None, json_=None):
     """Read both endpoints and select the back-end certificate; change nothing."""
     run_task(c, "preflight", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
                                          json=json_))
 
 
-@task(iterable=ITERABLE, help=_help(
+@exbe_task(
     days="renew when fewer days are left (default 60)", force="renew even when the certificate is healthy",
     no_trust="do not add the new certificate to LocalMachine\\Root", smtp="keep (default) or move SMTP to the new "
     "certificate", restart_iis="iisreset afterwards, one server at a time", cleanup="remove superseded certificates "
-    "when verify passes and they are --min-age days old", min_age="days a switch must be old before cleanup"))
+    "when verify passes and they are --min-age days old", min_age="days a switch must be old before cleanup")
 def renew(c, server=None, all_=False, group=None, shard=None, days=None, force=False, dry_run=False, no_trust=False,
           smtp=None, restart_iis=False, cleanup=False, min_age=None, junit=None, json_=None):
     """Renew the back-end certificate where needed, trust it, bind it to 444, verify (the whole chain)."""
@@ -46,7 +53,7 @@ def renew(c, server=None, all_=False, group=None, shard=None, days=None, force=F
                                      cleanup=cleanup, min_age=min_age, junit=junit, json=json_))
 
 
-@task(iterable=ITERABLE, help=_help(thumbprint="trust this certificate instead of the selected one"))
+@exbe_task(thumbprint="trust this certificate instead of the selected one")
 def trust(c, server=None, all_=False, group=None, shard=None, thumbprint=None, dry_run=False, junit=None,
           json_=None):
     """Put the back-end certificate's public part in LocalMachine\\Root when it is absent."""
@@ -54,42 +61,44 @@ def trust(c, server=None, all_=False, group=None, shard=None, thumbprint=None, d
                                      dry_run=dry_run, junit=junit, json=json_))
 
 
-@task(iterable=ITERABLE, help=_help(thumbprint="bind this certificate (from LocalMachine\\My) instead of the "
-                                               "selected one"))
+@exbe_task(thumbprint="bind this certificate (from LocalMachine\\My) instead of the "
+                                               "selected one")
 def bind(c, server=None, all_=False, group=None, shard=None, thumbprint=None, dry_run=False, junit=None, json_=None):
     """Bind the back-end certificate to Exchange Back End *:444: (and 127.0.0.1:443 where it was)."""
     run_task(c, "bind", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
                                     dry_run=dry_run, junit=junit, json=json_))
 
 
-@task(iterable=ITERABLE, help=_help())
+@exbe_task()
 def restart(c, server=None, all_=False, group=None, shard=None, dry_run=False, junit=None, json_=None):
     """iisreset, one server at a time, waiting for W3SVC to come back."""
     run_task(c, "restart", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
                                        junit=junit, json=json_))
 
 
-@task(iterable=ITERABLE, help=_help())
+@exbe_task()
 def verify(c, server=None, all_=False, group=None, shard=None, junit=None, json_=None):
     """Check the back end as HealthChecker would, plus a TLS and HTTP probe of port 444 from this agent."""
     run_task(c, "verify", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
                                       json=json_))
 
 
-@task(iterable=ITERABLE, help=_help(min_age="days a switch must be old before its predecessor is removed"))
+@exbe_task(min_age="days a switch must be old before its predecessor is removed")
 def cleanup(c, server=None, all_=False, group=None, shard=None, min_age=None, dry_run=False, junit=None, json_=None):
     """Remove superseded self-signed back-end certificates (and Root copies) that nothing uses, after verify."""
     run_task(c, "cleanup", TaskOptions(server=server or [], all=all_, group=group, shard=shard, min_age=min_age,
                                        dry_run=dry_run, junit=junit, json=json_))
 
 
-@task(positional=["task_name"], iterable=ITERABLE, help={"task-name": "renew, verify, trust, bind or cleanup", "days": "renewal threshold in days",
+@task(positional=["task_name"], iterable=["server"], help={"task-name": "renew, verify, trust, bind or cleanup", "days": "renewal threshold in days",
                                "force": "renew even when healthy", "smtp": "keep or move",
                                "no-trust": "skip the Root copy", "output": "write here (UTF-8 with BOM) instead of "
                                "standard output", "server": "accepted for symmetry; the script runs on the server"})
 def render(c, task_name="renew", server=None, days=None, force=False, smtp=None, no_trust=False, output=None):
-    """Print ONE script to run by hand in the Exchange Management Shell (Windows PowerShell 5.1), for servers
-    without WinRM access: `exbe render renew > renew.ps1`."""
+    """Print one script to run by hand in the Exchange Management Shell (no WinRM needed).
+
+    For servers without WinRM access: `exbe render renew > renew.ps1`, then run it in the EMS (Windows PowerShell
+    5.1) on the server; -WhatIf shows what it would change."""
     from .render_manual import manual_script
 
     try:
@@ -119,3 +128,4 @@ def sandbox(c, hosts=6, scenarios="mixed", faults="", latency_ms=0, state_dir=".
 
 
 ns = Collection(preflight, renew, trust, bind, restart, verify, cleanup, render, sandbox)
+ns.configure(collection_config())

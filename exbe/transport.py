@@ -115,9 +115,6 @@ class Session:
         s = self.server
         exchange = endpoint == "exchange"
         password = self._credentials.password.reveal() if self._credentials.password is not None else None
-        cert_validation: bool | str = s.cert_validation
-        if s.cert_validation and s.ca_file:
-            cert_validation = s.ca_file
         return WSMan(
             s.exchange_host if exchange else s.host,
             port=s.exchange_port if exchange else s.port,
@@ -126,7 +123,7 @@ class Session:
             auth=s.auth,
             username=self._credentials.username,
             password=password,
-            cert_validation=cert_validation,
+            cert_validation=s.verify,
             connection_timeout=self._timeouts["connect_timeout"],
             read_timeout=self._timeouts["read_timeout"],
             operation_timeout=self._timeouts["operation_timeout"],

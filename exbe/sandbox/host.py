@@ -135,6 +135,9 @@ class SandboxHost:
 
     def _run_winrm(self, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome:
         text, is_script, _ = statement[0]
+        formatted = len(statement) == 2 and statement[1][0].lower() == "out-string" and not statement[1][1]
+        if formatted:  # pypsrp's Client.execute_ps appends `| Out-String -Stream`; our outputs are strings already
+            statement = statement[:1]
         if len(statement) != 1 or not is_script:
             raise TerminatingError(ErrorInfo(UNRECOGNISED_SCRIPT_MESSAGE.format(
                 reason="a command or a pipeline of commands, not one exbe step script"),

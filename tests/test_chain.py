@@ -1,0 +1,172 @@
+"""The renew chain end to end on the sandbox, through the real `exbe` command line."""
+
+from __future__ import annotations
+
+import json
+
+import junitparser
+import pytest
+
+from exbe.sandbox.faults import Faults
+from exbe.sandbox.state import scenario_names
+
+from . import sandbox_probe as probe
+from .exbe_cli import run_exbe, write_config
+
+BACKEND, FRONTEND = "Exchange Back End", "Default Web Site"
+MUST_STOP = {
+    "ip_specific_444": "IP-specific",
+    "unknown_candidates_none_bound": "candidates",
+}
+
+
+@pytest.fixture
+def exbe(tmp_path, capsys, monkeypatch):
+    def run(fleet, *args, **kwargs):
+        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
+    return run
+
+
+def untouched(before: dict, after: dict, before_services: dict, after_services: dict) -> None:
+    assert probe.binding(after, FRONTEND, "*:443:") == probe.binding(before, FRONTEND, "*:443:"), \
+        "the Default Web Site's public *:443: binding is never touched"
+    smtp_before = {t for t, s in before_services.items() if "SMTP" in s.upper()}
+    smtp_after = {t for t, s in after_services.items() if "SMTP" in s.upper()}
+    assert smtp_after == smtp_before, "SMTP stays where it was unless --smtp move"
+
+
+@pytest.mark.parametrize("scenario", scenario_names())
+def test_renew_chain_ends_verified_or_stops_early_with_a_clear_message(start_fleet, exbe, tmp_path, scenario):
+    fleet = start_fleet([("exch01", scenario)])
+    before = probe.facts(fleet)
+    services_before = probe.exchange_services(fleet)
+    transport_before = probe.internal_transport(fleet)
+
+    result = exbe(fleet, "renew", "--server", "exch01", "--junit", str(tmp_path / "r.xml"))
+
+    after = probe.facts(fleet)
+    untouched(before, after, services_before, probe.exchange_services(fleet))
+    assert probe.internal_transport(fleet) == transport_before
+    if scenario in MUST_STOP:
+        assert result.code == 1
+        assert MUST_STOP[scenario] in result.out
+        assert probe.binding(after, BACKEND, "*:444:") == probe.binding(before, BACKEND, "*:444:"), \
+            "stopping early changes nothing"
+    else:
+        assert result.code == 0, result.out + result.err
+        bound = probe.binding(after, BACKEND, "*:444:")
+        assert bound and bound in {c["thumbprint"] for c in after["certificates"]}
+
+
+def test_under_expired_auth_cert_with_signing_renew_works_through_the_certificate_store(start_fleet, exbe):
+    fleet = start_fleet([("exch01", "auth_cert_expired_with_signing")])
+    old = probe.binding(probe.facts(fleet), BACKEND, "*:444:")
+    result = exbe(fleet, "renew", "--server", "exch01", "--force")
+    assert result.code == 0, result.out
+    new = probe.binding(probe.facts(fleet), BACKEND, "*:444:")
+    assert new and new != old
+    assert "CloneCert" in result.out or "clone" in result.out.lower()
+
+
+def test_a_bind_failure_leaves_the_previous_binding_exits_non_zero_and_says_so_in_junit(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "backend_expiring")], faults={"exch01": Faults(bind_com_error=True)})
+    old = probe.binding(probe.facts(fleet), BACKEND, "*:444:")
+    report = tmp_path / "renew.xml"
+    result = exbe(fleet, "renew", "--server", "exch01", "--junit", str(report))
+    assert result.code == 1
+    assert probe.binding(probe.facts(fleet), BACKEND, "*:444:") == old
+    suite = next(iter(junitparser.JUnitXml.fromfile(str(report))))
+    bind_case = next(case for case in suite if case.name == "bind")
+    assert bind_case.result and "0x80070520" in bind_case.result[0].message
+
+
+# -- the Ansible trio for every mutating step ------------------------------------------------------------------------
+TRIO = {
+    "renew": ("backend_expiring", ["renew", "--server", "exch01"]),
+    "trust": ("untrusted_internal_disallowed", ["trust", "--server", "exch01"]),
+    "bind": ("binding_empty", ["bind", "--server", "exch01"]),
+}
+
+
+@pytest.mark.parametrize("step", sorted(TRIO))
+def test_dry_run_reports_the_change_and_leaves_the_state_byte_identical(start_fleet, exbe, step):
+    scenario, args = TRIO[step]
+    fleet = start_fleet([("exch01", scenario)])
+    state_file = fleet.host("exch01").state_path
+    before = state_file.read_bytes()
+    result = exbe(fleet, *args, "--dry-run")
+    assert state_file.read_bytes() == before
+    assert "would" in result.out and "changed" in result.out
+
+
+@pytest.mark.parametrize("step", sorted(TRIO))
+def test_the_real_run_makes_the_change_and_a_second_run_changes_nothing(start_fleet, exbe, tmp_path, step):
+    scenario, args = TRIO[step]
+    fleet = start_fleet([("exch01", scenario)])
+    state_file = fleet.host("exch01").state_path
+    before = state_file.read_bytes()
+    first = exbe(fleet, *args, "--json", str(tmp_path / "first.json"))
+    assert first.code == 0, first.out + first.err
+    assert state_file.read_bytes() != before
+    changed_first = [s for s in json.loads((tmp_path / "first.json").read_text())["servers"][0]["steps"]
+                     if s["changed"]]
+    assert any(s["step"] == step for s in changed_first)
+
+    after_first = state_file.read_bytes()
+    second = exbe(fleet, *args, "--json", str(tmp_path / "second.json"))
+    assert second.code == 0
+    assert not [s for s in json.loads((tmp_path / "second.json").read_text())["servers"][0]["steps"] if s["changed"]]
+    assert state_file.read_bytes() == after_first
+
+
+def test_cleanup_trio_removes_only_superseded_unused_certificates(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "duplicate_backend_certs")])
+    state_file = fleet.host("exch01").state_path
+    before_facts = probe.facts(fleet)
+    before = state_file.read_bytes()
+    dry = exbe(fleet, "cleanup", "--server", "exch01", "--min-age", "0", "--dry-run")
+    assert dry.code == 0, dry.out
+    assert state_file.read_bytes() == before and "would" in dry.out
+    real = exbe(fleet, "cleanup", "--server", "exch01", "--min-age", "0")
+    assert real.code == 0, real.out
+    after = probe.facts(fleet)
+    assert len(after["certificates"]) < len(before_facts["certificates"])
+    assert probe.binding(after, BACKEND, "*:444:") in {c["thumbprint"] for c in after["certificates"]}
+    again = state_file.read_bytes()
+    assert exbe(fleet, "cleanup", "--server", "exch01", "--min-age", "0").code == 0
+    assert state_file.read_bytes() == again
+
+
+# -- round trips -----------------------------------------------------------------------------------------------------
+def test_verify_costs_at_most_8_requests_per_endpoint(start_fleet, exbe):
+    fleet = start_fleet([("exch01", "healthy")])
+    host = fleet.host("exch01")
+    host.reset_counts()
+    assert exbe(fleet, "verify", "--server", "exch01").code == 0
+    assert host.total_requests("winrm") <= 8, host.request_counts()
+    assert host.total_requests("exchange") <= 8, host.request_counts()
+
+
+def test_the_renew_chain_costs_at_most_12_winrm_and_10_exchange_requests(start_fleet, exbe):
+    fleet = start_fleet([("exch01", "backend_expiring")])
+    host = fleet.host("exch01")
+    host.reset_counts()
+    result = exbe(fleet, "renew", "--server", "exch01")
+    assert result.code == 0, result.out
+    assert host.total_requests("winrm") <= 12, host.request_counts()
+    assert host.total_requests("exchange") <= 10, host.request_counts()
+
+
+# -- reports ---------------------------------------------------------------------------------------------------------
+def test_junit_has_a_suite_per_server_and_a_case_per_step_and_check(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "backend_expiring"), ("exch02", "healthy")])
+    report = tmp_path / "reports" / "renew.xml"
+    result = exbe(fleet, "renew", "--all", "--junit", str(report))
+    assert result.code == 0, result.out
+    suites = {s.name: s for s in junitparser.JUnitXml.fromfile(str(report))}
+    assert set(suites) == {"exch01", "exch02"}
+    cases = {(c.classname, c.name) for c in suites["exch01"]}
+    for step in ("preflight", "renew", "trust", "bind"):
+        assert (f"exbe.exch01.{step}", step) in cases
+    assert ("exbe.exch01.verify", "backend_days_left") in cases
+    assert ("exbe.exch01.verify", "tls_444_serves_bound") in cases
