@@ -67,7 +67,6 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             if sandbox:
                 print(SANDBOX_BANNER, file=sys.stderr)
             run_options = RunOptions(
-                timeouts={k: int(defaults[k]) for k in ("connect_timeout", "read_timeout", "operation_timeout")},
                 template_dir=Path(defaults["template_dir"]) if defaults.get("template_dir") else None,
                 thumbprint=options.thumbprint.upper() if options.thumbprint else None,
                 cleanup=options.cleanup,

@@ -29,7 +29,6 @@ EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth"
 class RunOptions:
     """How to reach and drive the servers (not what to decide: that is Settings)."""
 
-    timeouts: dict[str, int]
     template_dir: Path | None = None
     thumbprint: str | None = None  # `exbe bind --thumbprint`: bind this certificate instead of the selected one
     cleanup: bool = False  # `exbe renew --cleanup`
@@ -48,7 +47,7 @@ class ServerFlow:
         self.options = options
         self.progress = progress
         self.restart_gate = restart_gate
-        self.session = Session(server, credentials, options.timeouts)
+        self.session = Session(server, credentials)
         self.run = ServerRun(server=server.name, host=server.host,
                              started_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         self.facts: dict[str, Any] = {}
@@ -237,7 +236,7 @@ class ServerFlow:
             if not envelope["ok"]:
                 return self._fail("verify", f"reading the certificate store and IIS failed: {envelope['error']}", 0.0)
             self.facts = envelope["data"]
-        probe = probe_backend(self.server.host, self.server.backend_port, timeout=self.options.timeouts["connect_timeout"])
+        probe = probe_backend(self.server.host, self.server.backend_port, timeout=self.server.connect_timeout)
         results = checks.run_checks(self.facts, self.exchange, probe, self.settings)
         failed = [c for c in results if c.status == "fail"]
         warned = [c for c in results if c.status == "warn"]
@@ -277,7 +276,8 @@ class ServerFlow:
             self.exchange, self.exchange_reason = None, str(exc)
 
     def facts_server_name(self) -> str:
-        return self.server.exchange_name
+        """The Exchange server's identity for -Server/-Identity: the inventory name (docs/configuration.md)."""
+        return self.server.name
 
     def _facts_input(self) -> dict[str, Any]:
         return {"backend_site": self.settings.backend_site, "frontend_site": self.settings.frontend_site,

@@ -39,10 +39,9 @@ class PipelineOutput:
 class Session:
     """The runspace pools of one server, opened on first use. Thread-safe per endpoint."""
 
-    def __init__(self, server: "Server", credentials: "Credentials", timeouts: dict[str, int]) -> None:
+    def __init__(self, server: "Server", credentials: "Credentials") -> None:
         self.server = server
         self._credentials = credentials
-        self._timeouts = timeouts
         self._pools: dict[str, Any] = {}
         self._locks = {name: threading.Lock() for name in ENDPOINTS}
 
@@ -124,9 +123,9 @@ class Session:
             username=self._credentials.username,
             password=password,
             cert_validation=s.verify,
-            connection_timeout=self._timeouts["connect_timeout"],
-            read_timeout=self._timeouts["read_timeout"],
-            operation_timeout=self._timeouts["operation_timeout"],
+            connection_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            operation_timeout=s.operation_timeout,
         )
 
 

@@ -1,0 +1,73 @@
+"""The obvious alternative, for comparison: every step through its own runspace pool.
+
+WinRM steps go through pypsrp's ``Client.execute_ps`` (a new pool per call, plus ``Out-String -Stream``); Exchange
+cmdlets, which ``execute_ps`` cannot send (it sends scripts, refused in no-language mode), each open a pool of
+their own. Same servers, same rendered scripts, same concurrency as exbe.
+
+    python -m bench.naive INVENTORY.yaml verify|renew CONCURRENCY
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from pypsrp.client import Client
+from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.wsman import WSMan
+
+from exbe import contract, exchange
+from exbe.render import render_step
+
+FACTS = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site", "friendly_name": "Microsoft Exchange"}
+
+
+def _winrm(entry: dict, script: str) -> dict:
+    client = Client(entry["host"], port=entry["port"], ssl=False, auth=entry["auth"],
+                    username=os.environ["EXBE_USERNAME"], password=os.environ["EXBE_PASSWORD"])
+    output, _streams, _had_errors = client.execute_ps(script)
+    step = contract.parse_script(script)[0]
+    return contract.parse_result(step, output.splitlines())
+
+
+def _cmdlet(entry: dict, name: str, params: dict) -> list:
+    transport = WSMan(entry["host"], port=entry["exchange_port"], path="PowerShell", ssl=False, auth=entry["auth"],
+                      username=os.environ["EXBE_USERNAME"], password=os.environ["EXBE_PASSWORD"])
+    with RunspacePool(transport, configuration_name="Microsoft.Exchange") as pool:
+        ps = PowerShell(pool)
+        ps.add_cmdlet(name)
+        for key, value in params.items():
+            ps.add_parameter(key, value)
+        return ps.invoke()
+
+
+def one(entry: dict, task: str) -> None:
+    facts = _winrm(entry, render_step("facts", FACTS))["data"]
+    for name, params in exchange.read_statements(entry["name"]):
+        _cmdlet(entry, name, params)
+    if task != "renew":
+        return
+    bound = next(b["certificate_hash"] for b in facts["bindings"] if b["binding_information"] == "*:444:")
+    cert = next(c for c in facts["certificates"] if c["thumbprint"] == bound)
+    new = _cmdlet(entry, "New-ExchangeCertificate", {
+        "Server": entry["name"], "SubjectName": cert["subject"], "DomainName": cert["dns_names"],
+        "FriendlyName": "Microsoft Exchange", "KeySize": 2048, "PrivateKeyExportable": True, "Services": "None"})
+    thumb = str(new[0].extended_properties["Thumbprint"])
+    _winrm(entry, render_step("trust", {"thumbprint": thumb, "dry_run": False}))
+    _winrm(entry, render_step("bind", {"thumbprint": thumb, "backend_site": "Exchange Back End",
+                                       "frontend_site": "Default Web Site", "loopback_from": bound, "dry_run": False}))
+    _winrm(entry, render_step("facts", FACTS))
+
+
+def main() -> None:
+    inventory, task, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with open(inventory, encoding="utf-8") as handle:
+        entries = json.load(handle)["exbe"]["inventory"]
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(lambda e: one(e, task), entries))
+
+
+if __name__ == "__main__":
+    main()
