@@ -16,6 +16,7 @@ _TYPES = {
     "AuthConfig": "auth",
     "SettingOverride": "override",
     "TransportService": "transport",
+    "TransportServer": "transport",  # the type Get-TransportService emits
 }
 
 

@@ -1,0 +1,351 @@
+"""verify: one result per check, judged from facts collected once (the HealthChecker way: collect, then analyse).
+
+Thresholds follow CSS-Exchange HealthChecker: days left >= warn_days pass, fail_days..warn_days-1 warn, below
+fail_days fail, <= 0 expired; SHA-1/MD5 signature warn; RSA key < 2048 fail; anything but ``*:444:`` on port 444
+fail; HSTS on the back end fail; a binding whose certificate is missing or expired fail; Auth certificate missing or
+expired fail; serialization signing disabled warn. A check that cannot run is ``skip`` with the reason, never
+``pass``.
+
+``exchange`` is None when the Exchange endpoint could not be used; ``probe`` is ``exbe.probe.probe_backend``'s
+answer (``tls``/``http`` None when not run, the reason in ``unreachable``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .model import CheckResult, Settings
+from .select import (
+    BACKEND_BINDING,
+    FRONTEND_BINDING,
+    LOOPBACK_BINDING,
+    bound_hash,
+    certificate,
+    days_left,
+    exchange_certificates_unavailable,
+    find_binding,
+    ip_specific_444,
+    parse_time,
+    short,
+    weak_signature,
+)
+
+Check = Callable[["_Context"], CheckResult]
+
+
+class _Context:
+    """What every check reads, worked out once."""
+
+    def __init__(self, facts: dict[str, Any], exchange: dict[str, Any] | None, probe: dict[str, Any] | None,
+                 settings: Settings) -> None:
+        self.facts = facts
+        self.exchange = exchange
+        self.probe = probe or {}
+        self.settings = settings
+        self.server = facts["computer"]["name"]
+        self.now = facts["now"]
+        self.backend_binding = find_binding(facts, settings.backend_site, BACKEND_BINDING)
+        self.bound = bound_hash(self.backend_binding)
+        self.cert = certificate(facts, self.bound)
+
+    def days(self, cert: dict[str, Any]) -> int:
+        return days_left(cert, self.now)
+
+    def no_backend_cert(self, check_id: str) -> CheckResult:
+        return CheckResult(check_id, "skip", f"{self.server}: no certificate of LocalMachine\\My on "
+                                             f"{self.settings.backend_site} {BACKEND_BINDING} to judge "
+                                             "(see backend_binding_present)")
+
+    def no_exchange(self, check_id: str, what: str) -> CheckResult | None:
+        if self.exchange is None:
+            return CheckResult(check_id, "skip", f"{self.server}: {what} was not checked: the Exchange endpoint was "
+                                                 "not available")
+        return None
+
+
+def run_checks(facts: dict[str, Any], exchange: dict[str, Any] | None, probe: dict[str, Any] | None,
+               settings: Settings) -> list[CheckResult]:
+    ctx = _Context(facts, exchange, probe, settings)
+    return [check(ctx) for check in CHECKS]
+
+
+def backend_binding_present(ctx: _Context) -> CheckResult:
+    site, server = ctx.settings.backend_site, ctx.server
+    if ctx.backend_binding is None:
+        return _fail("backend_binding_present", f"{server}: {site} has no https {BACKEND_BINDING} binding; "
+                                                "OWA/ECP/EMS proxying fails; bind one with `exbe bind`")
+    if not ctx.bound:
+        return _fail("backend_binding_present", f"{server}: {site} {BACKEND_BINDING} has no certificate; bind one "
+                                                "with `exbe bind`")
+    if ctx.cert is None:
+        return _fail("backend_binding_present",
+                     f"{server}: {site} {BACKEND_BINDING} carries {ctx.bound}, which is not in LocalMachine\\My "
+                     "(HttpEvent 15021); bind a certificate that exists with `exbe bind`", value=ctx.bound)
+    if not ctx.cert.get("has_private_key"):
+        return _fail("backend_binding_present", f"{server}: back-end certificate {short(ctx.bound)} has no private "
+                                                "key; renew with `exbe renew --force`", value=ctx.bound)
+    if ctx.cert.get("key_accessible") is False:
+        return _fail("backend_binding_present",
+                     f"{server}: the private key of back-end certificate {short(ctx.bound)} cannot be opened "
+                     "(0x80070520); renew with `exbe renew --force`", value=ctx.bound)
+    return CheckResult("backend_binding_present", "pass",
+                       f"{server}: {site} {BACKEND_BINDING} carries {short(ctx.bound)}, in LocalMachine\\My with "
+                       "an accessible private key", details=ctx.bound, value=ctx.bound)
+
+
+def backend_days_left(ctx: _Context) -> CheckResult:
+    if ctx.cert is None:
+        return ctx.no_backend_cert("backend_days_left")
+    days, date = ctx.days(ctx.cert), ctx.cert["not_after"][:10]
+    what = f"{ctx.server} back-end certificate {short(ctx.bound)}"
+    if days <= 0:  # HealthChecker counts the last day as expired too
+        expired = parse_time(ctx.cert["not_after"]) <= parse_time(ctx.now)
+        when = f"expired on {date}" if expired else f"expires today ({date})"
+        return _fail("backend_days_left", f"{what} {when}; renew with `exbe renew`", value=days)
+    status = "pass" if days >= ctx.settings.warn_days else "warn" if days >= ctx.settings.fail_days else "fail"
+    advice = "" if status == "pass" else "; renew with `exbe renew`"
+    return CheckResult("backend_days_left", status, f"{what} expires in {days} days ({date}){advice}",
+                       details=f"NotAfter {ctx.cert['not_after']}; warn below {ctx.settings.warn_days} days, fail "
+                               f"below {ctx.settings.fail_days}", value=days)
+
+
+def backend_signature(ctx: _Context) -> CheckResult:
+    if ctx.cert is None:
+        return ctx.no_backend_cert("backend_signature")
+    algorithm = ctx.cert.get("signature_algorithm")
+    if weak_signature(ctx.cert):
+        return CheckResult("backend_signature", "warn", f"{ctx.server} back-end certificate {short(ctx.bound)} is "
+                                                        f"signed with {algorithm}; renew with `exbe renew`",
+                           value=algorithm)
+    return CheckResult("backend_signature", "pass", f"{ctx.server} back-end certificate signature {algorithm}",
+                       value=algorithm)
+
+
+def backend_key_size(ctx: _Context) -> CheckResult:
+    if ctx.cert is None:
+        return ctx.no_backend_cert("backend_key_size")
+    size = int(ctx.cert.get("key_size") or 0)
+    if size < 2048:
+        return _fail("backend_key_size", f"{ctx.server} back-end certificate {short(ctx.bound)} has a {size}-bit key "
+                                         "(< 2048); renew with `exbe renew`", value=size)
+    return CheckResult("backend_key_size", "pass", f"{ctx.server} back-end certificate key {size} bits", value=size)
+
+
+def backend_key_provider(ctx: _Context) -> CheckResult:
+    if ctx.cert is None:
+        return ctx.no_backend_cert("backend_key_provider")
+    provider, kind = ctx.cert.get("provider"), ctx.cert.get("provider_type")
+    if kind is None:
+        return CheckResult("backend_key_provider", "skip",
+                           f"{ctx.server} back-end certificate {short(ctx.bound)} has no private key, so no key "
+                           "provider (see backend_binding_present)")
+    if kind == "CNG":
+        return _fail("backend_key_provider",
+                     f"{ctx.server} back-end certificate {short(ctx.bound)} has a CNG key ({provider}); Exchange "
+                     "needs a legacy CSP (KB 3032024); renew with `exbe renew`", value=provider)
+    return CheckResult("backend_key_provider", "pass", f"{ctx.server} back-end key in a CSP ({provider})",
+                       value=provider)
+
+
+def no_ip_specific_444(ctx: _Context) -> CheckResult:
+    found = ip_specific_444(ctx.facts)
+    if found:
+        site = ctx.settings.backend_site
+        address = found[0].rsplit(":", 2)[0]
+        return _fail("no_ip_specific_444",
+                     f"{ctx.server}: IP-specific 444 binding(s) {', '.join(found)} (SEC_E_BAD_BINDINGS with "
+                     f"Extended Protection); remove: Remove-WebBinding -Name \"{site}\" -IPAddress {address} -Port "
+                     "444 -Protocol https", value=found)
+    return CheckResult("no_ip_specific_444", "pass", f"{ctx.server}: port 444 bound only as {BACKEND_BINDING}",
+                       value=[])
+
+
+def backend_no_hsts(ctx: _Context) -> CheckResult:
+    site = (ctx.facts.get("sites") or {}).get(ctx.settings.backend_site)
+    if not site or not site.get("exists"):
+        return CheckResult("backend_no_hsts", "skip", f"{ctx.server}: IIS site {ctx.settings.backend_site} does not "
+                                                      "exist")
+    if site.get("hsts_enabled"):
+        return _fail("backend_no_hsts", f"{ctx.server}: HSTS is enabled on {ctx.settings.backend_site}, which "
+                                        "Exchange does not support; disable it there", value=True)
+    return CheckResult("backend_no_hsts", "pass", f"{ctx.server}: no HSTS on {ctx.settings.backend_site}",
+                       value=False)
+
+
+def root_copy(ctx: _Context) -> CheckResult:
+    if ctx.cert is None:
+        return ctx.no_backend_cert("root_copy")
+    if any(r["thumbprint"].upper() == ctx.bound for r in ctx.facts.get("root") or []):
+        return CheckResult("root_copy", "pass", f"{ctx.server}: back-end certificate {short(ctx.bound)} is in "
+                                                "LocalMachine\\Root", value=True)
+    allow = ctx.facts.get("allow_internal_untrusted_certs")
+    if allow == 0:
+        return _fail("root_copy", f"{ctx.server}: back-end certificate {short(ctx.bound)} is not in "
+                                  "LocalMachine\\Root and AllowInternalUntrustedCerts is 0, so proxying to it fails; "
+                                  "run `exbe trust`", value=False)
+    return CheckResult("root_copy", "warn", f"{ctx.server}: back-end certificate {short(ctx.bound)} is not in "
+                                            "LocalMachine\\Root (as Exchange setup puts it); run `exbe trust`",
+                       value=False)
+
+
+def loopback_443(ctx: _Context) -> CheckResult:
+    site = ctx.settings.frontend_site
+    binding = find_binding(ctx.facts, site, LOOPBACK_BINDING)
+    if binding is None:
+        return CheckResult("loopback_443", "skip", f"{ctx.server}: {site} has no {LOOPBACK_BINDING} binding")
+    return _binding_valid("loopback_443", ctx, binding, f"{site} {LOOPBACK_BINDING}")
+
+
+def default_site_not_self_signed(ctx: _Context) -> CheckResult:
+    site = ctx.settings.frontend_site
+    binding = find_binding(ctx.facts, site, FRONTEND_BINDING)
+    if binding is None:
+        return CheckResult("default_site_not_self_signed", "skip",
+                           f"{ctx.server}: {site} has no https {FRONTEND_BINDING} binding")
+    result = _binding_valid("default_site_not_self_signed", ctx, binding, f"{site} {FRONTEND_BINDING}")
+    cert = certificate(ctx.facts, bound_hash(binding))
+    if result.status == "pass" and cert and cert.get("self_signed"):
+        # Clients warn; exbe never re-points *:443: itself, the admin assigns a CA-issued certificate to IIS.
+        return CheckResult("default_site_not_self_signed", "warn",
+                           f"{ctx.server}: {site} {FRONTEND_BINDING} carries the self-signed "
+                           f"{short(cert['thumbprint'])} ({cert.get('friendly_name')}); assign a CA-issued "
+                           "certificate to IIS",
+                           value=cert["thumbprint"])
+    return result
+
+
+def internal_transport_cert(ctx: _Context) -> CheckResult:
+    skipped = ctx.no_exchange("internal_transport_cert", "the internal transport certificate")
+    if skipped:
+        return skipped
+    assert ctx.exchange is not None
+    thumb = ctx.exchange.get("internal_transport")
+    if not thumb:
+        return CheckResult("internal_transport_cert", "warn", f"{ctx.server}: no internal transport certificate is "
+                                                              "configured (Get-TransportService)")
+    cert = certificate(ctx.facts, thumb)
+    if cert is None:
+        return _fail("internal_transport_cert", f"{ctx.server}: internal transport certificate {short(thumb)} is not "
+                                                "in LocalMachine\\My", value=thumb)
+    days = ctx.days(cert)
+    if days <= 0:
+        # exbe leaves SMTP where it is unless asked, so this is the admin's call, not a failed renewal.
+        return CheckResult("internal_transport_cert", "warn",
+                           f"{ctx.server}: internal transport certificate {short(thumb)} expired on "
+                           f"{cert['not_after'][:10]}; move SMTP to the back-end certificate with "
+                           "`exbe renew --smtp move`", value=days)
+    return CheckResult("internal_transport_cert", "pass", f"{ctx.server}: internal transport certificate "
+                                                          f"{short(thumb)} expires in {days} days", value=days)
+
+
+def auth_cert(ctx: _Context) -> CheckResult:
+    skipped = ctx.no_exchange("auth_cert", "the Auth certificate")
+    if skipped:
+        return skipped
+    assert ctx.exchange is not None
+    auth = ctx.exchange.get("auth") or {}
+    thumb = auth.get("current")
+    if not thumb:
+        return _fail("auth_cert", f"{ctx.server}: Get-AuthConfig names no current Auth certificate; create one "
+                                  "(MonitorExchangeAuthCertificate.ps1)")
+    cert = certificate(ctx.facts, thumb)
+    if cert is None:
+        return _fail("auth_cert", f"{ctx.server}: the current Auth certificate {short(thumb)} is not in "
+                                  "LocalMachine\\My; renew it (MonitorExchangeAuthCertificate.ps1)", value=thumb)
+    days = ctx.days(cert)
+    if days <= 0:
+        return _fail("auth_cert", f"{ctx.server}: the Auth certificate {short(thumb)} expired on "
+                                  f"{cert['not_after'][:10]} (OWA/ECP redirect loops, Event 1003); renew it "
+                                  "(MonitorExchangeAuthCertificate.ps1)", value=days)
+    staged = certificate(ctx.facts, auth.get("next"))
+    if days < ctx.settings.warn_days and not (staged and ctx.days(staged) > 0):
+        return CheckResult("auth_cert", "warn", f"{ctx.server}: the Auth certificate {short(thumb)} expires in {days} "
+                                                "days and no next certificate is staged; renew it "
+                                                "(MonitorExchangeAuthCertificate.ps1)", value=days)
+    return CheckResult("auth_cert", "pass", f"{ctx.server}: the Auth certificate {short(thumb)} expires in {days} "
+                                            "days", value=days)
+
+
+def serialization_signing(ctx: _Context) -> CheckResult:
+    skipped = ctx.no_exchange("serialization_signing", "serialization signing")
+    if skipped:
+        return skipped
+    assert ctx.exchange is not None
+    if not ctx.exchange.get("serialization_signing"):
+        return CheckResult("serialization_signing", "warn", f"{ctx.server}: serialization payload signing is "
+                                                            "disabled by a setting override; enable it", value=False)
+    note = (" (Get-ExchangeCertificate returns nothing: is the Auth certificate expired?)"
+            if exchange_certificates_unavailable(ctx.facts, ctx.exchange) else "")
+    return CheckResult("serialization_signing", "pass", f"{ctx.server}: serialization payload signing is "
+                                                        f"enabled{note}", value=True)
+
+
+def w3svc_running(ctx: _Context) -> CheckResult:
+    state = (ctx.facts.get("services") or {}).get("W3SVC")
+    if state is None:
+        return CheckResult("w3svc_running", "skip", f"{ctx.server}: the W3SVC state was not reported")
+    if state != "Running":
+        return _fail("w3svc_running", f"{ctx.server}: W3SVC is {state}; the web sites are down; start it "
+                                      "(`exbe restart`)", value=state)
+    return CheckResult("w3svc_running", "pass", f"{ctx.server}: W3SVC is Running", value=state)
+
+
+def tls_444_serves_bound(ctx: _Context) -> CheckResult:
+    tls = ctx.probe.get("tls")
+    if tls is None:
+        return CheckResult("tls_444_serves_bound", "skip", f"{ctx.server}: TLS probe of port 444 not run: "
+                                                           f"{ctx.probe.get('unreachable') or 'no probe'}")
+    if not tls.get("ok"):
+        return _fail("tls_444_serves_bound", f"{ctx.server}: port 444 {tls.get('error') or 'TLS handshake failed'}")
+    served = (tls.get("thumbprint") or "").upper() or None
+    if served != ctx.bound:
+        return _fail("tls_444_serves_bound",
+                     f"{ctx.server}: port 444 serves {short(served)} but {BACKEND_BINDING} carries {short(ctx.bound)}"
+                     "; http.sys has not picked up the binding (restart IIS with `exbe restart`)",
+                     details=f"served {served}, bound {ctx.bound}", value=served)
+    return CheckResult("tls_444_serves_bound", "pass", f"{ctx.server}: port 444 serves the bound certificate "
+                                                       f"{short(served)}", value=served)
+
+
+def backend_http_401(ctx: _Context) -> CheckResult:
+    http = ctx.probe.get("http")
+    if http is None:
+        reason = ctx.probe.get("unreachable") or ("no TLS connection" if ctx.probe.get("tls") else "no probe")
+        return CheckResult("backend_http_401", "skip", f"{ctx.server}: HTTP request to the back end not sent: {reason}")
+    status = http.get("status")
+    if status == 401:
+        return CheckResult("backend_http_401", "pass", f"{ctx.server}: the back end answers 401 (IIS is serving)",
+                           value=status)
+    if status is None:
+        return _fail("backend_http_401", f"{ctx.server}: the back end gave no HTTP answer: {http.get('error')}")
+    return _fail("backend_http_401", f"{ctx.server}: the back end answers {status}, not 401; check W3SVC and the "
+                                     "MSExchange app pools", value=status)
+
+
+CHECKS: tuple[Check, ...] = (
+    backend_binding_present, backend_days_left, backend_signature, backend_key_size, backend_key_provider,
+    no_ip_specific_444, backend_no_hsts, root_copy, loopback_443, default_site_not_self_signed,
+    internal_transport_cert, auth_cert, serialization_signing, w3svc_running, tls_444_serves_bound,
+    backend_http_401,
+)
+
+
+def _binding_valid(check_id: str, ctx: _Context, binding: dict[str, Any], where: str) -> CheckResult:
+    """A binding's certificate exists in My and is unexpired (HealthChecker's "certificate binding issue")."""
+    thumb = bound_hash(binding)
+    if not thumb:
+        return _fail(check_id, f"{ctx.server}: {where} has no certificate")
+    cert = certificate(ctx.facts, thumb)
+    if cert is None:
+        return _fail(check_id, f"{ctx.server}: {where} carries {short(thumb)}, which is not in LocalMachine\\My",
+                     value=thumb)
+    days = ctx.days(cert)
+    if days <= 0:
+        return _fail(check_id, f"{ctx.server}: {where} carries {short(thumb)}, expired on {cert['not_after'][:10]}",
+                     value=thumb)
+    return CheckResult(check_id, "pass", f"{ctx.server}: {where} carries {short(thumb)}, valid for {days} days",
+                       value=thumb)
+
+
+def _fail(check_id: str, message: str, *, details: str = "", value: Any = None) -> CheckResult:
+    return CheckResult(check_id, "fail", message, details=details, value=value)

@@ -1,0 +1,170 @@
+"""Render exbe's PowerShell templates into step scripts (WinRM) and hand-run scripts (Exchange Management Shell).
+
+The templates under ``ps_templates/`` are fixed text. Jinja chooses which fixed text goes in (blocks, includes)
+and prints exactly one value: the one-line JSON input document inside the contract's here-string. So a rendered
+script is recognised by re-rendering it (:func:`is_exbe_rendering`), and no value can change the code around it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+from jinja2 import meta
+
+from . import __version__, contract
+
+
+def _template_dir() -> Path:
+    """Package data when installed (``exbe/ps_templates``), else ``ps_templates/`` at the top of the checkout."""
+    packaged = Path(__file__).parent / "ps_templates"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "ps_templates"
+
+
+TEMPLATE_DIR: Path = _template_dir()
+
+_TYPES = {str: "a string", bool: "true or false", int: "a whole number", list: "a list of strings",
+          type(None): "null"}
+
+#: The documented input of every WinRM step (contract.py): key -> accepted Python types.
+STEP_INPUTS: dict[str, dict[str, tuple[type, ...]]] = {
+    "facts": {"backend_site": (str,), "frontend_site": (str,), "friendly_name": (str,)},
+    "clone": {"source_thumbprint": (str,), "provider": (str,), "key_length": (int,), "hash_algorithm": (str,),
+              "validity_years": (int,), "dry_run": (bool,)},
+    "trust": {"thumbprint": (str,), "dry_run": (bool,)},
+    "bind": {"thumbprint": (str,), "backend_site": (str,), "frontend_site": (str,),
+             "loopback_from": (str, type(None)), "dry_run": (bool,)},
+    "restart": {"method": (str,), "timeout_seconds": (int,), "dry_run": (bool,)},
+    "cleanup": {"thumbprints": (list,), "backend_site": (str,), "frontend_site": (str,), "dry_run": (bool,)},
+}
+
+#: Tasks of the hand-run script (``exbe render <task>``).
+MANUAL_TASKS: tuple[str, ...] = ("renew", "verify", "trust", "bind", "cleanup")
+
+#: The input of every hand-run script. ``thumbprint`` null means "the selected Back End certificate"; ``days``,
+#: ``force``, ``trust`` and ``smtp`` matter to renew only.
+MANUAL_INPUT: dict[str, tuple[type, ...]] = {
+    "backend_site": (str,), "frontend_site": (str,), "friendly_name": (str,), "days": (int,), "force": (bool,),
+    "trust": (bool,), "smtp": (str,), "thumbprint": (str, type(None)),
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {"method": ("iisreset", "services"), "smtp": ("keep", "move")}
+
+
+def _validate(what: str, data: Mapping[str, Any], spec: Mapping[str, tuple[type, ...]]) -> None:
+    """Missing, unknown or mistyped keys raise ValueError naming the key."""
+    missing = sorted(set(spec) - set(data))
+    if missing:
+        raise ValueError(f"{what} input lacks {', '.join(missing)}")
+    unknown = sorted(set(data) - set(spec))
+    if unknown:
+        raise ValueError(f"{what} input has unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(spec))}")
+    for key, types in spec.items():
+        value = data[key]
+        # bool is an int in Python; a flag must not pass for a number, nor a number for a flag
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join(_TYPES[t] for t in types)
+            raise ValueError(f"{what} input {key} must be {wanted}, got {value!r}")
+        if list in types and not all(isinstance(item, str) for item in value):
+            raise ValueError(f"{what} input {key} must be a list of strings, got {value!r}")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ValueError(f"{what} input {key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(list(search_path)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        newline_sequence="\n",
+        auto_reload=True,
+    )
+
+
+def _env(override_dir: Path | None) -> jinja2.Environment:
+    """Templates in ``override_dir`` win over the shipped ones, name by name."""
+    path = (str(TEMPLATE_DIR),) if override_dir is None else (str(override_dir), str(TEMPLATE_DIR))
+    return _environment(path)
+
+
+_PARSER = jinja2.Environment()  # parsing only: finds extends/include names, renders nothing
+
+
+@functools.lru_cache(maxsize=64)
+def _references(source: str) -> tuple[str, ...]:
+    """Templates a source extends or includes by a literal name (the step include is dynamic: render_step names it)."""
+    return tuple(ref for ref in meta.find_referenced_templates(_PARSER.parse(source)) if ref is not None)
+
+
+def _sources(env: jinja2.Environment, names: list[str]) -> list[tuple[str, str]]:
+    """Every template a rendering uses, with its source: the roots and what they extend or include by name."""
+    assert env.loader is not None
+    seen: dict[str, str] = {}
+    pending = list(names)
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        source, _, _ = env.loader.get_source(env, name)
+        seen[name] = source
+        pending.extend(_references(source))
+    return sorted(seen.items())
+
+
+def template_hash(env: jinja2.Environment, names: list[str]) -> str:
+    """First 12 hex digits of sha256 over the names and sources of the templates used."""
+    digest = hashlib.sha256()
+    for name, source in _sources(env, names):
+        digest.update(name.encode("utf-8") + b"\0" + source.encode("utf-8") + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def _render(env: jinja2.Environment, header_step: str, roots: list[str], context: dict[str, Any]) -> str:
+    body = env.get_template(roots[0]).render(context)
+    return contract.header(header_step, __version__, template_hash(env, roots)) + "\n" + body
+
+
+def render_step(step: str, data: Mapping[str, Any], *, override_dir: Path | None = None) -> str:
+    """The script for one WinRM step; it writes one result envelope (contract.py) to its output stream."""
+    if step not in STEP_INPUTS:
+        raise ValueError(f"unknown exbe step {step!r}; known: {', '.join(contract.WINRM_STEPS)}")
+    _validate(step, data, STEP_INPUTS[step])
+    env = _env(override_dir)
+    return _render(env, step, ["_base.ps1.j2", f"{step}.ps1.j2"],
+                   {"step": step, "input_document": contract.encode_input(data)})
+
+
+def render_manual(task: str, data: Mapping[str, Any], *, override_dir: Path | None = None) -> str:
+    """The one script an administrator runs in the Exchange Management Shell for ``task`` (supports -WhatIf)."""
+    if task not in MANUAL_TASKS:
+        raise ValueError(f"unknown task {task!r} for a hand-run script; known: {', '.join(MANUAL_TASKS)}")
+    _validate(f"manual {task}", data, MANUAL_INPUT)
+    env = _env(override_dir)
+    return _render(env, f"manual_{task}", [f"manual_{task}.ps1.j2"],
+                   {"step": f"manual_{task}", "input_document": contract.encode_input(data)})
+
+
+def is_exbe_rendering(text: str) -> tuple[bool, str]:
+    """Whether ``text`` is exactly what the shipped templates render for its own step and input document."""
+    try:
+        step, data = contract.parse_script(text)
+        expected = render_step(step, data)
+    except (ValueError, jinja2.TemplateError) as exc:  # ContractError is a ValueError
+        return False, str(exc)
+    if text != expected:
+        return False, f"the text differs from exbe {__version__}'s {step} template"
+    return True, f"exbe {__version__} {step} step"
+
+
+def to_file_bytes(text: str) -> bytes:
+    """A script as Windows PowerShell 5.1 reads it correctly: UTF-8 with BOM (without one it assumes ANSI)."""
+    return b"\xef\xbb\xbf" + text.encode("utf-8")

@@ -1,0 +1,409 @@
+"""The state of one simulated Exchange server, built from a scenario, kept as JSON.
+
+A scenario (``scenarios.json``) is the baseline plus a few overrides. The vocabulary the loader understands:
+
+``domain``                       DNS suffix of the server's FQDN.
+``backend`` / ``public`` / ``auth``
+                                 the self-signed "Microsoft Exchange" certificate, the CA-issued Default Web Site
+                                 certificate, the Exchange Auth certificate: ``days_left``, ``days_total``,
+                                 ``key_size``, ``hash`` (sha256|sha1|md5), ``provider`` (a CSP name or "Microsoft
+                                 Software Key Storage Provider" = CNG), ``key_accessible``, ``services`` (Exchange
+                                 service assignment), ``root_copy`` (a copy in LocalMachine\\Root), ``in_store``
+                                 (false: the certificate existed, bindings still carry its hash, but My lacks it).
+``extra_backend_certs``          a list of further self-signed "Microsoft Exchange" certificates (same fields).
+``bindings``                     per site, binding information -> ``"backend"`` | ``"public"`` | ``"empty"`` (no hash)
+                                 | ``null`` (no such binding).
+``sites``                        per site ``hsts_enabled``, ``extended_protection`` (None|Allow|Require).
+``services``                     Windows service states (W3SVC, WAS).
+``allow_internal_untrusted_certs``  the MSExchange OWA registry value, null when absent.
+``exchange``                     ``version``, ``edition``, ``signing`` (false adds the override that disables
+                                 serialization signing), ``internal_transport`` (a role), ``events`` (event ids).
+
+Objects map one-to-one onto JSON; ``HostState.to_dict()`` is what the sandbox saves and what tests compare.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import certs
+
+SCHEMA = 1
+SCENARIOS_FILE = Path(__file__).with_name("scenarios.json")
+
+BACKEND_SITE = "Exchange Back End"
+FRONTEND_SITE = "Default Web Site"
+BACKEND_BINDING = "*:444:"
+FRONTEND_BINDING = "*:443:"
+LOOPBACK_BINDING = "127.0.0.1:443"
+CSP_PROVIDER = "Microsoft RSA SChannel Cryptographic Provider"
+CNG_PROVIDER = "Microsoft Software Key Storage Provider"
+AUTH_SUBJECT = "Microsoft Exchange Server Auth Certificate"
+#: Legacy CryptoAPI providers; any other provider name is a CNG key storage provider.
+CSP_PROVIDERS = frozenset({
+    CSP_PROVIDER,
+    "Microsoft Enhanced RSA and AES Cryptographic Provider",
+    "Microsoft Enhanced Cryptographic Provider v1.0",
+    "Microsoft Strong Cryptographic Provider",
+    "Microsoft Base Cryptographic Provider v1.0",
+})
+
+_EVENTS = {
+    15021: ("System", "HttpEvent", "Error",
+            "An error occurred while using SSL configuration for endpoint 0.0.0.0:444. The error status code is "
+            "contained within the returned data."),
+    12016: ("Application", "MSExchangeTransport", "Error",
+            "There is no valid SMTP Transport Layer Security (TLS) certificate for the FQDN of {fqdn}. The existing "
+            "certificate for that FQDN has expired."),
+    12017: ("Application", "MSExchangeTransport", "Warning",
+            "An internal transport certificate will expire soon. Thumbprint:{thumb}, hours remaining: {hours}"),
+    12018: ("Application", "MSExchangeTransport", "Warning",
+            "The STARTTLS certificate will expire soon: subject: {subject}, thumbprint: {thumb}, hours remaining: "
+            "{hours}. Run the New-ExchangeCertificate cmdlet to create a new certificate."),
+    1003: ("Application", "MSExchange Front End HTTP Proxy", "Error",
+           "[Owa] An internal server error occurred. The unhandled exception was: System.NullReferenceException: "
+           "Object reference not set to an instance of an object. (the Auth certificate {auth} has expired)"),
+}
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def provider_type(provider: str | None) -> str | None:
+    if provider is None:
+        return None
+    return "CSP" if provider in CSP_PROVIDERS else "CNG"
+
+
+@dataclasses.dataclass
+class StoredCert:
+    """A certificate in a LocalMachine store, with its private key as the sandbox models it.
+
+    ``key_accessible``: the private key opens for the machine (what http.sys/schannel need; the contract's
+    ``key_accessible``). ``network_service_read``: NETWORK SERVICE may read the key, which Exchange transport needs
+    for SMTP; only ``Enable-ExchangeCertificate -Services SMTP`` (or a New-ExchangeCertificate with SMTP) grants it.
+    """
+
+    pem: str
+    key_pem: str | None = None
+    friendly_name: str = ""
+    provider: str | None = None
+    key_accessible: bool | None = None
+    network_service_read: bool = False
+    exportable: bool = False
+
+    @property
+    def thumbprint(self) -> str:
+        return certs.thumbprint(self.pem)
+
+    @property
+    def provider_type(self) -> str | None:
+        return provider_type(self.provider) if self.key_pem else None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return certs.cert_info(self.pem)
+
+    @property
+    def not_after(self) -> datetime.datetime:
+        return certs.load_cert(self.pem).not_valid_after_utc
+
+    def public_copy(self) -> "StoredCert":
+        """What ``X509Store.Add`` of the public part puts into another store."""
+        return StoredCert(pem=self.pem, friendly_name=self.friendly_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"thumbprint": self.thumbprint, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StoredCert":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+@dataclasses.dataclass
+class Binding:
+    protocol: str
+    binding_information: str
+    certificate_hash: str = ""
+    certificate_store: str = ""
+
+    @property
+    def port(self) -> int:
+        parts = self.binding_information.split(":")
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+@dataclasses.dataclass
+class Site:
+    name: str
+    bindings: list[Binding] = dataclasses.field(default_factory=list)
+    hsts_enabled: bool = False
+    extended_protection: str = "None"
+
+    def https(self, binding_information: str) -> Binding | None:
+        for binding in self.bindings:
+            if binding.protocol == "https" and binding.binding_information == binding_information:
+                return binding
+        return None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Site":
+        return cls(name=data["name"], bindings=[Binding(**b) for b in data.get("bindings", [])],
+                   hsts_enabled=data.get("hsts_enabled", False),
+                   extended_protection=data.get("extended_protection", "None"))
+
+
+@dataclasses.dataclass
+class ExchangeConfig:
+    """What Exchange keeps in Active Directory and its own configuration for this server."""
+
+    server_name: str
+    fqdn: str
+    version: str
+    edition: str
+    services: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # thumbprint -> ["IMAP", "SMTP", ...]
+    internal_transport: str | None = None
+    auth_current: str | None = None
+    auth_next: str | None = None
+    auth_next_effective: str | None = None
+    auth_previous: str | None = None
+    setting_overrides: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def signing_enabled(self) -> bool:
+        """Serialization payload signing: on by default (Exchange SE, and 2019 since the Nov 2023 SU) unless an
+        override sets ``Enabled=false``."""
+        for override in self.setting_overrides:
+            if str(override.get("SectionName", "")).lower() == "enableserializationdatasigning" and any(
+                    p.replace(" ", "").lower() == "enabled=false" for p in override.get("Parameters", [])):
+                return False
+        return True
+
+
+@dataclasses.dataclass
+class HostState:
+    """One simulated Exchange server (see the module docstring)."""
+
+    host: str
+    scenario: str
+    computer_name: str
+    fqdn: str
+    my: list[StoredCert]
+    root: list[StoredCert]
+    sites: dict[str, Site]
+    services: dict[str, str]
+    allow_internal_untrusted_certs: int | None
+    exchange: ExchangeConfig
+    powershell_version: str = "5.1.17763.1"
+
+    # -- queries -----------------------------------------------------------------------------------------------------
+    def store(self, name: str) -> list[StoredCert]:
+        lowered = name.lower()
+        if lowered == "my":
+            return self.my
+        if lowered == "root":
+            return self.root
+        raise KeyError(f"the sandbox models the stores My and Root, not {name!r}")
+
+    def find(self, store: str, thumb: str | None) -> StoredCert | None:
+        wanted = (thumb or "").replace(" ", "").upper()
+        return next((c for c in self.store(store) if c.thumbprint == wanted), None) if wanted else None
+
+    def binding(self, site: str, binding_information: str) -> Binding | None:
+        found = self.sites.get(site)
+        return found.https(binding_information) if found else None
+
+    def auth_certificate_expired(self, now: datetime.datetime | None = None) -> bool:
+        current = self.find("My", self.exchange.auth_current)
+        return current is None or current.not_after <= (now or utcnow())
+
+    def exchange_cmdlets_blinded(self, now: datetime.datetime | None = None) -> bool:
+        """Serialization signing with an expired Auth certificate: Exchange cmdlets cannot return certificates."""
+        return self.exchange.signing_enabled and self.auth_certificate_expired(now)
+
+    # -- JSON --------------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "host": self.host,
+            "scenario": self.scenario,
+            "computer": {"name": self.computer_name, "fqdn": self.fqdn},
+            "powershell_version": self.powershell_version,
+            "certificates": {"my": [c.to_dict() for c in self.my], "root": [c.to_dict() for c in self.root]},
+            "sites": {name: dataclasses.asdict(site) for name, site in self.sites.items()},
+            "services": dict(self.services),
+            "allow_internal_untrusted_certs": self.allow_internal_untrusted_certs,
+            "exchange": dataclasses.asdict(self.exchange),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HostState":
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"sandbox host state schema {data.get('schema')!r} is not {SCHEMA}; start a fresh state")
+        return cls(
+            host=data["host"],
+            scenario=data["scenario"],
+            computer_name=data["computer"]["name"],
+            fqdn=data["computer"]["fqdn"],
+            powershell_version=data.get("powershell_version", "5.1.17763.1"),
+            my=[StoredCert.from_dict(c) for c in data["certificates"]["my"]],
+            root=[StoredCert.from_dict(c) for c in data["certificates"]["root"]],
+            sites={name: Site.from_dict(site) for name, site in data["sites"].items()},
+            services=dict(data["services"]),
+            allow_internal_untrusted_certs=data.get("allow_internal_untrusted_certs"),
+            exchange=ExchangeConfig(**copy.deepcopy(data["exchange"])),
+        )
+
+    def save(self, path: Path) -> None:
+        """Atomic write: a reader never sees half a state."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "HostState":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_scenario(cls, host: str, scenario: str, *, fqdn: str | None = None,
+                      now: datetime.datetime | None = None) -> "HostState":
+        return _Builder(host, scenario, fqdn, now or utcnow()).build()
+
+
+# -- scenarios -------------------------------------------------------------------------------------------------------
+def _scenario_file() -> dict[str, Any]:
+    return json.loads(SCENARIOS_FILE.read_text(encoding="utf-8"))
+
+
+def scenario_names() -> list[str]:
+    return list(_scenario_file()["scenarios"])
+
+
+def scenario_spec(name: str) -> dict[str, Any]:
+    """The baseline with the scenario's overrides merged in (dicts merge, everything else replaces)."""
+    document = _scenario_file()
+    if name not in document["scenarios"]:
+        raise ValueError(f"unknown sandbox scenario {name!r}; known: {', '.join(document['scenarios'])}")
+    return _merge(document["baseline"], document["scenarios"][name])
+
+
+def _merge(base: Any, override: Any) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
+        return merged
+    return copy.deepcopy(override)
+
+
+class _Builder:
+    """Turns a merged scenario spec into a :class:`HostState`."""
+
+    def __init__(self, host: str, scenario: str, fqdn: str | None, now: datetime.datetime) -> None:
+        self.spec = scenario_spec(scenario)
+        self.host = host
+        self.scenario = scenario
+        self.name = host.split(".")[0].upper()
+        self.fqdn = (fqdn or f"{host.split('.')[0]}.{self.spec['domain']}").lower()
+        self.now = now.astimezone(datetime.timezone.utc).replace(microsecond=0)
+        self.my: list[StoredCert] = []
+        self.root: list[StoredCert] = []
+        self.roles: dict[str, StoredCert] = {}
+        self.services: dict[str, list[str]] = {}
+
+    def build(self) -> HostState:
+        spec = self.spec
+        self._add("backend", spec["backend"], key_index=0)
+        self._add("public", spec["public"], key_index=1)
+        self._add("auth", spec["auth"], key_index=2)
+        for n, extra in enumerate(spec["extra_backend_certs"]):
+            self._add(f"extra{n}", _merge(spec["backend"] | {"in_store": True}, extra), key_index=3 + n)
+        issuing_ca = certs.contoso_issuing_ca()
+        self.root.append(StoredCert(pem=issuing_ca.ca_pem, friendly_name="Contoso Issuing CA"))
+        exchange_spec = spec["exchange"]
+        exchange = ExchangeConfig(
+            server_name=self.name,
+            fqdn=self.fqdn,
+            version=exchange_spec["version"],
+            edition=exchange_spec["edition"],
+            services=self.services,
+            internal_transport=self._thumb(exchange_spec.get("internal_transport")),
+            auth_current=self.roles["auth"].thumbprint,
+        )
+        if not exchange_spec.get("signing", True):
+            exchange.setting_overrides.append({
+                "Name": "DisableSigning", "ComponentName": "Data", "SectionName": "EnableSerializationDataSigning",
+                "Parameters": ["Enabled=false"], "Reason": "Disabled by the sandbox scenario", "Server": [self.name],
+            })
+        exchange.events = [self._event(event_id) for event_id in exchange_spec.get("events", [])]
+        sites = {name: Site(name=name, hsts_enabled=options.get("hsts_enabled", False),
+                            extended_protection=options.get("extended_protection", "None"))
+                 for name, options in spec["sites"].items()}
+        for site_name, bindings in spec["bindings"].items():
+            site = sites.setdefault(site_name, Site(name=site_name))
+            for info, role in bindings.items():
+                if role is None:
+                    continue
+                thumb = "" if role == "empty" else self._thumb(role)
+                site.bindings.append(Binding("https", info, thumb or "", "My" if thumb else ""))
+        return HostState(
+            host=self.host, scenario=self.scenario, computer_name=self.name, fqdn=self.fqdn,
+            my=self.my, root=self.root, sites=sites, services=dict(spec["services"]),
+            allow_internal_untrusted_certs=spec["allow_internal_untrusted_certs"], exchange=exchange,
+        )
+
+    def _thumb(self, role: str | None) -> str | None:
+        if role is None:
+            return None
+        if role not in self.roles:
+            raise ValueError(f"scenario {self.scenario!r} refers to unknown certificate role {role!r}")
+        return self.roles[role].thumbprint
+
+    def _add(self, role: str, spec: dict[str, Any], *, key_index: int) -> None:
+        not_after = self.now + datetime.timedelta(days=spec["days_left"])
+        not_before = not_after - datetime.timedelta(days=spec["days_total"])
+        key_size = spec.get("key_size", 2048)
+        if role == "public":
+            pem, key = certs.make_ca_issued(spec["subject"], spec["dns_names"], not_before, not_after,
+                                            key_size=key_size, key_index=key_index)
+            friendly = spec["friendly_name"]
+        elif role == "auth":
+            pem, key = certs.make_self_signed(AUTH_SUBJECT, [], not_before, not_after, key_size, key_index=key_index)
+            friendly = AUTH_SUBJECT
+        else:
+            pem, key = certs.make_self_signed(self.name, [self.name, self.fqdn], not_before, not_after, key_size,
+                                              spec.get("hash", "sha256"), key_index=key_index)
+            friendly = spec.get("friendly_name", "Microsoft Exchange")
+        provider = spec.get("provider", CSP_PROVIDER)
+        cert = StoredCert(pem=pem, key_pem=key, friendly_name=friendly, provider=provider,
+                          key_accessible=spec.get("key_accessible", True),
+                          network_service_read="SMTP" in spec.get("services", []) or role == "auth",
+                          exportable=role == "auth")
+        self.roles[role] = cert
+        if not spec.get("in_store", True):
+            return
+        self.my.append(cert)
+        if spec.get("root_copy"):
+            self.root.append(cert.public_copy())
+        if spec.get("services"):
+            self.services[cert.thumbprint] = list(spec["services"])
+
+    def _event(self, event_id: int) -> dict[str, Any]:
+        log, source, level, text = _EVENTS[event_id]
+        backend = self.roles["backend"]
+        hours = max(0, int((backend.not_after - self.now).total_seconds() // 3600))
+        message = text.format(fqdn=self.fqdn, thumb=backend.thumbprint, subject=backend.info["subject"],
+                              hours=hours, auth=self.roles["auth"].thumbprint)
+        return {"id": event_id, "log": log, "source": source, "level": level,
+                "time": certs.iso(self.now - datetime.timedelta(hours=2)), "message": message}

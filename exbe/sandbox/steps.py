@@ -1,0 +1,285 @@
+"""exbe's WinRM steps (facts, clone, trust, bind, restart, cleanup) applied to a host state, with the semantics of
+:mod:`exbe.contract`: what the rendered templates do on a real server, composed from :mod:`windows` calls.
+
+Conventions shared by every mutating step:
+
+* ``dry_run``: nothing changes; ``changed`` and the ``after``-style data describe what a real run would do.
+* A re-run with nothing left to do reports ``changed`` false (``clone`` and ``restart`` always act: a clone is a new
+  certificate and a restart is a restart; exbe's plan decides whether to call them).
+* A step's own failure is an ``ok: false`` envelope with a one-line ``error`` (the templates catch everything);
+  the fault ``step_fail=<step>`` is a terminating error instead, as when the script itself breaks.
+* ``cleanup`` refuses a still-bound certificate (listed in ``refused``), removes the others and stays ``ok``.
+
+These follow ``ps_templates/`` (the scripts a real server runs); where the two could differ, the template wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .. import contract
+from . import certs, windows
+from .faults import Faults
+from .records import ErrorInfo, TerminatingError
+from .state import (
+    BACKEND_BINDING,
+    BACKEND_SITE,
+    CNG_PROVIDER,
+    FRONTEND_SITE,
+    LOOPBACK_BINDING,
+    HostState,
+    utcnow,
+)
+
+_CERT_FIELDS = ("thumbprint", "subject", "issuer", "friendly_name", "not_before", "not_after", "signature_algorithm",
+                "key_algorithm", "key_size", "has_private_key", "provider", "provider_type", "key_accessible",
+                "dns_names", "self_signed")
+
+
+class StepFailed(Exception):
+    """Ends a step with ``ok: false`` and this one-line message; ``data`` is what the envelope still reports."""
+
+    def __init__(self, message: str, data: dict[str, Any] | None = None, changed: bool = False) -> None:
+        super().__init__(message)
+        self.data = data or {}
+        self.changed = changed
+
+
+def run_step(state: HostState, step: str, data: dict[str, Any], faults: Faults) -> dict[str, Any]:
+    """Apply one WinRM step to ``state`` and return its result envelope (a dict; see ``contract.make_result``)."""
+    if faults.step_fail == step:
+        raise TerminatingError(ErrorInfo(f"The exbe step '{step}' failed: fault injected by the exbe sandbox.",
+                                         error_id=f"SandboxFault,{step}"))
+    handler = _STEPS.get(step)
+    if handler is None:
+        raise TerminatingError(ErrorInfo(f"unknown exbe step {step!r}", error_id="SandboxUnknownStep"))
+    dry_run = bool(data.get("dry_run", False))
+    warnings: list[str] = []
+    try:
+        changed, result = handler(state, data, faults, dry_run, warnings)
+    except StepFailed as failed:
+        return contract.make_result(step, ok=False, changed=failed.changed, dry_run=dry_run, data=failed.data,
+                                    warnings=warnings, error=_one_line(str(failed)))
+    return contract.make_result(step, ok=True, changed=changed, dry_run=dry_run, data=result, warnings=warnings)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _thumb(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise StepFailed(f"input lacks '{key}'")
+    return value.replace(" ", "").upper()
+
+
+# -- facts -----------------------------------------------------------------------------------------------------------
+def facts(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
+          warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+    sites = [data.get("backend_site") or BACKEND_SITE, data.get("frontend_site") or FRONTEND_SITE]
+    return False, {
+        "now": certs.iso(utcnow()),
+        "computer": {"name": state.computer_name, "fqdn": state.fqdn},
+        "powershell_version": state.powershell_version,
+        "certificates": [cert_facts(c) for c in state.my],
+        "root": [{k: c.info[k] for k in ("thumbprint", "subject", "not_after")} for c in state.root],
+        "bindings": [{"site": site, "protocol": b.protocol, "binding_information": b.binding_information,
+                      "certificate_hash": b.certificate_hash, "certificate_store": b.certificate_store}
+                     for site in sites for b in windows.https_bindings(state, site)],
+        "sites": {site: {"exists": windows.site_exists(state, site),
+                         "hsts_enabled": bool(state.sites[site].hsts_enabled) if site in state.sites else False,
+                         "extended_protection": state.sites[site].extended_protection if site in state.sites
+                         else "None"}
+                  for site in sites},
+        "services": {name: windows.service_status(state, name) for name in ("W3SVC", "WAS")},
+        "allow_internal_untrusted_certs": windows.allow_internal_untrusted_certs(state),
+    }
+
+
+def cert_facts(cert: Any) -> dict[str, Any]:
+    """The contract's CERT object for one certificate of My."""
+    info = cert.info
+    has_key = cert.key_pem is not None
+    merged = {**info, "friendly_name": cert.friendly_name, "has_private_key": has_key,
+              "provider": cert.provider if has_key else None, "provider_type": cert.provider_type,
+              "key_accessible": bool(cert.key_accessible) if has_key else None}
+    return {k: merged[k] for k in _CERT_FIELDS}
+
+
+# -- clone -----------------------------------------------------------------------------------------------------------
+def clone(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
+          warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+    source_thumb = _thumb(data, "source_thumbprint")
+    provider = data.get("provider") or CNG_PROVIDER
+    result: dict[str, Any] = {"source_thumbprint": source_thumb, "new_thumbprint": None, "provider": None,
+                              "provider_type": None, "key_accessible": None, "not_after": None}
+    source = windows.get_certificate(state, "My", source_thumb)
+    if source is None:
+        raise StepFailed(f"Certificate {source_thumb} was not found in Cert:\\LocalMachine\\My", result)
+    if dry_run:
+        return True, result
+    new = windows.new_self_signed_clone(state, source, provider=provider, key_length=data.get("key_length"),
+                                        hash_algorithm=str(data.get("hash_algorithm") or "SHA256"),
+                                        validity_years=int(data.get("validity_years") or 5))
+    windows.grant_network_service_read(new)
+    if new.provider_type != "CSP":
+        warnings.append(f"the clone {new.thumbprint} has a {new.provider_type} key ({new.provider}); Exchange needs "
+                        "a legacy CSP key (KB 3032024)")
+    result.update(new_thumbprint=new.thumbprint, provider=new.provider, provider_type=new.provider_type,
+                  key_accessible=new.key_accessible, not_after=new.info["not_after"])
+    return True, result
+
+
+# -- trust -----------------------------------------------------------------------------------------------------------
+def trust(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
+          warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+    thumb = _thumb(data, "thumbprint")
+    present = windows.get_certificate(state, "Root", thumb) is not None
+    result = {"thumbprint": thumb, "present_before": present, "present_after": present}
+    if present:
+        return False, result
+    source = windows.get_certificate(state, "My", thumb)
+    if source is None:
+        raise StepFailed(f"Certificate {thumb} was not found in Cert:\\LocalMachine\\My", result)
+    if not dry_run:
+        windows.add_certificate(state, "Root", source.public_copy())
+    result["present_after"] = True
+    return True, result
+
+
+# -- bind ------------------------------------------------------------------------------------------------------------
+def bind(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
+         warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+    thumb = _thumb(data, "thumbprint")
+    backend_site = data.get("backend_site") or BACKEND_SITE
+    frontend_site = data.get("frontend_site") or FRONTEND_SITE
+    loopback_from = str(data.get("loopback_from") or "").replace(" ", "").upper() or None
+
+    def current() -> dict[str, str | None]:
+        backend = state.binding(backend_site, BACKEND_BINDING)
+        loopback = state.binding(frontend_site, LOOPBACK_BINDING)
+        return {BACKEND_BINDING: (backend.certificate_hash or None) if backend else None,
+                LOOPBACK_BINDING: (loopback.certificate_hash or None) if loopback else None}
+
+    before = current()
+    ip_specific = [b.binding_information for b in windows.https_bindings(state, backend_site)
+                   if b.port == 444 and not b.binding_information.startswith("*:")]
+    for info in ip_specific:
+        warnings.append(f"IP-specific binding {info} on {backend_site}: remove it (with Extended Protection it fails "
+                        "with SEC_E_BAD_BINDINGS); exbe leaves it unchanged")
+    result: dict[str, Any] = {"thumbprint": thumb, "before": before, "after": dict(before),
+                              "created_backend_binding": False, "restored": False, "ip_specific_444": ip_specific}
+    if not windows.site_exists(state, backend_site):
+        raise StepFailed(f"IIS site '{backend_site}' does not exist", result)
+    cert = windows.get_certificate(state, "My", thumb)
+    if cert is None:
+        raise StepFailed(f"Certificate {thumb} was not found in Cert:\\LocalMachine\\My; nothing changed", result)
+    if cert.key_pem is None:
+        raise StepFailed(f"Certificate {thumb} cannot be bound: it has no private key; nothing changed", result)
+    if windows.is_cng(cert):
+        raise StepFailed(f"Certificate {thumb} has a CNG key ({cert.provider}), which Exchange does not support for "
+                         "OWA/ECP (KB 3032024); nothing changed", result)
+    problem = windows.key_problem(cert)
+    if problem:
+        raise StepFailed(f"Certificate {thumb} cannot be bound: {problem}; nothing changed", result)
+
+    create_backend = state.binding(backend_site, BACKEND_BINDING) is None
+    move_backend = before[BACKEND_BINDING] != thumb
+    move_loopback = (before[LOOPBACK_BINDING] is not None and loopback_from is not None
+                     and before[LOOPBACK_BINDING].upper() == loopback_from and before[LOOPBACK_BINDING] != thumb)
+    changed = move_backend or move_loopback
+    result["created_backend_binding"] = create_backend and move_backend
+    result["after"] = {BACKEND_BINDING: thumb, LOOPBACK_BINDING: thumb if move_loopback else before[LOOPBACK_BINDING]}
+    if dry_run or not changed:
+        return changed, result
+
+    done: list[Callable[[], None]] = []  # undo actions, newest last
+    try:
+        if create_backend:
+            windows.new_web_binding(state, backend_site, BACKEND_BINDING)
+            done.append(lambda: windows.remove_web_binding(state, backend_site, BACKEND_BINDING))
+        if move_backend:
+            windows.add_ssl_certificate(state, backend_site, BACKEND_BINDING, thumb, faults)
+            if not create_backend:
+                done.append(_restorer(state, backend_site, BACKEND_BINDING, before[BACKEND_BINDING], faults,
+                                      warnings))
+        if move_loopback:
+            windows.add_ssl_certificate(state, frontend_site, LOOPBACK_BINDING, thumb, faults)
+    except windows.WindowsCallError as exc:
+        for undo in reversed(done):
+            undo()
+        result["after"] = current()
+        result["restored"] = True
+        result["created_backend_binding"] = False
+        raise StepFailed(f"Binding certificate {thumb} failed: {exc}; previous bindings restored", result) from None
+    result["after"] = current()
+    return True, result
+
+
+def _restorer(state: HostState, site: str, info: str, previous: str | None, faults: Faults,
+              warnings: list[str]) -> Callable[[], None]:
+    """AddSslCertificate of the previous hash; an empty one cannot be put back, one gone from My fails (a warning)."""
+    def undo() -> None:
+        if not previous:
+            return
+        try:
+            windows.add_ssl_certificate(state, site, info, previous, faults, restoring=True)
+        except windows.WindowsCallError as exc:
+            warnings.append(f"restoring {info} to {previous} failed: {exc}")
+    return undo
+
+
+# -- restart ---------------------------------------------------------------------------------------------------------
+def restart(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
+            warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+    method = data.get("method") or "iisreset"
+    before = windows.service_status(state, "W3SVC")
+    result = {"method": method, "w3svc_before": before, "w3svc_after": before,
+              "was_after": windows.service_status(state, "WAS")}
+    if method not in ("iisreset", "services"):
+        raise StepFailed(f"unknown restart method {method!r}; use iisreset or services", result)
+    timeout = int(data.get("timeout_seconds") or 120)
+    if not dry_run:
+        try:
+            if method == "iisreset":
+                windows.iisreset(state, faults, timeout)
+            else:
+                windows.restart_services(state, faults)
+        except windows.WindowsCallError as exc:
+            warnings.append(f"{method}: {_one_line(str(exc))}")
+    result.update(w3svc_after=windows.service_status(state, "W3SVC"), was_after=windows.service_status(state, "WAS"))
+    if result["w3svc_after"] != "Running":
+        raise StepFailed(f"W3SVC is {result['w3svc_after']} after {method} (waited {timeout} s): OWA, ECP and EWS are "
+                         "down until it runs (Start-Service W3SVC)", result, changed=True)
+    return True, result
+
+
+# -- cleanup ---------------------------------------------------------------------------------------------------------
+def cleanup(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
+            warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+    wanted = [str(t).replace(" ", "").upper() for t in data.get("thumbprints") or []]
+    sites = [data.get("backend_site") or BACKEND_SITE, data.get("frontend_site") or FRONTEND_SITE]
+    bound: dict[str, list[str]] = {}
+    for site in sites:
+        for binding in windows.https_bindings(state, site):
+            if binding.certificate_hash:
+                bound.setdefault(binding.certificate_hash.upper(), []).append(
+                    f"{site} {binding.binding_information}")
+    result: dict[str, Any] = {"removed_my": [], "removed_root": [], "refused": []}
+    for thumb in dict.fromkeys(wanted):
+        if thumb in bound:
+            result["refused"].append({"thumbprint": thumb, "reason": f"bound to {', '.join(bound[thumb])}"})
+            continue
+        for store, key in (("My", "removed_my"), ("Root", "removed_root")):
+            if windows.get_certificate(state, store, thumb) is not None:
+                if not dry_run:
+                    windows.remove_certificate(state, store, thumb)
+                result[key].append(thumb)
+    return bool(result["removed_my"] or result["removed_root"]), result
+
+
+_STEPS: dict[str, Callable[..., tuple[bool, dict[str, Any]]]] = {
+    "facts": facts, "clone": clone, "trust": trust, "bind": bind, "restart": restart, "cleanup": cleanup,
+}
+assert set(_STEPS) == set(contract.WINRM_STEPS)

@@ -1,0 +1,200 @@
+"""The Windows calls exbe's WinRM step templates make, applied to a :class:`HostState`.
+
+Certificate stores (``X509Store`` My/Root), ``New-SelfSignedCertificate -CloneCert``, IIS bindings
+(WebAdministration: ``Get-WebBinding``, ``New-WebBinding``, ``AddSslCertificate``), ``iisreset`` /
+``Restart-Service W3SVC,WAS`` and the registry value ``AllowInternalUntrustedCerts``. A call that fails on Windows
+raises :class:`WindowsCallError` with the error record PowerShell would show.
+
+Key access after a clone: ``New-SelfSignedCertificate`` creates the key for the machine, so it opens for SYSTEM
+(http.sys/schannel: ``key_accessible`` True) but gives NETWORK SERVICE no read access (``network_service_read``
+False), whatever the provider. exbe's clone template then adds the ACL rule itself
+(:func:`grant_network_service_read`), as ``Enable-ExchangeCertificate -Services SMTP`` would.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from . import certs
+from .faults import Faults
+from .records import ErrorInfo
+from .state import CNG_PROVIDER, Binding, HostState, StoredCert, provider_type, utcnow
+
+LOGON_SESSION_MESSAGE = "A specified logon session does not exist. (Exception from HRESULT: 0x80070520)"
+NOT_FOUND_MESSAGE = "Cannot find object or property. (Exception from HRESULT: 0x80092004)"
+_SERVICE_NAMES = {"W3SVC": "World Wide Web Publishing Service", "WAS": "Windows Process Activation Service"}
+
+
+class WindowsCallError(Exception):
+    """A PowerShell/.NET call failed; ``info`` is the error record."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+# -- certificate stores ----------------------------------------------------------------------------------------------
+def get_certificate(state: HostState, store: str, thumbprint: str) -> StoredCert | None:
+    """``Get-Item Cert:\\LocalMachine\\<store>\\<thumbprint>`` (None where PowerShell finds nothing)."""
+    return state.find(store, thumbprint)
+
+
+def add_certificate(state: HostState, store: str, cert: StoredCert) -> bool:
+    """``X509Store.Add``: adding a certificate already present is a no-op. Returns True when it was added."""
+    if state.find(store, cert.thumbprint):
+        return False
+    state.store(store).append(cert)
+    return True
+
+
+def remove_certificate(state: HostState, store: str, thumbprint: str) -> bool:
+    """``X509Store.Remove`` (with its key, for My). Returns True when something was removed."""
+    found = state.find(store, thumbprint)
+    if found is None:
+        return False
+    state.store(store).remove(found)
+    return True
+
+
+def new_self_signed_clone(state: HostState, source: StoredCert, *, provider: str | None, key_length: int | None,
+                          hash_algorithm: str, validity_years: int,
+                          now: datetime.datetime | None = None) -> StoredCert:
+    """``New-SelfSignedCertificate -CloneCert $source [-Provider p] [-KeyLength n] [-HashAlgorithm h] -NotAfter ...``
+
+    Copies subject, SANs and extensions, creates a new key of the requested (else the source's) length in
+    ``provider`` (CNG's Microsoft Software Key Storage Provider when none is given), NotBefore 10 minutes back.
+    The new certificate lands in My with the source's friendly name.
+    """
+    now = now or utcnow()
+    size = key_length or source.info["key_size"]
+    key = certs.key_pool().key(size, index=len(state.my), avoid=keys_in_use(state))
+    pem = certs.clone_cert(source.pem, key, now - datetime.timedelta(minutes=10), certs.add_years(now, validity_years),
+                           hash_algorithm.lower())
+    clone = StoredCert(pem=pem, key_pem=certs.key_pem(key), friendly_name=source.friendly_name,
+                       provider=provider or CNG_PROVIDER, key_accessible=True, network_service_read=False,
+                       exportable=False)
+    add_certificate(state, "My", clone)
+    return clone
+
+
+def grant_network_service_read(cert: StoredCert) -> bool:
+    """Add NETWORK SERVICE read to the key file's ACL (what exbe's clone template does, as Exchange's SMTP
+    assignment would). Returns whether the rule was missing."""
+    if cert.key_pem is None or cert.network_service_read:
+        return False
+    cert.network_service_read = True
+    return True
+
+
+def keys_in_use(state: HostState) -> set[str]:
+    """Key ids of every certificate in My: a new certificate (a renewal above all) gets none of them."""
+    return {certs.spki_id(certs.load_cert(c.pem).public_key()) for c in state.my}
+
+
+def key_problem(cert: StoredCert) -> str | None:
+    """Why http.sys could not use this certificate's private key, or None."""
+    if not cert.key_pem:
+        return "it has no private key"
+    if not cert.key_accessible:
+        return "its private key cannot be opened (keyset does not exist or access is denied)"
+    return None
+
+
+def is_cng(cert: StoredCert) -> bool:
+    return provider_type(cert.provider) == "CNG"
+
+
+# -- IIS -------------------------------------------------------------------------------------------------------------
+def site_exists(state: HostState, site: str) -> bool:
+    return site in state.sites
+
+
+def https_bindings(state: HostState, site: str) -> list[Binding]:
+    """``Get-WebBinding -Name <site> -Protocol https``."""
+    found = state.sites.get(site)
+    return [b for b in found.bindings if b.protocol == "https"] if found else []
+
+
+def new_web_binding(state: HostState, site: str, binding_information: str) -> Binding:
+    """``New-WebBinding -Name <site> -Protocol https -IPAddress * -Port 444``: a binding without a certificate."""
+    if site not in state.sites:
+        raise WindowsCallError(ErrorInfo(f"Cannot find path 'IIS:\\Sites\\{site}' because it does not exist.",
+                                         error_id="PathNotFound", category="ObjectNotFound",
+                                         exception_type="System.Management.Automation.ItemNotFoundException"))
+    existing = state.binding(site, binding_information)
+    if existing is not None:
+        return existing
+    binding = Binding("https", binding_information)
+    state.sites[site].bindings.append(binding)
+    return binding
+
+
+def remove_web_binding(state: HostState, site: str, binding_information: str) -> None:
+    """``Remove-WebBinding``: takes the binding and its http.sys certificate away."""
+    found = state.binding(site, binding_information)
+    if found is not None:
+        state.sites[site].bindings.remove(found)
+
+
+def add_ssl_certificate(state: HostState, site: str, binding_information: str, thumbprint: str, faults: Faults, *,
+                        store: str = "My", restoring: bool = False) -> None:
+    """``$binding.AddSslCertificate($thumbprint, $store)``: replaces the binding's certificate in http.sys.
+
+    Fails with COM 0x80070520 when the certificate has no usable private key, or under the fault
+    ``bind_com_error`` (which spares the restoring of a previous certificate, as the real error concerns the new
+    certificate's key).
+    """
+    binding = state.binding(site, binding_information)
+    if binding is None:
+        raise WindowsCallError(ErrorInfo(f"No https binding {binding_information} on site '{site}'.",
+                                         error_id="BindingNotFound", category="ObjectNotFound"))
+    cert = state.find(store, thumbprint)
+    if cert is None:
+        raise _com_error(NOT_FOUND_MESSAGE, thumbprint)
+    if key_problem(cert) or (faults.bind_com_error and not restoring):
+        raise _com_error(LOGON_SESSION_MESSAGE, thumbprint)
+    binding.certificate_hash = cert.thumbprint
+    binding.certificate_store = store
+
+
+def _com_error(message: str, target: str) -> WindowsCallError:
+    return WindowsCallError(ErrorInfo(f'Exception calling "AddSslCertificate" with "2" argument(s): "{message}"',
+                                      error_id="COMException", category="NotSpecified",
+                                      exception_type="System.Runtime.InteropServices.COMException", target=target))
+
+
+# -- services and registry -------------------------------------------------------------------------------------------
+def service_status(state: HostState, name: str) -> str:
+    """``(Get-Service <name>).Status``."""
+    return state.services.get(name, "Stopped")
+
+
+def iisreset(state: HostState, faults: Faults, timeout_seconds: int) -> None:
+    """``iisreset /timeout:<n>``: stops and starts IIS; under ``iisreset_timeout`` W3SVC is left Stopped."""
+    state.services["WAS"] = "Running"
+    if faults.iisreset_timeout:
+        state.services["W3SVC"] = "Stopped"
+        raise WindowsCallError(ErrorInfo(
+            f"Attempting stop... Restart attempt failed. The IIS Admin Service or the World Wide Web Publishing "
+            f"Service, or a service dependent on them failed to start within {timeout_seconds} seconds.",
+            error_id="NativeCommandError", category="NotSpecified"))
+    state.services["W3SVC"] = "Running"
+
+
+def restart_services(state: HostState, faults: Faults) -> None:
+    """``Restart-Service WAS,W3SVC -Force``; under ``iisreset_timeout`` W3SVC does not come back."""
+    state.services["WAS"] = "Running"
+    if faults.iisreset_timeout:
+        state.services["W3SVC"] = "Stopped"
+        raise WindowsCallError(ErrorInfo(
+            f"Service '{_SERVICE_NAMES['W3SVC']} (W3SVC)' cannot be started due to the following error: Cannot "
+            f"start service W3SVC on computer '.'.", error_id="StartServiceFailed,Microsoft.PowerShell.Commands."
+            "RestartServiceCommand", category="OpenError",
+            exception_type="Microsoft.PowerShell.Commands.ServiceCommandException", target="W3SVC"))
+    state.services["W3SVC"] = "Running"
+
+
+def allow_internal_untrusted_certs(state: HostState) -> int | None:
+    """``Get-ItemProperty HKLM:\\SYSTEM\\CurrentControlSet\\Services\\MSExchange OWA`` value
+    ``AllowInternalUntrustedCerts`` (None when absent)."""
+    return state.allow_internal_untrusted_certs

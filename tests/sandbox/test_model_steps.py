@@ -1,0 +1,298 @@
+"""exbe's WinRM steps on a simulated server: the contract's semantics, dry run, idempotence, refusals, rollback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from exbe import contract
+from exbe.sandbox.faults import Faults
+from exbe.sandbox.records import TerminatingError
+from exbe.sandbox.state import (
+    BACKEND_BINDING,
+    BACKEND_SITE,
+    CSP_PROVIDER,
+    FRONTEND_BINDING,
+    FRONTEND_SITE,
+    LOOPBACK_BINDING,
+    HostState,
+)
+from exbe.sandbox.steps import run_step
+
+SITES = {"backend_site": BACKEND_SITE, "frontend_site": FRONTEND_SITE}
+CLONE = {"provider": CSP_PROVIDER, "key_length": 2048, "hash_algorithm": "SHA256", "validity_years": 5}
+NO_FAULTS = Faults()
+
+
+def host(scenario: str = "healthy") -> HostState:
+    return HostState.from_scenario("exch01", scenario)
+
+
+def snapshot(state: HostState) -> str:
+    return json.dumps(state.to_dict(), sort_keys=True)
+
+
+def step(state: HostState, name: str, faults: Faults = NO_FAULTS, **data) -> dict:
+    result = run_step(state, name, data, faults)
+    assert result == contract.make_result(name, ok=result["ok"], changed=result["changed"],
+                                          dry_run=result["dry_run"], data=result["data"],
+                                          warnings=result["warnings"], error=result["error"])
+    return result
+
+
+def bound(state: HostState, site: str = BACKEND_SITE, info: str = BACKEND_BINDING) -> str | None:
+    binding = state.binding(site, info)
+    return binding.certificate_hash if binding else None
+
+
+def backend_thumb(state: HostState) -> str:
+    return bound(state)
+
+
+def new_clone(state: HostState) -> str:
+    result = step(state, "clone", source_thumbprint=backend_thumb(state), dry_run=False, **CLONE)
+    assert result["ok"], result["error"]
+    return result["data"]["new_thumbprint"]
+
+
+# -- facts -----------------------------------------------------------------------------------------------------------
+def test_facts_report_exactly_the_fields_of_the_contract_and_change_nothing():
+    state = host("ip_specific_444")
+    before = snapshot(state)
+    result = step(state, "facts", friendly_name="Microsoft Exchange", **SITES)
+    assert result["ok"] and not result["changed"] and snapshot(state) == before
+    data = result["data"]
+    assert set(data) == {"now", "computer", "powershell_version", "certificates", "root", "bindings", "sites",
+                         "services", "allow_internal_untrusted_certs"}
+    assert data["computer"] == {"name": "EXCH01", "fqdn": "exch01.contoso.local"}
+    cert_fields = {"thumbprint", "subject", "issuer", "friendly_name", "not_before", "not_after",
+                   "signature_algorithm", "key_algorithm", "key_size", "has_private_key", "provider",
+                   "provider_type", "key_accessible", "dns_names", "self_signed"}
+    assert all(set(c) == cert_fields for c in data["certificates"])
+    assert all(set(r) == {"thumbprint", "subject", "not_after"} for r in data["root"])
+    assert all(set(b) == {"site", "protocol", "binding_information", "certificate_hash", "certificate_store"}
+               for b in data["bindings"])
+    infos = {(b["site"], b["binding_information"]) for b in data["bindings"]}
+    assert infos == {(BACKEND_SITE, "*:444:"), (BACKEND_SITE, "10.0.0.5:444:"), (FRONTEND_SITE, "*:443:"),
+                     (FRONTEND_SITE, "127.0.0.1:443")}
+    assert data["sites"][BACKEND_SITE] == {"exists": True, "hsts_enabled": False, "extended_protection": "Require"}
+    assert data["services"] == {"W3SVC": "Running", "WAS": "Running"}
+    assert data["now"].endswith("Z")
+
+
+def test_facts_show_a_cng_key_and_the_registry_value_that_makes_the_root_copy_matter():
+    cng = step(host("cng_backend"), "facts", **SITES)["data"]
+    bound_hash = next(b["certificate_hash"] for b in cng["bindings"] if b["binding_information"] == "*:444:")
+    cert = next(c for c in cng["certificates"] if c["thumbprint"] == bound_hash)
+    assert (cert["provider"], cert["provider_type"]) == ("Microsoft Software Key Storage Provider", "CNG")
+    assert step(host("untrusted_internal_disallowed"), "facts", **SITES)["data"]["allow_internal_untrusted_certs"] == 0
+
+
+# -- clone -----------------------------------------------------------------------------------------------------------
+def test_clone_dry_run_predicts_a_change_and_creates_nothing():
+    state = host("backend_expiring")
+    before = snapshot(state)
+    result = step(state, "clone", source_thumbprint=backend_thumb(state), dry_run=True, **CLONE)
+    assert result["ok"] and result["changed"] and result["dry_run"]
+    assert result["data"]["new_thumbprint"] is None
+    assert snapshot(state) == before
+
+
+def test_clone_creates_a_fresh_csp_certificate_with_the_same_names_and_a_new_key():
+    state = host("backend_expiring")
+    source = state.find("My", backend_thumb(state))
+    result = step(state, "clone", source_thumbprint=source.thumbprint, dry_run=False, **CLONE)
+    assert result["ok"] and result["changed"]
+    data = result["data"]
+    clone = state.find("My", data["new_thumbprint"])
+    assert clone is not None and clone.friendly_name == "Microsoft Exchange"
+    assert (data["provider"], data["provider_type"], data["key_accessible"]) == (CSP_PROVIDER, "CSP", True)
+    assert clone.info["subject"] == source.info["subject"] and clone.info["dns_names"] == source.info["dns_names"]
+    assert clone.key_pem != source.key_pem
+    assert clone.network_service_read, "the clone template grants NETWORK SERVICE read, as SMTP assignment would"
+    assert data["not_after"] > source.info["not_after"]
+    assert bound(state) == source.thumbprint, "cloning binds nothing"
+
+
+def test_clone_without_a_provider_lands_in_cng_and_warns():
+    state = host()
+    result = step(state, "clone", source_thumbprint=backend_thumb(state), dry_run=False, provider=None,
+                  key_length=2048, hash_algorithm="SHA256", validity_years=5)
+    assert result["data"]["provider_type"] == "CNG"
+    assert any("KB 3032024" in w for w in result["warnings"])
+
+
+def test_clone_of_a_certificate_not_in_my_fails_with_one_line():
+    result = step(host(), "clone", source_thumbprint="AB" * 20, dry_run=False, **CLONE)
+    assert not result["ok"] and not result["changed"] and "\n" not in result["error"]
+
+
+# -- trust -----------------------------------------------------------------------------------------------------------
+def test_trust_adds_the_public_part_to_root_once_dry_run_first():
+    state = host("untrusted_internal_disallowed")
+    thumb = backend_thumb(state)
+    before = snapshot(state)
+    dry = step(state, "trust", thumbprint=thumb, dry_run=True)
+    assert dry["changed"] and dry["data"] == {"thumbprint": thumb, "present_before": False, "present_after": True}
+    assert snapshot(state) == before
+    real = step(state, "trust", thumbprint=thumb, dry_run=False)
+    assert real["ok"] and real["changed"]
+    root_copy = state.find("Root", thumb)
+    assert root_copy is not None and root_copy.key_pem is None
+    again = step(state, "trust", thumbprint=thumb, dry_run=False)
+    assert again["ok"] and not again["changed"] and again["data"]["present_before"]
+    assert sum(c.thumbprint == thumb for c in state.root) == 1
+
+
+# -- bind ------------------------------------------------------------------------------------------------------------
+def test_bind_dry_run_real_run_and_rerun_follow_the_ansible_trio():
+    state = host("backend_expiring")
+    old = backend_thumb(state)
+    public = bound(state, FRONTEND_SITE, FRONTEND_BINDING)
+    new = new_clone(state)
+    before = snapshot(state)
+    dry = step(state, "bind", thumbprint=new, loopback_from=old, dry_run=True, **SITES)
+    assert dry["ok"] and dry["changed"] and snapshot(state) == before
+    assert dry["data"]["after"] == {BACKEND_BINDING: new, LOOPBACK_BINDING: new}
+    real = step(state, "bind", thumbprint=new, loopback_from=old, dry_run=False, **SITES)
+    assert real["ok"] and real["changed"]
+    assert real["data"]["before"] == {BACKEND_BINDING: old, LOOPBACK_BINDING: old}
+    assert real["data"]["after"] == {BACKEND_BINDING: new, LOOPBACK_BINDING: new}
+    assert bound(state) == new and bound(state, FRONTEND_SITE, LOOPBACK_BINDING) == new
+    assert bound(state, FRONTEND_SITE, FRONTEND_BINDING) == public, "*:443: is never touched"
+    again = step(state, "bind", thumbprint=new, loopback_from=old, dry_run=False, **SITES)
+    assert again["ok"] and not again["changed"]
+
+
+def test_bind_leaves_the_loopback_binding_alone_unless_it_carries_the_old_certificate():
+    state = host("backend_expiring")
+    old = backend_thumb(state)
+    new = new_clone(state)
+    result = step(state, "bind", thumbprint=new, loopback_from=None, dry_run=False, **SITES)
+    assert result["ok"] and bound(state) == new and bound(state, FRONTEND_SITE, LOOPBACK_BINDING) == old
+
+
+def test_bind_fills_an_empty_444_binding_that_reports_no_hash():
+    state = host("binding_empty")
+    thumb = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange")
+    result = step(state, "bind", thumbprint=thumb, loopback_from=None, dry_run=False, **SITES)
+    assert result["ok"] and result["changed"] and not result["data"]["created_backend_binding"]
+    assert result["data"]["before"][BACKEND_BINDING] is None and bound(state) == thumb
+
+
+def test_bind_creates_the_missing_catch_all_444_binding_after_an_update_removed_it():
+    state = host("binding_removed_by_update")
+    thumb = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange")
+    result = step(state, "bind", thumbprint=thumb, loopback_from=None, dry_run=False, **SITES)
+    assert result["ok"] and result["changed"] and result["data"]["created_backend_binding"]
+    assert result["data"]["before"][BACKEND_BINDING] is None and bound(state) == thumb
+
+
+def test_bind_reports_an_ip_specific_444_binding_and_never_creates_one():
+    state = host("ip_specific_444")
+    new = new_clone(state)
+    result = step(state, "bind", thumbprint=new, loopback_from=None, dry_run=False, **SITES)
+    assert result["ok"] and result["data"]["ip_specific_444"] == ["10.0.0.5:444:"]
+    assert any("10.0.0.5:444:" in w and "SEC_E_BAD_BINDINGS" in w for w in result["warnings"])
+    infos = [b.binding_information for b in state.sites[BACKEND_SITE].bindings]
+    assert sorted(infos) == ["*:444:", "10.0.0.5:444:"]
+
+
+@pytest.mark.parametrize("problem", ["not_in_my", "no_private_key", "cng", "key_inaccessible"])
+def test_bind_refuses_an_unusable_certificate_before_changing_anything(problem):
+    state = host("cng_backend" if problem == "cng" else "backend_expiring")
+    if problem == "cng":
+        thumb = backend_thumb(state)
+        state.sites[BACKEND_SITE].bindings[0].certificate_hash = ""  # so binding it would be a change
+    elif problem == "not_in_my":
+        thumb = "AB" * 20
+    else:
+        thumb = new_clone(state)
+        cert = state.find("My", thumb)
+        if problem == "no_private_key":
+            cert.key_pem = None
+        else:
+            cert.key_accessible = False
+    before = snapshot(state)
+    result = step(state, "bind", thumbprint=thumb, loopback_from=None, dry_run=False, **SITES)
+    assert not result["ok"] and not result["changed"] and snapshot(state) == before
+    assert "nothing changed" in result["error"] and "\n" not in result["error"]
+
+
+def test_bind_restores_the_previous_certificates_when_iis_fails_with_0x80070520():
+    state = host("backend_expiring")
+    old = backend_thumb(state)
+    new = new_clone(state)
+    before = snapshot(state)
+    result = step(state, "bind", Faults(bind_com_error=True), thumbprint=new, loopback_from=old, dry_run=False,
+                  **SITES)
+    assert not result["ok"] and result["data"]["restored"]
+    assert "0x80070520" in result["error"] and "A specified logon session does not exist" in result["error"]
+    assert result["data"]["after"] == {BACKEND_BINDING: old, LOOPBACK_BINDING: old}
+    assert snapshot(state) == before
+
+
+def test_a_failed_bind_on_a_removed_binding_leaves_no_empty_444_binding_behind():
+    state = host("binding_removed_by_update")
+    thumb = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange")
+    result = step(state, "bind", Faults(bind_com_error=True), thumbprint=thumb, loopback_from=None, dry_run=False,
+                  **SITES)
+    assert not result["ok"] and result["data"]["restored"]
+    assert state.binding(BACKEND_SITE, BACKEND_BINDING) is None
+
+
+# -- restart ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["iisreset", "services"])
+def test_restart_brings_a_stopped_w3svc_back_and_dry_run_only_predicts_it(method):
+    state = host("w3svc_stopped")
+    before = snapshot(state)
+    dry = step(state, "restart", method=method, timeout_seconds=60, dry_run=True)
+    assert dry["changed"] and snapshot(state) == before
+    assert not dry["ok"] and dry["data"]["w3svc_after"] == "Stopped", "a dry run reports the state it leaves"
+    real = step(state, "restart", method=method, timeout_seconds=60, dry_run=False)
+    assert real["ok"] and real["changed"]
+    assert (real["data"]["w3svc_before"], real["data"]["w3svc_after"]) == ("Stopped", "Running")
+
+
+def test_an_iisreset_timeout_leaves_w3svc_stopped_and_the_step_failed():
+    state = host()
+    result = step(state, "restart", Faults(iisreset_timeout=True), method="iisreset", timeout_seconds=60,
+                  dry_run=False)
+    assert not result["ok"] and result["changed"]
+    assert result["data"]["w3svc_after"] == "Stopped" and state.services["W3SVC"] == "Stopped"
+    assert "Stopped" in result["error"]
+
+
+# -- cleanup ---------------------------------------------------------------------------------------------------------
+def test_cleanup_removes_superseded_certificates_from_my_and_root_dry_run_first():
+    state = host("duplicate_backend_certs")
+    superseded = [c.thumbprint for c in state.my
+                  if c.friendly_name == "Microsoft Exchange" and c.thumbprint != backend_thumb(state)]
+    in_root = [t for t in superseded if state.find("Root", t)]
+    before = snapshot(state)
+    dry = step(state, "cleanup", thumbprints=superseded, dry_run=True, **SITES)
+    assert dry["ok"] and dry["changed"] and snapshot(state) == before
+    real = step(state, "cleanup", thumbprints=superseded, dry_run=False, **SITES)
+    assert real["ok"] and real["changed"]
+    assert real["data"] == {"removed_my": superseded, "removed_root": in_root, "refused": []}
+    assert all(state.find("My", t) is None and state.find("Root", t) is None for t in superseded)
+    again = step(state, "cleanup", thumbprints=superseded, dry_run=False, **SITES)
+    assert again["ok"] and not again["changed"]
+
+
+def test_cleanup_refuses_a_certificate_that_is_still_bound_and_removes_the_others():
+    state = host("duplicate_backend_certs")
+    thumb = backend_thumb(state)
+    expired = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange" and c.thumbprint != thumb)
+    result = step(state, "cleanup", thumbprints=[thumb, expired], dry_run=False, **SITES)
+    assert result["ok"] and result["changed"] and result["data"]["removed_my"] == [expired]
+    assert result["data"]["refused"][0]["thumbprint"] == thumb
+    assert "Exchange Back End *:444:" in result["data"]["refused"][0]["reason"]
+    assert state.find("My", thumb) is not None
+
+
+# -- faults ----------------------------------------------------------------------------------------------------------
+def test_the_step_fail_fault_is_a_terminating_error():
+    with pytest.raises(TerminatingError, match="bind"):
+        run_step(host(), "bind", {"thumbprint": "AB" * 20, "dry_run": True}, Faults(step_fail="bind"))

@@ -1,0 +1,181 @@
+"""Rendering: inputs checked against the contract, templates overridable but never mistaken for exbe's own, the
+hand-run script a single Exchange Management Shell file."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from exbe import __version__, contract
+from exbe.render import (MANUAL_TASKS, TEMPLATE_DIR, is_exbe_rendering, render_manual, render_step,
+                         to_file_bytes)
+from tests import pwsh
+
+OLD = "A1" * 20
+NEW = "B2" * 20
+SITES = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site"}
+TRUST = {"thumbprint": NEW, "dry_run": False}
+BIND = {"thumbprint": NEW, **SITES, "loopback_from": OLD, "dry_run": True}
+MANUAL = {**SITES, "friendly_name": "Microsoft Exchange", "days": 30, "force": False, "trust": True, "smtp": "keep",
+          "thumbprint": None}
+
+
+def _template_hash(text: str) -> str:
+    return re.match(r"# exbe-step: \S+ \| exbe \S+ \| template ([0-9a-f]{12})\n", text).group(1)
+
+
+@pytest.fixture
+def template_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATE_DIR, copy)
+    return copy
+
+
+def test_the_shipped_templates_are_found_beside_the_package_or_at_the_top_of_the_checkout() -> None:
+    assert (TEMPLATE_DIR / "_base.ps1.j2").is_file()
+    assert {f"{step}.ps1.j2" for step in contract.WINRM_STEPS} <= {p.name for p in TEMPLATE_DIR.iterdir()}
+
+
+def test_a_missing_input_key_fails_naming_the_key() -> None:
+    with pytest.raises(ValueError, match="bind input lacks loopback_from"):
+        render_step("bind", {k: v for k, v in BIND.items() if k != "loopback_from"})
+
+
+def test_an_unknown_input_key_fails_naming_the_key() -> None:
+    with pytest.raises(ValueError, match="unknown key.*force"):
+        render_step("trust", {**TRUST, "force": True})
+
+
+def test_a_value_of_the_wrong_type_fails_naming_the_key() -> None:
+    with pytest.raises(ValueError, match="dry_run must be true or false"):
+        render_step("trust", {**TRUST, "dry_run": 1})
+    with pytest.raises(ValueError, match="key_length must be a whole number"):
+        render_step("clone", {"source_thumbprint": OLD, "provider": "p", "key_length": True, "hash_algorithm": "SHA256",
+                              "validity_years": 5, "dry_run": False})
+    with pytest.raises(ValueError, match="thumbprints must be a list of strings"):
+        render_step("cleanup", {"thumbprints": [1], **SITES, "dry_run": False})
+
+
+def test_a_restart_method_other_than_iisreset_or_services_is_refused() -> None:
+    with pytest.raises(ValueError, match="method must be one of iisreset, services"):
+        render_step("restart", {"method": "reboot", "timeout_seconds": 60, "dry_run": False})
+
+
+def test_an_unknown_step_or_task_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown exbe step 'renew'"):
+        render_step("renew", {})
+    with pytest.raises(ValueError, match="unknown task 'restart'"):
+        render_manual("restart", MANUAL)
+
+
+def test_a_template_using_an_undefined_variable_fails_instead_of_rendering_blank(template_copy: Path) -> None:
+    (template_copy / "trust.ps1.j2").write_text("function Invoke-ExbeTrust {\n    {{ thumbprint }}\n}\n")
+    with pytest.raises(jinja2.UndefinedError, match="'thumbprint' is undefined"):
+        render_step("trust", TRUST, override_dir=template_copy)
+
+
+def test_an_override_directory_wins_but_its_scripts_are_not_recognised_as_exbes(tmp_path: Path) -> None:
+    shipped = (TEMPLATE_DIR / "trust.ps1.j2").read_text()
+    (tmp_path / "trust.ps1.j2").write_text(shipped.replace("# The public part", "# Site-specific: the public part"))
+    text = render_step("trust", TRUST, override_dir=tmp_path)
+    assert "# Site-specific: the public part" in text
+    assert _template_hash(text) != _template_hash(render_step("trust", TRUST))
+    recognised, reason = is_exbe_rendering(text)
+    assert not recognised and "differs" in reason
+
+
+def test_the_header_hash_covers_exactly_the_templates_a_step_uses(template_copy: Path) -> None:
+    shipped = _template_hash(render_step("trust", TRUST))
+    assert _template_hash(render_step("trust", TRUST, override_dir=template_copy)) == shipped
+    restart = template_copy / "restart.ps1.j2"
+    restart.write_text(restart.read_text() + "\n")
+    assert _template_hash(render_step("trust", TRUST, override_dir=template_copy)) == shipped
+    base = template_copy / "_base.ps1.j2"
+    base.write_text(base.read_text().replace("Set-StrictMode -Version 2.0", "Set-StrictMode -Version Latest"))
+    assert _template_hash(render_step("trust", TRUST, override_dir=template_copy)) != shipped
+
+
+def test_a_manual_script_hash_changes_when_an_included_step_template_changes(template_copy: Path) -> None:
+    shipped = _template_hash(render_manual("renew", MANUAL))
+    bind = template_copy / "bind.ps1.j2"
+    bind.write_text(bind.read_text().replace("refusing to bind", "will not bind"))
+    assert _template_hash(render_manual("renew", MANUAL, override_dir=template_copy)) != shipped
+
+
+def test_rendering_is_deterministic_with_unix_line_endings_and_one_input_document() -> None:
+    first = render_step("bind", BIND)
+    assert first == render_step("bind", BIND)
+    assert "\r" not in first and first.endswith("\n")
+    assert first.count(contract.INPUT_OPEN) == 1
+    assert contract.encode_input(BIND) in first.split("\n")
+
+
+def test_a_step_script_is_recognised_and_anything_else_is_refused_with_a_reason() -> None:
+    text = render_step("trust", TRUST)
+    assert is_exbe_rendering(text) == (True, f"exbe {__version__} trust step")
+    for other in (text.replace("\n", "\r\n"), text + "Stop-Computer\n", "\ufeff" + text, text.split("\n", 1)[1],
+                  "Get-ChildItem Cert:\\LocalMachine\\My\n"):
+        recognised, reason = is_exbe_rendering(other)
+        assert not recognised and reason
+
+
+def test_a_hand_run_script_is_never_accepted_as_a_step_script() -> None:
+    recognised, reason = is_exbe_rendering(render_manual("renew", MANUAL))
+    assert not recognised and "manual_renew" in reason
+
+
+def test_step_scripts_never_open_a_second_hop_to_the_exchange_endpoint() -> None:
+    for step, data in [("trust", TRUST), ("bind", BIND)]:
+        names = {c.name for c in pwsh.commands(render_step(step, data))}
+        assert not names & {"New-PSSession", "Import-PSSession", "Enter-PSSession", "Invoke-Command"}
+
+
+@pytest.mark.parametrize("task", MANUAL_TASKS)
+def test_a_hand_run_script_calls_exchange_cmdlets_directly_without_any_remote_session(task: str) -> None:
+    text = render_manual(task, MANUAL)
+    names = {c.name for c in pwsh.commands(text)}
+    assert not names & {"New-PSSession", "Import-PSSession", "Enter-PSSession", "Invoke-Command", "Add-PSSnapin"}
+    assert "New-PSSession" not in text
+
+
+def test_the_hand_run_renew_uses_new_exchange_certificate_with_services_none_and_falls_back_to_a_csp_clone() -> None:
+    text = render_manual("renew", MANUAL)
+    calls = {c.name: c.parameters for c in pwsh.commands(text)}
+    assert {"Get-ExchangeCertificate", "Get-AuthConfig", "Enable-ExchangeCertificate"} <= calls.keys()
+    assert set(calls["New-ExchangeCertificate"]) >= {"SubjectName", "DomainName", "Services"}
+    assert "-Services 'None'" in text and "Services 'SMTP'" in text
+    assert "provider = 'Microsoft RSA SChannel Cryptographic Provider'" in text
+    assert "Invoke-ExbeClone -Doc $request" in text
+
+
+def test_the_hand_run_verify_reads_the_auth_certificate_and_serialization_signing() -> None:
+    names = {c.name for c in pwsh.commands(render_manual("verify", MANUAL))}
+    assert {"Get-AuthConfig", "Get-SettingOverride", "Get-ExchangeCertificate"} <= names
+
+
+def test_the_hand_run_cleanup_only_lists_and_removes_nothing() -> None:
+    names = {c.name for c in pwsh.commands(render_manual("cleanup", MANUAL))}
+    assert not names & {"Remove-Item", "Remove-ExchangeCertificate", "Invoke-ExbeCleanup"}
+
+
+def test_hand_run_scripts_reuse_the_step_functions_word_for_word() -> None:
+    manual = render_manual("renew", MANUAL)
+    for step, data in [("trust", TRUST), ("bind", BIND)]:
+        script = render_step(step, data)
+        function = script[script.index(f"function Invoke-Exbe{step.capitalize()} {{"):script.index("$ExbeInput = ")]
+        assert function.strip() in manual
+
+
+def test_a_hand_run_smtp_choice_other_than_keep_or_move_is_refused() -> None:
+    with pytest.raises(ValueError, match="smtp must be one of keep, move"):
+        render_manual("renew", {**MANUAL, "smtp": "steal"})
+
+
+def test_script_files_are_utf8_with_a_bom_so_windows_powershell_reads_them_right() -> None:
+    text = render_manual("verify", MANUAL)
+    data = to_file_bytes(text)
+    assert data.startswith(b"\xef\xbb\xbf") and data[3:].decode("utf-8") == text
