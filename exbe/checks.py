@@ -226,7 +226,8 @@ def internal_transport_cert(ctx: _Context) -> CheckResult:
     cert = certificate(ctx.facts, thumb)
     if cert is None:
         return _fail("internal_transport_cert", f"{ctx.server}: internal transport certificate {short(thumb)} is not "
-                                                "in LocalMachine\\My", value=thumb)
+                                                "in LocalMachine\\My; move SMTP to a certificate that is: "
+                                                "`exbe renew --smtp move`", value=thumb)
     days = ctx.days(cert)
     if days <= 0:
         # exbe leaves SMTP where it is unless asked, so this is the admin's call, not a failed renewal.

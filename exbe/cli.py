@@ -83,8 +83,11 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
         write_junit(runs, Path(options.junit), redact=redact)
     if options.json:
         write_json(runs, Path(options.json), redact=redact)
-    table = summary_table(runs, redact=redact)
-    print(table)
+    for line in summary_table(runs, redact=redact).splitlines():
+        print(reporter.safe_line(line))
+    for run in runs:
+        if run.error:
+            print(f"exbe: {redact(run.error)}", file=sys.stderr)
     _annotate(reporter, runs)
     code = exit_code(runs)
     reporter.finish("failed" if code else ("warnings" if _has_warnings(runs) else "succeeded"))
@@ -142,7 +145,7 @@ class _Progress:
         self._lock = threading.Lock()
 
     def __call__(self, server: str, step: str, status: str, message: str) -> None:
-        line = REDACTOR.redact(f"{server:<10} {step:<9} {status:<8} {message}")
+        line = self._reporter.safe_line(REDACTOR.redact(f"{server:<10} {step:<9} {status:<8} {message}"))
         with self._lock:
             print(line, flush=True)
 

@@ -22,6 +22,8 @@ from .render import render_step
 from .transport import Session
 
 TASKS = ("preflight", "renew", "trust", "bind", "restart", "verify", "cleanup")
+METHODS = {"exchange": "New-ExchangeCertificate -Services None on the Exchange endpoint",
+           "clone": "New-SelfSignedCertificate -CloneCert with a legacy CSP over WinRM"}
 EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth", "timeout", "protocol", "dropped"}
 
 
@@ -76,6 +78,9 @@ class ServerFlow:
         if task == "verify":
             self.verify(reuse_facts=True)
             return
+        if self.selected is None and task in ("trust", "bind", "cleanup") and not self.options.thumbprint:
+            self._fail(task, "no back-end certificate to act on; run `exbe renew` first", 0.0)
+            return
         if task == "trust":
             self.trust_and_bind(self._target_thumbprint(), trust=True, bind=False)
             return
@@ -105,12 +110,10 @@ class ServerFlow:
     def preflight(self) -> bool:
         """Both endpoints at once; the certificate store is the source of truth, Exchange adds assignments."""
         started = time.monotonic()
-        exchange_thread = threading.Thread(target=self._read_exchange, name=f"exbe-{self.server.name}-exchange")
-        exchange_thread.start()
-        try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"exbe-{self.server.name}-exchange") as side:
+            exchange_read = side.submit(self._read_exchange)
             envelope = self._scripts([("facts", self._facts_input())])[0]
-        finally:
-            exchange_thread.join()
+            exchange_read.result()  # a connection failure there (e.g. TLS validation) is the run's failure too
         duration = time.monotonic() - started
         if not envelope["ok"]:
             return self._fail("preflight", f"reading the certificate store and IIS failed: {envelope['error']}",
@@ -125,7 +128,15 @@ class ServerFlow:
         try:
             selection = select.select_backend(self.facts, self.settings)
         except select.SelectionError as exc:
-            return self._fail("preflight", str(exc), duration, warnings=warnings)
+            if exc.candidates:  # several possible back-end certificates and none bound: a human must choose
+                return self._fail("preflight", str(exc), duration, warnings=warnings)
+            # No back-end certificate at all (KB 2779694): renew creates one; the other tasks have nothing to act on.
+            warnings.append(f"{exc}; `exbe renew` creates a new one (Microsoft's repair, KB 2779694)")
+            self.selected = None
+            self._record(StepResult(server=self.server.name, step="preflight", status="ok",
+                                    message=f"no back-end certificate in LocalMachine\\My ({exc.found})",
+                                    data={"selected": None}, warnings=warnings, duration_s=round(duration, 3)))
+            return True
         self.selected = _cert(self.facts, selection.thumbprint)
         self.run.old_thumbprint = selection.thumbprint
         self._record(StepResult(
@@ -137,11 +148,12 @@ class ServerFlow:
     def renew(self) -> str | None:
         """The thumbprint the chain goes on with: the selected one, a staged one, or a new one; None to stop."""
         started = time.monotonic()
-        assert self.selected is not None
         blockers = plan.bind_blockers(self.facts)
         if blockers:
             self._fail("renew", "; ".join(blockers), 0.0)
             return None
+        if self.selected is None:
+            return self._create_missing(started)
         reasons = plan.renew_reasons(self.selected, self.facts["now"], self.settings)
         thumb = self.selected["thumbprint"]
         if not reasons:
@@ -158,9 +170,8 @@ class ServerFlow:
             self.run.new_thumbprint = staged
             return staged
         method = plan.renew_method(self.exchange, self.facts)
+        how = METHODS[method]
         if self.settings.dry_run:
-            how = ("New-ExchangeCertificate -Services None on the Exchange endpoint" if method == "exchange"
-                   else "New-SelfSignedCertificate -CloneCert with a legacy CSP over WinRM")
             self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
                                     message=f"would renew {thumb} ({'; '.join(reasons)}) with {how}",
                                     data={"reasons": reasons, "method": method}, duration_s=0.0))
@@ -191,8 +202,34 @@ class ServerFlow:
             self._read_exchange()
         self.run.new_thumbprint = new
         self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
-                                message=f"renewed {thumb} -> {new} ({'; '.join(reasons)})", before={"thumbprint": thumb},
+                                message=f"renewed {thumb} -> {new} with {how} ({'; '.join(reasons)})", before={"thumbprint": thumb},
                                 after={"thumbprint": new}, data=data, duration_s=round(time.monotonic() - started, 3)))
+        return new
+
+    def _create_missing(self, started: float) -> str | None:
+        """No back-end certificate in My: a fresh self-signed one through Exchange (nothing to clone)."""
+        if self.exchange is None or select.exchange_certificates_unavailable(self.facts, self.exchange):
+            return self._renew_failed("there is no back-end certificate to clone and the Exchange endpoint cannot "
+                                      f"create one ({self.exchange_reason or 'Get-ExchangeCertificate returns nothing'})"
+                                      "; run `exbe render renew` and the script in the Exchange Management Shell",
+                                      started)
+        reason = "no back-end certificate in LocalMachine\\My"
+        if self.settings.dry_run:
+            self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
+                                    message=f"would create one with {METHODS['exchange']} ({reason})"))
+            self._plan_rest_of_chain()
+            return None
+        params = plan.new_exchange_certificate_params(None, self.facts, self.exchange,
+                                                      friendly_name=self.settings.friendly_name)
+        new, errors = exchange.new_certificate(self.session, params)
+        if new is None:
+            return self._renew_failed(f"New-ExchangeCertificate did not return one certificate: "
+                                      f"{'; '.join(errors) or 'no output'}", started)
+        self.run.new_thumbprint = new
+        self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
+                                message=f"created {new} with {METHODS['exchange']} ({reason})",
+                                after={"thumbprint": new}, data={"method": "exchange", "errors": errors},
+                                duration_s=round(time.monotonic() - started, 3)))
         return new
 
     def trust_and_bind(self, thumbprint: str, *, trust: bool, bind: bool) -> bool:
@@ -305,7 +342,7 @@ class ServerFlow:
     def _plan_rest_of_chain(self) -> None:
         """Dry run with a renewal pending: the later steps cannot run without the new certificate; say what they
         would do."""
-        old = self.selected["thumbprint"] if self.selected else "?"
+        old = self.selected["thumbprint"] if self.selected else "nothing usable"
         planned = []
         if self.settings.trust:
             planned.append(("trust", "would add the new certificate's public part to LocalMachine\\Root"))

@@ -99,17 +99,29 @@ def render(c, task_name="renew", server=None, days=None, force=False, smtp=None,
 
     For servers without WinRM access: `exbe render renew > renew.ps1`, then run it in the EMS (Windows PowerShell
     5.1) on the server; -WhatIf shows what it would change."""
-    from .render_manual import manual_script
+    from .config import defaults_dict
+    from .render import render_manual, to_file_bytes
 
+    defaults = defaults_dict(c.config.exbe)
+    data = {"backend_site": defaults["backend_site"], "frontend_site": defaults["frontend_site"],
+            "friendly_name": defaults["friendly_name"], "days": int(days if days is not None else defaults["days"]),
+            "force": force, "trust": bool(defaults["trust"]) and not no_trust, "smtp": smtp or defaults["smtp"],
+            "thumbprint": None}
     try:
-        text = manual_script(c.config.exbe, task_name, days=days, force=force, smtp=smtp, no_trust=no_trust)
+        text = render_manual(task_name, data, override_dir=_template_dir(defaults))
     except ValueError as exc:
         raise Exit(f"exbe: {exc}", code=2) from None
     if output:
         with open(output, "wb") as handle:
-            handle.write(b"\xef\xbb\xbf" + text.encode("utf-8"))
+            handle.write(to_file_bytes(text))
     else:
         sys.stdout.write(text)
+
+
+def _template_dir(defaults):
+    from pathlib import Path
+
+    return Path(defaults["template_dir"]) if defaults.get("template_dir") else None
 
 
 @task(help={"hosts": "number of hosts exch01..exchNN (default 6)",

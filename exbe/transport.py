@@ -153,7 +153,7 @@ class _translate_errors:
             host=s.exchange_host if exchange else s.host,
             port=s.exchange_port if exchange else s.port,
             kind=kind,
-            hint=_endpoint_hint(self.endpoint, kind, detail),
+            detail=_endpoint_detail(self.endpoint, detail),
         ) from None
 
 
@@ -193,7 +193,7 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
     return None
 
 
-def _endpoint_hint(endpoint: str, kind: str, detail: str) -> str:
+def _endpoint_detail(endpoint: str, detail: str) -> str:
     where = "the Exchange endpoint (/PowerShell)" if endpoint == "exchange" else "WinRM"
     return f"{where}: {detail}" if detail else where
 

@@ -28,6 +28,7 @@ def _config(fleet, tmp_path, **changes):
     cfg = write_config(fleet, tmp_path / "exbe.yaml")
     doc = json.loads(cfg.read_text())
     doc["exbe"]["inventory"][0].update(changes)
+    doc["exbe"]["inventory"][0] = {k: v for k, v in doc["exbe"]["inventory"][0].items() if v is not None}
     cfg.write_text(json.dumps(doc))
     return cfg
 
