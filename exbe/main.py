@@ -16,6 +16,7 @@ import os
 from typing import Any, Iterator
 
 from invoke import Collection, Exit, Program
+from invoke.exceptions import ParseError
 from invoke.config import yaml  # Invoke's own (possibly vendored) YAML, whose errors its loaders raise
 
 import exbe
@@ -81,6 +82,13 @@ class ExbeProgram(Program):
                 raise ConfigError(f"config file {path!r} not found")
         if merge:
             self.config.merge()
+
+    def parse_tasks(self) -> None:
+        """A command line Invoke cannot parse is a usage error: exit code 2, as documented (Invoke uses 1)."""
+        try:
+            super().parse_tasks()
+        except ParseError as exc:
+            raise Exit(f"exbe: {exc}", 2) from None
 
     def execute(self) -> None:
         with _as_exit():

@@ -94,7 +94,7 @@ def cleanup(c, server=None, all_=False, group=None, shard=None, min_age=None, dr
                                "force": "renew even when healthy", "smtp": "keep or move",
                                "no-trust": "skip the Root copy", "output": "write here (UTF-8 with BOM) instead of "
                                "standard output", "server": "accepted for symmetry; the script runs on the server"})
-def render(c, task_name="renew", server=None, days=None, force=False, smtp=None, no_trust=False, output=None):
+def render(c, task_name=None, server=None, days=None, force=False, smtp=None, no_trust=False, output=None):
     """Print one script to run by hand in the Exchange Management Shell (no WinRM needed).
 
     For servers without WinRM access: `exbe render renew > renew.ps1`, then run it in the EMS (Windows PowerShell
@@ -102,6 +102,8 @@ def render(c, task_name="renew", server=None, days=None, force=False, smtp=None,
     from .config import defaults_dict
     from .render import render_manual, to_file_bytes
 
+    if not task_name:
+        raise Exit("exbe: which script? `exbe render renew` (or verify, trust, bind, cleanup)", code=2)
     defaults = defaults_dict(c.config.exbe)
     data = {"backend_site": defaults["backend_site"], "frontend_site": defaults["frontend_site"],
             "friendly_name": defaults["friendly_name"], "days": int(days if days is not None else defaults["days"]),

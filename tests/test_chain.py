@@ -194,3 +194,24 @@ def test_junit_has_a_suite_per_server_and_a_case_per_step_and_check(start_fleet,
         assert (f"exbe.exch01.{step}", step) in cases
     assert ("exbe.exch01.verify", "backend_days_left") in cases
     assert ("exbe.exch01.verify", "tls_444_serves_bound") in cases
+
+
+# -- restart (opt-in) ------------------------------------------------------------------------------------------------
+def test_restart_iis_that_times_out_fails_loudly_and_the_chain_stops_before_verify(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "backend_expiring")], faults={"exch01": Faults(iisreset_timeout=True)})
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--restart-iis", "--json", str(record))
+    assert result.code == 1
+    steps = {s["step"]: s for s in json.loads(record.read_text())["servers"][0]["steps"]}
+    assert steps["restart"]["status"] == "failed" and "W3SVC" in steps["restart"]["message"]
+    assert "verify" not in steps, "nothing claims the server is fine while W3SVC is down"
+    assert probe.facts(fleet)["services"]["W3SVC"] != "Running"
+
+
+def test_restart_dry_run_changes_nothing(start_fleet, exbe):
+    fleet = start_fleet([("exch01", "w3svc_stopped")])
+    state_file = fleet.host("exch01").state_path
+    before = state_file.read_bytes()
+    result = exbe(fleet, "restart", "--server", "exch01", "--dry-run")
+    assert state_file.read_bytes() == before
+    assert "restart" in result.out

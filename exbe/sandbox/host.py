@@ -134,10 +134,14 @@ class SandboxHost:
         return self._mutate(lambda: exchange.run_cmdlet(self.state, name, params, self.faults))
 
     def _run_winrm(self, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome:
-        text, is_script, _ = statement[0]
-        formatted = len(statement) == 2 and statement[1][0].lower() == "out-string" and not statement[1][1]
-        if formatted:  # pypsrp's Client.execute_ps appends `| Out-String -Stream`; our outputs are strings already
+        # pypsrp's Client.execute_ps sends `Invoke-Expression -Command <script> | Out-String -Stream`: model both
+        # cmdlets (our step outputs are strings already, so Out-String passes them through).
+        if len(statement) == 2 and statement[1][0].lower() == "out-string" and not statement[1][1]:
             statement = statement[:1]
+        name, is_cmdlet_script, params = statement[0]
+        if not is_cmdlet_script and name.lower() == "invoke-expression" and isinstance(params.get("Command"), str):
+            statement = [(params["Command"], True, {})]
+        text, is_script, _ = statement[0]
         if len(statement) != 1 or not is_script:
             raise TerminatingError(ErrorInfo(UNRECOGNISED_SCRIPT_MESSAGE.format(
                 reason="a command or a pipeline of commands, not one exbe step script"),
