@@ -12,14 +12,17 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import checks, contract, exchange, plan, select
-from .errors import ConfigError, ConnectionFailed, ExbeError
+from .errors import ConfigError, ConnectionFailed
 from .model import ServerRun, Settings, StepResult
 from .probe import probe_backend
 from .render import render_step
 from .transport import Session
+
+if TYPE_CHECKING:
+    from .config import Credentials, Server
 
 TASKS = ("preflight", "renew", "trust", "bind", "restart", "verify", "cleanup")
 METHODS = {"exchange": "New-ExchangeCertificate -Services None on the Exchange endpoint",
@@ -42,7 +45,8 @@ Progress = Callable[[str, str, str, str], None]  # server, step, status, message
 class ServerFlow:
     """One server's run of a task: every step answers with one StepResult appended to ``self.run``."""
 
-    def __init__(self, server: Any, credentials: Any, settings: Settings, options: RunOptions, progress: Progress,
+    def __init__(self, server: "Server", credentials: "Credentials", settings: Settings, options: RunOptions,
+                 progress: Progress,
                  restart_gate: threading.Lock) -> None:
         self.server = server
         self.settings = settings
@@ -137,7 +141,7 @@ class ServerFlow:
                                     message=f"no back-end certificate in LocalMachine\\My ({exc.found})",
                                     data={"selected": None}, warnings=warnings, duration_s=round(duration, 3)))
             return True
-        self.selected = _cert(self.facts, selection.thumbprint)
+        self.selected = select.certificate(self.facts, selection.thumbprint)
         self.run.old_thumbprint = selection.thumbprint
         self._record(StepResult(
             server=self.server.name, step="preflight", status="ok", message=selection.reason,
@@ -157,7 +161,7 @@ class ServerFlow:
         reasons = plan.renew_reasons(self.selected, self.facts["now"], self.settings)
         thumb = self.selected["thumbprint"]
         if not reasons:
-            days = _days_left(self.selected, self.facts["now"])
+            days = select.days_left(self.selected, self.facts["now"])
             self._record(StepResult(server=self.server.name, step="renew", status="ok",
                                     message=f"not needed: {thumb} has {days} days left (threshold {self.settings.days})"))
             self.run.new_thumbprint = thumb
@@ -369,28 +373,15 @@ class ServerFlow:
         self.progress(self.server.name, result.step, result.status, result.message)
 
 
-def run_fleet(servers: list[Any], task: str, credentials: Any, settings: Settings, options: RunOptions,
+def run_fleet(servers: list["Server"], task: str, credentials: "Credentials", settings: Settings, options: RunOptions,
               progress: Progress, concurrency: int) -> list[ServerRun]:
     """Run ``task`` on every server, at most ``concurrency`` at once; results in the servers' order."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     gate = threading.Lock()
 
-    def one(server: Any) -> ServerRun:
+    def one(server: "Server") -> ServerRun:
         return ServerFlow(server, credentials, settings, options, progress, gate).execute(task)
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(servers))), thread_name_prefix="exbe") as pool:
         return list(pool.map(one, servers))
-
-
-def _cert(facts: dict[str, Any], thumbprint: str) -> dict[str, Any]:
-    for cert in facts["certificates"]:
-        if cert["thumbprint"] == thumbprint:
-            return cert
-    raise ExbeError(f"certificate {thumbprint} is not in LocalMachine\\My")
-
-
-def _days_left(cert: dict[str, Any], now: str) -> int:
-    def parse(value: str) -> datetime.datetime:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return (parse(cert["not_after"]) - parse(now)).days

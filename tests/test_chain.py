@@ -11,7 +11,7 @@ from exbe.sandbox.faults import Faults
 from exbe.sandbox.state import scenario_names
 
 from . import sandbox_probe as probe
-from .exbe_cli import run_exbe, write_config
+from .exbe_cli import run_exbe
 
 BACKEND, FRONTEND = "Exchange Back End", "Default Web Site"
 MUST_STOP = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -51,12 +50,9 @@ def test_exchange_endpoint_runs_cmdlets_against_the_host_state(fleet):
         output = ps.invoke()
     assert not ps.had_errors
     certs = [o for o in output if any("ExchangeCertificate" in t for t in o.types)]
-    state_thumbs = {c["thumbprint"] for c in fleet.host("exch01").snapshot()["certificates"]["my"]} \
-        if isinstance(fleet.host("exch01").snapshot().get("certificates"), dict) else None
-    assert certs, "Get-ExchangeCertificate returned the server's certificates"
+    state_thumbs = {c["thumbprint"] for c in fleet.host("exch01").snapshot()["certificates"]["my"]}
     thumbs = {o.extended_properties["Thumbprint"] for o in certs}
-    if state_thumbs is not None:
-        assert thumbs == state_thumbs
+    assert thumbs == state_thumbs, "Get-ExchangeCertificate lists the server's LocalMachine\\My"
     auth = [o for o in output if any(t.endswith("AuthConfig") for t in o.types)]
     assert auth and auth[0].extended_properties["CurrentCertificateThumbprint"] in thumbs
 
@@ -235,16 +231,15 @@ def test_fault_drop_in_step_applies_the_change_then_drops(start_fleet):
     assert host.state_path.exists()
 
 
-def test_fault_operation_timeout_is_the_wsman_timeout_fault(start_fleet):
-    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(operation_timeout=True)})
-    transport = wsman(fleet)
-    pool = RunspacePool(transport)
-    # pypsrp treats 2150858793 on Receive as "poll again"; the pool can never open, so the client gives up by its
-    # own read timeout. Raw: the fault itself.
+def test_fault_operation_timeout_is_the_wsman_timeout_fault(fleet):
+    pool = RunspacePool(wsman(fleet))
+    pool.open()
+    fleet.host("exch01").faults.operation_timeout = True
     with pytest.raises(WSManFaultError) as err:
-        transport.receive("http://schemas.microsoft.com/powershell/Microsoft.PowerShell", None)
-    assert err.value.code in (2150858793, 2150858843)
-    del pool
+        pool.shell.receive("stdout")
+    assert err.value.code == 2150858793, "the code clients treat as 'poll again'"
+    fleet.host("exch01").faults.operation_timeout = False
+    pool.close()
 
 
 def test_fault_latency_delays_every_request(start_fleet):
