@@ -1,8 +1,18 @@
-"""Run a module as __main__ and report this process's peak RSS on stderr (``BENCH_PEAK_RSS_KIB=``)."""
+"""Run a module as __main__ and report this process's peak RSS on stderr (``BENCH_PEAK_RSS_KIB=``).
 
-import resource
+The peak is VmHWM from /proc/self/status: ``ru_maxrss`` would carry the parent's high-water mark across fork+exec.
+"""
+
 import runpy
 import sys
+
+
+def _vm_hwm_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> None:
@@ -15,7 +25,7 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
-        print(f"BENCH_PEAK_RSS_KIB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+        print(f"BENCH_PEAK_RSS_KIB={_vm_hwm_kib()}", file=sys.stderr)
     sys.exit(code)
 
 

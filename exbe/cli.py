@@ -64,10 +64,11 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
                 reporter.mask(credentials.password.reveal())
             servers = select_servers(load_inventory({**dict(cfg), "inventory": inventory}), options.server,
                                      options.all, options.group, options.shard)
+            credentials.check(servers)
             if sandbox:
                 print(SANDBOX_BANNER, file=sys.stderr)
             run_options = RunOptions(
-                template_dir=Path(defaults["template_dir"]) if defaults.get("template_dir") else None,
+                template_dir=template_dir(defaults),
                 thumbprint=options.thumbprint.upper() if options.thumbprint else None,
                 cleanup=options.cleanup,
             )
@@ -93,6 +94,11 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     reporter.finish("failed" if code else ("warnings" if _has_warnings(runs) else "succeeded"))
     if code:
         raise Exit(code=code)
+
+
+def template_dir(defaults: dict[str, Any]) -> Path | None:
+    """The site's template override directory (``exbe.defaults.template_dir``), if any."""
+    return Path(defaults["template_dir"]) if defaults.get("template_dir") else None
 
 
 def _settings(settings_cls: Any, defaults: dict[str, Any], options: TaskOptions) -> Any:

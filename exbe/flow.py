@@ -19,7 +19,7 @@ from .errors import ConfigError, ConnectionFailed
 from .model import ServerRun, Settings, StepResult
 from .probe import probe_backend
 from .render import render_step
-from .transport import Session
+from .transport import Session, preload
 
 if TYPE_CHECKING:
     from .config import Credentials, Server
@@ -379,6 +379,7 @@ def run_fleet(servers: list["Server"], task: str, credentials: "Credentials", se
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     gate = threading.Lock()
+    preload()
 
     def one(server: "Server") -> ServerRun:
         return ServerFlow(server, credentials, settings, options, progress, gate).execute(task)

@@ -9,7 +9,7 @@ import sys
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from .cli import TaskOptions, run_task
+from .cli import TaskOptions, run_task, template_dir
 from .config import collection_config
 
 SELECT_HELP = {
@@ -110,7 +110,7 @@ def render(c, task_name=None, server=None, days=None, force=False, smtp=None, no
             "force": force, "trust": bool(defaults["trust"]) and not no_trust, "smtp": smtp or defaults["smtp"],
             "thumbprint": None}
     try:
-        text = render_manual(task_name, data, override_dir=_template_dir(defaults))
+        text = render_manual(task_name, data, override_dir=template_dir(defaults))
     except ValueError as exc:
         raise Exit(f"exbe: {exc}", code=2) from None
     if output:
@@ -118,12 +118,6 @@ def render(c, task_name=None, server=None, days=None, force=False, smtp=None, no
             handle.write(to_file_bytes(text))
     else:
         sys.stdout.write(text)
-
-
-def _template_dir(defaults):
-    from pathlib import Path
-
-    return Path(defaults["template_dir"]) if defaults.get("template_dir") else None
 
 
 @task(help={"hosts": "number of hosts exch01..exchNN (default 6)",

@@ -36,6 +36,13 @@ class PipelineOutput:
     failed: str | None  # message of the terminating error, None when the pipeline completed
 
 
+def preload() -> None:
+    """Import pypsrp before the fleet's threads start: concurrent first imports serialise on the import lock."""
+    import pypsrp.powershell  # noqa: F401
+    import pypsrp.wsman  # noqa: F401
+    import requests  # noqa: F401
+
+
 class Session:
     """The runspace pools of one server, opened on first use. Thread-safe per endpoint."""
 
@@ -67,12 +74,20 @@ class Session:
         return self._invoke("exchange", build)
 
     def close(self) -> None:
-        """Close every open pool (one Delete each); errors while closing are logged, not raised."""
-        for name, pool in list(self._pools.items()):
+        """Close every open pool (one Delete each, the endpoints at once); errors are logged, not raised."""
+        def close_one(name: str, pool: Any) -> None:
             try:
                 pool.close()
             except Exception as exc:  # noqa: BLE001 - closing must not hide the step result
                 log.debug("%s: closing the %s pool failed: %s", self.server.name, name, exc)
+
+        others = [threading.Thread(target=close_one, args=item) for item in list(self._pools.items())[1:]]
+        for thread in others:
+            thread.start()
+        for item in list(self._pools.items())[:1]:
+            close_one(*item)
+        for thread in others:
+            thread.join()
         self._pools.clear()
 
     def __enter__(self) -> "Session":
