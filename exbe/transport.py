@@ -11,6 +11,7 @@ here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -144,31 +145,25 @@ class Session:
         )
 
 
-class _translate_errors:
-    """Context manager: any transport exception -> ConnectionFailed with a kind and a hint."""
-
-    def __init__(self, server: "Server", endpoint: str) -> None:
-        self.server = server
-        self.endpoint = endpoint
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or isinstance(exc, ConnectionFailed):
-            return False
+@contextlib.contextmanager
+def _translate_errors(server: "Server", endpoint: str) -> Iterator[None]:
+    """Any transport exception -> ConnectionFailed with a kind and a hint, naming the endpoint."""
+    try:
+        yield
+    except ConnectionFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classify() decides; anything else propagates unchanged
         mapped = classify(exc)
         if mapped is None:
-            return False
+            raise
         kind, detail = mapped
-        s = self.server
-        exchange = self.endpoint == "exchange"
+        exchange = endpoint == "exchange"
         raise ConnectionFailed(
-            server=s.name,
-            host=s.exchange_host if exchange else s.host,
-            port=s.exchange_port if exchange else s.port,
+            server=server.name,
+            host=server.exchange_host if exchange else server.host,
+            port=server.exchange_port if exchange else server.port,
             kind=kind,
-            detail=_endpoint_detail(self.endpoint, detail),
+            detail=_endpoint_detail(endpoint, detail),
         ) from None
 
 

@@ -215,3 +215,13 @@ def test_restart_dry_run_changes_nothing(start_fleet, exbe):
     result = exbe(fleet, "restart", "--server", "exch01", "--dry-run")
     assert state_file.read_bytes() == before
     assert "restart" in result.out
+
+
+def test_smtp_moves_to_the_new_certificate_only_when_asked(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "backend_expiring")])
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--smtp", "move", "--json", str(record))
+    assert result.code == 0, result.out
+    new = json.loads(record.read_text())["servers"][0]["new_thumbprint"]
+    assert "SMTP" in probe.exchange_services(fleet)[new].upper()
+    assert probe.binding(probe.facts(fleet), FRONTEND, "*:443:") != new, "IIS is never re-pointed"
