@@ -1,8 +1,10 @@
 """The obvious alternative, for comparison: every step through its own runspace pool.
 
-WinRM steps go through pypsrp's ``Client.execute_ps`` (a new pool per call, plus ``Out-String -Stream``); Exchange
-cmdlets, which ``execute_ps`` cannot send (it sends scripts, refused in no-language mode), each open a pool of
-their own. Same servers, same rendered scripts, same concurrency as exbe.
+WinRM steps go through pypsrp's ``Client.execute_ps`` (a new pool per call, ``Invoke-Expression ... | Out-String
+-Stream``); Exchange cmdlets, which ``execute_ps`` cannot send (it sends scripts, refused in no-language mode), each
+open a pool of their own. One Client and one WSMan per server are reused, so each endpoint authenticates once, as
+pypsrp's table in shared/psrp-facts.md measures ``Client.execute_ps`` x 5. Same servers, same rendered scripts,
+same concurrency as exbe.
 
     python -m bench.naive INVENTORY.yaml verify|renew CONCURRENCY
 """
@@ -24,41 +26,48 @@ from exbe.render import render_step
 FACTS = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site", "friendly_name": "Microsoft Exchange"}
 
 
-def _winrm(entry: dict, script: str) -> dict:
-    client = Client(entry["host"], port=entry["port"], ssl=False, auth=entry["auth"],
-                    username=os.environ["EXBE_USERNAME"], password=os.environ["EXBE_PASSWORD"])
-    output, _streams, _had_errors = client.execute_ps(script)
-    step = contract.parse_script(script)[0]
-    return contract.parse_result(step, output.splitlines())
+class _Server:
+    """One server as the naive script sees it: one pypsrp Client (WinRM) and one WSMan (Exchange endpoint), reused
+    across steps as pypsrp intends, so authentication happens once per endpoint; every step still opens and closes
+    a runspace pool of its own."""
 
+    def __init__(self, entry: dict) -> None:
+        self.name = entry["name"]
+        credentials = {"username": os.environ["EXBE_USERNAME"], "password": os.environ["EXBE_PASSWORD"]}
+        self.client = Client(entry["host"], port=entry["port"], ssl=False, auth=entry["auth"], **credentials)
+        self.exchange = WSMan(entry["host"], port=entry["exchange_port"], path="PowerShell", ssl=False,
+                              auth=entry["auth"], **credentials)
 
-def _cmdlet(entry: dict, name: str, params: dict) -> list:
-    transport = WSMan(entry["host"], port=entry["exchange_port"], path="PowerShell", ssl=False, auth=entry["auth"],
-                      username=os.environ["EXBE_USERNAME"], password=os.environ["EXBE_PASSWORD"])
-    with RunspacePool(transport, configuration_name="Microsoft.Exchange") as pool:
-        ps = PowerShell(pool)
-        ps.add_cmdlet(name)
-        for key, value in params.items():
-            ps.add_parameter(key, value)
-        return ps.invoke()
+    def script(self, script: str) -> dict:
+        output, _streams, _had_errors = self.client.execute_ps(script)
+        return contract.parse_result(contract.parse_script(script)[0], output.splitlines())
+
+    def cmdlet(self, name: str, params: dict) -> list:
+        with RunspacePool(self.exchange, configuration_name="Microsoft.Exchange") as pool:
+            ps = PowerShell(pool)
+            ps.add_cmdlet(name)
+            for key, value in params.items():
+                ps.add_parameter(key, value)
+            return ps.invoke()
 
 
 def one(entry: dict, task: str) -> None:
-    facts = _winrm(entry, render_step("facts", FACTS))["data"]
-    for name, params in exchange.read_statements(entry["name"]):
-        _cmdlet(entry, name, params)
+    server = _Server(entry)
+    facts = server.script(render_step("facts", FACTS))["data"]
+    for name, params in exchange.read_statements(server.name):
+        server.cmdlet(name, params)
     if task != "renew":
         return
     bound = next(b["certificate_hash"] for b in facts["bindings"] if b["binding_information"] == "*:444:")
     cert = next(c for c in facts["certificates"] if c["thumbprint"] == bound)
-    new = _cmdlet(entry, "New-ExchangeCertificate", {
-        "Server": entry["name"], "SubjectName": cert["subject"], "DomainName": cert["dns_names"],
+    new = server.cmdlet("New-ExchangeCertificate", {
+        "Server": server.name, "SubjectName": cert["subject"], "DomainName": cert["dns_names"],
         "FriendlyName": "Microsoft Exchange", "KeySize": 2048, "PrivateKeyExportable": True, "Services": "None"})
     thumb = str(new[0].extended_properties["Thumbprint"])
-    _winrm(entry, render_step("trust", {"thumbprint": thumb, "dry_run": False}))
-    _winrm(entry, render_step("bind", {"thumbprint": thumb, "backend_site": "Exchange Back End",
+    server.script(render_step("trust", {"thumbprint": thumb, "dry_run": False}))
+    server.script(render_step("bind", {"thumbprint": thumb, "backend_site": "Exchange Back End",
                                        "frontend_site": "Default Web Site", "loopback_from": bound, "dry_run": False}))
-    _winrm(entry, render_step("facts", FACTS))
+    server.script(render_step("facts", FACTS))
 
 
 def main() -> None:
