@@ -170,9 +170,9 @@ class SandboxHost:
     def _mutate(self, action) -> Outcome:
         """Run ``action`` under the host lock and persist the state when it changed."""
         with self.lock:
-            before = json.dumps(self.state.to_dict(), sort_keys=True)
+            before = self.state.to_dict()  # a deep copy (dataclasses.asdict)
             try:
                 return action()
             finally:
-                if json.dumps(self.state.to_dict(), sort_keys=True) != before:
+                if self.state.to_dict() != before:
                     self.state.save(self.state_path)

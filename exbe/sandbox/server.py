@@ -50,13 +50,13 @@ class _BoundedServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def get_request(self):  # type: ignore[override]
         sock, addr = super().get_request()
         if self.tls is not None:
-            sock.settimeout(10)
-            try:
-                sock = self.tls.wrap_socket(sock, server_side=True)
-            except (ssl.SSLError, OSError):
-                sock.close()
-                raise
+            # the handshake happens in the worker (_Handler.setup), so a slow client never stalls accept()
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[override]
+        log.debug("%s: connection from %s ended with an error", self.sandbox_host.name, client_address,
+                  exc_info=True)
 
     def server_close(self) -> None:
         super().server_close()
@@ -89,6 +89,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: _BoundedServer
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            self.request.do_handshake()
         super().setup()
         self.connection.settimeout(IDLE_TIMEOUT)
         # headers and body go out as separate writes: without this, Nagle + delayed ACK add ~40 ms per response
