@@ -10,12 +10,15 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from invoke.exceptions import Exit
 
 from .errors import ConfigError, ExbeError
 from .secrets import REDACTOR
+
+if TYPE_CHECKING:
+    from .model import Settings
 
 SANDBOX_BANNER = ("SANDBOX: no inventory is configured, so exbe runs against simulated Exchange servers on this "
                   "machine (exbe.sandbox). Nothing runs on Windows. Configure exbe.inventory for real servers.")
@@ -47,7 +50,6 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     from .ci import detect
     from .config import Credentials, defaults_dict, load_inventory, select_servers
     from .flow import RunOptions, run_fleet
-    from .model import Settings
     from .report import exit_code, summary_table, write_json, write_junit
     from .secrets import install_log_filter
 
@@ -56,7 +58,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     try:
         cfg = c.config.exbe
         defaults = defaults_dict(cfg)
-        settings = _settings(Settings, defaults, options)
+        settings = _settings(defaults, options)
         with _inventory(cfg, defaults) as (inventory, credentials, sandbox):
             if credentials is None:
                 credentials = Credentials.from_env(os.environ)
@@ -101,11 +103,13 @@ def template_dir(defaults: dict[str, Any]) -> Path | None:
     return Path(defaults["template_dir"]) if defaults.get("template_dir") else None
 
 
-def _settings(settings_cls: Any, defaults: dict[str, Any], options: TaskOptions) -> Any:
+def _settings(defaults: dict[str, Any], options: TaskOptions) -> "Settings":
+    from .model import Settings
+
     smtp = options.smtp or defaults["smtp"]
     if smtp not in ("keep", "move"):
         raise ConfigError(f"--smtp must be 'keep' or 'move', not {smtp!r}")
-    return settings_cls(
+    return Settings(
         days=int(options.days if options.days is not None else defaults["days"]),
         force=options.force,
         smtp=smtp,

@@ -6,6 +6,7 @@ All reads go in ONE pipeline of several statements (one round trip). Objects are
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 from .transport import PipelineOutput, Session
@@ -135,8 +136,10 @@ def _time(value: Any) -> str | None:
     if isinstance(value, datetime.datetime):
         value = value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = str(value)
+    # .NET writes seven fractional digits (2030-01-01T00:00:00.0000000Z); Python reads at most six
+    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")
     try:
-        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.datetime.fromisoformat(cleaned)
     except ValueError:
         return text
     if parsed.tzinfo is None:

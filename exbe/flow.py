@@ -156,39 +156,48 @@ class ServerFlow:
         if blockers:
             self._fail("renew", "; ".join(blockers), 0.0)
             return None
-        if self.selected is None:
-            return self._create_missing(started)
-        reasons = plan.renew_reasons(self.selected, self.facts["now"], self.settings)
-        thumb = self.selected["thumbprint"]
-        if not reasons:
-            days = select.days_left(self.selected, self.facts["now"])
-            self._record(StepResult(server=self.server.name, step="renew", status="ok",
-                                    message=f"not needed: {thumb} has {days} days left (threshold {self.settings.days})"))
-            self.run.new_thumbprint = thumb
-            return thumb
-        staged = plan.staged_replacement(self.facts, self.selected, self.settings)
-        if staged:
-            self._record(StepResult(server=self.server.name, step="renew", status="ok",
-                                    message=f"reusing staged certificate {staged} ({'; '.join(reasons)})",
-                                    data={"reasons": reasons, "staged": staged}))
-            self.run.new_thumbprint = staged
-            return staged
-        method = plan.renew_method(self.exchange, self.facts)
+        if self.selected is None:  # nothing in My to renew: Microsoft's repair creates one (KB 2779694)
+            thumb, reasons, method = None, ["no back-end certificate in LocalMachine\\My"], "exchange"
+            if self.exchange is None or select.exchange_certificates_unavailable(self.facts, self.exchange):
+                return self._renew_failed(
+                    "there is no back-end certificate to clone and the Exchange endpoint cannot create one "
+                    f"({self.exchange_reason or 'Get-ExchangeCertificate returns nothing'}); run `exbe render renew` "
+                    "and the script in the Exchange Management Shell", started)
+        else:
+            thumb = self.selected["thumbprint"]
+            reasons = plan.renew_reasons(self.selected, self.facts["now"], self.settings)
+            if not reasons:
+                days = select.days_left(self.selected, self.facts["now"])
+                self._record(StepResult(server=self.server.name, step="renew", status="ok", message=(
+                    f"not needed: {thumb} has {days} days left (threshold {self.settings.days})")))
+                self.run.new_thumbprint = thumb
+                return thumb
+            staged = plan.staged_replacement(self.facts, self.selected, self.settings)
+            if staged:
+                self._record(StepResult(server=self.server.name, step="renew", status="ok",
+                                        message=f"reusing staged certificate {staged} ({'; '.join(reasons)})",
+                                        data={"reasons": reasons, "staged": staged}))
+                self.run.new_thumbprint = staged
+                return staged
+            method = plan.renew_method(self.exchange, self.facts)
         how = METHODS[method]
+        what = f"renew {thumb}" if thumb else "create one"
         if self.settings.dry_run:
             self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
-                                    message=f"would renew {thumb} ({'; '.join(reasons)}) with {how}",
+                                    message=f"would {what} ({'; '.join(reasons)}) with {how}",
                                     data={"reasons": reasons, "method": method}, duration_s=0.0))
             self._plan_rest_of_chain()
             return None
         if method == "exchange":
-            params = plan.new_exchange_certificate_params(self.selected, self.facts, self.exchange)
+            params = plan.new_exchange_certificate_params(self.selected, self.facts, self.exchange,
+                                                          friendly_name=self.settings.friendly_name)
             new, errors = exchange.new_certificate(self.session, params)
             if new is None:
                 return self._renew_failed(f"New-ExchangeCertificate did not return one certificate: "
                                           f"{'; '.join(errors) or 'no output'}", started)
             data = {"reasons": reasons, "method": method, "new_thumbprint": new, "errors": errors}
         else:
+            assert self.selected is not None and thumb is not None
             envelope = self._scripts([("clone", {
                 "source_thumbprint": thumb, "provider": "Microsoft RSA SChannel Cryptographic Provider",
                 "key_length": max(2048, int(self.selected.get("key_size") or 0)), "hash_algorithm": "SHA256",
@@ -202,37 +211,12 @@ class ServerFlow:
                 ["the Exchange endpoint is not available"]
             if errors:
                 return self._renew_failed(f"moving SMTP to {new} failed: {'; '.join(errors)}", started)
-            self.exchange = None  # assignments changed: verify re-reads them
-            self._read_exchange()
+            self._read_exchange()  # assignments changed: verify and cleanup judge the new ones
         self.run.new_thumbprint = new
+        done = f"renewed {thumb} -> {new}" if thumb else f"created {new}"
         self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
-                                message=f"renewed {thumb} -> {new} with {how} ({'; '.join(reasons)})", before={"thumbprint": thumb},
-                                after={"thumbprint": new}, data=data, duration_s=round(time.monotonic() - started, 3)))
-        return new
-
-    def _create_missing(self, started: float) -> str | None:
-        """No back-end certificate in My: a fresh self-signed one through Exchange (nothing to clone)."""
-        if self.exchange is None or select.exchange_certificates_unavailable(self.facts, self.exchange):
-            return self._renew_failed("there is no back-end certificate to clone and the Exchange endpoint cannot "
-                                      f"create one ({self.exchange_reason or 'Get-ExchangeCertificate returns nothing'})"
-                                      "; run `exbe render renew` and the script in the Exchange Management Shell",
-                                      started)
-        reason = "no back-end certificate in LocalMachine\\My"
-        if self.settings.dry_run:
-            self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
-                                    message=f"would create one with {METHODS['exchange']} ({reason})"))
-            self._plan_rest_of_chain()
-            return None
-        params = plan.new_exchange_certificate_params(None, self.facts, self.exchange,
-                                                      friendly_name=self.settings.friendly_name)
-        new, errors = exchange.new_certificate(self.session, params)
-        if new is None:
-            return self._renew_failed(f"New-ExchangeCertificate did not return one certificate: "
-                                      f"{'; '.join(errors) or 'no output'}", started)
-        self.run.new_thumbprint = new
-        self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
-                                message=f"created {new} with {METHODS['exchange']} ({reason})",
-                                after={"thumbprint": new}, data={"method": "exchange", "errors": errors},
+                                message=f"{done} with {how} ({'; '.join(reasons)})",
+                                before={"thumbprint": thumb}, after={"thumbprint": new}, data=data,
                                 duration_s=round(time.monotonic() - started, 3)))
         return new
 
@@ -289,8 +273,8 @@ class ServerFlow:
         return not failed
 
     def cleanup(self) -> bool:
-        if self.exchange is not None:
-            self._read_exchange()  # the assignments as they are now
+        if self.exchange is not None and self.run.new_thumbprint not in (None, self.run.old_thumbprint):
+            self._read_exchange()  # this run created a certificate: the assignments as they are now
         cleanup_plan = plan.cleanup_candidates(self.facts, self.exchange, self.settings, switched_at=None,
                                                verify_passed=True)
         if cleanup_plan.refused_reason:
