@@ -23,7 +23,8 @@ from pypsrp.wsman import WSMan
 from exbe import contract, exchange
 from exbe.render import render_step
 
-FACTS = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site", "friendly_name": "Microsoft Exchange"}
+FACTS = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site",
+         "friendly_name": "Microsoft Exchange"}
 
 
 class _Server:

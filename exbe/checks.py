@@ -12,20 +12,20 @@ answer (``tls``/``http`` None when not run, the reason in ``unreachable``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .model import CheckResult, Settings
-from .select import (
-    BACKEND_BINDING,
-    FRONTEND_BINDING,
-    LOOPBACK_BINDING,
-    bound_hash,
-    certificate,
-    days_left,
-    exchange_certificates_unavailable,
-    find_binding,
+from .facts import Binding, Certificate, ExchangeFacts, HostFacts, iso
+from .model import CheckResult, CheckStatus, Settings
+from .selection import (
+    BACKEND_LABEL,
+    MIN_KEY_SIZE,
+    backend_binding,
+    exchange_blinded,
+    frontend_binding,
     ip_specific_444,
-    parse_time,
+    loopback_binding,
+    remove_binding_command,
     short,
     weak_signature,
 )
@@ -36,24 +36,23 @@ Check = Callable[["_Context"], CheckResult]
 class _Context:
     """What every check reads, worked out once."""
 
-    def __init__(self, facts: dict[str, Any], exchange: dict[str, Any] | None, probe: dict[str, Any] | None,
+    def __init__(self, facts: HostFacts, exchange: ExchangeFacts | None, probe: dict[str, Any] | None,
                  settings: Settings) -> None:
         self.facts = facts
         self.exchange = exchange
         self.probe = probe or {}
         self.settings = settings
-        self.server = facts["computer"]["name"]
-        self.now = facts["now"]
-        self.backend_binding = find_binding(facts, settings.backend_site, BACKEND_BINDING)
-        self.bound = bound_hash(self.backend_binding)
-        self.cert = certificate(facts, self.bound)
+        self.server = facts.computer_name
+        self.backend_binding = backend_binding(facts, settings)
+        self.bound = self.backend_binding.certificate_hash if self.backend_binding else None
+        self.cert = facts.certificate(self.bound)
 
-    def days(self, cert: dict[str, Any]) -> int:
-        return days_left(cert, self.now)
+    def days(self, cert: Certificate) -> int:
+        return self.facts.days_left(cert)
 
     def no_backend_cert(self, check_id: str) -> CheckResult:
         return CheckResult(check_id, "skip", f"{self.server}: no certificate of LocalMachine\\My on "
-                                             f"{self.settings.backend_site} {BACKEND_BINDING} to judge "
+                                             f"{self.settings.backend_site} {BACKEND_LABEL} to judge "
                                              "(see backend_binding_present)")
 
     def no_exchange(self, check_id: str, what: str) -> CheckResult | None:
@@ -63,7 +62,7 @@ class _Context:
         return None
 
 
-def run_checks(facts: dict[str, Any], exchange: dict[str, Any] | None, probe: dict[str, Any] | None,
+def run_checks(facts: HostFacts, exchange: ExchangeFacts | None, probe: dict[str, Any] | None,
                settings: Settings) -> list[CheckResult]:
     ctx = _Context(facts, exchange, probe, settings)
     return [check(ctx) for check in CHECKS]
@@ -72,47 +71,47 @@ def run_checks(facts: dict[str, Any], exchange: dict[str, Any] | None, probe: di
 def backend_binding_present(ctx: _Context) -> CheckResult:
     site, server = ctx.settings.backend_site, ctx.server
     if ctx.backend_binding is None:
-        return _fail("backend_binding_present", f"{server}: {site} has no https {BACKEND_BINDING} binding; "
+        return _fail("backend_binding_present", f"{server}: {site} has no https {BACKEND_LABEL} binding; "
                                                 "OWA/ECP/EMS proxying fails; bind one with `exbe bind`")
     if not ctx.bound:
-        return _fail("backend_binding_present", f"{server}: {site} {BACKEND_BINDING} has no certificate; bind one "
+        return _fail("backend_binding_present", f"{server}: {site} {BACKEND_LABEL} has no certificate; bind one "
                                                 "with `exbe bind`")
     if ctx.cert is None:
         return _fail("backend_binding_present",
-                     f"{server}: {site} {BACKEND_BINDING} carries {ctx.bound}, which is not in LocalMachine\\My "
+                     f"{server}: {site} {BACKEND_LABEL} carries {ctx.bound}, which is not in LocalMachine\\My "
                      "(HttpEvent 15021); bind a certificate that exists with `exbe bind`", value=ctx.bound)
-    if not ctx.cert.get("has_private_key"):
+    if not ctx.cert.has_private_key:
         return _fail("backend_binding_present", f"{server}: back-end certificate {short(ctx.bound)} has no private "
                                                 "key; renew with `exbe renew --force`", value=ctx.bound)
-    if ctx.cert.get("key_accessible") is False:
+    if ctx.cert.key_accessible is False:
         return _fail("backend_binding_present",
                      f"{server}: the private key of back-end certificate {short(ctx.bound)} cannot be opened "
                      "(0x80070520); renew with `exbe renew --force`", value=ctx.bound)
     return CheckResult("backend_binding_present", "pass",
-                       f"{server}: {site} {BACKEND_BINDING} carries {short(ctx.bound)}, in LocalMachine\\My with "
+                       f"{server}: {site} {BACKEND_LABEL} carries {short(ctx.bound)}, in LocalMachine\\My with "
                        "an accessible private key", details=ctx.bound, value=ctx.bound)
 
 
 def backend_days_left(ctx: _Context) -> CheckResult:
     if ctx.cert is None:
         return ctx.no_backend_cert("backend_days_left")
-    days, date = ctx.days(ctx.cert), ctx.cert["not_after"][:10]
+    days, date = ctx.days(ctx.cert), ctx.cert.not_after.date()
     what = f"{ctx.server} back-end certificate {short(ctx.bound)}"
     if days <= 0:  # HealthChecker counts the last day as expired too
-        expired = parse_time(ctx.cert["not_after"]) <= parse_time(ctx.now)
+        expired = ctx.cert.not_after <= ctx.facts.now
         when = f"expired on {date}" if expired else f"expires today ({date})"
         return _fail("backend_days_left", f"{what} {when}; renew with `exbe renew`", value=days)
-    status = "pass" if days >= ctx.settings.warn_days else "warn" if days >= ctx.settings.fail_days else "fail"
+    status: CheckStatus = "pass" if days >= ctx.settings.warn_days else "warn" if days >= ctx.settings.fail_days else "fail"
     advice = "" if status == "pass" else "; renew with `exbe renew`"
     return CheckResult("backend_days_left", status, f"{what} expires in {days} days ({date}){advice}",
-                       details=f"NotAfter {ctx.cert['not_after']}; warn below {ctx.settings.warn_days} days, fail "
+                       details=f"NotAfter {iso(ctx.cert.not_after)}; warn below {ctx.settings.warn_days} days, fail "
                                f"below {ctx.settings.fail_days}", value=days)
 
 
 def backend_signature(ctx: _Context) -> CheckResult:
     if ctx.cert is None:
         return ctx.no_backend_cert("backend_signature")
-    algorithm = ctx.cert.get("signature_algorithm")
+    algorithm = ctx.cert.signature_algorithm
     if weak_signature(ctx.cert):
         return CheckResult("backend_signature", "warn", f"{ctx.server} back-end certificate {short(ctx.bound)} is "
                                                         f"signed with {algorithm}; renew with `exbe renew`",
@@ -124,17 +123,17 @@ def backend_signature(ctx: _Context) -> CheckResult:
 def backend_key_size(ctx: _Context) -> CheckResult:
     if ctx.cert is None:
         return ctx.no_backend_cert("backend_key_size")
-    size = int(ctx.cert.get("key_size") or 0)
-    if size < 2048:
+    size = ctx.cert.key_size
+    if size < MIN_KEY_SIZE:
         return _fail("backend_key_size", f"{ctx.server} back-end certificate {short(ctx.bound)} has a {size}-bit key "
-                                         "(< 2048); renew with `exbe renew`", value=size)
+                                         f"(< {MIN_KEY_SIZE}); renew with `exbe renew`", value=size)
     return CheckResult("backend_key_size", "pass", f"{ctx.server} back-end certificate key {size} bits", value=size)
 
 
 def backend_key_provider(ctx: _Context) -> CheckResult:
     if ctx.cert is None:
         return ctx.no_backend_cert("backend_key_provider")
-    provider, kind = ctx.cert.get("provider"), ctx.cert.get("provider_type")
+    provider, kind = ctx.cert.provider, ctx.cert.provider_type
     if kind is None:
         return CheckResult("backend_key_provider", "skip",
                            f"{ctx.server} back-end certificate {short(ctx.bound)} has no private key, so no key "
@@ -150,35 +149,35 @@ def backend_key_provider(ctx: _Context) -> CheckResult:
 def no_ip_specific_444(ctx: _Context) -> CheckResult:
     found = ip_specific_444(ctx.facts)
     if found:
-        site = ctx.settings.backend_site
-        address = found[0].rsplit(":", 2)[0]
+        first = found[0]
         return _fail("no_ip_specific_444",
-                     f"{ctx.server}: IP-specific 444 binding(s) {', '.join(found)} (SEC_E_BAD_BINDINGS with "
-                     f"Extended Protection); remove: Remove-WebBinding -Name \"{site}\" -IPAddress {address} -Port "
-                     "444 -Protocol https", value=found)
-    return CheckResult("no_ip_specific_444", "pass", f"{ctx.server}: port 444 bound only as {BACKEND_BINDING}",
+                     f"{ctx.server}: IP-specific 444 binding(s) {', '.join(b.label for b in found)} "
+                     f"(SEC_E_BAD_BINDINGS with Extended Protection); remove: {remove_binding_command(first)}",
+                     value=[b.information for b in found])
+    return CheckResult("no_ip_specific_444", "pass", f"{ctx.server}: port 444 bound only as {BACKEND_LABEL}",
                        value=[])
 
 
 def backend_no_hsts(ctx: _Context) -> CheckResult:
-    site = (ctx.facts.get("sites") or {}).get(ctx.settings.backend_site)
-    if not site or not site.get("exists"):
-        return CheckResult("backend_no_hsts", "skip", f"{ctx.server}: IIS site {ctx.settings.backend_site} does not "
-                                                      "exist")
-    if site.get("hsts_enabled"):
-        return _fail("backend_no_hsts", f"{ctx.server}: HSTS is enabled on {ctx.settings.backend_site}, which "
-                                        "Exchange does not support; disable it there", value=True)
-    return CheckResult("backend_no_hsts", "pass", f"{ctx.server}: no HSTS on {ctx.settings.backend_site}",
-                       value=False)
+    name = ctx.settings.backend_site
+    site = ctx.facts.sites.get(name)
+    if site is None or not site.exists:
+        return CheckResult("backend_no_hsts", "skip", f"{ctx.server}: IIS site {name} does not exist")
+    how = [what for what, on in (("the site's hsts element", site.hsts_enabled),
+                                 ("a Strict-Transport-Security custom header", site.hsts_header)) if on]
+    if how:
+        return _fail("backend_no_hsts", f"{ctx.server}: HSTS is enabled on {name} ({' and '.join(how)}), which "
+                                        "Exchange does not support; remove it there", value=True)
+    return CheckResult("backend_no_hsts", "pass", f"{ctx.server}: no HSTS on {name}", value=False)
 
 
 def root_copy(ctx: _Context) -> CheckResult:
     if ctx.cert is None:
         return ctx.no_backend_cert("root_copy")
-    if any(r["thumbprint"].upper() == ctx.bound for r in ctx.facts.get("root") or []):
+    if ctx.facts.in_root(ctx.bound):
         return CheckResult("root_copy", "pass", f"{ctx.server}: back-end certificate {short(ctx.bound)} is in "
                                                 "LocalMachine\\Root", value=True)
-    allow = ctx.facts.get("allow_internal_untrusted_certs")
+    allow = ctx.facts.allow_internal_untrusted_certs
     if allow == 0:
         return _fail("root_copy", f"{ctx.server}: back-end certificate {short(ctx.bound)} is not in "
                                   "LocalMachine\\Root and AllowInternalUntrustedCerts is 0, so proxying to it fails; "
@@ -190,27 +189,25 @@ def root_copy(ctx: _Context) -> CheckResult:
 
 def loopback_443(ctx: _Context) -> CheckResult:
     site = ctx.settings.frontend_site
-    binding = find_binding(ctx.facts, site, LOOPBACK_BINDING)
+    binding = loopback_binding(ctx.facts, ctx.settings)
     if binding is None:
-        return CheckResult("loopback_443", "skip", f"{ctx.server}: {site} has no {LOOPBACK_BINDING} binding")
-    return _binding_valid("loopback_443", ctx, binding, f"{site} {LOOPBACK_BINDING}")
+        return CheckResult("loopback_443", "skip", f"{ctx.server}: {site} has no https 127.0.0.1:443: binding")
+    return _binding_valid("loopback_443", ctx, binding)
 
 
 def default_site_not_self_signed(ctx: _Context) -> CheckResult:
     site = ctx.settings.frontend_site
-    binding = find_binding(ctx.facts, site, FRONTEND_BINDING)
+    binding = frontend_binding(ctx.facts, ctx.settings)
     if binding is None:
         return CheckResult("default_site_not_self_signed", "skip",
-                           f"{ctx.server}: {site} has no https {FRONTEND_BINDING} binding")
-    result = _binding_valid("default_site_not_self_signed", ctx, binding, f"{site} {FRONTEND_BINDING}")
-    cert = certificate(ctx.facts, bound_hash(binding))
-    if result.status == "pass" and cert and cert.get("self_signed"):
-        # Clients warn; exbe never re-points *:443: itself, the admin assigns a CA-issued certificate to IIS.
+                           f"{ctx.server}: {site} has no https binding on all addresses, port 443")
+    result = _binding_valid("default_site_not_self_signed", ctx, binding)
+    cert = ctx.facts.certificate(binding.certificate_hash)
+    if result.status == "pass" and cert and cert.self_signed:
+        # Clients warn; exbe never re-points the public binding itself, the admin assigns a CA-issued certificate.
         return CheckResult("default_site_not_self_signed", "warn",
-                           f"{ctx.server}: {site} {FRONTEND_BINDING} carries the self-signed "
-                           f"{short(cert['thumbprint'])} ({cert.get('friendly_name')}); assign a CA-issued "
-                           "certificate to IIS",
-                           value=cert["thumbprint"])
+                           f"{ctx.server}: {binding.label} carries the self-signed {short(cert.thumbprint)} "
+                           f"({cert.friendly_name}); assign a CA-issued certificate to IIS", value=cert.thumbprint)
     return result
 
 
@@ -219,11 +216,11 @@ def internal_transport_cert(ctx: _Context) -> CheckResult:
     if skipped:
         return skipped
     assert ctx.exchange is not None
-    thumb = ctx.exchange.get("internal_transport")
+    thumb = ctx.exchange.internal_transport
     if not thumb:
         return CheckResult("internal_transport_cert", "warn", f"{ctx.server}: no internal transport certificate is "
                                                               "configured (Get-TransportService)")
-    cert = certificate(ctx.facts, thumb)
+    cert = ctx.facts.certificate(thumb)
     if cert is None:
         return _fail("internal_transport_cert", f"{ctx.server}: internal transport certificate {short(thumb)} is not "
                                                 "in LocalMachine\\My; move SMTP to a certificate that is: "
@@ -233,7 +230,7 @@ def internal_transport_cert(ctx: _Context) -> CheckResult:
         # exbe leaves SMTP where it is unless asked, so this is the admin's call, not a failed renewal.
         return CheckResult("internal_transport_cert", "warn",
                            f"{ctx.server}: internal transport certificate {short(thumb)} expired on "
-                           f"{cert['not_after'][:10]}; move SMTP to the back-end certificate with "
+                           f"{cert.not_after.date()}; move SMTP to the back-end certificate with "
                            "`exbe renew --smtp move`", value=days)
     return CheckResult("internal_transport_cert", "pass", f"{ctx.server}: internal transport certificate "
                                                           f"{short(thumb)} expires in {days} days", value=days)
@@ -244,21 +241,21 @@ def auth_cert(ctx: _Context) -> CheckResult:
     if skipped:
         return skipped
     assert ctx.exchange is not None
-    auth = ctx.exchange.get("auth") or {}
-    thumb = auth.get("current")
+    auth = ctx.exchange.auth
+    thumb = auth.current
     if not thumb:
         return _fail("auth_cert", f"{ctx.server}: Get-AuthConfig names no current Auth certificate; create one "
                                   "(MonitorExchangeAuthCertificate.ps1)")
-    cert = certificate(ctx.facts, thumb)
+    cert = ctx.facts.certificate(thumb)
     if cert is None:
         return _fail("auth_cert", f"{ctx.server}: the current Auth certificate {short(thumb)} is not in "
                                   "LocalMachine\\My; renew it (MonitorExchangeAuthCertificate.ps1)", value=thumb)
     days = ctx.days(cert)
     if days <= 0:
         return _fail("auth_cert", f"{ctx.server}: the Auth certificate {short(thumb)} expired on "
-                                  f"{cert['not_after'][:10]} (OWA/ECP redirect loops, Event 1003); renew it "
+                                  f"{cert.not_after.date()} (OWA/ECP redirect loops, Event 1003); renew it "
                                   "(MonitorExchangeAuthCertificate.ps1)", value=days)
-    staged = certificate(ctx.facts, auth.get("next"))
+    staged = ctx.facts.certificate(auth.next)
     if days < ctx.settings.warn_days and not (staged and ctx.days(staged) > 0):
         return CheckResult("auth_cert", "warn", f"{ctx.server}: the Auth certificate {short(thumb)} expires in {days} "
                                                 "days and no next certificate is staged; renew it "
@@ -272,17 +269,17 @@ def serialization_signing(ctx: _Context) -> CheckResult:
     if skipped:
         return skipped
     assert ctx.exchange is not None
-    if not ctx.exchange.get("serialization_signing"):
+    if not ctx.exchange.serialization_signing:
         return CheckResult("serialization_signing", "warn", f"{ctx.server}: serialization payload signing is "
                                                             "disabled by a setting override; enable it", value=False)
-    note = (" (Get-ExchangeCertificate returns nothing: is the Auth certificate expired?)"
-            if exchange_certificates_unavailable(ctx.facts, ctx.exchange) else "")
+    blinded = exchange_blinded(ctx.facts, ctx.exchange)
+    note = f" ({blinded})" if blinded else ""
     return CheckResult("serialization_signing", "pass", f"{ctx.server}: serialization payload signing is "
                                                         f"enabled{note}", value=True)
 
 
 def w3svc_running(ctx: _Context) -> CheckResult:
-    state = (ctx.facts.get("services") or {}).get("W3SVC")
+    state = ctx.facts.services.get("W3SVC")
     if state is None:
         return CheckResult("w3svc_running", "skip", f"{ctx.server}: the W3SVC state was not reported")
     if state != "Running":
@@ -301,7 +298,7 @@ def tls_444_serves_bound(ctx: _Context) -> CheckResult:
     served = (tls.get("thumbprint") or "").upper() or None
     if served != ctx.bound:
         return _fail("tls_444_serves_bound",
-                     f"{ctx.server}: port 444 serves {short(served)} but {BACKEND_BINDING} carries {short(ctx.bound)}"
+                     f"{ctx.server}: port 444 serves {short(served)} but {BACKEND_LABEL} carries {short(ctx.bound)}"
                      "; http.sys has not picked up the binding (restart IIS with `exbe restart`)",
                      details=f"served {served}, bound {ctx.bound}", value=served)
     return CheckResult("tls_444_serves_bound", "pass", f"{ctx.server}: port 444 serves the bound certificate "
@@ -331,18 +328,18 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def _binding_valid(check_id: str, ctx: _Context, binding: dict[str, Any], where: str) -> CheckResult:
+def _binding_valid(check_id: str, ctx: _Context, binding: Binding) -> CheckResult:
     """A binding's certificate exists in My and is unexpired (HealthChecker's "certificate binding issue")."""
-    thumb = bound_hash(binding)
+    thumb, where = binding.certificate_hash, binding.label
     if not thumb:
         return _fail(check_id, f"{ctx.server}: {where} has no certificate")
-    cert = certificate(ctx.facts, thumb)
+    cert = ctx.facts.certificate(thumb)
     if cert is None:
         return _fail(check_id, f"{ctx.server}: {where} carries {short(thumb)}, which is not in LocalMachine\\My",
                      value=thumb)
     days = ctx.days(cert)
     if days <= 0:
-        return _fail(check_id, f"{ctx.server}: {where} carries {short(thumb)}, expired on {cert['not_after'][:10]}",
+        return _fail(check_id, f"{ctx.server}: {where} carries {short(thumb)}, expired on {cert.not_after.date()}",
                      value=thumb)
     return CheckResult(check_id, "pass", f"{ctx.server}: {where} carries {short(thumb)}, valid for {days} days",
                        value=thumb)

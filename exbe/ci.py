@@ -1,4 +1,4 @@
-"""Speak the pipeline's own language: annotations, log groups, masks, output variables and a summary table.
+"""Speak the pipeline's own language: annotations, masks, output variables and a summary table.
 
 :func:`detect` picks the reporter from an environment mapping (passed in, so it is testable): Azure Pipelines sets
 ``TF_BUILD=True``, GitHub Actions sets ``GITHUB_ACTIONS=true``; anywhere else the plain reporter adds nothing to
@@ -18,13 +18,13 @@ certificates (subjects, error messages) and must not be able to issue commands o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Iterator, Mapping, Sequence
+from typing import IO
 
 #: What :meth:`CiReporter.finish` accepts: the overall outcome of the run.
 STATUSES = ("succeeded", "warnings", "failed")
@@ -61,10 +61,6 @@ class CiReporter:
     def warning(self, message: str, server: str | None = None) -> None:
         """Annotate a warning (a check that needs attention soon) on ``server``."""
 
-    @contextlib.contextmanager
-    def group(self, title: str) -> Iterator[None]:
-        """Fold the lines printed inside the block under ``title`` (one group per server)."""
-        yield
 
     def mask(self, secret: str) -> None:
         """Have the platform replace ``secret`` with ``***`` in every later log line."""
@@ -90,7 +86,7 @@ class CiReporter:
 
 
 class AzureReporter(CiReporter):
-    """Azure Pipelines logging commands (``##vso[...]``) and formatting lines (``##[group]``)."""
+    """Azure Pipelines logging commands (``##vso[...]``) and formatting lines."""
 
     name = "azure"
 
@@ -100,13 +96,6 @@ class AzureReporter(CiReporter):
     def warning(self, message: str, server: str | None = None) -> None:
         self._write(f"##vso[task.logissue type=warning;]{azure_escape(message)}")
 
-    @contextlib.contextmanager
-    def group(self, title: str) -> Iterator[None]:
-        self._write(f"##[group]{self.safe_line(title)}")
-        try:
-            yield
-        finally:
-            self._write("##[endgroup]")
 
     def mask(self, secret: str) -> None:
         for value in _mask_values(secret):
@@ -145,13 +134,6 @@ class GitHubReporter(CiReporter):
     def warning(self, message: str, server: str | None = None) -> None:
         self._annotate("warning", message, server)
 
-    @contextlib.contextmanager
-    def group(self, title: str) -> Iterator[None]:
-        self._write(f"::group::{github_escape_data(title)}")
-        try:
-            yield
-        finally:
-            self._write("::endgroup::")
 
     def mask(self, secret: str) -> None:
         for value in _mask_values(secret):

@@ -9,13 +9,14 @@ import os
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from invoke.exceptions import Exit
 
 from .errors import ConfigError, ExbeError
-from .secrets import REDACTOR
+from .redaction import REDACTOR
 
 if TYPE_CHECKING:
     from .model import Settings
@@ -50,8 +51,8 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     from .ci import detect
     from .config import Credentials, defaults_dict, load_inventory, select_servers
     from .flow import RunOptions, run_fleet
+    from .redaction import install_log_filter
     from .report import exit_code, summary_table, write_json, write_junit
-    from .secrets import install_log_filter
 
     install_log_filter()
     reporter = detect(os.environ)
@@ -103,12 +104,13 @@ def template_dir(defaults: dict[str, Any]) -> Path | None:
     return Path(defaults["template_dir"]) if defaults.get("template_dir") else None
 
 
-def _settings(defaults: dict[str, Any], options: TaskOptions) -> "Settings":
+def _settings(defaults: dict[str, Any], options: TaskOptions) -> Settings:
     from .model import Settings
 
     smtp = options.smtp or defaults["smtp"]
     if smtp not in ("keep", "move"):
         raise ConfigError(f"--smtp must be 'keep' or 'move', not {smtp!r}")
+    smtp = cast(Literal["keep", "move"], smtp)
     return Settings(
         days=int(options.days if options.days is not None else defaults["days"]),
         force=options.force,
@@ -133,9 +135,15 @@ def _inventory(cfg: Any, defaults: dict[str, Any]) -> Iterator[tuple[list[dict[s
         yield inventory, None, False
         return
     from .config import Credentials
-    from .sandbox.fleet import Fleet, plan_hosts
-    from .sandbox.faults import parse_fleet_faults
-    from .secrets import Secret
+    from .redaction import Secret
+
+    try:
+        from .sandbox.faults import parse_fleet_faults
+        from .sandbox.fleet import Fleet, plan_hosts
+    except ImportError as exc:  # a production install: the sandbox is the exbe[sandbox] extra
+        raise ConfigError(f"no inventory is configured and the sandbox is not installed ({exc.name} is missing): "
+                          "configure exbe.inventory for real servers, or `pip install 'exbe[sandbox]'` to try exbe on "
+                          "simulated ones") from None
 
     sandbox = defaults["sandbox"]
     state_dir = Path(sandbox["state_dir"] or tempfile.mkdtemp(prefix="exbe-sandbox-"))

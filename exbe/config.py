@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from invoke.config import Config, merge_dicts
 from invoke.exceptions import AmbiguousEnvVar, UncastableEnvVar
 
 from exbe.errors import ConfigError, UnknownServerError
-from exbe.secrets import REDACTOR, Secret
+from exbe.redaction import REDACTOR, Secret
 
 AUTH_METHODS = ("negotiate", "ntlm", "kerberos", "basic", "credssp")
 SMTP_MODES = ("keep", "move")
@@ -104,7 +105,7 @@ class ExbeConfig(Config):
     """Invoke's Config for the ``exbe`` command: files ``exbe.yaml``/``exbe.json``, variables ``EXBE_...``."""
 
     prefix = "exbe"
-    env_prefix = "EXBE"
+    env_prefix = "EXBE"  # type: ignore[assignment]  # Invoke types its class default (None), not the attribute
 
     @staticmethod
     def global_defaults() -> dict[str, Any]:
@@ -302,7 +303,7 @@ def _entry(raw: Any, index: int, defaults: Mapping[str, Any]) -> Server:
         cert_validation=cert_validation,
         ca_file=ca_file,
         groups=tuple(groups),
-        exchange_host=raw.get("exchange_host", host),
+        exchange_host=str(raw.get("exchange_host") or host),
         exchange_port=exchange_port,
         exchange_ssl=exchange_ssl,
         exchange_path=raw.get("exchange_path", defaults["exchange_path"]).strip("/"),
@@ -372,7 +373,8 @@ def select_servers(
         chosen.update(server.name for server in inventory)
     selected = [server for server in inventory if server.name in chosen]
     if shard:
-        from exbe.shard import parse_shard, shard as shard_of
+        from exbe.shard import parse_shard
+        from exbe.shard import shard as shard_of
 
         index, count = parse_shard(shard)
         mine = set(shard_of([server.name for server in selected], index, count))
@@ -402,7 +404,7 @@ class Credentials:
         return self.username is None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Credentials":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Credentials:
         """Credentials from ``EXBE_USERNAME``/``EXBE_PASSWORD`` only; the password is registered for redaction."""
         env = os.environ if environ is None else environ
         username = env.get("EXBE_USERNAME") or None

@@ -34,7 +34,8 @@ Step inputs and ``data`` (all thumbprints upper-case hex, no spaces; all times I
              "certificates": [CERT...],            # Cert:\\LocalMachine\\My
              "root": [{"thumbprint", "subject", "not_after"}...],   # Cert:\\LocalMachine\\Root
              "bindings": [BINDING...],              # https bindings of both sites
-             "sites": {"<name>": {"exists": bool, "hsts_enabled": bool, "extended_protection": "None|Allow|Require"}},
+             "sites": {"<name>": {"exists": bool, "hsts_enabled": bool, "hsts_header": bool,
+                                  "extended_protection": "None|Allow|Require"}},
              "services": {"W3SVC": "Running|Stopped|...", "WAS": "..."},
              "allow_internal_untrusted_certs": int | null}   # HKLM MSExchange OWA value, null when absent
     CERT:   {"thumbprint", "subject", "issuer", "friendly_name", "not_before", "not_after",
@@ -43,8 +44,9 @@ Step inputs and ``data`` (all thumbprints upper-case hex, no spaces; all times I
              "key_accessible": bool | null (the private key opens: usable by http.sys/schannel; null when there is
                                             no private key), "dns_names": [str],
              "self_signed": bool}
-    BINDING: {"site", "protocol": "https", "binding_information": "*:444:" | "127.0.0.1:443" | "10.0.0.5:444:" ...,
-              "certificate_hash": "HEX" | "", "certificate_store": "My" | ""}
+    BINDING: {"site", "protocol": "https", "binding_information": as IIS reports it ("IP:port:hostheader": ":443:",
+              "*:444:", "127.0.0.1:443:", "10.0.0.5:444:" ...), "certificate_hash": "HEX" | "",
+              "certificate_store": "MY" | ""}      (exbe.facts.Binding reads the meaning; nothing compares the text)
 
 ``clone`` (renew without the Exchange endpoint: New-SelfSignedCertificate -CloneCert with a legacy CSP)
     input:  {"source_thumbprint", "provider": "Microsoft RSA SChannel Cryptographic Provider", "key_length": 2048,
@@ -56,19 +58,21 @@ Step inputs and ``data`` (all thumbprints upper-case hex, no spaces; all times I
     input:  {"thumbprint", "dry_run": bool}
     data:   {"thumbprint", "present_before": bool, "present_after": bool}
 
-``bind`` (Exchange Back End *:444:, and Default Web Site 127.0.0.1:443 when it carried the old certificate)
+``bind`` (Exchange Back End's all-unassigned 444 binding, and the Default Web Site's loopback binding when it
+carried the old certificate)
     input:  {"thumbprint", "backend_site", "frontend_site",
-             "loopback_from": str | null,   # move 127.0.0.1:443 only when it currently carries this hash
+             "backend_binding": str | null,   # exact text of the existing binding; null: create "*:444:"
+             "loopback_binding": str | null,  # exact text of the 127.0.0.1:443: binding to move; null: leave it
+             "loopback_from": str | null,     # move it only when it currently carries this hash
              "dry_run": bool}
-    data:   {"thumbprint", "before": {"*:444:": hash | null, "127.0.0.1:443": hash | null},
-             "after": {same keys}, "created_backend_binding": bool, "restored": bool,
-             "ip_specific_444": ["10.0.0.5:444:"...]}
+    data:   {"thumbprint", "before": {"backend": hash | null, "loopback": hash | null}, "after": {same keys},
+             "created_backend_binding": bool, "restored": bool, "ip_specific_444": ["10.0.0.5:444:"...]}
     The script refuses (ok false, nothing changed) when the certificate is not in My, has no private key, has a
     CNG key or a private key that cannot be opened (key_accessible false). NETWORK SERVICE read access is NOT
     required for the back-end binding (http.sys/schannel use the key as SYSTEM); it matters only for SMTP, and
-    ``Enable-ExchangeCertificate -Services SMTP`` grants it when exbe is asked to move SMTP. It records the previous hashes, and restores them when any change
-    fails (``restored`` true). ``*:444:`` is never left without a certificate; ``*:443:`` is never touched; an
-    IP-specific 444 binding is never created.
+    ``Enable-ExchangeCertificate -Services SMTP`` grants it when exbe is asked to move SMTP. It records the previous
+    hashes, and restores them when any change fails (``restored`` true). The 444 binding is never left without a
+    certificate; the public 443 binding is never touched; an IP-specific 444 binding is never created.
 
 ``restart`` (opt-in)
     input:  {"method": "iisreset" | "services", "timeout_seconds": int, "dry_run": bool}
@@ -81,14 +85,16 @@ Step inputs and ``data`` (all thumbprints upper-case hex, no spaces; all times I
     The script re-checks every https binding of both sites just before removing and refuses a bound certificate.
 
 Exchange endpoint (``Microsoft.Exchange``, no-language mode): exbe sends cmdlets, never scripts; see
-``EXCHANGE_CMDLETS`` for the ones exbe calls and their parameters.
+``EXCHANGE_CMDLETS`` for the ones exbe calls and their parameters, and ``exbe.exchange`` for how their objects are
+read (``RawData`` only on real servers; service assignments through a ``Select-Object`` projection).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -99,6 +105,7 @@ WINRM_STEPS: tuple[str, ...] = ("facts", "clone", "trust", "bind", "restart", "c
 EXCHANGE_CMDLETS: dict[str, tuple[str, ...]] = {
     "Get-ExchangeServer": ("Identity",),
     "Get-ExchangeCertificate": ("Server", "Thumbprint"),
+    "Select-Object": ("Property",),
     "Get-AuthConfig": (),
     "Get-SettingOverride": (),
     "Get-TransportService": ("Identity",),
@@ -110,7 +117,8 @@ EXCHANGE_CMDLETS: dict[str, tuple[str, ...]] = {
 }
 
 HEADER_PREFIX = "# exbe-step: "
-_HEADER_RE = re.compile(r"\A\ufeff?# exbe-step: (?P<step>[a-z_]+) \| exbe (?P<version>\S+) \| template (?P<hash>[0-9a-f]+)\r?\n")
+_HEADER_RE = re.compile(
+    r"\A\ufeff?# exbe-step: (?P<step>[a-z_]+) \| exbe (?P<version>\S+) \| template (?P<hash>[0-9a-f]+)\r?\n")
 INPUT_OPEN = "$ExbeInput = ConvertFrom-Json @'"
 INPUT_CLOSE = "'@"
 _INPUT_RE = re.compile(

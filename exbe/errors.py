@@ -8,9 +8,9 @@ a console, a log or a report.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
-from exbe.secrets import REDACTOR
+from exbe.redaction import REDACTOR
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -10,15 +10,18 @@ import dataclasses
 import datetime
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from . import checks, contract, exchange, plan, select
+from . import checks, contract, exchange, plan
 from .errors import ConfigError, ConnectionFailed
-from .model import ServerRun, Settings, StepResult
+from .facts import Certificate, ExchangeFacts, HostFacts
+from .model import ServerRun, Settings, StepResult, StepStatus
 from .probe import probe_backend
 from .render import render_step
+from .selection import BACKEND_LABEL, SelectionError, exchange_blinded, select_backend
 from .transport import Session, preload
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 TASKS = ("preflight", "renew", "trust", "bind", "restart", "verify", "cleanup")
 METHODS = {"exchange": "New-ExchangeCertificate -Services None on the Exchange endpoint",
            "clone": "New-SelfSignedCertificate -CloneCert with a legacy CSP over WinRM"}
+RESTART_TIMEOUT_S = 120  # iisreset's own default wait is 60 s per service; W3SVC and WAS both restart
 EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth", "timeout", "protocol", "dropped"}
 
 
@@ -45,7 +49,7 @@ Progress = Callable[[str, str, str, str], None]  # server, step, status, message
 class ServerFlow:
     """One server's run of a task: every step answers with one StepResult appended to ``self.run``."""
 
-    def __init__(self, server: "Server", credentials: "Credentials", settings: Settings, options: RunOptions,
+    def __init__(self, server: Server, credentials: Credentials, settings: Settings, options: RunOptions,
                  progress: Progress,
                  restart_gate: threading.Lock) -> None:
         self.server = server
@@ -56,10 +60,10 @@ class ServerFlow:
         self.session = Session(server, credentials)
         self.run = ServerRun(server=server.name, host=server.host,
                              started_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        self.facts: dict[str, Any] = {}
-        self.exchange: dict[str, Any] | None = None
+        self.facts: HostFacts | None = None
+        self.exchange: ExchangeFacts | None = None
         self.exchange_reason = ""
-        self.selected: dict[str, Any] | None = None
+        self.selected: Certificate | None = None
 
     # -- entry -------------------------------------------------------------------------------------------------------
     def execute(self, task: str) -> ServerRun:
@@ -108,7 +112,7 @@ class ServerFlow:
             return
         passed = self.verify(reuse_facts=not self.settings.restart_iis)
         if self.options.cleanup and passed:
-            self.cleanup()
+            self.cleanup(switched=self.run.new_thumbprint not in (None, self.run.old_thumbprint))
 
     # -- steps -------------------------------------------------------------------------------------------------------
     def preflight(self) -> bool:
@@ -122,16 +126,11 @@ class ServerFlow:
         if not envelope["ok"]:
             return self._fail("preflight", f"reading the certificate store and IIS failed: {envelope['error']}",
                               duration)
-        self.facts = envelope["data"]
-        warnings = list(envelope["warnings"])
-        if self.exchange is None:
-            warnings.append(f"Exchange endpoint not used: {self.exchange_reason}")
-        elif select.exchange_certificates_unavailable(self.facts, self.exchange):
-            warnings.append("Get-ExchangeCertificate returned no certificates while LocalMachine\\My holds some "
-                            "(serialization signing with an expired Auth certificate?): working from the store")
+        self.facts = HostFacts.parse(envelope["data"])
+        warnings = [*envelope["warnings"], *self._exchange_warnings()]
         try:
-            selection = select.select_backend(self.facts, self.settings)
-        except select.SelectionError as exc:
+            selection = select_backend(self.facts, self.settings)
+        except SelectionError as exc:
             if exc.candidates:  # several possible back-end certificates and none bound: a human must choose
                 return self._fail("preflight", str(exc), duration, warnings=warnings)
             # No back-end certificate at all (KB 2779694): renew creates one; the other tasks have nothing to act on.
@@ -141,45 +140,49 @@ class ServerFlow:
                                     message=f"no back-end certificate in LocalMachine\\My ({exc.found})",
                                     data={"selected": None}, warnings=warnings, duration_s=round(duration, 3)))
             return True
-        self.selected = select.certificate(self.facts, selection.thumbprint)
+        self.selected = self.facts.certificate(selection.thumbprint)
         self.run.old_thumbprint = selection.thumbprint
         self._record(StepResult(
             server=self.server.name, step="preflight", status="ok", message=selection.reason,
-            data={"selected": selection.thumbprint, "exchange": self.exchange, "facts": self.facts},
+            data={"selected": selection.thumbprint,
+                  "exchange": self.exchange.to_dict() if self.exchange else None,
+                  "facts": dict(self.facts.document)},
             warnings=warnings, duration_s=round(duration, 3)))
         return True
 
     def renew(self) -> str | None:
         """The thumbprint the chain goes on with: the selected one, a staged one, or a new one; None to stop."""
         started = time.monotonic()
-        blockers = plan.bind_blockers(self.facts)
+        facts = self._facts()
+        blockers = plan.bind_blockers(facts)
         if blockers:
             self._fail("renew", "; ".join(blockers), 0.0)
             return None
         if self.selected is None:  # nothing in My to renew: Microsoft's repair creates one (KB 2779694)
             thumb, reasons, method = None, ["no back-end certificate in LocalMachine\\My"], "exchange"
-            if self.exchange is None or select.exchange_certificates_unavailable(self.facts, self.exchange):
+            blinded = exchange_blinded(facts, self.exchange)
+            if self.exchange is None or blinded:
                 return self._renew_failed(
                     "there is no back-end certificate to clone and the Exchange endpoint cannot create one "
-                    f"({self.exchange_reason or 'Get-ExchangeCertificate returns nothing'}); run `exbe render renew` "
-                    "and the script in the Exchange Management Shell", started)
+                    f"({self.exchange_reason or blinded}); run `exbe render renew` and the script in the Exchange "
+                    "Management Shell", started)
         else:
-            thumb = self.selected["thumbprint"]
-            reasons = plan.renew_reasons(self.selected, self.facts["now"], self.settings)
+            thumb = self.selected.thumbprint
+            reasons = plan.renew_reasons(self.selected, facts, self.settings)
             if not reasons:
-                days = select.days_left(self.selected, self.facts["now"])
+                days = facts.days_left(self.selected)
                 self._record(StepResult(server=self.server.name, step="renew", status="ok", message=(
                     f"not needed: {thumb} has {days} days left (threshold {self.settings.days})")))
                 self.run.new_thumbprint = thumb
                 return thumb
-            staged = plan.staged_replacement(self.facts, self.selected, self.settings)
+            staged = plan.staged_replacement(facts, self.selected, self.settings)
             if staged:
                 self._record(StepResult(server=self.server.name, step="renew", status="ok",
                                         message=f"reusing staged certificate {staged} ({'; '.join(reasons)})",
                                         data={"reasons": reasons, "staged": staged}))
                 self.run.new_thumbprint = staged
                 return staged
-            method = plan.renew_method(self.exchange, self.facts)
+            method = plan.renew_method(facts, self.exchange)
         how = METHODS[method]
         what = f"renew {thumb}" if thumb else "create one"
         if self.settings.dry_run:
@@ -188,111 +191,156 @@ class ServerFlow:
                                     data={"reasons": reasons, "method": method}, duration_s=0.0))
             self._plan_rest_of_chain()
             return None
+        warnings: list[str] = []
         if method == "exchange":
-            params = plan.new_exchange_certificate_params(self.selected, self.facts, self.exchange,
-                                                          friendly_name=self.settings.friendly_name)
-            new, errors = exchange.new_certificate(self.session, params)
+            new, data = self._create_with_exchange(reasons)
             if new is None:
-                return self._renew_failed(f"New-ExchangeCertificate did not return one certificate: "
-                                          f"{'; '.join(errors) or 'no output'}", started)
-            data = {"reasons": reasons, "method": method, "new_thumbprint": new, "errors": errors}
+                return self._renew_failed(data["error"], started)
         else:
             assert self.selected is not None and thumb is not None
-            envelope = self._scripts([("clone", {
-                "source_thumbprint": thumb, "provider": "Microsoft RSA SChannel Cryptographic Provider",
-                "key_length": max(2048, int(self.selected.get("key_size") or 0)), "hash_algorithm": "SHA256",
-                "validity_years": 5, "dry_run": False})])[0]
+            envelope = self._scripts([("clone", plan.clone_input(self.selected, dry_run=False))])[0]
             new = envelope["data"].get("new_thumbprint") if envelope["ok"] else None
             if new is None:
                 return self._renew_failed(f"cloning {thumb} failed: {envelope['error']}", started)
             data = {"reasons": reasons, "method": method, **envelope["data"]}
         if self.settings.smtp == "move":
-            errors = exchange.enable_smtp(self.session, self.facts_server_name(), new) if self.exchange else \
-                ["the Exchange endpoint is not available"]
-            if errors:
-                return self._renew_failed(f"moving SMTP to {new} failed: {'; '.join(errors)}", started)
-            self._read_exchange()  # assignments changed: verify and cleanup judge the new ones
+            unknown = self._assignments_unknown()
+            if unknown:
+                warnings.append(f"SMTP not moved: the service assignments are unknown ({unknown})")
+            else:
+                errors = self._move_smtp(new)
+                if errors:
+                    return self._renew_failed(f"moving SMTP to {new} failed: {'; '.join(errors)}", started)
         self.run.new_thumbprint = new
         done = f"renewed {thumb} -> {new}" if thumb else f"created {new}"
         self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
                                 message=f"{done} with {how} ({'; '.join(reasons)})",
                                 before={"thumbprint": thumb}, after={"thumbprint": new}, data=data,
-                                duration_s=round(time.monotonic() - started, 3)))
+                                warnings=warnings, duration_s=round(time.monotonic() - started, 3)))
         return new
 
     def trust_and_bind(self, thumbprint: str, *, trust: bool, bind: bool) -> bool:
         """Trust and bind in one pipeline, followed by a fresh facts read for verify."""
         started = time.monotonic()
+        facts = self._facts()
         if bind:
-            blockers = plan.bind_blockers(self.facts)
+            blockers = plan.bind_blockers(facts)
             if blockers:
                 return self._fail("bind", "; ".join(blockers), 0.0)
         scripts: list[tuple[str, dict[str, Any]]] = []
         if trust:
             scripts.append(("trust", {"thumbprint": thumbprint, "dry_run": self.settings.dry_run}))
         if bind:
-            bind_data = plan.bind_input(self.facts, thumbprint, self.settings)
-            bind_data["dry_run"] = self.settings.dry_run
-            scripts.append(("bind", bind_data))
+            scripts.append(("bind", plan.bind_input(facts, thumbprint, self.settings)))
         scripts.append(("facts", self._facts_input()))
         envelopes = self._scripts(scripts)
         duration = round(time.monotonic() - started, 3)
         ok = True
         for envelope in envelopes[:-1]:
-            result = StepResult.from_envelope(self.server.name, envelope, duration)
-            self._record(result)
+            self._record(StepResult.from_envelope(self.server.name, envelope, duration))
             ok = ok and envelope["ok"]
         if envelopes[-1]["ok"]:
-            self.facts = envelopes[-1]["data"]
+            self.facts = HostFacts.parse(envelopes[-1]["data"])
+            if ok and not self.settings.dry_run:
+                left = plan.unconverged(self.facts, thumbprint, self.settings, trust=trust, bind=bind)
+                if left:
+                    return self._fail("bind" if bind else "trust", f"the steps reported success but re-reading the "
+                                      f"server shows {'; '.join(left)}", 0.0)
         return ok
 
     def restart(self) -> bool:
-        """iisreset, one server of the fleet at a time, waiting for W3SVC."""
+        """iisreset, one server of the fleet at a time, waiting for W3SVC. It ends the Exchange endpoint's pools."""
         with self.restart_gate:
-            envelope = self._scripts([("restart", {"method": "iisreset", "timeout_seconds": 120,
+            envelope = self._scripts([("restart", {"method": "iisreset", "timeout_seconds": RESTART_TIMEOUT_S,
                                                    "dry_run": self.settings.dry_run})])[0]
+        if not self.settings.dry_run:
+            self.session.discard("exchange")
         self._record(StepResult.from_envelope(self.server.name, envelope, 0.0))
         return bool(envelope["ok"])
 
     def verify(self, *, reuse_facts: bool) -> bool:
         started = time.monotonic()
-        if not reuse_facts or not self.facts:
+        if not reuse_facts or self.facts is None:
             envelope = self._scripts([("facts", self._facts_input())])[0]
             if not envelope["ok"]:
                 return self._fail("verify", f"reading the certificate store and IIS failed: {envelope['error']}", 0.0)
-            self.facts = envelope["data"]
+            self.facts = HostFacts.parse(envelope["data"])
         probe = probe_backend(self.server.host, self.server.backend_port, timeout=self.server.connect_timeout)
         results = checks.run_checks(self.facts, self.exchange, probe, self.settings)
         failed = [c for c in results if c.status == "fail"]
         warned = [c for c in results if c.status == "warn"]
-        status = "failed" if failed else "ok"
+        status: StepStatus = "failed" if failed else "ok"
         message = (f"{len(failed)} check(s) failed: {', '.join(c.id for c in failed)}" if failed
                    else f"{len(results)} checks, {len(warned)} warning(s)")
         self._record(StepResult(server=self.server.name, step="verify", status=status, message=message,
                                 checks=results, duration_s=round(time.monotonic() - started, 3)))
         return not failed
 
-    def cleanup(self) -> bool:
-        if self.exchange is not None and self.run.new_thumbprint not in (None, self.run.old_thumbprint):
+    def cleanup(self, *, switched: bool = False) -> bool:
+        """Remove superseded certificates; ``switched``: this run bound a new one (its predecessors wait)."""
+        facts = self._facts()
+        if self.exchange is not None and switched:
             self._read_exchange()  # this run created a certificate: the assignments as they are now
-        cleanup_plan = plan.cleanup_candidates(self.facts, self.exchange, self.settings, switched_at=None,
-                                               verify_passed=True)
-        if cleanup_plan.refused_reason:
-            return self._fail("cleanup", cleanup_plan.refused_reason, 0.0)
+        cleanup_plan = plan.cleanup_candidates(facts, self.exchange, self.settings,
+                                               switched_at=facts.now if switched else None)
+        if cleanup_plan.refused:
+            return self._fail("cleanup", cleanup_plan.refused, 0.0)
+        if cleanup_plan.waiting:
+            self._record(StepResult(server=self.server.name, step="cleanup", status="skipped",
+                                    message=cleanup_plan.waiting))
+            return True
         if not cleanup_plan.remove:
-            self._record(StepResult(server=self.server.name, step="cleanup", status="ok",
-                                    message="nothing to remove", data={"kept": cleanup_plan.kept}))
+            self._record(StepResult(server=self.server.name, step="cleanup", status="ok", message="nothing to remove",
+                                    data={"kept": cleanup_plan.kept}, warnings=cleanup_plan.warnings))
             return True
         envelope = self._scripts([("cleanup", {
             "thumbprints": list(cleanup_plan.remove), "backend_site": self.settings.backend_site,
             "frontend_site": self.settings.frontend_site, "dry_run": self.settings.dry_run})])[0]
+        envelope["warnings"] = [*cleanup_plan.warnings, *envelope["warnings"]]
         self._record(StepResult.from_envelope(self.server.name, envelope, 0.0))
         return bool(envelope["ok"])
 
     # -- helpers -----------------------------------------------------------------------------------------------------
+    def _create_with_exchange(self, reasons: list[str]) -> tuple[str | None, dict[str, Any]]:
+        """New-ExchangeCertificate; the new certificate named from its output's RawData, else by comparing My before
+        and after, so a renewal never leaves a certificate exbe cannot name."""
+        facts = self._facts()
+        params = plan.new_exchange_certificate_params(self.selected, facts, self.exchange,
+                                                      friendly_name=self.settings.friendly_name)
+        new, errors = exchange.new_certificate(self.session, params)
+        data: dict[str, Any] = {"reasons": reasons, "method": "exchange", "errors": errors}
+        if new is None:
+            envelope = self._scripts([("facts", self._facts_input())])[0]
+            created = plan.created_certificate(facts, HostFacts.parse(envelope["data"]), self.settings) \
+                if envelope["ok"] else []
+            if len(created) != 1:
+                found = (f"it created {', '.join(created)}: bind the right one with `exbe bind --thumbprint`"
+                         if created else "LocalMachine\\My holds no new certificate")
+                data["error"] = (f"New-ExchangeCertificate did not name the certificate it made "
+                                 f"({'; '.join(errors) or 'no output'}); {found}")
+                data["created"] = created
+                return None, data
+            new = created[0]
+            data["identified_by"] = "comparing LocalMachine\\My before and after"
+        data["new_thumbprint"] = new
+        return new, data
+
+    def _assignments_unknown(self) -> str:
+        """Why Exchange's service assignments are unknown on this server ("" when they were read)."""
+        if self.exchange is None:
+            return f"the Exchange endpoint is not available: {self.exchange_reason}"
+        return exchange_blinded(self._facts(), self.exchange) or self.exchange.assignments_unknown
+
+    def _move_smtp(self, new: str) -> list[str]:
+        """Enable-ExchangeCertificate -Services SMTP; the errors (none when it moved)."""
+        errors = exchange.enable_smtp(self.session, self.server.name, new)
+        if not errors:
+            self._read_exchange()  # assignments changed: verify and cleanup judge the new ones
+        return errors
+
     def _read_exchange(self) -> None:
         try:
-            self.exchange, errors = exchange.read_facts(self.session, self.facts_server_name())
+            self.exchange, errors = exchange.read_facts(self.session, self.server.name)
             if self.exchange is None:
                 self.exchange_reason = "; ".join(errors) or "the Exchange cmdlets failed"
         except ConnectionFailed as exc:
@@ -300,9 +348,20 @@ class ServerFlow:
                 raise
             self.exchange, self.exchange_reason = None, str(exc)
 
-    def facts_server_name(self) -> str:
-        """The Exchange server's identity for -Server/-Identity: the inventory name (docs/configuration.md)."""
-        return self.server.name
+    def _exchange_warnings(self) -> list[str]:
+        if self.exchange is None:
+            return [f"Exchange endpoint not used: {self.exchange_reason}"]
+        blinded = exchange_blinded(self._facts(), self.exchange)
+        if blinded:
+            return [f"{blinded}: working from the certificate store; service assignments unknown"]
+        if self.exchange.assignments_unknown:
+            return [f"service assignments unknown ({self.exchange.assignments_unknown}): SMTP is not moved and "
+                    "cleanup keeps every superseded certificate"]
+        return []
+
+    def _facts(self) -> HostFacts:
+        assert self.facts is not None, "preflight reads the facts first"
+        return self.facts
 
     def _facts_input(self) -> dict[str, Any]:
         return {"backend_site": self.settings.backend_site, "frontend_site": self.settings.frontend_site,
@@ -315,7 +374,8 @@ class ServerFlow:
         envelopes = []
         for step, _ in steps:
             try:
-                envelopes.append(contract.parse_result(step, [o for o in result.output if f'"step":"{step}"' in str(o)]))
+                mine = [o for o in result.output if f'"step":"{step}"' in str(o)]
+                envelopes.append(contract.parse_result(step, mine))
             except contract.ContractError as exc:
                 reason = result.failed or str(exc)
                 envelopes.append(contract.make_result(step, ok=False, error=reason, dry_run=self.settings.dry_run))
@@ -325,25 +385,29 @@ class ServerFlow:
 
     def _target_thumbprint(self) -> str:
         assert self.selected is not None
-        return (self.options.thumbprint or self.selected["thumbprint"]).upper()
+        return (self.options.thumbprint or self.selected.thumbprint).upper()
 
     def _plan_rest_of_chain(self) -> None:
         """Dry run with a renewal pending: the later steps cannot run without the new certificate; say what they
         would do."""
-        old = self.selected["thumbprint"] if self.selected else "nothing usable"
+        facts = self._facts()
+        old = self.selected.thumbprint if self.selected else "nothing usable"
         planned = []
         if self.settings.trust:
             planned.append(("trust", "would add the new certificate's public part to LocalMachine\\Root"))
-        loop = plan.bind_input(self.facts, "NEW", self.settings).get("loopback_from")
-        planned.append(("bind", f"would bind the new certificate on Exchange Back End *:444: (now {old})"
-                        + (" and on Default Web Site 127.0.0.1:443" if loop else "")))
+        bind = plan.bind_input(facts, "NEW", self.settings)
+        planned.append(("bind", f"would bind the new certificate on {self.settings.backend_site} "
+                                f"{bind['backend_binding'] or BACKEND_LABEL} (now {old})"
+                        + (f" and on {self.settings.frontend_site} {bind['loopback_binding']}"
+                           if bind["loopback_binding"] else "")))
         if self.settings.restart_iis:
             planned.append(("restart", "would run iisreset and wait for W3SVC"))
         for step, message in planned:
             self._record(StepResult(server=self.server.name, step=step, status="changed", changed=True,
                                     message=message))
 
-    def _renew_failed(self, message: str, started: float) -> None:
+    def _renew_failed(self, message: str, started: float) -> str | None:
+        """Record the failed renewal; returns what ``renew`` returns to stop the chain (None)."""
         self._fail("renew", message, time.monotonic() - started)
         return None
 
@@ -357,7 +421,7 @@ class ServerFlow:
         self.progress(self.server.name, result.step, result.status, result.message)
 
 
-def run_fleet(servers: list["Server"], task: str, credentials: "Credentials", settings: Settings, options: RunOptions,
+def run_fleet(servers: list[Server], task: str, credentials: Credentials, settings: Settings, options: RunOptions,
               progress: Progress, concurrency: int) -> list[ServerRun]:
     """Run ``task`` on every server, at most ``concurrency`` at once; results in the servers' order."""
     if task not in TASKS:
@@ -365,7 +429,7 @@ def run_fleet(servers: list["Server"], task: str, credentials: "Credentials", se
     gate = threading.Lock()
     preload()
 
-    def one(server: "Server") -> ServerRun:
+    def one(server: Server) -> ServerRun:
         return ServerFlow(server, credentials, settings, options, progress, gate).execute(task)
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(servers))), thread_name_prefix="exbe") as pool:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
 
-from invoke import Collection, Exit, Program
-from invoke.exceptions import ParseError
-from invoke.config import yaml  # Invoke's own (possibly vendored) YAML, whose errors its loaders raise
+from invoke.collection import Collection
+from invoke.config import yaml  # type: ignore[attr-defined]  # Invoke's own YAML, whose errors its loaders raise
+from invoke.exceptions import Exit, ParseError
+from invoke.program import Program
 
 import exbe
 from exbe.config import ExbeConfig
@@ -37,6 +40,8 @@ def _as_exit() -> Iterator[None]:
 
 class ExbeProgram(Program):
     """Invoke's Program with the configuration gaps of bundled namespaces closed."""
+
+    _namespace: Collection | None
 
     def __init__(self, namespace: Collection | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("name", "exbe")
@@ -74,7 +79,7 @@ class ExbeProgram(Program):
             try:
                 super().update_config(merge=False)
                 if path and not flag:
-                    self.config.set_runtime_path(path)
+                    self.config.set_runtime_path(Path(path))
                     self.config.load_runtime(merge=False)
             except (yaml.YAMLError, ValueError) as exc:
                 raise ConfigError(f"cannot read config file {path!r}: {' '.join(str(exc).split())}") from None

@@ -1,6 +1,6 @@
 """What exbe decides with and what it reports: settings, check results, step results, one server's run.
 
-Plain data; the decisions live in ``select``/``plan``/``checks`` and the writers in ``report``.
+Plain data; the decisions live in ``selection``/``plan``/``checks`` and the writers in ``report``.
 """
 
 from __future__ import annotations
@@ -113,10 +113,11 @@ def _describe(step: str, data: dict[str, Any], changed: bool, dry_run: bool) -> 
     if step == "bind":
         thumb = data.get("thumbprint")
         before, after = data.get("before") or {}, data.get("after") or {}
-        moved = [key for key in ("*:444:", "127.0.0.1:443") if before.get(key) != after.get(key)]
+        names = {"backend": "the back-end 444 binding", "loopback": "the loopback 127.0.0.1:443: binding"}
+        moved = [names[key] for key in names if before.get(key) != after.get(key)]
         if changed:
-            return f"{verb('bound', 'would bind')} {thumb} on {' and '.join(moved) or '*:444:'}"
-        return f"{thumb} is already bound on *:444:"
+            return f"{verb('bound', 'would bind')} {thumb} on {' and '.join(moved) or names['backend']}"
+        return f"{thumb} is already bound on {names['backend']}"
     if step == "clone":
         return (f"{verb('cloned', 'would clone')} {data.get('source_thumbprint')}"
                 + (f" -> {data['new_thumbprint']}" if data.get("new_thumbprint") else ""))

@@ -7,15 +7,20 @@ script is recognised by re-rendering it (:func:`is_exbe_rendering`), and no valu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2 import meta
 
 from . import __version__, contract
+
+if TYPE_CHECKING:
+    from .model import Settings
 
 
 def _template_dir() -> Path:
@@ -28,35 +33,80 @@ def _template_dir() -> Path:
 
 TEMPLATE_DIR: Path = _template_dir()
 
-_TYPES = {str: "a string", bool: "true or false", int: "a whole number", list: "a list of strings",
-          type(None): "null"}
 
-#: The documented input of every WinRM step (contract.py): key -> accepted Python types.
-STEP_INPUTS: dict[str, dict[str, tuple[type, ...]]] = {
+@dataclasses.dataclass(frozen=True)
+class ListOf:
+    """A JSON list whose items are all of one type."""
+
+    item: type
+
+
+Kind = type | ListOf
+
+_KIND_NAMES: dict[Kind, str] = {str: "a string", bool: "true or false", int: "a whole number", type(None): "null",
+                                ListOf(str): "a list of strings", ListOf(int): "a list of whole numbers"}
+
+#: The documented input of every WinRM step (contract.py): key -> accepted kinds of value.
+STEP_INPUTS: dict[str, dict[str, tuple[Kind, ...]]] = {
     "facts": {"backend_site": (str,), "frontend_site": (str,), "friendly_name": (str,)},
     "clone": {"source_thumbprint": (str,), "provider": (str,), "key_length": (int,), "hash_algorithm": (str,),
               "validity_years": (int,), "dry_run": (bool,)},
     "trust": {"thumbprint": (str,), "dry_run": (bool,)},
     "bind": {"thumbprint": (str,), "backend_site": (str,), "frontend_site": (str,),
+             "backend_binding": (str, type(None)), "loopback_binding": (str, type(None)),
              "loopback_from": (str, type(None)), "dry_run": (bool,)},
     "restart": {"method": (str,), "timeout_seconds": (int,), "dry_run": (bool,)},
-    "cleanup": {"thumbprints": (list,), "backend_site": (str,), "frontend_site": (str,), "dry_run": (bool,)},
+    "cleanup": {"thumbprints": (ListOf(str),), "backend_site": (str,), "frontend_site": (str,), "dry_run": (bool,)},
 }
 
 #: Tasks of the hand-run script (``exbe render <task>``).
 MANUAL_TASKS: tuple[str, ...] = ("renew", "verify", "trust", "bind", "cleanup")
 
-#: The input of every hand-run script. ``thumbprint`` null means "the selected Back End certificate"; ``days``,
-#: ``force``, ``trust`` and ``smtp`` matter to renew only.
-MANUAL_INPUT: dict[str, tuple[type, ...]] = {
-    "backend_site": (str,), "frontend_site": (str,), "friendly_name": (str,), "days": (int,), "force": (bool,),
-    "trust": (bool,), "smtp": (str,), "thumbprint": (str, type(None)),
+#: The input of every hand-run script, built by :func:`manual_input` from the settings and rule constants the
+#: pipeline decides with, so the script judges by the same numbers. ``thumbprint`` null means "the selected Back
+#: End certificate"; ``days``, ``force``, ``trust`` and ``smtp`` matter to renew only.
+MANUAL_INPUT: dict[str, tuple[Kind, ...]] = {
+    "backend_site": (str,), "frontend_site": (str,), "friendly_name": (str,), "thumbprint": (str, type(None)),
+    "days": (int,), "warn_days": (int,), "fail_days": (int,), "force": (bool,), "trust": (bool,), "smtp": (str,),
+    "min_key_size": (int,), "new_key_sizes": (ListOf(int),), "weak_signatures": (ListOf(str),),
+    "auth_subject": (str,),
 }
 
 _CHOICES: dict[str, tuple[str, ...]] = {"method": ("iisreset", "services"), "smtp": ("keep", "move")}
 
 
-def _validate(what: str, data: Mapping[str, Any], spec: Mapping[str, tuple[type, ...]]) -> None:
+def manual_input(settings: Settings, *, thumbprint: str | None = None) -> dict[str, Any]:
+    """The hand-run script's input document: the operator's settings and the rule constants of the Python
+    decisions (``exbe.selection``, their one place), so the script carries no thresholds of its own."""
+    from . import selection  # only the hand-run script needs exbe's decisions; step scripts render without them
+
+    return {
+        "backend_site": settings.backend_site,
+        "frontend_site": settings.frontend_site,
+        "friendly_name": settings.friendly_name,
+        "thumbprint": thumbprint,
+        "days": settings.days,
+        "warn_days": settings.warn_days,
+        "fail_days": settings.fail_days,
+        "force": settings.force,
+        "trust": settings.trust,
+        "smtp": settings.smtp,
+        "min_key_size": selection.MIN_KEY_SIZE,
+        "new_key_sizes": list(selection.NEW_EXCHANGE_KEY_SIZES),
+        "weak_signatures": list(selection.WEAK_SIGNATURES),
+        "auth_subject": selection.AUTH_SUBJECT,
+    }
+
+
+def _is_kind(value: Any, kind: Kind) -> bool:
+    if isinstance(kind, ListOf):
+        return isinstance(value, list) and all(_is_kind(item, kind.item) for item in value)
+    if isinstance(value, bool):  # bool is an int in Python; a flag must not pass for a number, nor a number for a flag
+        return kind is bool
+    return isinstance(value, kind)
+
+
+def _validate(what: str, data: Mapping[str, Any], spec: Mapping[str, tuple[Kind, ...]]) -> None:
     """Missing, unknown or mistyped keys raise ValueError naming the key."""
     missing = sorted(set(spec) - set(data))
     if missing:
@@ -64,14 +114,11 @@ def _validate(what: str, data: Mapping[str, Any], spec: Mapping[str, tuple[type,
     unknown = sorted(set(data) - set(spec))
     if unknown:
         raise ValueError(f"{what} input has unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(spec))}")
-    for key, types in spec.items():
+    for key, kinds in spec.items():
         value = data[key]
-        # bool is an int in Python; a flag must not pass for a number, nor a number for a flag
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            wanted = " or ".join(_TYPES[t] for t in types)
+        if not any(_is_kind(value, kind) for kind in kinds):
+            wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds)
             raise ValueError(f"{what} input {key} must be {wanted}, got {value!r}")
-        if list in types and not all(isinstance(item, str) for item in value):
-            raise ValueError(f"{what} input {key} must be a list of strings, got {value!r}")
         if key in _CHOICES and value not in _CHOICES[key]:
             raise ValueError(f"{what} input {key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
 

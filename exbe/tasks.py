@@ -90,28 +90,36 @@ def cleanup(c, server=None, all_=False, group=None, shard=None, min_age=None, dr
                                        dry_run=dry_run, junit=junit, json=json_))
 
 
-@task(positional=["task_name"], iterable=["server"], help={"task-name": "renew, verify, trust, bind or cleanup", "days": "renewal threshold in days",
-                               "force": "renew even when healthy", "smtp": "keep or move",
-                               "no-trust": "skip the Root copy", "output": "write here (UTF-8 with BOM) instead of "
-                               "standard output", "server": "accepted for symmetry; the script runs on the server"})
-def render(c, task_name=None, server=None, days=None, force=False, smtp=None, no_trust=False, output=None):
+@task(positional=["task_name"], iterable=["server"], help={
+    "task-name": "renew, verify, trust, bind or cleanup", "days": "renewal threshold in days",
+    "force": "renew even when healthy", "smtp": "keep or move", "no-trust": "skip the Root copy",
+    "thumbprint": "act on this certificate of LocalMachine\\My instead of the selected one",
+    "output": "write here (UTF-8 with BOM) instead of standard output",
+    "server": "accepted for symmetry; the script runs on the server"})
+def render(c, task_name=None, server=None, days=None, force=False, smtp=None, no_trust=False, thumbprint=None,
+           output=None):
     """Print one script to run by hand in the Exchange Management Shell (no WinRM needed).
 
-    For servers without WinRM access: `exbe render renew > renew.ps1`, then run it in the EMS (Windows PowerShell
-    5.1) on the server; -WhatIf shows what it would change."""
+    For servers without WinRM access: `exbe render renew > renew.ps1`, then run it in an elevated EMS (Windows
+    PowerShell 5.1) on the server; -WhatIf shows what it would change. The script judges by the same settings and
+    rules as the pipeline: they travel in its input document."""
+    import re
+
+    from .cli import _settings
     from .config import defaults_dict
-    from .render import render_manual, to_file_bytes
+    from .errors import ExbeError
+    from .render import manual_input, render_manual, to_file_bytes
 
     if not task_name:
         raise Exit("exbe: which script? `exbe render renew` (or verify, trust, bind, cleanup)", code=2)
+    wanted = thumbprint.replace(" ", "").upper() if thumbprint else None
+    if wanted is not None and not re.fullmatch(r"[0-9A-F]{40}", wanted):
+        raise Exit(f"exbe: --thumbprint must be 40 hexadecimal digits, got {thumbprint!r}", code=2)
     defaults = defaults_dict(c.config.exbe)
-    data = {"backend_site": defaults["backend_site"], "frontend_site": defaults["frontend_site"],
-            "friendly_name": defaults["friendly_name"], "days": int(days if days is not None else defaults["days"]),
-            "force": force, "trust": bool(defaults["trust"]) and not no_trust, "smtp": smtp or defaults["smtp"],
-            "thumbprint": None}
     try:
-        text = render_manual(task_name, data, override_dir=template_dir(defaults))
-    except ValueError as exc:
+        settings = _settings(defaults, TaskOptions(days=days, force=force, smtp=smtp, no_trust=no_trust))
+        text = render_manual(task_name, manual_input(settings, thumbprint=wanted), override_dir=template_dir(defaults))
+    except (ExbeError, ValueError) as exc:
         raise Exit(f"exbe: {exc}", code=2) from None
     if output:
         with open(output, "wb") as handle:

@@ -15,7 +15,8 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConnectionFailed
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("exbe.transport")
 
 ENDPOINTS = {"winrm": "Microsoft.PowerShell", "exchange": "Microsoft.Exchange"}
+
+#: One command of a pipeline: cmdlet name and parameters.
+Command = tuple[str, dict[str, Any]]
 
 
 @dataclasses.dataclass
@@ -47,7 +51,7 @@ def preload() -> None:
 class Session:
     """The runspace pools of one server, opened on first use. Thread-safe per endpoint."""
 
-    def __init__(self, server: "Server", credentials: "Credentials") -> None:
+    def __init__(self, server: Server, credentials: Credentials) -> None:
         self.server = server
         self._credentials = credentials
         self._pools: dict[str, Any] = {}
@@ -63,16 +67,24 @@ class Session:
                 ps.add_script(script)
         return self._invoke("winrm", build)
 
-    def run_cmdlets(self, statements: list[tuple[str, dict[str, Any]]]) -> PipelineOutput:
-        """Run Exchange cmdlets, each a statement of ONE pipeline on the Exchange endpoint."""
+    def run_cmdlets(self, statements: list[list[Command]]) -> PipelineOutput:
+        """Run Exchange cmdlets on the Exchange endpoint: each statement a pipeline of commands (``a | b``), all
+        statements in ONE PSRP pipeline (one round trip)."""
         def build(ps: Any) -> None:
-            for i, (name, params) in enumerate(statements):
+            for i, commands in enumerate(statements):
                 if i:
                     ps.add_statement()
-                ps.add_cmdlet(name)
-                for key, value in params.items():
-                    ps.add_parameter(key, value)
+                for name, params in commands:
+                    ps.add_cmdlet(name)
+                    for key, value in params.items():
+                        ps.add_parameter(key, value)
         return self._invoke("exchange", build)
+
+    def discard(self, endpoint: str) -> None:
+        """Forget an endpoint's pool without closing it: ``iisreset`` ends every pool of the Exchange endpoint (an IIS
+        application), so the next use opens a new one (authentication + Create + Receive) instead of failing."""
+        with self._locks[endpoint]:
+            self._pools.pop(endpoint, None)
 
     def close(self) -> None:
         """Close every open pool (one Delete each, the endpoints at once); errors are logged, not raised."""
@@ -91,14 +103,14 @@ class Session:
             thread.join()
         self._pools.clear()
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------------------------------
-    def _invoke(self, endpoint: str, build) -> PipelineOutput:
+    def _invoke(self, endpoint: str, build: Callable[[Any], None]) -> PipelineOutput:
         from pypsrp.powershell import PowerShell
 
         with self._locks[endpoint], _translate_errors(self.server, endpoint):
@@ -138,7 +150,7 @@ class Session:
             auth=s.auth,
             username=self._credentials.username,
             password=password,
-            cert_validation=s.verify,
+            cert_validation=s.verify,  # type: ignore[arg-type]  # pypsrp takes a CA bundle path too (requests' verify)
             connection_timeout=s.connect_timeout,
             read_timeout=s.read_timeout,
             operation_timeout=s.operation_timeout,
@@ -146,7 +158,7 @@ class Session:
 
 
 @contextlib.contextmanager
-def _translate_errors(server: "Server", endpoint: str) -> Iterator[None]:
+def _translate_errors(server: Server, endpoint: str) -> Iterator[None]:
     """Any transport exception -> ConnectionFailed with a kind and a hint, naming the endpoint."""
     try:
         yield
@@ -182,8 +194,8 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
             return "timeout", ""
         if isinstance(cause, requests.exceptions.ConnectionError):
             lowered = text.lower()
-            if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered \
-                    or "name resolution" in lowered:
+            if any(words in lowered for words in ("name or service not known", "nodename nor servname",
+                                                  "getaddrinfo", "name resolution")):
                 return "name_not_resolved", ""
             if "remotedisconnected" in lowered or "connection aborted" in lowered or "reset by peer" in lowered:
                 return "dropped", ""

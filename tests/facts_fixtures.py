@@ -1,10 +1,15 @@
 """Facts documents for the pure decision tests: ``tests/data/facts/baseline.json`` (EXCH01 as the facts step and the
-Exchange endpoint report it, read from the sandbox on 2026-06-01) plus small overrides, one file per situation.
+Exchange endpoint report it on 2026-06-01, spelled as the captured real servers spell it) plus small overrides, one
+file per situation.
 
 An override merges into the baseline: objects merge key by key; the lists ``certificates`` and ``root`` are patched
 by thumbprint and ``bindings`` by ``"<site>|<binding information>"``: ``null`` removes the item, an unknown key adds
 one (``"$like": <key>`` copies an existing item first). ``"exchange": null`` means the Exchange endpoint was not
 available.
+
+The decision functions take typed facts: tests change the documents ``load`` returns, then hand them over with
+``typed(facts, exchange)`` (or ``load_typed(...)`` when nothing is changed). Binding spellings are the real ones
+(``../shared/real-server-shapes.md`` §1): ``:443:`` (empty IP), ``127.0.0.1:443:`` (trailing colon), ``*:444:``.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from exbe.facts import ExchangeFacts, HostFacts
+
 DATA = Path(__file__).parent / "data" / "facts"
 NOW = datetime.datetime(2026, 6, 1, 8, 0, 0, tzinfo=datetime.timezone.utc)
 
-BACKEND = "BFDC0014BC99FCAD6B3F728F6C46BEE7B762FB39"  # self-signed "Microsoft Exchange", *:444: and 127.0.0.1:443
-PUBLIC = "B2B1930EA2253EA762CAD3A0465B3D56979B1D98"  # CA-issued, Default Web Site *:443:, IIS
+BACKEND = "BFDC0014BC99FCAD6B3F728F6C46BEE7B762FB39"  # self-signed "Microsoft Exchange", *:444: and 127.0.0.1:443:
+PUBLIC = "B2B1930EA2253EA762CAD3A0465B3D56979B1D98"  # CA-issued, Default Web Site :443:, IIS
 AUTH = "75385156F1DC9A35DD46193F6BC9EF54BEE945D0"  # Microsoft Exchange Server Auth Certificate
 CANDIDATE_OLD, CANDIDATE_NEW = "6E70175696E7B8DD37A3D610A851A39EA44ED563", "E2FBB0AB1BFE1A8226BB7923CC406538A7ADCA84"
 SUPERSEDED = "18FB378ED181A7E2172253CEA1E84D1CB028C752"  # expired, unassigned, with a Root copy
@@ -42,6 +49,15 @@ def load(*overrides: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return facts, exchange
 
 
+def typed(facts: dict[str, Any], exchange: dict[str, Any] | None = None) -> tuple[HostFacts, ExchangeFacts | None]:
+    """The documents as the decision functions get them (parsed once at the boundary, as ``exbe.flow`` does)."""
+    return HostFacts.parse(facts), ExchangeFacts.from_dict(exchange) if exchange is not None else None
+
+
+def load_typed(*overrides: str) -> tuple[HostFacts, ExchangeFacts | None]:
+    return typed(*load(*overrides))
+
+
 def cert(facts: dict[str, Any], thumbprint: str) -> dict[str, Any]:
     return next(c for c in facts["certificates"] if c["thumbprint"] == thumbprint)
 
@@ -55,6 +71,18 @@ def expires_in(facts: dict[str, Any], thumbprint: str, days: float) -> dict[str,
     target = cert(facts, thumbprint)
     target["not_after"] = iso(NOW + datetime.timedelta(days=days))
     return target
+
+
+def add_binding(facts: dict[str, Any], site: str, info: str, thumbprint: str | None) -> dict[str, Any]:
+    """Add an https binding (``info`` exactly as IIS would report it); returns it."""
+    added = {"site": site, "protocol": "https", "binding_information": info, "certificate_hash": thumbprint or "",
+             "certificate_store": "MY" if thumbprint else ""}
+    facts["bindings"].append(added)
+    return added
+
+
+def without_binding(facts: dict[str, Any], site: str, info: str) -> None:
+    facts["bindings"] = [b for b in facts["bindings"] if (b["site"], b["binding_information"]) != (site, info)]
 
 
 def iso(moment: datetime.datetime) -> str:

@@ -18,6 +18,10 @@ PS7_NODE_TYPES = frozenset({
     "parallel_statement",
 })
 
+#: Node types Windows PowerShell 4.0 cannot parse (added in 5.0). A script is parsed whole before any of it runs, so
+#: with one of these anywhere the platform check at its top would never get to say why.
+PS5_NODE_TYPES = frozenset({"class_statement", "enum_statement", "using_statement"})
+
 #: PowerShell 7-only features that are plain text to the grammar (parameters, names, member access).
 PS7_TEXT = re.compile(
     r"\?\.|\?\[|-Parallel\b|-AsHashtable\b|-EscapeHandling\b|-SkipCertificateCheck\b|utf8NoBOM|\bJoin-String\b"
@@ -74,9 +78,8 @@ def commands(text: str) -> list[Command]:
         if name is None:
             continue
         elements = next((c for c in node.children if c.type == "command_elements"), None)
-        parameters = tuple(
-            _text(c).lstrip("-").rstrip(":") for c in (elements.children if elements else []) if c.type == "command_parameter"
-        )
+        parameters = tuple(_text(c).lstrip("-").rstrip(":") for c in (elements.children if elements else [])
+                           if c.type == "command_parameter")
         found.append(Command(_text(name), parameters, node.start_point[0] + 1))
     return found
 
@@ -118,7 +121,13 @@ def advanced_functions(text: str) -> set[str]:
 
 def ps7_only(text: str) -> list[str]:
     """PowerShell 7-only syntax, as 'line N: ...' strings."""
-    problems = [f"line {n.start_point[0] + 1}: {n.type}" for n in _walk(parse(text).root_node) if n.type in PS7_NODE_TYPES]
+    problems = [f"line {n.start_point[0] + 1}: {n.type}" for n in _walk(parse(text).root_node)
+                if n.type in PS7_NODE_TYPES]
     for match in PS7_TEXT.finditer(text):
         problems.append(f"line {text.count(chr(10), 0, match.start()) + 1}: {match.group(0)}")
     return problems
+
+
+def newer_than_ps4(text: str) -> list[str]:
+    """Syntax that Windows PowerShell 4.0 cannot parse, as 'line N: ...' strings."""
+    return [f"line {n.start_point[0] + 1}: {n.type}" for n in _walk(parse(text).root_node) if n.type in PS5_NODE_TYPES]

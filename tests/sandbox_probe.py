@@ -31,18 +31,23 @@ def facts(fleet: Fleet, name: str = "exch01") -> dict[str, Any]:
 
 
 def binding(data: dict[str, Any], site: str, info: str) -> str | None:
+    """The hash on ``site``'s https binding ``info``, compared as IIS means it: an empty address is ``*``."""
+    def meaning(text: str) -> str:
+        return "*" + text if text.startswith(":") else text
     for b in data["bindings"]:
-        if b["site"] == site and b["binding_information"] == info:
+        if b["site"] == site and meaning(b["binding_information"]) == meaning(info):
             return b["certificate_hash"]
     return None
 
 
 def exchange_services(fleet: Fleet, name: str = "exch01") -> dict[str, str]:
-    """Thumbprint -> Services, from Get-ExchangeCertificate on the Exchange endpoint."""
+    """Thumbprint -> Services, from ``Get-ExchangeCertificate | Select-Object Thumbprint,Services`` on the Exchange
+    endpoint (the certificate objects themselves carry RawData only)."""
     with RunspacePool(_wsman(fleet, name, "PowerShell"), configuration_name="Microsoft.Exchange") as pool:
         ps = PowerShell(pool)
         ps.add_cmdlet("Get-ExchangeCertificate").add_parameter("Server", name)
-        return {o.extended_properties["Thumbprint"]: str(o.extended_properties["Services"]) for o in ps.invoke()}
+        ps.add_cmdlet("Select-Object").add_parameter("Property", ["Thumbprint", "Services"])
+        return {str(o.extended_properties["Thumbprint"]): str(o.extended_properties["Services"]) for o in ps.invoke()}
 
 
 def internal_transport(fleet: Fleet, name: str = "exch01") -> str | None:
@@ -50,4 +55,5 @@ def internal_transport(fleet: Fleet, name: str = "exch01") -> str | None:
         ps = PowerShell(pool)
         ps.add_cmdlet("Get-TransportService").add_parameter("Identity", name)
         out = ps.invoke()
-        return str(out[0].extended_properties["InternalTransportCertificateThumbprint"]) if out else None
+        props = {**out[0].adapted_properties, **out[0].extended_properties} if out else {}
+        return str(props["InternalTransportCertificateThumbprint"]) if out else None

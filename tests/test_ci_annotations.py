@@ -15,8 +15,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exbe.ci import (AzureReporter, CiReporter, GitHubReporter, azure_escape, detect, github_escape_data,
-                     github_escape_property, output_name)
+from exbe.ci import (
+    AzureReporter,
+    CiReporter,
+    GitHubReporter,
+    azure_escape,
+    detect,
+    github_escape_data,
+    github_escape_property,
+    output_name,
+)
 
 HOSTILE = [
     "100% done",
@@ -108,8 +116,6 @@ def test_outside_a_pipeline_exbe_adds_nothing_to_its_console_output(tmp_path: Pa
     reporter.mask("secret")
     reporter.set_output("exch01_new_thumbprint", "AB")
     reporter.summary([["exch01", "ok", "A", "B"]])
-    with reporter.group("exch01"):
-        pass
     reporter.finish("warnings")
     assert stream.getvalue() == ""
 
@@ -131,17 +137,6 @@ def test_github_annotation_looks_as_documented() -> None:
     stream = io.StringIO()
     GitHubReporter({}, stream).error("exch01 bind: 444 has no certificate\nretry", server="exch01")
     assert stream.getvalue() == "::error title=exbe exch01::exch01 bind: 444 has no certificate%0Aretry\n"
-
-
-@given(title=hostile_text)
-def test_github_groups_fold_one_server_and_its_title_cannot_start_another_command(title: str) -> None:
-    stream = io.StringIO()
-    reporter = GitHubReporter({}, stream)
-    with reporter.group(title):
-        stream.write("inside\n")
-    start, inside, end = _lines(stream.getvalue())
-    assert parse_github(start) == ("group", {}, title)
-    assert (inside, end) == ("inside", "::endgroup::")
 
 
 def test_github_masks_the_password_and_each_line_of_a_multi_line_secret() -> None:
@@ -272,17 +267,6 @@ def test_azure_marks_the_password_secret() -> None:
     AzureReporter({}, stream).mask("P@ss%w0rd;]")
     [line] = _lines(stream.getvalue())
     assert parse_azure(line) == ("task.setsecret", {}, "P@ss%w0rd;]")
-
-
-@given(title=hostile_text)
-def test_azure_group_titles_cannot_carry_a_logging_command(title: str) -> None:
-    stream = io.StringIO()
-    with AzureReporter({}, stream).group(title):
-        pass
-    start, end = stream.getvalue().split("\n")[:2]
-    assert start.startswith("##[group]") and end == "##[endgroup]"
-    assert len(_lines(start)) == 1
-    assert "##vso[" not in start.lower()
 
 
 def test_azure_summary_is_attached_as_a_markdown_file(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from exbe.config import (
 )
 from exbe.errors import ConfigError, UnknownServerError
 from exbe.main import make_program
-from exbe.secrets import REDACTOR, Secret
+from exbe.redaction import REDACTOR, Secret
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -202,7 +202,7 @@ def test_an_unknown_server_on_the_command_line_is_one_line_naming_the_known_ones
 
 def test_importing_the_command_loads_no_transport_crypto_or_template_library():
     code = (
-        "import sys, exbe.main, exbe.config, exbe.errors, exbe.secrets; "
+        "import sys, exbe.main, exbe.config, exbe.errors, exbe.redaction; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'pypsrp', 'spnego', 'requests', 'cryptography', "
         "'jinja2', 'psrpcore'}))"
     )

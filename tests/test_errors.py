@@ -13,7 +13,7 @@ from exbe.errors import (
     StepFailed,
     UnknownServerError,
 )
-from exbe.secrets import REDACTOR
+from exbe.redaction import REDACTOR
 
 
 def test_configuration_errors_exit_with_2_and_run_failures_with_1():

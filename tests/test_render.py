@@ -3,6 +3,8 @@ hand-run script a single Exchange Management Shell file."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import re
 import shutil
 from pathlib import Path
@@ -10,18 +12,40 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from exbe import __version__, contract
-from exbe.render import (MANUAL_TASKS, TEMPLATE_DIR, is_exbe_rendering, render_manual, render_step,
-                         to_file_bytes)
+from exbe import __version__, contract, selection, tasks
+from exbe.main import ExbeProgram
+from exbe.model import Settings
+from exbe.render import (
+    MANUAL_INPUT,
+    MANUAL_TASKS,
+    TEMPLATE_DIR,
+    is_exbe_rendering,
+    manual_input,
+    render_manual,
+    render_step,
+    to_file_bytes,
+)
 from tests import pwsh
 
 OLD = "A1" * 20
 NEW = "B2" * 20
 SITES = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site"}
 TRUST = {"thumbprint": NEW, "dry_run": False}
-BIND = {"thumbprint": NEW, **SITES, "loopback_from": OLD, "dry_run": True}
-MANUAL = {**SITES, "friendly_name": "Microsoft Exchange", "days": 30, "force": False, "trust": True, "smtp": "keep",
-          "thumbprint": None}
+BIND = {"thumbprint": NEW, **SITES, "backend_binding": "*:444:", "loopback_binding": "127.0.0.1:443:",
+        "loopback_from": OLD, "dry_run": True}
+MANUAL = manual_input(Settings())
+
+
+def _document(text: str) -> dict:
+    lines = text.split("\n")
+    return json.loads(lines[lines.index(contract.INPUT_OPEN) + 1])
+
+
+def _code(text: str) -> str:
+    """A script without its input document."""
+    lines = text.split("\n")
+    index = lines.index(contract.INPUT_OPEN) + 1
+    return "\n".join(lines[:index] + lines[index + 1:])
 
 
 def _template_hash(text: str) -> str:
@@ -58,6 +82,10 @@ def test_a_value_of_the_wrong_type_fails_naming_the_key() -> None:
                               "validity_years": 5, "dry_run": False})
     with pytest.raises(ValueError, match="thumbprints must be a list of strings"):
         render_step("cleanup", {"thumbprints": [1], **SITES, "dry_run": False})
+    with pytest.raises(ValueError, match="new_key_sizes must be a list of whole numbers"):
+        render_manual("verify", {**MANUAL, "new_key_sizes": [2048, True]})
+    with pytest.raises(ValueError, match="backend_binding must be a string or null"):
+        render_step("bind", {**BIND, "backend_binding": 444})
 
 
 def test_a_restart_method_other_than_iisreset_or_services_is_refused() -> None:
@@ -179,3 +207,91 @@ def test_script_files_are_utf8_with_a_bom_so_windows_powershell_reads_them_right
     text = render_manual("verify", MANUAL)
     data = to_file_bytes(text)
     assert data.startswith(b"\xef\xbb\xbf") and data[3:].decode("utf-8") == text
+
+
+# -- the hand-run script decides as the pipeline does ------------------------------------------------------------------
+def test_the_hand_run_input_carries_the_settings_thresholds_and_the_rule_constants_of_the_python_decisions() -> None:
+    settings = Settings(days=45, warn_days=50, fail_days=20, force=True, smtp="move", trust=False,
+                        backend_site="Back End 2", frontend_site="Front 2", friendly_name="Exchange Renewed")
+    document = _document(render_manual("renew", manual_input(settings, thumbprint=NEW)))
+    assert document == {
+        "backend_site": "Back End 2", "frontend_site": "Front 2", "friendly_name": "Exchange Renewed",
+        "thumbprint": NEW, "days": 45, "warn_days": 50, "fail_days": 20, "force": True, "trust": False, "smtp": "move",
+        "min_key_size": selection.MIN_KEY_SIZE, "new_key_sizes": list(selection.NEW_EXCHANGE_KEY_SIZES),
+        "weak_signatures": list(selection.WEAK_SIGNATURES), "auth_subject": selection.AUTH_SUBJECT,
+    }
+    assert set(document) == set(MANUAL_INPUT)
+
+
+def test_exbe_render_builds_the_input_from_the_configured_settings_as_the_pipeline_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "exbe.json"
+    config.write_text(json.dumps({"exbe": {"inventory": [], "defaults": {
+        "days": 40, "warn_days": 50, "fail_days": 20, "friendly_name": "Exchange Renewed", "smtp": "move"}}}))
+    monkeypatch.chdir(tmp_path)
+    ExbeProgram().run(["exbe", "-f", str(config), "render", "verify", "--force", "--no-trust", "--thumbprint",
+                       " ".join(NEW[i:i + 2].lower() for i in range(0, 40, 2))])
+    expected = manual_input(Settings(days=40, warn_days=50, fail_days=20, friendly_name="Exchange Renewed",
+                                     smtp="move", force=True, trust=False), thumbprint=NEW)
+    assert _document(capsys.readouterr().out) == expected
+
+
+def test_exbe_render_refuses_a_thumbprint_that_is_not_40_hex_digits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        ExbeProgram().run(["exbe", "render", "bind", "--thumbprint", "not-a-thumbprint"])
+    assert exited.value.code == 2 and "40 hexadecimal digits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", MANUAL_TASKS)
+def test_a_hand_run_script_holds_no_threshold_or_rule_value_of_its_own(task: str) -> None:
+    code = _code(render_manual(task, MANUAL))
+    assert re.findall(r"\b(?:30|60|1024|2048|3072|4096)\b", code) == []
+    assert selection.AUTH_SUBJECT not in code
+    assert not any(f"'{prefix}" in code.lower() for prefix in selection.WEAK_SIGNATURES)
+
+
+def test_the_hand_run_renew_and_verify_judge_by_the_input_documents_thresholds() -> None:
+    renew, verify = render_manual("renew", MANUAL), render_manual("verify", MANUAL)
+    for key in ("days", "min_key_size", "new_key_sizes", "weak_signatures", "auth_subject", "friendly_name"):
+        assert f"$Doc.{key}" in renew, key
+    for key in ("warn_days", "fail_days", "min_key_size", "weak_signatures", "auth_subject"):
+        assert f"$Doc.{key}" in verify, key
+
+
+@pytest.mark.parametrize("task", MANUAL_TASKS)
+def test_hand_run_exchange_certificate_cmdlets_name_the_server(task: str) -> None:
+    calls = [c for c in pwsh.commands(render_manual(task, MANUAL))
+             if c.name in {"New-ExchangeCertificate", "Enable-ExchangeCertificate", "Get-ExchangeCertificate"}]
+    assert calls and all("Server" in c.parameters for c in calls)
+
+
+def test_the_hand_run_renew_takes_a_documented_key_size_and_reads_the_new_thumbprint_from_the_store() -> None:
+    text = render_manual("renew", MANUAL)
+    assert "$keySize = Get-ExbeNewKeySize -KeySize $oldKeySize -Doc $Doc" in text
+    assert "-KeySize $keySize" in text
+    assert "Find-ExbeNewCertificate -Before $before -Reported $reported" in text
+
+
+@pytest.mark.parametrize("task", MANUAL_TASKS)
+def test_hand_run_advice_names_only_exbe_render_and_flags_it_has(task: str) -> None:
+    text = render_manual(task, MANUAL)
+    flags = {name.replace("_", "-") for name in inspect.signature(tasks.render.body).parameters}
+    assert all(command.startswith("render ") for command in re.findall(r"`exbe ([^`]*)`", text))
+    assert set(re.findall(r"(?<![\w-])--(\w[\w-]*)", text)) <= flags
+
+
+def test_the_bind_step_removes_a_binding_it_created_by_the_object_never_by_an_address_glob() -> None:
+    removals = [c.parameters for c in pwsh.commands(render_step("bind", BIND)) if c.name == "Remove-WebBinding"]
+    assert removals == [("InputObject",)]
+
+
+def test_the_platform_refusal_of_a_step_script_is_one_contract_envelope_built_without_exbes_functions() -> None:
+    text = render_step("bind", BIND)
+    line = next(line.strip() for line in text.split("\n") if line.strip().startswith("'{\"changed\""))
+    first, middle, last = re.findall(r"'([^']*)'", line)
+    assert line == f"'{first}' + $exbePlatform + '{middle}' + $exbeStep + '{last}'"
+    error = "exbe needs Windows PowerShell 5.1 (Desktop); this host runs 4.0 Desktop"
+    result = contract.parse_result("bind", [first + error + middle + "bind" + last])
+    assert result == contract.make_result("bind", ok=False, error=error)

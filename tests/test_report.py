@@ -14,6 +14,9 @@ from exbe.report import exit_code, summary_table, write_json, write_junit
 
 OLD, NEW = "BFDC0014BC99FCAD6B3F728F6C46BEE7B762FB39", "3E587C8F4A02A8361B6D705E38C453660118D23E"
 SECRET = "Pa55;w0rd"
+#: How bind.ps1 words a failed bind after restoring the previous certificates.
+BIND_ERROR = (f"binding {NEW} failed, previous certificates restored: A specified logon session does not exist "
+              "(0x80070520)")
 
 
 def renewed_with_warnings() -> ServerRun:
@@ -32,10 +35,11 @@ def renewed_with_warnings() -> ServerRun:
 
 
 def bind_failed() -> ServerRun:
-    data = {"thumbprint": NEW, "before": {"*:444:": OLD}, "after": {"*:444:": OLD}, "restored": True}
+    data = {"thumbprint": NEW, "before": {"backend": OLD, "loopback": OLD}, "after": {"backend": OLD, "loopback": OLD},
+            "created_backend_binding": False, "restored": True, "ip_specific_444": []}
     envelope = make_result("bind", ok=False, data=data,
                            warnings=[f"restored the previous bindings (password {SECRET} leaked here)"],
-                           error="binding *:444: failed: A specified logon session does not exist (0x80070520)")
+                           error=BIND_ERROR)
     checks = [CheckResult("backend_days_left", "fail", "EXCH02 back-end certificate BFDC0014... expires in 20 days",
                           details="NotAfter 2026-06-21T08:00:00Z; warn below 60 days, fail below 30")]
     return ServerRun(server="exch02", host="exch02.contoso.local", started_at="2026-06-01T08:00:01Z", duration_s=2.0,
@@ -82,8 +86,8 @@ def test_a_failed_step_is_a_failure_with_its_one_line_message_and_details_as_out
     bind = next(case for case in suites["exch02"] if case.name == "bind")
     (failure,) = bind.result
     assert isinstance(failure, junitparser.Failure)
-    assert failure.message == "binding *:444: failed: A specified logon session does not exist (0x80070520)"
-    assert "restored the previous bindings" in failure.text and '"*:444:"' in failure.text
+    assert failure.message == BIND_ERROR
+    assert "restored the previous bindings" in failure.text and f'"backend": "{OLD}"' in failure.text
 
 
 def test_a_failed_check_carries_its_details_a_skipped_one_its_reason_and_a_warning_passes_with_its_message(junit):
@@ -137,7 +141,7 @@ def test_the_json_record_has_each_step_with_changed_before_after_and_checks(tmp_
     assert (renew["before"], renew["after"]) == ({"thumbprint": OLD}, {"thumbprint": NEW})
     assert [c["id"] for c in first["steps"][2]["checks"]] == ["backend_days_left", "root_copy", "tls_444_serves_bound"]
     bind = second["steps"][1]
-    assert bind["status"] == "failed" and bind["before"] == {"*:444:": OLD} and bind["warnings"]
+    assert bind["status"] == "failed" and bind["before"] == {"backend": OLD, "loopback": OLD} and bind["warnings"]
 
 
 def test_the_summary_table_shows_each_step_the_thumbprint_change_and_the_verdict():
@@ -171,14 +175,29 @@ def test_a_dry_run_envelope_says_what_would_change():
     assert (result.before, result.after) == ({"root": {NEW: False}}, {"root": {NEW: True}})
 
 
-def test_a_bind_envelope_records_the_hashes_before_and_after():
-    envelope = make_result("bind", ok=True, changed=True, data={
-        "thumbprint": NEW, "before": {"*:444:": OLD, "127.0.0.1:443": OLD},
-        "after": {"*:444:": NEW, "127.0.0.1:443": NEW}, "created_backend_binding": False, "restored": False,
+def bind_envelope(before: dict, after: dict, *, changed: bool = True, dry_run: bool = False) -> dict:
+    return make_result("bind", ok=True, changed=changed, dry_run=dry_run, data={
+        "thumbprint": NEW, "before": before, "after": after, "created_backend_binding": False, "restored": False,
         "ip_specific_444": []})
-    result = StepResult.from_envelope("exch01", envelope, 0.2)
-    assert result.message == f"bound {NEW} on *:444: and 127.0.0.1:443"
-    assert result.before == {"*:444:": OLD, "127.0.0.1:443": OLD} and result.after["*:444:"] == NEW
+
+
+def test_a_bind_envelope_records_the_hashes_before_and_after_by_role():
+    result = StepResult.from_envelope("exch01", bind_envelope({"backend": OLD, "loopback": OLD},
+                                                              {"backend": NEW, "loopback": NEW}), 0.2)
+    assert result.message == f"bound {NEW} on the back-end 444 binding and the loopback 127.0.0.1:443: binding"
+    assert result.before == {"backend": OLD, "loopback": OLD} and result.after == {"backend": NEW, "loopback": NEW}
+
+
+def test_a_bind_that_left_the_loopback_alone_names_only_the_back_end_binding():
+    moved = StepResult.from_envelope("exch01", bind_envelope({"backend": OLD, "loopback": None},
+                                                             {"backend": NEW, "loopback": None}, dry_run=True), 0)
+    assert moved.message == f"would bind {NEW} on the back-end 444 binding"
+    created = StepResult.from_envelope("exch01", bind_envelope({"backend": None, "loopback": OLD},
+                                                               {"backend": NEW, "loopback": OLD}), 0)
+    assert created.message == f"bound {NEW} on the back-end 444 binding"
+    unchanged = StepResult.from_envelope("exch01", bind_envelope({"backend": NEW, "loopback": NEW},
+                                                                 {"backend": NEW, "loopback": NEW}, changed=False), 0)
+    assert (unchanged.status, unchanged.message) == ("ok", f"{NEW} is already bound on the back-end 444 binding")
 
 
 def test_an_unchanged_envelope_is_ok_and_a_failed_one_keeps_the_error_on_one_line():

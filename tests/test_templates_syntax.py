@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from exbe import __version__, contract
-from exbe.render import MANUAL_TASKS, TEMPLATE_DIR, render_manual, render_step
+from exbe.model import Settings
+from exbe.render import MANUAL_TASKS, TEMPLATE_DIR, manual_input, render_manual, render_step
 from tests import pwsh
 
 OLD = "A1" * 20
@@ -29,9 +30,12 @@ def _step_variants() -> list[tuple[str, str, dict]]:
             "source_thumbprint": OLD, "provider": "Microsoft RSA SChannel Cryptographic Provider", "key_length": 2048,
             "hash_algorithm": "SHA256", "validity_years": 5, "dry_run": dry}))
         variants.append((f"trust-dry{dry}", "trust", {"thumbprint": NEW, "dry_run": dry}))
-        for loopback in (None, OLD):
-            variants.append((f"bind-dry{dry}-loopback{loopback is not None}", "bind",
-                             {"thumbprint": NEW, **SITES, "loopback_from": loopback, "dry_run": dry}))
+        for backend in (None, "*:444:"):
+            for loopback in (None, OLD):
+                variants.append((f"bind-dry{dry}-backend{backend is not None}-loopback{loopback is not None}", "bind",
+                                 {"thumbprint": NEW, **SITES, "backend_binding": backend,
+                                  "loopback_binding": "127.0.0.1:443:" if loopback else None, "loopback_from": loopback,
+                                  "dry_run": dry}))
         for method in ("iisreset", "services"):
             variants.append((f"restart-{method}-dry{dry}", "restart",
                              {"method": method, "timeout_seconds": 120, "dry_run": dry}))
@@ -46,9 +50,8 @@ def _manual_variants() -> list[tuple[str, str, dict]]:
     for task in MANUAL_TASKS:
         for thumbprint in (None, NEW):
             for smtp in ("keep", "move"):
-                variants.append((f"manual-{task}-thumbprint{thumbprint is not None}-{smtp}", task, {
-                    **SITES, "friendly_name": "Microsoft Exchange", "days": 30, "force": smtp == "move",
-                    "trust": smtp == "keep", "smtp": smtp, "thumbprint": thumbprint}))
+                variants.append((f"manual-{task}-thumbprint{thumbprint is not None}-{smtp}", task, manual_input(
+                    Settings(force=smtp == "move", trust=smtp == "keep", smtp=smtp), thumbprint=thumbprint)))
     return variants
 
 
@@ -83,7 +86,8 @@ def test_every_rendered_script_parses_as_powershell_without_errors(name: str) ->
 @pytest.mark.parametrize("name", sorted(RENDERED))
 def test_every_command_called_is_documented_or_defined_in_the_script(name: str) -> None:
     allowed = _allowed_parameters(RENDERED[name])
-    unknown = sorted({f"{c.name} (line {c.line})" for c in pwsh.commands(RENDERED[name]) if c.name.lower() not in allowed})
+    unknown = sorted({f"{c.name} (line {c.line})" for c in pwsh.commands(RENDERED[name])
+                      if c.name.lower() not in allowed})
     assert unknown == []
 
 
@@ -98,6 +102,33 @@ def test_every_parameter_passed_is_one_the_command_documents(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(RENDERED))
 def test_scripts_use_no_powershell_7_only_syntax(name: str) -> None:
     assert pwsh.ps7_only(RENDERED[name]) == []
+
+
+PLATFORM_CHECK = "if (-not ($PSVersionTable.PSVersion.Major -eq 5 -and $PSVersionTable.PSVersion.Minor -ge 1 -and " \
+                 "$PSVersionTable.PSEdition -eq 'Desktop')) {"
+
+
+@pytest.mark.parametrize("name,step", [(n, s) for n, s, _ in STEP_VARIANTS])
+def test_a_step_script_checks_for_windows_powershell_5_1_desktop_before_anything_else(name: str, step: str) -> None:
+    text = RENDERED[name]
+    before = text[:text.index(PLATFORM_CHECK)].split("\n")[1:]
+    assert [line for line in before if line and not line.startswith("#")] == [f"$exbeStep = '{step}'"]
+
+
+@pytest.mark.parametrize("name", [n for n, _, _ in MANUAL_VARIANTS])
+def test_a_manual_script_checks_the_platform_then_elevation_before_anything_else_and_stops_on_either(name: str) -> None:
+    text = RENDERED[name]
+    before = text[:text.index(PLATFORM_CHECK)].split("\n")[1:]
+    assert [line for line in before if line and not line.startswith("#")] == \
+        ["[CmdletBinding(SupportsShouldProcess = $true)]", "param()"]
+    checks = text[text.index(PLATFORM_CHECK):text.index("Set-StrictMode")]
+    assert "IsInRole([System.Security.Principal.WindowsBuiltInRole]::Administrator)" in checks
+    assert checks.count("exit 1") == 2 and "function " not in checks
+
+
+@pytest.mark.parametrize("name", sorted(RENDERED))
+def test_every_script_parses_on_windows_powershell_4_0_so_its_platform_check_can_run(name: str) -> None:
+    assert pwsh.newer_than_ps4(RENDERED[name]) == []
 
 
 @pytest.mark.parametrize("name", sorted(RENDERED))
@@ -131,8 +162,8 @@ def test_a_changing_step_runs_its_function_with_whatif_set_from_dry_run(step: st
     text = next(RENDERED[name] for name, variant_step, _ in STEP_VARIANTS if variant_step == step)
     function = "Invoke-Exbe" + step.capitalize()
     assert function in pwsh.advanced_functions(text)
-    assert re.search(r"function " + function + r" \{\s*#[^\n]*(\n\s*#[^\n]*)*\s*\[CmdletBinding\(SupportsShouldProcess = \$true\)\]",
-                     text)
+    assert re.search(r"function " + function + r" \{\s*#[^\n]*(\n\s*#[^\n]*)*\s*"
+                     r"\[CmdletBinding\(SupportsShouldProcess = \$true\)\]", text)
     assert [c.parameters for c in pwsh.commands(text) if c.name == function] == [("Doc", "WhatIf")]
 
 
@@ -152,6 +183,8 @@ def test_the_checker_itself_reports_broken_syntax_ps7_syntax_and_undocumented_pa
     broken = "function f {\n    if ($true) {\n"
     assert pwsh.syntax_errors(broken)
     assert pwsh.ps7_only("$a = $b ?? 'x'\n$c = $d ? 1 : 2\nGet-Date && Get-Date\n$e?.F\n") != []
+    assert len(pwsh.newer_than_ps4("using namespace System.Text\nclass A { [int] $b }\nenum C { D }\n")) == 3
+    assert pwsh.newer_than_ps4("$a = [System.Text.StringBuilder]::new()\n") == [], "::new() only fails when it runs"
     script = "Get-Service -Name W3SVC -Parallel\n"
     allowed = _allowed_parameters(script)
     assert [p for c in pwsh.commands(script) for p in c.parameters if p.lower() not in allowed[c.name.lower()]] == \

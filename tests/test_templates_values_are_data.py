@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exbe import __version__, contract
-from exbe.render import is_exbe_rendering, render_manual, render_step
+from exbe.model import Settings
+from exbe.render import is_exbe_rendering, manual_input, render_manual, render_step
 
 OLD = "A1" * 20
 NEW = "B2" * 20
@@ -21,7 +22,8 @@ BASELINE: dict[str, dict[str, Any]] = {
     "clone": {"source_thumbprint": OLD, "provider": "Microsoft RSA SChannel Cryptographic Provider",
               "key_length": 2048, "hash_algorithm": "SHA256", "validity_years": 5, "dry_run": False},
     "trust": {"thumbprint": NEW, "dry_run": False},
-    "bind": {"thumbprint": NEW, **SITES, "loopback_from": OLD, "dry_run": False},
+    "bind": {"thumbprint": NEW, **SITES, "backend_binding": "*:444:", "loopback_binding": "127.0.0.1:443:",
+             "loopback_from": OLD, "dry_run": False},
     "restart": {"method": "iisreset", "timeout_seconds": 120, "dry_run": False},
     "cleanup": {"thumbprints": [OLD], **SITES, "dry_run": False},
 }
@@ -29,18 +31,18 @@ USER_FIELDS: dict[str, tuple[str, ...]] = {
     "facts": ("backend_site", "frontend_site", "friendly_name"),
     "clone": ("source_thumbprint", "provider", "hash_algorithm"),
     "trust": ("thumbprint",),
-    "bind": ("thumbprint", "backend_site", "frontend_site", "loopback_from"),
+    "bind": ("thumbprint", "backend_site", "frontend_site", "backend_binding", "loopback_binding", "loopback_from"),
     "cleanup": ("thumbprints", "backend_site", "frontend_site"),
 }
-MANUAL_BASELINE = {**SITES, "friendly_name": "Microsoft Exchange", "days": 30, "force": False, "trust": True,
-                   "smtp": "keep", "thumbprint": None}
-MANUAL_FIELDS = ("backend_site", "frontend_site", "friendly_name", "thumbprint")
+MANUAL_BASELINE = manual_input(Settings())
+MANUAL_FIELDS = ("backend_site", "frontend_site", "friendly_name", "thumbprint", "auth_subject")
 
 HOSTILE = ["'", '"', "`", "$(Remove-Item C:\\ -Recurse)", "; Stop-Computer", "\n", "\r", "\r\n", "'@", '"@',
            "\n'@\nStop-Computer\n", "@'", "{{ input_document }}", "{% raw %}", "\u202e\u05e9\u05dc\u05d5\u05dd",
            "\U0001f525", "\u2028", "\\", "}", "#>", "<#", "\ufeff"]
 hostile_text = st.lists(
-    st.one_of(st.sampled_from(HOSTILE), st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))),
+    st.one_of(st.sampled_from(HOSTILE),
+              st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))),
     min_size=1, max_size=6).map("".join).filter(bool)
 
 
@@ -84,10 +86,12 @@ def test_hostile_values_read_back_exactly_and_the_script_is_still_recognised(cas
 
 @given(st.lists(st.sampled_from(MANUAL_FIELDS), min_size=1, unique=True), st.data())
 @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
-def test_hostile_values_change_only_the_input_document_of_a_hand_run_script(fields: list[str], data: st.DataObject) -> None:
+def test_hostile_values_change_only_the_input_document_of_a_hand_run_script(fields: list[str],
+                                                                             data: st.DataObject) -> None:
     hostile = {**MANUAL_BASELINE, **{field: data.draw(hostile_text) for field in fields}}
     for task in ("renew", "bind"):
-        assert _without_document(render_manual(task, hostile)) == _without_document(render_manual(task, MANUAL_BASELINE))
+        baseline = render_manual(task, MANUAL_BASELINE)
+        assert _without_document(render_manual(task, hostile)) == _without_document(baseline)
 
 
 @given(hostile_step_input(), st.data())

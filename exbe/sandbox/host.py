@@ -3,6 +3,10 @@
 The host is the :class:`~exbe.sandbox.psrp.Executor` of its shells: on the WinRM endpoint it recognises exbe's
 rendered step scripts and applies them to the state in Python; on the Exchange endpoint it runs the modelled Exchange
 cmdlets. Anything else ends in a terminating error: the sandbox never fakes a success.
+
+The Exchange endpoint (``/PowerShell``) is an IIS application: when a step stops IIS (iisreset, Restart-Service
+W3SVC/WAS), every Exchange shell of the host ends and the next request on one gets the WSMan fault of a shell that
+does not exist; WinRM's shells (the WinRM service, not IIS) survive.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import logging
 import re
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,8 @@ from .records import (
 from .state import HostState
 
 log = logging.getLogger("exbe.sandbox")
+
+EXCHANGE_CONFIGURATION = "Microsoft.Exchange"
 
 _SECOND_HOP = re.compile(r"New-PSSession\b[^\n]*(Microsoft\.Exchange|/PowerShell)", re.IGNORECASE)
 
@@ -52,6 +59,7 @@ class SandboxHost:
                                                              "other": collections.Counter()}
         self._requests = 0
         self._count_lock = threading.Lock()
+        self._iis_restarts_seen = state.iis_restarts
 
     # -- observability -----------------------------------------------------------------------------------------------
     def next_request_number(self) -> int:
@@ -96,6 +104,26 @@ class SandboxHost:
         if shell is not None:
             shell.delete()
 
+    def _end_exchange_shells_if_iis_stopped(self) -> None:
+        """After a step: when it stopped IIS (``state.iis_restarts`` moved), end the Exchange shells. Called outside
+        the host lock: a pipeline running in a shell holds that shell's lock and then takes the host lock."""
+        with self.lock:
+            stopped = self.state.iis_restarts != self._iis_restarts_seen
+            self._iis_restarts_seen = self.state.iis_restarts
+        if stopped:
+            self.end_exchange_shells()
+
+    def end_exchange_shells(self) -> None:
+        """IIS stopped: the Exchange endpoint's runspace pools are gone (their ids now get the missing-shell fault)."""
+        with self.lock:
+            ended = [s for s in self._shells.values() if s.configuration == EXCHANGE_CONFIGURATION]
+            for shell in ended:
+                del self._shells[shell.id]
+        for shell in ended:
+            shell.delete()
+        if ended:
+            log.info("%s: IIS stopped, %d Exchange runspace pool(s) ended", self.name, len(ended))
+
     def close_all_shells(self) -> None:
         with self.lock:
             shells, self._shells = list(self._shells.values()), {}
@@ -113,25 +141,25 @@ class SandboxHost:
             self.state.save(self.state_path)
 
     # -- execution (psrp.Executor) -----------------------------------------------------------------------------------
-    def execute(self, configuration: str, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome:
-        if configuration == "Microsoft.Exchange":
-            return self._run_exchange(statement)
+    def execute(self, configuration: str, statement: list[tuple[str, bool, dict[str, Any]]],
+                runspace_id: uuid.UUID) -> Outcome:
+        if configuration == EXCHANGE_CONFIGURATION:
+            return self._run_exchange(statement, runspace_id)
         return self._run_winrm(statement)
 
-    def _run_exchange(self, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome:
+    def _run_exchange(self, statement: list[tuple[str, bool, dict[str, Any]]], runspace_id: uuid.UUID) -> Outcome:
         if any(is_script for _, is_script, _ in statement):
             raise TerminatingError(ErrorInfo(NO_LANGUAGE_MESSAGE, error_id="ScriptsNotAllowed",
                                              category="ParserError",
                                              exception_type="System.Management.Automation.ParseException"))
-        if len(statement) != 1:
-            raise TerminatingError(ErrorInfo(
-                "The exbe sandbox models single Exchange cmdlets, not pipelines of cmdlets; exbe never sends one.",
-                error_id="SandboxPipelineNotModelled"))
-        name, _, params = statement[0]
-        if self.faults.step_fail and self.faults.step_fail.lower() == name.lower():
+        failing = self.faults.step_fail
+        name = next((n for n, _, _ in statement if failing and failing.lower() == n.lower()), None)
+        if name is not None:
             raise TerminatingError(ErrorInfo(f"{name} failed (fault injected by the exbe sandbox).",
                                              error_id=f"SandboxFault,{name}"))
-        return self._mutate(lambda: exchange.run_cmdlet(self.state, name, params, self.faults))
+        commands = [(name, params) for name, _, params in statement]
+        return self._mutate(lambda: exchange.run_pipeline(self.state, commands, self.faults,
+                                                          runspace_id=runspace_id))
 
     def _run_winrm(self, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome:
         # pypsrp's Client.execute_ps sends `Invoke-Expression -Command <script> | Out-String -Stream`: model both
@@ -161,8 +189,11 @@ class SandboxHost:
         if self.faults.step_fail == step:
             raise TerminatingError(ErrorInfo(f"The exbe step '{step}' failed: fault injected by the exbe sandbox.",
                                              error_id=f"SandboxFault,{step}"))
-        outcome = self._mutate(lambda: Outcome(output=[contract.encode_result(
-            steps.run_step(self.state, step, data, self.faults))]))
+        try:
+            outcome = self._mutate(lambda: Outcome(output=[contract.encode_result(
+                steps.run_step(self.state, step, data, self.faults))]))
+        finally:
+            self._end_exchange_shells_if_iis_stopped()
         if self.faults.drop_in_step == step:
             raise DropConnection(step)
         return outcome

@@ -1,10 +1,10 @@
 """https port 444 of a sandbox host: http.sys serving the Exchange Back End certificate, IIS answering behind it.
 
-At every TLS handshake the listener looks up the certificate bound to Exchange Back End ``*:444:`` *at that
-moment* (a bind done a second ago is served at once, as http.sys does); no binding, an empty hash, a certificate
-missing from My or one without a usable private key make the handshake fail. Behind TLS, any path answers 401 with
-``WWW-Authenticate: Negotiate`` while W3SVC runs, and http.sys's 503 when it does not (a failed ``iisreset`` leaves
-TLS answering with 503s).
+At every TLS handshake the listener looks up the certificate bound to Exchange Back End's all-unassigned https
+444 binding (``*:444:``, matched by meaning) *at that moment* (a bind done a second ago is served at once, as
+http.sys does); no binding, an empty hash, a certificate missing from My or one without a usable private key make
+the handshake fail. Behind TLS, any path answers 401 with ``WWW-Authenticate: Negotiate`` while W3SVC runs, and
+http.sys's 503 when it does not (a failed ``iisreset`` leaves TLS answering with 503s).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, ContextManager
 
-from .state import BACKEND_BINDING, BACKEND_SITE, HostState
+from .state import BACKEND_SITE, HostState
 
 _MAX_HEAD = 16 * 1024
 _UNAUTHORIZED = (b"HTTP/1.1 401 Unauthorized\r\nServer: Microsoft-IIS/10.0\r\nWWW-Authenticate: Negotiate\r\n"
@@ -116,7 +116,7 @@ class BackendListener:
     def _choose_certificate(self, sock: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> int | None:
         with self._lock:
             state = self._get_state()
-            binding = state.binding(BACKEND_SITE, BACKEND_BINDING)
+            binding = state.https_binding(BACKEND_SITE, 444)
             cert = state.find(binding.certificate_store or "My", binding.certificate_hash) if binding else None
             usable = cert is not None and cert.key_pem is not None and bool(cert.key_accessible)
             pem, key_pem, thumb = (cert.pem, cert.key_pem, cert.thumbprint) if usable and cert else ("", "", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import threading
 import uuid
 from collections import deque
@@ -22,24 +23,33 @@ from psrpcore.types import (
     ErrorCategoryInfo,
     ErrorRecord,
     NETException,
-    PSCustomObject,
     PSDateTime,
+    PSEnumBase,
+    PSFlagBase,
     PSInvocationState,
+    PSList,
+    PSNoteProperty,
+    PSObject,
+    PSType,
     RunspacePoolState,
 )
+from psrpcore.types._enum import PSEnumMeta
+from psrpcore.types._serializer import _serialize_string
 from psrpcore._events import CreatePipelineEvent
 
 from . import wsman
-from .records import ErrorInfo, Outcome, SandboxObject, TerminatingError
+from .records import EnumValue, ErrorInfo, Outcome, SandboxObject, TerminatingError
 
 #: Bytes of PSRP fragments per Receive response (WinRM's MaxEnvelopeSize is 500 KiB for protocol 2.2+).
 RECEIVE_CHUNK = 256 * 1024
 
 
 class Executor(Protocol):
-    """Runs the statements of one pipeline: each statement is a list of (command text, is_script, parameters)."""
+    """Runs the statements of one pipeline: each statement is a list of (command text, is_script, parameters);
+    ``runspace_id`` is the pool's id (PowerShell's ``RunspaceId``)."""
 
-    def execute(self, configuration: str, statement: list[tuple[str, bool, dict[str, Any]]]) -> Outcome: ...
+    def execute(self, configuration: str, statement: list[tuple[str, bool, dict[str, Any]]],
+                runspace_id: uuid.UUID) -> Outcome: ...
 
 
 class DropConnection(Exception):
@@ -166,8 +176,9 @@ class Shell:
                 statements.append([])
         pipeline.start()
         try:
+            # statement by statement: a terminating error ends the pipeline after what earlier statements wrote
             for statement in (s for s in statements if s):
-                outcome = self._executor.execute(self.configuration, statement)
+                outcome = self._executor.execute(self.configuration, statement, self._pool.runspace_pool_id)
                 _write(pipeline, outcome)
         except TerminatingError as exc:
             pipeline._change_state(PSInvocationState.Failed, error=_error_record(exc.info))  # no public call (0.3.1)
@@ -180,7 +191,7 @@ class Shell:
 
 def _write(pipeline: ServerPipeline, outcome: Outcome) -> None:
     for item in outcome.output:
-        pipeline.write_output(_to_ps(item))
+        pipeline.write_output(to_psobject(item))
     for error in outcome.errors:
         pipeline.write_error(
             _exception(error), ErrorCategoryInfo(Category=_category(error), Reason=error.exception_type.rpartition(".")[2]),
@@ -190,19 +201,43 @@ def _write(pipeline: ServerPipeline, outcome: Outcome) -> None:
         pipeline.write_warning(warning)
 
 
-def _to_ps(value: Any) -> Any:
+def to_psobject(value: Any, sent: dict[int, PSObject] | None = None) -> Any:
+    """A record value as psrpcore serializes it. ``sent`` maps SandboxObjects already converted within one output
+    object, so that one used twice becomes one PSObject, which psrpcore sends once and then as a ``<Ref>``."""
+    sent = {} if sent is None else sent
     if isinstance(value, SandboxObject):
-        obj = PSCustomObject(**{k: _to_ps(v) for k, v in value.properties.items()})
-        obj.PSObject.type_names = [*value.type_names, "System.Object"]
+        if id(value) in sent:
+            return sent[id(value)]
+        obj = PSList([to_psobject(v, sent) for v in value.items]) if value.items is not None else PSObject()
+        sent[id(value)] = obj
+        meta = obj.PSObject
+        meta.type_names = list(value.type_names)
+        meta.adapted_properties.extend(PSNoteProperty(k, to_psobject(v, sent)) for k, v in value.adapted.items())
+        meta.extended_properties.extend(PSNoteProperty(k, to_psobject(v, sent)) for k, v in value.members.items())
         if value.to_string:
-            obj.PSObject.to_string = value.to_string
+            # psrpcore 0.3.1 writes <ToString> unescaped, so a CR would reach the client as a bare LF; PowerShell
+            # escapes it (_x000D__x000A_ in the captures), which is what clients decode
+            meta.to_string = _serialize_string(value.to_string)
         return obj
+    if isinstance(value, EnumValue):
+        return _enum_type(value.type_name, value.members, value.flags)(value.value)
     if isinstance(value, datetime.datetime):
         return PSDateTime(value.year, value.month, value.day, value.hour, value.minute, value.second,
                           value.microsecond, tzinfo=value.tzinfo)
     if isinstance(value, (list, tuple)):
-        return [_to_ps(v) for v in value]
+        return [to_psobject(v, sent) for v in value]
     return value
+
+
+@functools.cache
+def _enum_type(type_name: str, members: tuple[tuple[str, int], ...], flags: bool) -> type:
+    """A psrpcore enum class for a .NET enum (serialized as ``<Obj>`` with its type names, ToString and I32)."""
+    base = PSFlagBase if flags else PSEnumBase
+    namespace: Any = PSEnumMeta.__prepare__(type_name, (base,))  # enum's own class namespace
+    for name, number in members:
+        namespace[name] = number
+    enum_class: Any = PSEnumMeta(type_name.rpartition(".")[2], (base,), namespace)
+    return PSType([type_name], rehydrate=False)(enum_class)  # type: ignore[no-any-return]
 
 
 def _plain(value: Any) -> Any:

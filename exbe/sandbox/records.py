@@ -12,11 +12,42 @@ from typing import Any
 
 @dataclasses.dataclass
 class SandboxObject:
-    """A PSObject as a cmdlet would emit it: type names (most specific first), properties, ToString()."""
+    """A PSObject as it crosses the wire (CLIXML ``<Obj>``).
+
+    ``type_names`` complete, most specific first (``<TN>``; nothing is appended); ``adapted`` the .NET object's own
+    properties (``<Props>``); ``members`` the extended members, note properties PowerShell or a cmdlet added
+    (``<MS>``); ``to_string`` the ``<ToString>`` ("" writes none); ``items`` a collection's elements (``<LST>``).
+    Values are str, int, bool, None, bytes (``<BA>``), uuid.UUID (``<G>``), aware datetimes (``<DT>``),
+    :class:`EnumValue`, lists and nested SandboxObjects; one SandboxObject used twice in an object is sent once and
+    then referenced (``<Ref>``), as PowerShell does.
+    """
 
     type_names: list[str]
-    properties: dict[str, Any]
+    adapted: dict[str, Any] = dataclasses.field(default_factory=dict)
+    members: dict[str, Any] = dataclasses.field(default_factory=dict)
     to_string: str = ""
+    items: list[Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EnumValue:
+    """A .NET enum value, serialized as PowerShell does: ``<Obj>`` with the enum's type names, ToString and
+    ``<I32>``. ``members`` are the enum's (name, value) pairs in ascending value order."""
+
+    type_name: str
+    members: tuple[tuple[str, int], ...]
+    value: int
+    flags: bool = False
+
+    @property
+    def text(self) -> str:
+        """``Enum.ToString()``: flag names in ascending value order joined by ", ", or the zero member's name."""
+        if not self.flags or self.value == 0:
+            return next((name for name, value in self.members if value == self.value), str(self.value))
+        return ", ".join(name for name, value in self.members if value and self.value & value == value)
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclasses.dataclass
@@ -42,7 +73,8 @@ class TerminatingError(Exception):
 class Outcome:
     """Everything one command (one statement) produced, in order: output objects and non-terminating errors."""
 
-    output: list[Any] = dataclasses.field(default_factory=list)  # str (step result JSON) or SandboxObject
+    #: str (a step's result JSON) or SandboxObject; inside ``exchange``, its Live objects before serialization
+    output: list[Any] = dataclasses.field(default_factory=list)
     errors: list[ErrorInfo] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -50,6 +82,12 @@ class Outcome:
 #: The real message of a restricted (no-language) runspace that is handed a script.
 NO_LANGUAGE_MESSAGE = (
     "The syntax is not supported by this runspace. This can occur if the runspace is in no-language mode."
+)
+
+#: What PowerShell says of a command name it cannot resolve (CommandNotFoundException).
+COMMAND_NOT_FOUND_MESSAGE = (
+    "The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable program. "
+    "Check the spelling of the name, or if a path was included, verify that the path is correct and try again."
 )
 
 #: What a WinRM script that opens a second hop to the Exchange endpoint gets (Kerberos/NTLM, no CredSSP).
@@ -65,3 +103,10 @@ UNRECOGNISED_SCRIPT_MESSAGE = (
     "The exbe sandbox cannot execute arbitrary PowerShell: this script is not an unmodified exbe step rendering "
     "({reason}). Run it on a real Exchange server."
 )
+
+
+def command_not_found(name: str) -> ErrorInfo:
+    """The ErrorRecord of ``CommandNotFoundException`` for ``name``."""
+    return ErrorInfo(COMMAND_NOT_FOUND_MESSAGE.format(name=name), error_id="CommandNotFoundException",
+                     category="ObjectNotFound",
+                     exception_type="System.Management.Automation.CommandNotFoundException", target=name)

@@ -11,15 +11,24 @@ A scenario (``scenarios.json``) is the baseline plus a few overrides. The vocabu
                                  service assignment), ``root_copy`` (a copy in LocalMachine\\Root), ``in_store``
                                  (false: the certificate existed, bindings still carry its hash, but My lacks it).
 ``extra_backend_certs``          a list of further self-signed "Microsoft Exchange" certificates (same fields).
-``bindings``                     per site, binding information -> ``"backend"`` | ``"public"`` | ``"empty"`` (no hash)
-                                 | ``null`` (no such binding).
-``sites``                        per site ``hsts_enabled``, ``extended_protection`` (None|Allow|Require).
+``bindings``                     per site, IIS bindingInformation (``IP:port:hostheader``) -> a certificate role
+                                 (``"backend"``, ``"public"``, ``"auth"``: an https binding carrying that
+                                 certificate) | ``"empty"`` (https, no hash) | ``"http"`` (an http binding) |
+                                 ``null`` (no such binding). Entries are read in order and matched by meaning
+                                 (``:443:`` and ``*:443:`` are the same binding): a later entry replaces an earlier
+                                 one of the same meaning, so an override may use either spelling.
+``sites``                        per site ``hsts_enabled``, ``hsts_header`` (a ``Strict-Transport-Security``
+                                 custom response header), ``extended_protection`` (None|Allow|Require).
 ``services``                     Windows service states (W3SVC, WAS).
 ``allow_internal_untrusted_certs``  the MSExchange OWA registry value, null when absent.
 ``exchange``                     ``version``, ``edition``, ``signing`` (false adds the override that disables
-                                 serialization signing), ``internal_transport`` (a role), ``events`` (event ids).
+                                 serialization signing), ``internal_transport`` (a role), ``events`` (event ids),
+                                 ``wire`` (how ExchangeCertificate objects cross the wire: ``"rawdata"``, the
+                                 captured default, or ``"full"``, which adds the property bag), ``select_object``
+                                 (``"allowed"`` | ``"refused"``: whether the endpoint exposes Select-Object).
 
-Objects map one-to-one onto JSON; ``HostState.to_dict()`` is what the sandbox saves and what tests compare.
+Keys starting with ``_`` are comments. Objects map one-to-one onto JSON (but for the runtime counter
+``HostState.iis_restarts``); ``HostState.to_dict()`` is what the sandbox saves and what tests compare.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +49,15 @@ SCENARIOS_FILE = Path(__file__).with_name("scenarios.json")
 
 BACKEND_SITE = "Exchange Back End"
 FRONTEND_SITE = "Default Web Site"
+#: Binding spellings as Get-WebBinding reports them on Exchange 2016/2019 (CSS-Exchange captures
+#: Diagnostics/HealthChecker/Tests/DataCollection/E19/Exchange/IIS/GetWebBinding.xml and .../E16/...).
 BACKEND_BINDING = "*:444:"
-FRONTEND_BINDING = "*:443:"
-LOOPBACK_BINDING = "127.0.0.1:443"
+FRONTEND_BINDING = ":443:"
+LOOPBACK_BINDING = "127.0.0.1:443:"
+#: certificateStoreName as IIS reports it (same captures).
+CERTIFICATE_STORE = "MY"
+WIRE_SHAPES = ("rawdata", "full")
+SELECT_OBJECT_MODES = ("allowed", "refused")
 CSP_PROVIDER = "Microsoft RSA SChannel Cryptographic Provider"
 CNG_PROVIDER = "Microsoft Software Key Storage Provider"
 AUTH_SUBJECT = "Microsoft Exchange Server Auth Certificate"
@@ -128,17 +144,60 @@ class StoredCert:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
+_BINDING_INFORMATION = re.compile(r"^(?P<address>\[[^\]]*\]|[^:]*):(?P<port>\d+)(?::(?P<host>.*))?$")
+
+
+def parse_binding_information(text: str) -> tuple[str, int, str]:
+    """IIS ``bindingInformation`` (``IP:port:hostheader``) -> (address, port, host header), by meaning.
+
+    An empty address and ``*`` both mean "all unassigned" and come back as ``*``; the host header is lower-cased
+    (host names compare case-insensitively); a missing trailing colon means no host header. Unparseable text comes
+    back as (text, 0, "") so that it only ever matches itself.
+    """
+    match = _BINDING_INFORMATION.match(text.strip())
+    if match is None:
+        return text, 0, ""
+    return _meaning(match["address"], int(match["port"]), match["host"] or "")
+
+
+def _meaning(address: str, port: int, host_header: str) -> tuple[str, int, str]:
+    return ("*" if address in ("", "*") else address), port, host_header.lower()
+
+
+def same_binding(first: str, second: str) -> bool:
+    """Whether two bindingInformation strings name the same binding (``:443:`` == ``*:443:``)."""
+    return parse_binding_information(first) == parse_binding_information(second)
+
+
 @dataclasses.dataclass
 class Binding:
+    """One IIS site binding. ``binding_information`` keeps the spelling IIS reports; compare by meaning."""
+
     protocol: str
     binding_information: str
     certificate_hash: str = ""
     certificate_store: str = ""
 
     @property
+    def address(self) -> str:
+        """The IP address, ``*`` for all unassigned (whether IIS spells it ``*`` or leaves it empty)."""
+        return parse_binding_information(self.binding_information)[0]
+
+    @property
     def port(self) -> int:
-        parts = self.binding_information.split(":")
-        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        return parse_binding_information(self.binding_information)[1]
+
+    @property
+    def host_header(self) -> str:
+        return parse_binding_information(self.binding_information)[2]
+
+    @property
+    def all_unassigned(self) -> bool:
+        return self.address == "*"
+
+    def means(self, port: int, address: str = "*", host_header: str = "") -> bool:
+        """Whether this binding is ``address:port:host_header`` (``""`` and ``"*"`` both = all unassigned)."""
+        return parse_binding_information(self.binding_information) == _meaning(address, port, host_header)
 
 
 @dataclasses.dataclass
@@ -146,18 +205,28 @@ class Site:
     name: str
     bindings: list[Binding] = dataclasses.field(default_factory=list)
     hsts_enabled: bool = False
+    hsts_header: bool = False
     extended_protection: str = "None"
 
+    def binding(self, protocol: str, binding_information: str) -> Binding | None:
+        """The ``protocol`` binding that means ``binding_information``, whatever its spelling."""
+        wanted = parse_binding_information(binding_information)
+        return next((b for b in self.bindings if b.protocol == protocol
+                     and parse_binding_information(b.binding_information) == wanted), None)
+
     def https(self, binding_information: str) -> Binding | None:
-        for binding in self.bindings:
-            if binding.protocol == "https" and binding.binding_information == binding_information:
-                return binding
-        return None
+        return self.binding("https", binding_information)
+
+    def https_binding(self, port: int, address: str = "*", host_header: str = "") -> Binding | None:
+        """The https binding ``address:port:host_header`` by meaning, e.g. ``https_binding(443)`` finds the public
+        binding whether IIS spells it ``:443:`` or ``*:443:``, ``https_binding(443, "127.0.0.1")`` the loopback one."""
+        return next((b for b in self.bindings if b.protocol == "https" and b.means(port, address, host_header)),
+                    None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Site":
         return cls(name=data["name"], bindings=[Binding(**b) for b in data.get("bindings", [])],
-                   hsts_enabled=data.get("hsts_enabled", False),
+                   hsts_enabled=data.get("hsts_enabled", False), hsts_header=data.get("hsts_header", False),
                    extended_protection=data.get("extended_protection", "None"))
 
 
@@ -177,6 +246,8 @@ class ExchangeConfig:
     auth_previous: str | None = None
     setting_overrides: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    wire: str = "rawdata"
+    select_object: str = "allowed"
 
     @property
     def signing_enabled(self) -> bool:
@@ -204,6 +275,9 @@ class HostState:
     allow_internal_untrusted_certs: int | None
     exchange: ExchangeConfig
     powershell_version: str = "5.1.17763.1"
+    #: IIS stops (iisreset, Restart-Service W3SVC/WAS) since this state was loaded: each one ends the runspace pools
+    #: of the Exchange endpoint, an IIS application. Runtime only, not part of the JSON.
+    iis_restarts: int = 0
 
     # -- queries -----------------------------------------------------------------------------------------------------
     def store(self, name: str) -> list[StoredCert]:
@@ -219,8 +293,14 @@ class HostState:
         return next((c for c in self.store(store) if c.thumbprint == wanted), None) if wanted else None
 
     def binding(self, site: str, binding_information: str) -> Binding | None:
+        """The https binding of ``site`` that means ``binding_information`` (any spelling), or None."""
         found = self.sites.get(site)
         return found.https(binding_information) if found else None
+
+    def https_binding(self, site: str, port: int, address: str = "*", host_header: str = "") -> Binding | None:
+        """:meth:`Site.https_binding` of ``site`` (None when the site does not exist)."""
+        found = self.sites.get(site)
+        return found.https_binding(port, address, host_header) if found else None
 
     def auth_certificate_expired(self, now: datetime.datetime | None = None) -> bool:
         current = self.find("My", self.exchange.auth_current)
@@ -347,21 +427,41 @@ class _Builder:
                 "Parameters": ["Enabled=false"], "Reason": "Disabled by the sandbox scenario", "Server": [self.name],
             })
         exchange.events = [self._event(event_id) for event_id in exchange_spec.get("events", [])]
+        for key, allowed in (("wire", WIRE_SHAPES), ("select_object", SELECT_OBJECT_MODES)):
+            value = exchange_spec.get(key, allowed[0])
+            if value not in allowed:
+                raise ValueError(f"scenario {self.scenario!r}: exchange.{key} is {value!r}, not one of {allowed}")
+            setattr(exchange, key, value)
         sites = {name: Site(name=name, hsts_enabled=options.get("hsts_enabled", False),
+                            hsts_header=options.get("hsts_header", False),
                             extended_protection=options.get("extended_protection", "None"))
                  for name, options in spec["sites"].items()}
         for site_name, bindings in spec["bindings"].items():
             site = sites.setdefault(site_name, Site(name=site_name))
             for info, role in bindings.items():
-                if role is None:
-                    continue
-                thumb = "" if role == "empty" else self._thumb(role)
-                site.bindings.append(Binding("https", info, thumb or "", "My" if thumb else ""))
+                self._bind(site, info, role)
         return HostState(
             host=self.host, scenario=self.scenario, computer_name=self.name, fqdn=self.fqdn,
             my=self.my, root=self.root, sites=sites, services=dict(spec["services"]),
             allow_internal_untrusted_certs=spec["allow_internal_untrusted_certs"], exchange=exchange,
         )
+
+    def _bind(self, site: Site, info: str, role: str | None) -> None:
+        """One ``bindings`` entry: replaces a binding of the same meaning (either protocol) in its place."""
+        index = next((n for n, b in enumerate(site.bindings) if same_binding(b.binding_information, info)), None)
+        if role is None:
+            if index is not None:
+                del site.bindings[index]
+            return
+        if role == "http":
+            binding = Binding("http", info)
+        else:
+            thumb = "" if role == "empty" else self._thumb(role) or ""
+            binding = Binding("https", info, thumb, CERTIFICATE_STORE if thumb else "")
+        if index is None:
+            site.bindings.append(binding)
+        else:
+            site.bindings[index] = binding
 
     def _thumb(self, role: str | None) -> str | None:
         if role is None:

@@ -9,13 +9,18 @@ Conventions shared by every mutating step:
 * A step's own failure is an ``ok: false`` envelope with a one-line ``error`` (the templates catch everything);
   the fault ``step_fail=<step>`` is a terminating error instead, as when the script itself breaks.
 * ``cleanup`` refuses a still-bound certificate (listed in ``refused``), removes the others and stays ``ok``.
+* On a host whose ``powershell_version`` is not Windows PowerShell 5.1 every step is the one failed envelope the
+  templates' first statement writes there (:data:`PLATFORM_ERROR`), and nothing changes.
+* ``bind`` acts on the exact binding texts it is given; exbe found them by meaning (an empty address and ``*`` both
+  mean all unassigned, so ``:443:`` and ``*:443:`` are one binding).
 
 These follow ``ps_templates/`` (the scripts a real server runs); where the two could differ, the template wins.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import contract
 from . import certs, windows
@@ -26,10 +31,14 @@ from .state import (
     BACKEND_SITE,
     CNG_PROVIDER,
     FRONTEND_SITE,
-    LOOPBACK_BINDING,
+    Binding,
     HostState,
+    parse_binding_information,
     utcnow,
 )
+
+#: What every template writes, before anything else, on a host that is not Windows PowerShell 5.1 Desktop.
+PLATFORM_ERROR = "exbe needs Windows PowerShell 5.1 (Desktop); this host runs {version} {edition}"
 
 _CERT_FIELDS = ("thumbprint", "subject", "issuer", "friendly_name", "not_before", "not_after", "signature_algorithm",
                 "key_algorithm", "key_size", "has_private_key", "provider", "provider_type", "key_accessible",
@@ -47,6 +56,9 @@ class StepFailed(Exception):
 
 def run_step(state: HostState, step: str, data: dict[str, Any], faults: Faults) -> dict[str, Any]:
     """Apply one WinRM step to ``state`` and return its result envelope (a dict; see ``contract.make_result``)."""
+    refusal = platform_refusal(state.powershell_version)
+    if refusal:  # the template's first statement: it has not read its input yet, so dry_run is false
+        return contract.make_result(step, ok=False, error=refusal)
     if faults.step_fail == step:
         raise TerminatingError(ErrorInfo(f"The exbe step '{step}' failed: fault injected by the exbe sandbox.",
                                          error_id=f"SandboxFault,{step}"))
@@ -61,6 +73,17 @@ def run_step(state: HostState, step: str, data: dict[str, Any], faults: Faults) 
         return contract.make_result(step, ok=False, changed=failed.changed, dry_run=dry_run, data=failed.data,
                                     warnings=warnings, error=_one_line(str(failed)))
     return contract.make_result(step, ok=True, changed=changed, dry_run=dry_run, data=result, warnings=warnings)
+
+
+def platform_refusal(version: str) -> str | None:
+    """The templates' platform check: anything but Windows PowerShell 5.1 Desktop gets one failed envelope. Windows
+    PowerShell before 5.1 reports no edition (the template says Desktop); PowerShell 6 and later are Core."""
+    numbers = [int(part) if part.isdigit() else 0 for part in version.split(".")[:2]] + [0, 0]
+    major, minor = numbers[0], numbers[1]
+    edition = "Core" if major >= 6 else "Desktop"
+    if major == 5 and minor >= 1:
+        return None
+    return PLATFORM_ERROR.format(version=version, edition=edition)
 
 
 def _one_line(text: str) -> str:
@@ -87,14 +110,18 @@ def facts(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
         "bindings": [{"site": site, "protocol": b.protocol, "binding_information": b.binding_information,
                       "certificate_hash": b.certificate_hash, "certificate_store": b.certificate_store}
                      for site in sites for b in windows.https_bindings(state, site)],
-        "sites": {site: {"exists": windows.site_exists(state, site),
-                         "hsts_enabled": bool(state.sites[site].hsts_enabled) if site in state.sites else False,
-                         "extended_protection": state.sites[site].extended_protection if site in state.sites
-                         else "None"}
-                  for site in sites},
+        "sites": {site: _site_facts(state, site) for site in sites},
         "services": {name: windows.service_status(state, name) for name in ("W3SVC", "WAS")},
         "allow_internal_untrusted_certs": windows.allow_internal_untrusted_certs(state),
     }
+
+
+def _site_facts(state: HostState, name: str) -> dict[str, Any]:
+    site = state.sites.get(name)
+    if site is None:
+        return {"exists": False, "hsts_enabled": False, "hsts_header": False, "extended_protection": "None"}
+    return {"exists": True, "hsts_enabled": bool(site.hsts_enabled), "hsts_header": bool(site.hsts_header),
+            "extended_protection": site.extended_protection}
 
 
 def cert_facts(cert: Any) -> dict[str, Any]:
@@ -151,46 +178,55 @@ def trust(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
 # -- bind ------------------------------------------------------------------------------------------------------------
 def bind(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
          warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+    """Acts on the exact bindingInformation texts it is given (exbe found them by meaning): the Back End's
+    all-unassigned 444 binding (created as ``*:444:`` only when ``backend_binding`` is null) and, when given and
+    carrying ``loopback_from``, the Default Web Site's 127.0.0.1:443 binding. Nothing else is touched."""
     thumb = _thumb(data, "thumbprint")
     backend_site = data.get("backend_site") or BACKEND_SITE
     frontend_site = data.get("frontend_site") or FRONTEND_SITE
+    backend_text: str | None = data.get("backend_binding") or None
+    loopback_text: str | None = data.get("loopback_binding") or None
     loopback_from = str(data.get("loopback_from") or "").replace(" ", "").upper() or None
 
     def current() -> dict[str, str | None]:
-        backend = state.binding(backend_site, BACKEND_BINDING)
-        loopback = state.binding(frontend_site, LOOPBACK_BINDING)
-        return {BACKEND_BINDING: (backend.certificate_hash or None) if backend else None,
-                LOOPBACK_BINDING: (loopback.certificate_hash or None) if loopback else None}
+        backend = _exact_binding(state, backend_site, backend_text)
+        loopback = _exact_binding(state, frontend_site, loopback_text)
+        return {"backend": (backend.certificate_hash or None) if backend else None,
+                "loopback": (loopback.certificate_hash or None) if loopback else None}
 
-    before = current()
-    ip_specific = [b.binding_information for b in windows.https_bindings(state, backend_site)
-                   if b.port == 444 and not b.binding_information.startswith("*:")]
-    for info in ip_specific:
-        warnings.append(f"IP-specific binding {info} on {backend_site}: remove it (with Extended Protection it fails "
-                        "with SEC_E_BAD_BINDINGS); exbe leaves it unchanged")
-    result: dict[str, Any] = {"thumbprint": thumb, "before": before, "after": dict(before),
-                              "created_backend_binding": False, "restored": False, "ip_specific_444": ip_specific}
+    result: dict[str, Any] = {"thumbprint": thumb, "before": {"backend": None, "loopback": None},
+                              "after": {"backend": None, "loopback": None}, "created_backend_binding": False,
+                              "restored": False, "ip_specific_444": []}
     if not windows.site_exists(state, backend_site):
-        raise StepFailed(f"IIS site '{backend_site}' does not exist", result)
-    cert = windows.get_certificate(state, "My", thumb)
-    if cert is None:
-        raise StepFailed(f"Certificate {thumb} was not found in Cert:\\LocalMachine\\My; nothing changed", result)
-    if cert.key_pem is None:
-        raise StepFailed(f"Certificate {thumb} cannot be bound: it has no private key; nothing changed", result)
-    if windows.is_cng(cert):
-        raise StepFailed(f"Certificate {thumb} has a CNG key ({cert.provider}), which Exchange does not support for "
-                         "OWA/ECP (KB 3032024); nothing changed", result)
-    problem = windows.key_problem(cert)
-    if problem:
-        raise StepFailed(f"Certificate {thumb} cannot be bound: {problem}; nothing changed", result)
+        raise StepFailed(f"refusing to bind: IIS site {backend_site} does not exist; nothing changed", result)
+    ip_specific, catch_all = [], []
+    for binding in windows.https_bindings(state, backend_site):
+        if binding.port != 444:
+            continue
+        if not binding.all_unassigned:
+            ip_specific.append(binding.binding_information)
+            warnings.append(f"{backend_site} has the IP-specific binding https {binding.binding_information}: remove "
+                            "it (with Extended Protection it fails with SEC_E_BAD_BINDINGS); only *:444: is needed")
+        elif not binding.host_header:
+            catch_all.append(binding.binding_information)
+    before = current()
+    result.update(before=before, after=dict(before), ip_specific_444=ip_specific)
+    refusal = _bind_input_refusal(state, backend_site, backend_text, frontend_site, loopback_text, catch_all) \
+        or _bind_refusal(state, thumb)
+    if refusal:
+        raise StepFailed(f"refusing to bind: {refusal}; nothing changed", result)
+    loopback = _exact_binding(state, frontend_site, loopback_text)
+    if loopback_text and loopback is None:
+        warnings.append(f"{frontend_site} has no https binding {loopback_text}: nothing to move there")
 
-    create_backend = state.binding(backend_site, BACKEND_BINDING) is None
-    move_backend = before[BACKEND_BINDING] != thumb
-    move_loopback = (before[LOOPBACK_BINDING] is not None and loopback_from is not None
-                     and before[LOOPBACK_BINDING].upper() == loopback_from and before[LOOPBACK_BINDING] != thumb)
+    create_backend = backend_text is None
+    move_backend = before["backend"] != thumb
+    move_loopback = (loopback is not None and loopback_from is not None and before["loopback"] is not None
+                     and before["loopback"].upper() == loopback_from and before["loopback"] != thumb)
     changed = move_backend or move_loopback
     result["created_backend_binding"] = create_backend and move_backend
-    result["after"] = {BACKEND_BINDING: thumb, LOOPBACK_BINDING: thumb if move_loopback else before[LOOPBACK_BINDING]}
+    result["after"] = {"backend": thumb if move_backend else before["backend"],
+                       "loopback": thumb if move_loopback else before["loopback"]}
     if dry_run or not changed:
         return changed, result
 
@@ -198,23 +234,64 @@ def bind(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
     try:
         if create_backend:
             windows.new_web_binding(state, backend_site, BACKEND_BINDING)
+            backend_text = BACKEND_BINDING
             done.append(lambda: windows.remove_web_binding(state, backend_site, BACKEND_BINDING))
         if move_backend:
-            windows.add_ssl_certificate(state, backend_site, BACKEND_BINDING, thumb, faults)
+            assert backend_text is not None
+            windows.add_ssl_certificate(state, backend_site, backend_text, thumb, faults)
             if not create_backend:
-                done.append(_restorer(state, backend_site, BACKEND_BINDING, before[BACKEND_BINDING], faults,
-                                      warnings))
+                done.append(_restorer(state, backend_site, backend_text, before["backend"], faults, warnings))
         if move_loopback:
-            windows.add_ssl_certificate(state, frontend_site, LOOPBACK_BINDING, thumb, faults)
+            assert loopback_text is not None
+            windows.add_ssl_certificate(state, frontend_site, loopback_text, thumb, faults)
     except windows.WindowsCallError as exc:
         for undo in reversed(done):
             undo()
         result["after"] = current()
         result["restored"] = True
         result["created_backend_binding"] = False
-        raise StepFailed(f"Binding certificate {thumb} failed: {exc}; previous bindings restored", result) from None
+        raise StepFailed(f"binding {thumb} failed, previous certificates restored: {exc}", result) from None
     result["after"] = current()
     return True, result
+
+
+def _exact_binding(state: HostState, site: str, text: str | None) -> Binding | None:
+    """The https binding of ``site`` spelled exactly ``text`` (the template compares with ``-ceq``)."""
+    if not text:
+        return None
+    return next((b for b in windows.https_bindings(state, site) if b.binding_information == text), None)
+
+
+def _bind_input_refusal(state: HostState, backend_site: str, backend_text: str | None, frontend_site: str,
+                        loopback_text: str | None, catch_all: list[str]) -> str:
+    """Why the given binding texts must not be acted on ("" when they may be): the public 443 binding is never
+    touched, an IP-specific 444 binding never bound or created, stale facts never acted on."""
+    if backend_text is not None:
+        if parse_binding_information(backend_text) != ("*", 444, ""):
+            return f"backend_binding {backend_text} is not the all-unassigned https 444 binding (*:444:)"
+        if _exact_binding(state, backend_site, backend_text) is None:
+            return f"{backend_site} has no https binding {backend_text} (the facts are out of date: read them again)"
+    elif catch_all:
+        return (f"backend_binding is null but {backend_site} has the https binding {', '.join(catch_all)} (the facts "
+                "are out of date: read them again)")
+    if loopback_text is not None and parse_binding_information(loopback_text) != ("127.0.0.1", 443, ""):
+        return (f"loopback_binding {loopback_text} of {frontend_site} is not the 127.0.0.1:443 binding; exbe never "
+                "touches the public binding")
+    return ""
+
+
+def _bind_refusal(state: HostState, thumb: str) -> str:
+    """The template's Get-ExbeBindRefusal: why this certificate must not be bound ("" when it may be)."""
+    cert = windows.get_certificate(state, "My", thumb)
+    if cert is None:
+        return f"certificate {thumb} is not in LocalMachine\\My"
+    if cert.key_pem is None:
+        return f"certificate {thumb} has no private key"
+    if windows.is_cng(cert):
+        return f"certificate {thumb} has a CNG key ({cert.provider}); Exchange needs a legacy CSP key (KB 3032024)"
+    if windows.key_problem(cert):
+        return f"the private key of certificate {thumb} cannot be opened (IIS would fail with 0x80070520)"
+    return ""
 
 
 def _restorer(state: HostState, site: str, info: str, previous: str | None, faults: Faults,

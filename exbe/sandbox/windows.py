@@ -105,6 +105,7 @@ def is_cng(cert: StoredCert) -> bool:
 
 
 # -- IIS -------------------------------------------------------------------------------------------------------------
+# Bindings are looked up by meaning (HostState.binding / https_binding): ":443:" and "*:443:" are one binding.
 def site_exists(state: HostState, site: str) -> bool:
     return site in state.sites
 
@@ -116,7 +117,8 @@ def https_bindings(state: HostState, site: str) -> list[Binding]:
 
 
 def new_web_binding(state: HostState, site: str, binding_information: str) -> Binding:
-    """``New-WebBinding -Name <site> -Protocol https -IPAddress * -Port 444``: a binding without a certificate."""
+    """``New-WebBinding -Name <site> -Protocol https -IPAddress * -Port 444``: a binding without a certificate,
+    spelled as given; an existing binding of the same meaning is returned unchanged."""
     if site not in state.sites:
         raise WindowsCallError(ErrorInfo(f"Cannot find path 'IIS:\\Sites\\{site}' because it does not exist.",
                                          error_id="PathNotFound", category="ObjectNotFound",
@@ -140,6 +142,9 @@ def add_ssl_certificate(state: HostState, site: str, binding_information: str, t
                         store: str = "My", restoring: bool = False) -> None:
     """``$binding.AddSslCertificate($thumbprint, $store)``: replaces the binding's certificate in http.sys.
 
+    IIS then reports ``certificateStoreName`` upper-case, ``MY`` (as in the captures; that it upper-cases a store
+    given as ``my``, as the seed script passes it, is a belief).
+
     Fails with COM 0x80070520 when the certificate has no usable private key, or under the fault
     ``bind_com_error`` (which spares the restoring of a previous certificate, as the real error concerns the new
     certificate's key).
@@ -154,7 +159,7 @@ def add_ssl_certificate(state: HostState, site: str, binding_information: str, t
     if key_problem(cert) or (faults.bind_com_error and not restoring):
         raise _com_error(LOGON_SESSION_MESSAGE, thumbprint)
     binding.certificate_hash = cert.thumbprint
-    binding.certificate_store = store
+    binding.certificate_store = store.upper()
 
 
 def _com_error(message: str, target: str) -> WindowsCallError:
@@ -170,7 +175,9 @@ def service_status(state: HostState, name: str) -> str:
 
 
 def iisreset(state: HostState, faults: Faults, timeout_seconds: int) -> None:
-    """``iisreset /timeout:<n>``: stops and starts IIS; under ``iisreset_timeout`` W3SVC is left Stopped."""
+    """``iisreset /timeout:<n>``: stops and starts IIS; under ``iisreset_timeout`` W3SVC is left Stopped.
+    Either way IIS stopped, so every runspace pool of the Exchange endpoint ended (``iis_restarts``)."""
+    state.iis_restarts += 1
     state.services["WAS"] = "Running"
     if faults.iisreset_timeout:
         state.services["W3SVC"] = "Stopped"
@@ -182,7 +189,9 @@ def iisreset(state: HostState, faults: Faults, timeout_seconds: int) -> None:
 
 
 def restart_services(state: HostState, faults: Faults) -> None:
-    """``Restart-Service WAS,W3SVC -Force``; under ``iisreset_timeout`` W3SVC does not come back."""
+    """``Restart-Service WAS,W3SVC -Force``; under ``iisreset_timeout`` W3SVC does not come back. The Exchange
+    endpoint's runspace pools end either way (``iis_restarts``)."""
+    state.iis_restarts += 1
     state.services["WAS"] = "Running"
     if faults.iisreset_timeout:
         state.services["W3SVC"] = "Stopped"

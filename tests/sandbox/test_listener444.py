@@ -12,7 +12,7 @@ import pytest
 
 from exbe.sandbox.faults import Faults
 from exbe.sandbox.listener444 import BackendListener
-from exbe.sandbox.state import BACKEND_BINDING, BACKEND_SITE, CSP_PROVIDER, FRONTEND_SITE, HostState
+from exbe.sandbox.state import BACKEND_BINDING, BACKEND_SITE, CSP_PROVIDER, FRONTEND_SITE, LOOPBACK_BINDING, HostState
 from exbe.sandbox.steps import run_step
 
 
@@ -75,7 +75,8 @@ def test_the_served_certificate_switches_as_soon_as_bind_changes_the_binding(sta
                                                   "validity_years": 5, "dry_run": False}, Faults())
         new = clone["data"]["new_thumbprint"]
         result = run_step(backend.state, "bind", {"thumbprint": new, "backend_site": BACKEND_SITE,
-                                                  "frontend_site": FRONTEND_SITE, "loopback_from": old,
+                                                  "frontend_site": FRONTEND_SITE, "backend_binding": BACKEND_BINDING,
+                                                  "loopback_binding": LOOPBACK_BINDING, "loopback_from": old,
                                                   "dry_run": False}, Faults())
     assert result["ok"]
     assert backend.get()[0] == new
@@ -101,6 +102,13 @@ def test_the_handshake_fails_when_444_has_no_usable_certificate(start_backend, s
     backend = start_backend(scenario)
     with pytest.raises(ssl.SSLError):
         backend.get()
+
+
+def test_the_all_unassigned_444_binding_is_served_whichever_way_iis_spells_it(start_backend):
+    backend = start_backend("healthy")
+    with backend.lock:
+        backend.state.binding(BACKEND_SITE, BACKEND_BINDING).binding_information = ":444:"
+    assert backend.get()[0] == bound(backend.state)
 
 
 def test_old_weak_certificates_are_still_served_as_http_sys_would(start_backend):

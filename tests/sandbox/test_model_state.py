@@ -21,7 +21,11 @@ from exbe.sandbox.state import (
     FRONTEND_BINDING,
     FRONTEND_SITE,
     LOOPBACK_BINDING,
+    Binding,
     HostState,
+    Site,
+    parse_binding_information,
+    same_binding,
     scenario_names,
 )
 
@@ -121,6 +125,10 @@ SCENARIO_PROPERTIES = {
     "unknown_candidates_none_bound": lambda s: len(backend_candidates(s)) >= 2
     and s.find("My", backend_hash(s)) is None and all(not s.exchange.services.get(c.thumbprint)
                                                        for c in backend_candidates(s)),
+    "star_443": lambda s: [b.binding_information for b in s.sites[FRONTEND_SITE].bindings]
+    == ["*:80:", "*:443:", "127.0.0.1:80:", "127.0.0.1:443:"],
+    "exchange_full_wire": lambda s: s.exchange.wire == "full",
+    "select_refused": lambda s: s.exchange.select_object == "refused",
 }
 
 
@@ -134,6 +142,62 @@ def test_each_scenario_builds_the_server_it_describes(scenario):
     assert state.scenario == scenario
     assert SCENARIO_PROPERTIES[scenario](state)
     assert HostState.from_dict(state.to_dict()).to_dict() == state.to_dict()
+
+
+def test_the_baseline_spells_bindings_as_get_webbinding_reports_them():
+    state = build("healthy")
+    assert [(site, b.protocol, b.binding_information, b.certificate_store) for site in (FRONTEND_SITE, BACKEND_SITE)
+            for b in state.sites[site].bindings] == [
+        (FRONTEND_SITE, "http", "*:80:", ""), (FRONTEND_SITE, "https", ":443:", "MY"),
+        (FRONTEND_SITE, "http", "127.0.0.1:80:", ""), (FRONTEND_SITE, "https", "127.0.0.1:443:", "MY"),
+        (BACKEND_SITE, "http", "*:81:", ""), (BACKEND_SITE, "https", "*:444:", "MY")]
+    assert (FRONTEND_BINDING, LOOPBACK_BINDING, BACKEND_BINDING) == (":443:", "127.0.0.1:443:", "*:444:")
+    assert state.exchange.wire == "rawdata" and state.exchange.select_object == "allowed"
+
+
+@pytest.mark.parametrize("first, second, same", [
+    (":443:", "*:443:", True), ("127.0.0.1:443", "127.0.0.1:443:", True), ("*:444:", ":444:", True),
+    ("*:443:mail.contoso.com", "*:443:MAIL.contoso.com", True), ("*:443:", "*:443:mail.contoso.com", False),
+    ("*:444:", "10.0.0.5:444:", False), ("*:443:", "*:444:", False), ("[::1]:443:", "[::1]:443:", True),
+])
+def test_bindings_compare_by_meaning_not_spelling(first, second, same):
+    assert same_binding(first, second) is same
+
+
+def test_binding_information_parts_and_lookups_by_meaning():
+    assert parse_binding_information(":443:") == ("*", 443, "")
+    assert parse_binding_information("10.0.0.5:444:Mail") == ("10.0.0.5", 444, "mail")
+    site = Site("Default Web Site", [Binding("http", "*:80:"), Binding("https", "*:443:", "AB", "MY"),
+                                     Binding("https", "127.0.0.1:443:", "CD", "MY")])
+    assert site.https_binding(443).certificate_hash == "AB"
+    assert site.https_binding(443, "").certificate_hash == "AB", '"" and "*" are both all unassigned'
+    assert site.https_binding(443, "127.0.0.1").certificate_hash == "CD"
+    assert site.https(":443:") is site.https_binding(443) and site.https_binding(80) is None
+    assert site.binding("http", ":80:") is site.bindings[0]
+
+
+def test_a_scenario_binding_replaces_the_baseline_binding_of_the_same_meaning_in_place():
+    state = build("star_443")
+    public = state.https_binding(FRONTEND_SITE, 443)
+    assert public.binding_information == "*:443:" and public.certificate_hash == state.binding(
+        FRONTEND_SITE, ":443:").certificate_hash
+    assert len([b for b in state.sites[FRONTEND_SITE].bindings if b.port == 443 and b.all_unassigned]) == 1
+
+
+def test_the_captured_servers_state_is_a_scenario_one_self_signed_certificate_on_all_three_https_bindings():
+    state = build("default_site_on_backend_cert")
+    hashes = {b.certificate_hash for site in state.sites.values() for b in site.bindings if b.protocol == "https"}
+    assert hashes == {backend_hash(state)}
+
+
+def test_an_unknown_exchange_wire_shape_is_refused(monkeypatch):
+    from exbe.sandbox import state as state_module
+
+    spec = state_module.scenario_spec("healthy")
+    spec["exchange"]["wire"] = "xml"
+    monkeypatch.setattr(state_module, "scenario_spec", lambda name: spec)
+    with pytest.raises(ValueError, match="exchange.wire"):
+        build("healthy")
 
 
 def test_an_unknown_scenario_is_refused_with_the_known_names():

@@ -7,18 +7,11 @@ import json
 import pytest
 
 from exbe import contract
+from exbe.render import TEMPLATE_DIR
 from exbe.sandbox.faults import Faults
 from exbe.sandbox.records import TerminatingError
-from exbe.sandbox.state import (
-    BACKEND_BINDING,
-    BACKEND_SITE,
-    CSP_PROVIDER,
-    FRONTEND_BINDING,
-    FRONTEND_SITE,
-    LOOPBACK_BINDING,
-    HostState,
-)
-from exbe.sandbox.steps import run_step
+from exbe.sandbox.state import BACKEND_SITE, CSP_PROVIDER, FRONTEND_SITE, HostState
+from exbe.sandbox.steps import PLATFORM_ERROR, run_step
 
 SITES = {"backend_site": BACKEND_SITE, "frontend_site": FRONTEND_SITE}
 CLONE = {"provider": CSP_PROVIDER, "key_length": 2048, "hash_algorithm": "SHA256", "validity_years": 5}
@@ -41,19 +34,45 @@ def step(state: HostState, name: str, faults: Faults = NO_FAULTS, **data) -> dic
     return result
 
 
-def bound(state: HostState, site: str = BACKEND_SITE, info: str = BACKEND_BINDING) -> str | None:
-    binding = state.binding(site, info)
+# Bindings by meaning, whatever their spelling (the captured servers write ":443:" and "127.0.0.1:443:").
+def backend(state: HostState):
+    return state.https_binding(BACKEND_SITE, 444)
+
+
+def public(state: HostState):
+    return state.https_binding(FRONTEND_SITE, 443)
+
+
+def loopback(state: HostState):
+    return state.https_binding(FRONTEND_SITE, 443, "127.0.0.1")
+
+
+def hash_of(binding) -> str | None:
     return binding.certificate_hash if binding else None
 
 
 def backend_thumb(state: HostState) -> str:
-    return bound(state)
+    return hash_of(backend(state))
+
+
+def bind_input(state: HostState, thumbprint: str, *, moving_from: str | None = None, dry_run: bool = False) -> dict:
+    """What exbe's plan sends: the exact texts of the bindings it found by meaning; the loopback binding only when
+    it is to move."""
+    found_loopback = loopback(state) if moving_from else None
+    return {"thumbprint": thumbprint, **SITES,
+            "backend_binding": backend(state).binding_information if backend(state) else None,
+            "loopback_binding": found_loopback.binding_information if found_loopback else None,
+            "loopback_from": moving_from, "dry_run": dry_run}
 
 
 def new_clone(state: HostState) -> str:
     result = step(state, "clone", source_thumbprint=backend_thumb(state), dry_run=False, **CLONE)
     assert result["ok"], result["error"]
     return result["data"]["new_thumbprint"]
+
+
+def exchange_cert(state: HostState) -> str:
+    return next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange")
 
 
 # -- facts -----------------------------------------------------------------------------------------------------------
@@ -73,12 +92,34 @@ def test_facts_report_exactly_the_fields_of_the_contract_and_change_nothing():
     assert all(set(r) == {"thumbprint", "subject", "not_after"} for r in data["root"])
     assert all(set(b) == {"site", "protocol", "binding_information", "certificate_hash", "certificate_store"}
                for b in data["bindings"])
-    infos = {(b["site"], b["binding_information"]) for b in data["bindings"]}
-    assert infos == {(BACKEND_SITE, "*:444:"), (BACKEND_SITE, "10.0.0.5:444:"), (FRONTEND_SITE, "*:443:"),
-                     (FRONTEND_SITE, "127.0.0.1:443")}
-    assert data["sites"][BACKEND_SITE] == {"exists": True, "hsts_enabled": False, "extended_protection": "Require"}
+    assert data["sites"][BACKEND_SITE] == {"exists": True, "hsts_enabled": False, "hsts_header": False,
+                                           "extended_protection": "Require"}
     assert data["services"] == {"W3SVC": "Running", "WAS": "Running"}
     assert data["now"].endswith("Z")
+
+
+def test_facts_report_https_bindings_as_iis_spells_them_and_the_store_as_iis_names_it():
+    data = step(host("ip_specific_444"), "facts", friendly_name="Microsoft Exchange", **SITES)["data"]
+    rows = {(b["site"], b["binding_information"]): b["certificate_store"] for b in data["bindings"]}
+    assert rows == {(BACKEND_SITE, "*:444:"): "MY", (BACKEND_SITE, "10.0.0.5:444:"): "MY",
+                    (FRONTEND_SITE, ":443:"): "MY", (FRONTEND_SITE, "127.0.0.1:443:"): "MY"}
+    assert {b["protocol"] for b in data["bindings"]} == {"https"}
+
+
+def test_facts_report_hsts_set_as_a_custom_response_header_apart_from_the_hsts_element():
+    state = host()
+    state.sites[BACKEND_SITE].hsts_header = True
+    sites = step(state, "facts", friendly_name="Microsoft Exchange", **SITES)["data"]["sites"]
+    assert (sites[BACKEND_SITE]["hsts_header"], sites[BACKEND_SITE]["hsts_enabled"]) == (True, False)
+    assert sites[FRONTEND_SITE]["hsts_header"] is False
+
+
+def test_facts_of_a_missing_site_say_so():
+    state = host()
+    del state.sites[BACKEND_SITE]
+    sites = step(state, "facts", friendly_name="Microsoft Exchange", **SITES)["data"]["sites"]
+    assert sites[BACKEND_SITE] == {"exists": False, "hsts_enabled": False, "hsts_header": False,
+                                   "extended_protection": "None"}
 
 
 def test_facts_show_a_cng_key_and_the_registry_value_that_makes_the_root_copy_matter():
@@ -87,6 +128,25 @@ def test_facts_show_a_cng_key_and_the_registry_value_that_makes_the_root_copy_ma
     cert = next(c for c in cng["certificates"] if c["thumbprint"] == bound_hash)
     assert (cert["provider"], cert["provider_type"]) == ("Microsoft Software Key Storage Provider", "CNG")
     assert step(host("untrusted_internal_disallowed"), "facts", **SITES)["data"]["allow_internal_untrusted_certs"] == 0
+
+
+# -- the stated platform -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("version,edition", [("4.0", "Desktop"), ("5.0.10586.117", "Desktop"), ("7.4.6", "Core")])
+def test_every_step_on_a_host_other_than_windows_powershell_5_1_fails_with_one_clear_envelope(version, edition):
+    state = host()
+    state.powershell_version = version
+    before = snapshot(state)
+    for name, data in [("facts", SITES), ("trust", {"thumbprint": backend_thumb(state), "dry_run": True}),
+                       ("bind", bind_input(state, backend_thumb(state)))]:
+        result = step(state, name, **data)
+        assert (result["ok"], result["changed"], result["data"]) == (False, False, {})
+        assert result["error"] == PLATFORM_ERROR.format(version=version, edition=edition)
+    assert snapshot(state) == before
+
+
+def test_the_sandbox_refuses_other_platforms_with_the_templates_own_words():
+    template = (TEMPLATE_DIR / "_base.ps1.j2").read_text()
+    assert "'" + PLATFORM_ERROR.replace("{version}", "{0}").replace("{edition}", "{1}") + "'" in template
 
 
 # -- clone -----------------------------------------------------------------------------------------------------------
@@ -112,7 +172,7 @@ def test_clone_creates_a_fresh_csp_certificate_with_the_same_names_and_a_new_key
     assert clone.key_pem != source.key_pem
     assert clone.network_service_read, "the clone template grants NETWORK SERVICE read, as SMTP assignment would"
     assert data["not_after"] > source.info["not_after"]
-    assert bound(state) == source.thumbprint, "cloning binds nothing"
+    assert backend_thumb(state) == source.thumbprint, "cloning binds nothing"
 
 
 def test_clone_without_a_provider_lands_in_cng_and_warns():
@@ -149,53 +209,124 @@ def test_trust_adds_the_public_part_to_root_once_dry_run_first():
 def test_bind_dry_run_real_run_and_rerun_follow_the_ansible_trio():
     state = host("backend_expiring")
     old = backend_thumb(state)
-    public = bound(state, FRONTEND_SITE, FRONTEND_BINDING)
+    public_before = (public(state).binding_information, hash_of(public(state)))
     new = new_clone(state)
     before = snapshot(state)
-    dry = step(state, "bind", thumbprint=new, loopback_from=old, dry_run=True, **SITES)
+    dry = step(state, "bind", **bind_input(state, new, moving_from=old, dry_run=True))
     assert dry["ok"] and dry["changed"] and snapshot(state) == before
-    assert dry["data"]["after"] == {BACKEND_BINDING: new, LOOPBACK_BINDING: new}
-    real = step(state, "bind", thumbprint=new, loopback_from=old, dry_run=False, **SITES)
+    assert dry["data"]["after"] == {"backend": new, "loopback": new}
+    real = step(state, "bind", **bind_input(state, new, moving_from=old))
     assert real["ok"] and real["changed"]
-    assert real["data"]["before"] == {BACKEND_BINDING: old, LOOPBACK_BINDING: old}
-    assert real["data"]["after"] == {BACKEND_BINDING: new, LOOPBACK_BINDING: new}
-    assert bound(state) == new and bound(state, FRONTEND_SITE, LOOPBACK_BINDING) == new
-    assert bound(state, FRONTEND_SITE, FRONTEND_BINDING) == public, "*:443: is never touched"
-    again = step(state, "bind", thumbprint=new, loopback_from=old, dry_run=False, **SITES)
+    assert real["data"]["before"] == {"backend": old, "loopback": old}
+    assert real["data"]["after"] == {"backend": new, "loopback": new}
+    assert hash_of(backend(state)) == new and hash_of(loopback(state)) == new
+    assert (public(state).binding_information, hash_of(public(state))) == public_before, "the public 443 binding"
+    again = step(state, "bind", **bind_input(state, new))
     assert again["ok"] and not again["changed"]
 
 
-def test_bind_leaves_the_loopback_binding_alone_unless_it_carries_the_old_certificate():
+@pytest.mark.parametrize("public_spelling", [":443:", "*:443:"])
+def test_bind_never_touches_the_public_443_binding_even_when_it_carries_the_old_certificate(public_spelling):
+    state = host("default_site_on_backend_cert")
+    public(state).binding_information = public_spelling
+    old = backend_thumb(state)
+    assert hash_of(public(state)) == old
+    new = new_clone(state)
+    result = step(state, "bind", **bind_input(state, new, moving_from=old))
+    assert result["ok"] and hash_of(backend(state)) == new and hash_of(loopback(state)) == new
+    assert (public(state).binding_information, hash_of(public(state))) == (public_spelling, old)
+
+
+@pytest.mark.parametrize("public_spelling", [":443:", "*:443:"])
+def test_bind_refuses_to_treat_the_public_binding_as_the_loopback_one(public_spelling):
+    state = host("default_site_on_backend_cert")
+    public(state).binding_information = public_spelling
+    old = backend_thumb(state)
+    new = new_clone(state)
+    before = snapshot(state)
+    result = step(state, "bind", **{**bind_input(state, new, moving_from=old), "loopback_binding": public_spelling})
+    assert not result["ok"] and snapshot(state) == before
+    assert "never touches the public binding" in result["error"] and "nothing changed" in result["error"]
+
+
+def test_bind_leaves_the_loopback_binding_alone_unless_it_is_given_and_carries_loopback_from():
     state = host("backend_expiring")
     old = backend_thumb(state)
     new = new_clone(state)
-    result = step(state, "bind", thumbprint=new, loopback_from=None, dry_run=False, **SITES)
-    assert result["ok"] and bound(state) == new and bound(state, FRONTEND_SITE, LOOPBACK_BINDING) == old
+    not_given = step(state, "bind", **{**bind_input(state, new), "loopback_from": old})
+    assert not_given["ok"] and hash_of(backend(state)) == new and hash_of(loopback(state)) == old
+    assert not_given["data"]["after"]["loopback"] is None, "a binding not given is not looked at"
+    other = step(state, "bind", **bind_input(state, new, moving_from="CD" * 20))
+    assert other["ok"] and not other["changed"] and hash_of(loopback(state)) == old
+
+
+def test_bind_acts_on_the_exact_binding_text_it_is_given():
+    state = host("backend_expiring")
+    backend(state).binding_information = ":444:"  # all unassigned, spelled as the captured Default Web Site's 443
+    new = new_clone(state)
+    result = step(state, "bind", **bind_input(state, new))
+    assert result["ok"] and result["changed"] and not result["data"]["created_backend_binding"]
+    infos = [b.binding_information for b in state.sites[BACKEND_SITE].bindings if b.protocol == "https"]
+    assert infos == [":444:"] and hash_of(backend(state)) == new
+
+
+def test_bind_on_a_server_without_the_back_end_site_refuses_and_creates_nothing():
+    state = host()
+    thumb = backend_thumb(state)
+    data = bind_input(state, thumb)
+    del state.sites[BACKEND_SITE]
+    result = step(state, "bind", **data)
+    assert not result["ok"] and result["error"] == f"refusing to bind: IIS site {BACKEND_SITE} does not exist; " \
+                                                   "nothing changed"
+    assert BACKEND_SITE not in state.sites
 
 
 def test_bind_fills_an_empty_444_binding_that_reports_no_hash():
     state = host("binding_empty")
-    thumb = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange")
-    result = step(state, "bind", thumbprint=thumb, loopback_from=None, dry_run=False, **SITES)
+    thumb = exchange_cert(state)
+    result = step(state, "bind", **bind_input(state, thumb))
     assert result["ok"] and result["changed"] and not result["data"]["created_backend_binding"]
-    assert result["data"]["before"][BACKEND_BINDING] is None and bound(state) == thumb
+    assert result["data"]["before"]["backend"] is None and hash_of(backend(state)) == thumb
 
 
-def test_bind_creates_the_missing_catch_all_444_binding_after_an_update_removed_it():
+def test_bind_creates_the_catch_all_444_binding_only_when_backend_binding_is_null():
     state = host("binding_removed_by_update")
-    thumb = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange")
-    result = step(state, "bind", thumbprint=thumb, loopback_from=None, dry_run=False, **SITES)
+    thumb = exchange_cert(state)
+    data = bind_input(state, thumb)
+    assert data["backend_binding"] is None
+    result = step(state, "bind", **data)
     assert result["ok"] and result["changed"] and result["data"]["created_backend_binding"]
-    assert result["data"]["before"][BACKEND_BINDING] is None and bound(state) == thumb
+    assert result["data"]["before"]["backend"] is None and result["data"]["after"]["backend"] == thumb
+    assert [b.binding_information for b in state.sites[BACKEND_SITE].bindings if b.protocol == "https"] == ["*:444:"]
+
+
+def test_bind_refuses_stale_facts_instead_of_creating_a_second_444_binding():
+    state = host("backend_expiring")
+    new = new_clone(state)
+    before = snapshot(state)
+    result = step(state, "bind", **{**bind_input(state, new), "backend_binding": None})
+    assert not result["ok"] and snapshot(state) == before
+    assert "out of date" in result["error"] and "*:444:" in result["error"]
+    gone = host("binding_removed_by_update")
+    result = step(gone, "bind", **{**bind_input(gone, exchange_cert(gone)), "backend_binding": "*:444:"})
+    assert not result["ok"] and "has no https binding *:444:" in result["error"]
+
+
+def test_bind_refuses_an_ip_specific_backend_binding_text():
+    state = host("ip_specific_444")
+    new = new_clone(state)
+    before = snapshot(state)
+    result = step(state, "bind", **{**bind_input(state, new), "backend_binding": "10.0.0.5:444:"})
+    assert not result["ok"] and snapshot(state) == before and "not the all-unassigned" in result["error"]
 
 
 def test_bind_reports_an_ip_specific_444_binding_and_never_creates_one():
     state = host("ip_specific_444")
     new = new_clone(state)
-    result = step(state, "bind", thumbprint=new, loopback_from=None, dry_run=False, **SITES)
+    result = step(state, "bind", **bind_input(state, new))
     assert result["ok"] and result["data"]["ip_specific_444"] == ["10.0.0.5:444:"]
     assert any("10.0.0.5:444:" in w and "SEC_E_BAD_BINDINGS" in w for w in result["warnings"])
-    infos = [b.binding_information for b in state.sites[BACKEND_SITE].bindings]
+    infos = [b.binding_information for b in state.sites[BACKEND_SITE].bindings if b.protocol == "https"]
     assert sorted(infos) == ["*:444:", "10.0.0.5:444:"]
 
 
@@ -204,7 +335,7 @@ def test_bind_refuses_an_unusable_certificate_before_changing_anything(problem):
     state = host("cng_backend" if problem == "cng" else "backend_expiring")
     if problem == "cng":
         thumb = backend_thumb(state)
-        state.sites[BACKEND_SITE].bindings[0].certificate_hash = ""  # so binding it would be a change
+        backend(state).certificate_hash = ""  # so binding it would be a change
     elif problem == "not_in_my":
         thumb = "AB" * 20
     else:
@@ -215,9 +346,10 @@ def test_bind_refuses_an_unusable_certificate_before_changing_anything(problem):
         else:
             cert.key_accessible = False
     before = snapshot(state)
-    result = step(state, "bind", thumbprint=thumb, loopback_from=None, dry_run=False, **SITES)
+    result = step(state, "bind", **bind_input(state, thumb))
     assert not result["ok"] and not result["changed"] and snapshot(state) == before
-    assert "nothing changed" in result["error"] and "\n" not in result["error"]
+    assert result["error"].startswith("refusing to bind: ") and result["error"].endswith("; nothing changed")
+    assert "\n" not in result["error"]
 
 
 def test_bind_restores_the_previous_certificates_when_iis_fails_with_0x80070520():
@@ -225,21 +357,18 @@ def test_bind_restores_the_previous_certificates_when_iis_fails_with_0x80070520(
     old = backend_thumb(state)
     new = new_clone(state)
     before = snapshot(state)
-    result = step(state, "bind", Faults(bind_com_error=True), thumbprint=new, loopback_from=old, dry_run=False,
-                  **SITES)
+    result = step(state, "bind", Faults(bind_com_error=True), **bind_input(state, new, moving_from=old))
     assert not result["ok"] and result["data"]["restored"]
     assert "0x80070520" in result["error"] and "A specified logon session does not exist" in result["error"]
-    assert result["data"]["after"] == {BACKEND_BINDING: old, LOOPBACK_BINDING: old}
+    assert result["data"]["after"] == {"backend": old, "loopback": old}
     assert snapshot(state) == before
 
 
 def test_a_failed_bind_on_a_removed_binding_leaves_no_empty_444_binding_behind():
     state = host("binding_removed_by_update")
-    thumb = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange")
-    result = step(state, "bind", Faults(bind_com_error=True), thumbprint=thumb, loopback_from=None, dry_run=False,
-                  **SITES)
-    assert not result["ok"] and result["data"]["restored"]
-    assert state.binding(BACKEND_SITE, BACKEND_BINDING) is None
+    result = step(state, "bind", Faults(bind_com_error=True), **bind_input(state, exchange_cert(state)))
+    assert not result["ok"] and result["data"]["restored"] and not result["data"]["created_backend_binding"]
+    assert backend(state) is None
 
 
 # -- restart ---------------------------------------------------------------------------------------------------------

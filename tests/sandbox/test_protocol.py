@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from pypsrp.complex_objects import GenericComplexObject
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
@@ -41,20 +44,174 @@ def run_script(pool: RunspacePool, script: str) -> PowerShell:
     return ps
 
 
-def test_exchange_endpoint_runs_cmdlets_against_the_host_state(fleet):
+def exchange_reads(pool: RunspacePool, server: str = "exch01", *, select: bool = True) -> PowerShell:
+    """exbe's read pipeline: one statement per cmdlet, the projection last (a pipeline of two commands)."""
+    ps = PowerShell(pool)
+    ps.add_cmdlet("Get-ExchangeCertificate").add_parameter("Server", server)
+    ps.add_statement()
+    ps.add_cmdlet("Get-AuthConfig")
+    if select:
+        ps.add_statement()
+        ps.add_cmdlet("Get-ExchangeCertificate").add_parameter("Server", server)
+        ps.add_cmdlet("Select-Object").add_parameter("Property", ["Thumbprint", "Services"])
+    ps.invoke()
+    return ps
+
+
+def of_type(output: list, leaf: str) -> list:
+    """The objects whose most specific type name ends with ``leaf`` (projections are ``Selected.<type>``)."""
+    return [o for o in output if o.types and o.types[0].endswith(leaf) and not o.types[0].startswith("Selected.")]
+
+
+def my_thumbprints(fleet, name: str = "exch01") -> set[str]:
+    return {c["thumbprint"] for c in fleet.host(name).snapshot()["certificates"]["my"]}
+
+
+X509_TYPES = ["Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
+              "System.Security.Cryptography.X509Certificates.X509Certificate2",
+              "System.Security.Cryptography.X509Certificates.X509Certificate", "System.Object"]
+REMOTING = {"PSComputerName", "RunspaceId", "PSShowComputerName"}
+
+
+# -- what pypsrp hands back from the Exchange endpoint (the shapes exbe's readers get) --------------------------------
+def test_pypsrp_gets_exchange_certificates_as_raw_data_with_the_remoting_members(fleet):
+    with exchange_pool(fleet) as pool:
+        ps = exchange_reads(pool, select=False)
+        pool_id = uuid.UUID(pool.id)
+    assert not ps.had_errors and not ps.streams.error
+    certificates = of_type(ps.output, "ExchangeCertificate")
+    assert {hashlib.sha1(o.adapted_properties["RawData"]).hexdigest().upper() for o in certificates} \
+        == my_thumbprints(fleet), "RawData: the DER bytes, whose SHA-1 is the thumbprint"
+    for obj in certificates:
+        assert type(obj) is GenericComplexObject and obj.types == X509_TYPES
+        assert list(obj.adapted_properties) == ["RawData"] and isinstance(obj.adapted_properties["RawData"], bytes)
+        assert obj.extended_properties.keys() == REMOTING | {"SerializationData"}
+        assert obj.extended_properties["RunspaceId"] == pool_id
+        assert obj.extended_properties["PSComputerName"] == "exch01.contoso.local"
+        assert obj.extended_properties["PSShowComputerName"] is False
+        assert isinstance(obj.extended_properties["SerializationData"], bytes)
+        assert obj.to_string.startswith("[Subject]\r\n  CN=") and "\r\n\r\n[Thumbprint]\r\n  " in obj.to_string
+        assert obj.property_sets == []
+
+
+def test_pypsrp_gets_the_projection_as_a_custom_object_with_the_services_enum(fleet):
+    with exchange_pool(fleet) as pool:
+        ps = exchange_reads(pool)
+    assert not ps.had_errors
+    projected = [o for o in ps.output if o.types[0].startswith("Selected.")]
+    assert {o.extended_properties["Thumbprint"] for o in projected} == my_thumbprints(fleet)
+    state = fleet.host("exch01").snapshot()
+    for obj in projected:
+        assert obj.types == ["Selected.Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate",
+                             "System.Management.Automation.PSCustomObject", "System.Object"]
+        assert obj.adapted_properties == {} and list(obj.extended_properties) == ["Thumbprint", "Services"]
+        assert obj.to_string is None
+        services = obj.extended_properties["Services"]
+        assert type(services) is GenericComplexObject
+        assert services.types == ["Microsoft.Exchange.Management.SystemConfigurationTasks.AllowedServices",
+                                  "System.Enum", "System.ValueType", "System.Object"]
+        expected = state["exchange"]["services"].get(obj.extended_properties["Thumbprint"], [])
+        assert services.to_string == (", ".join(expected) or "None")
+        flags = {"IMAP": 1, "POP": 2, "UM": 4, "IIS": 8, "SMTP": 16}
+        assert services.property_sets == [sum(flags[s] for s in expected)], "the I32 flags value"
+
+
+def test_pypsrp_gets_the_broken_state_as_deserialized_raw_data_objects(start_fleet):
+    fleet = start_fleet([("exch01", "auth_cert_expired_with_signing")])
+    with exchange_pool(fleet) as pool:
+        ps = exchange_reads(pool)
+    certificates = of_type(ps.output, "ExchangeCertificate")
+    assert len(certificates) == len(my_thumbprints(fleet)), "not an empty list"
+    for obj in certificates:
+        assert obj.types == [f"Deserialized.{t}" for t in X509_TYPES]
+        assert list(obj.adapted_properties) == ["RawData"] and obj.extended_properties.keys() == REMOTING
+    assert {o.extended_properties["Thumbprint"] for o in ps.output if o.types[0].startswith("Selected.")} \
+        == my_thumbprints(fleet), "the projection answers as in the healthy state (a belief)"
+
+
+def test_pypsrp_gets_the_property_bag_too_from_a_full_wire_host(start_fleet):
+    fleet = start_fleet([("exch01", "exchange_full_wire")])
+    with exchange_pool(fleet) as pool:
+        ps = exchange_reads(pool, select=False)
+    for obj in of_type(ps.output, "ExchangeCertificate"):
+        props = obj.adapted_properties
+        assert list(props)[0] == "RawData" and props["Thumbprint"] == hashlib.sha1(props["RawData"]).hexdigest().upper()
+        assert props["Services"].types[0].endswith("AllowedServices") and isinstance(props["NotAfter"], str)
+        assert isinstance(props["IsSelfSigned"], bool) and isinstance(props["FriendlyName"], str)
+        assert obj.extended_properties.keys() == REMOTING | {"SerializationData"}
+
+
+def test_pypsrp_gets_auth_config_as_an_adapted_property_bag(fleet):
+    with exchange_pool(fleet) as pool:
+        ps = exchange_reads(pool, select=False)
+    (auth,) = of_type(ps.output, "AuthConfig")
+    props = auth.adapted_properties
+    assert auth.types[:3] == ["Microsoft.Exchange.Data.Directory.SystemConfiguration.AuthConfig",
+                              "Microsoft.Exchange.Data.Directory.SystemConfiguration.ADConfigurationObject",
+                              "Microsoft.Exchange.Data.Directory.ADObject"]
+    assert props["CurrentCertificateThumbprint"] in my_thumbprints(fleet)
+    assert props["NextCertificateThumbprint"] == "" and props["NextCertificateEffectiveDate"] is None
+    assert props["Id"] is props["Identity"] and str(props["Identity"]) == "Auth Configuration", "<Ref> resolved"
+    assert str(props["ObjectState"]) == "Unchanged" and props["ObjectState"].property_sets == [1]
+    (classes,) = props["ObjectClass"].property_sets
+    assert classes.startswith("<LST>"), "pypsrp 0.9.1 leaves a MultiValuedProperty's <LST> as raw XML text"
+    assert auth.extended_properties.keys() == REMOTING | {"SerializationData"}
+
+
+def test_a_refused_select_object_ends_the_pipeline_after_the_earlier_statements_output(start_fleet):
+    fleet = start_fleet([("exch01", "select_refused")])
+    with exchange_pool(fleet) as pool:
+        ps = exchange_reads(pool)
+    assert ps.had_errors, "a terminating error: the pipeline failed"
+    assert "The term 'Select-Object' is not recognized as the name of a cmdlet" in str(ps.streams.error[0])
+    assert len(of_type(ps.output, "ExchangeCertificate")) == len(my_thumbprints(fleet))
+    assert len(of_type(ps.output, "AuthConfig")) == 1
+    assert not [o for o in ps.output if o.types[0].startswith("Selected.")]
+
+
+@pytest.mark.parametrize("command", ["Where-Object", "ForEach-Object"])
+def test_other_commands_after_an_exchange_cmdlet_are_not_recognized(fleet, command):
     with exchange_pool(fleet) as pool:
         ps = PowerShell(pool)
-        ps.add_cmdlet("Get-ExchangeCertificate").add_parameter("Server", "exch01")
-        ps.add_statement()
-        ps.add_cmdlet("Get-AuthConfig")
-        output = ps.invoke()
-    assert not ps.had_errors
-    certs = [o for o in output if any("ExchangeCertificate" in t for t in o.types)]
-    state_thumbs = {c["thumbprint"] for c in fleet.host("exch01").snapshot()["certificates"]["my"]}
-    thumbs = {o.extended_properties["Thumbprint"] for o in certs}
-    assert thumbs == state_thumbs, "Get-ExchangeCertificate lists the server's LocalMachine\\My"
-    auth = [o for o in output if any(t.endswith("AuthConfig") for t in o.types)]
-    assert auth and auth[0].extended_properties["CurrentCertificateThumbprint"] in thumbs
+        ps.add_cmdlet("Get-ExchangeCertificate").add_cmdlet(command)
+        ps.invoke()
+    assert ps.had_errors and f"The term '{command}' is not recognized" in str(ps.streams.error[0])
+
+
+# -- IIS restarts end the Exchange endpoint's pools ------------------------------------------------------------------
+RESTART = {"method": "iisreset", "timeout_seconds": 30, "dry_run": False}
+
+
+@pytest.mark.parametrize("faults", [Faults(), Faults(iisreset_timeout=True)], ids=["iisreset", "iisreset-timeout"])
+def test_an_iis_restart_ends_every_exchange_pool_of_the_host_and_winrm_survives(start_fleet, faults):
+    fleet = start_fleet([("exch01", "healthy"), ("exch02", "healthy")], faults={"exch01": faults})
+    exchange, other_host = exchange_pool(fleet), RunspacePool(wsman(fleet, "exch02", endpoint="exchange"),
+                                                              configuration_name="Microsoft.Exchange")
+    winrm = RunspacePool(wsman(fleet))
+    for pool in (exchange, other_host, winrm):
+        pool.open()
+    assert not exchange_reads(exchange).had_errors
+    restart = contract.parse_result("restart", run_script(winrm, render_step("restart", RESTART)).output)
+    assert restart["ok"] is not faults.iisreset_timeout
+    with pytest.raises(WSManFaultError) as err:
+        exchange_reads(exchange)
+    assert err.value.code == 2150858843
+    assert err.value.reason == (
+        f"The request for the Windows Remote Shell with ShellId {exchange.shell.id} failed because the shell was not "
+        "found on the server. Possible causes are: the specified ShellId is incorrect or the shell no longer exists "
+        "on the server. Provide the correct ShellId or create a new shell and retry the operation.")
+    assert contract.parse_result("facts", run_script(winrm, render_step("facts", FACTS_INPUT)).output)["ok"]
+    assert not exchange_reads(other_host, "exch02").had_errors, "another host's pools are untouched"
+    with exchange_pool(fleet) as reopened:
+        assert of_type(exchange_reads(reopened).output, "ExchangeCertificate")
+    winrm.close()
+    other_host.close()
+
+
+def test_a_dry_run_restart_leaves_the_exchange_pools_open(fleet):
+    with exchange_pool(fleet) as exchange, RunspacePool(wsman(fleet)) as winrm:
+        run_script(winrm, render_step("restart", {**RESTART, "dry_run": True}))
+        assert not exchange_reads(exchange).had_errors
 
 
 def test_exchange_endpoint_refuses_scripts_with_the_no_language_error(fleet):

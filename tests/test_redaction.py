@@ -11,14 +11,14 @@ from xml.etree import ElementTree
 
 import pytest
 
-from exbe.secrets import MASK, NOISY_LOGGERS, REDACTOR, Redactor, RedactingFilter, Secret, install_log_filter
+from exbe.redaction import MASK, NOISY_LOGGERS, REDACTOR, RedactingFilter, Redactor, Secret, install_log_filter
 
 PASSWORD = "Pa55;'\"$(x) &+/=é"
 
 
 def test_a_secret_shows_only_asterisks_however_it_is_printed():
     secret = Secret(PASSWORD)
-    assert str(secret) == repr(secret) == f"{secret}" == f"{secret:>20}" == "%s" % secret == MASK
+    assert str(secret) == repr(secret) == f"{secret}" == f"{secret:>20}" == "%s" % secret == MASK  # noqa: UP031 - the old operator too
     assert repr([secret]) == "[***]"
     assert secret.reveal() == PASSWORD
 
