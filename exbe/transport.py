@@ -84,7 +84,9 @@ class Session:
         """Forget an endpoint's pool without closing it: ``iisreset`` ends every pool of the Exchange endpoint (an IIS
         application), so the next use opens a new one (authentication + Create + Receive) instead of failing."""
         with self._locks[endpoint]:
-            self._pools.pop(endpoint, None)
+            pool = self._pools.pop(endpoint, None)
+        if pool is not None:
+            _close_connection(pool)
 
     def close(self) -> None:
         """Close every open pool (one Delete each, the endpoints at once); errors are logged, not raised."""
@@ -93,6 +95,8 @@ class Session:
                 pool.close()
             except Exception as exc:  # noqa: BLE001 - closing must not hide the step result
                 log.debug("%s: closing the %s pool failed: %s", self.server.name, name, exc)
+            finally:
+                _close_connection(pool)
 
         others = [threading.Thread(target=close_one, args=item) for item in list(self._pools.items())[1:]]
         for thread in others:
@@ -155,6 +159,15 @@ class Session:
             read_timeout=s.read_timeout,
             operation_timeout=s.operation_timeout,
         )
+
+
+def _close_connection(pool: Any) -> None:
+    """Close the pool's HTTP connections (requests keeps them alive otherwise, and the server holds a thread for
+    each until its idle timeout)."""
+    try:
+        pool.connection.close()
+    except Exception as exc:  # noqa: BLE001 - best effort at the end of a run
+        log.debug("closing the HTTP connections failed: %s", exc)
 
 
 @contextlib.contextmanager

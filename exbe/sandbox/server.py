@@ -7,6 +7,7 @@ closed after ``IDLE_TIMEOUT`` seconds, as http.sys does.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import logging
 import socket
@@ -16,7 +17,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import wsman
 from .auth import AuthFailed, ConnectionAuth
@@ -42,10 +43,21 @@ class _BoundedServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.sandbox_host = host
         self.tls = tls
         self._pool = ThreadPoolExecutor(max_workers=WORKERS_PER_LISTENER, thread_name_prefix=f"sbx-{host.name}")
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def process_request(self, request, client_address):  # type: ignore[override]
-        self._pool.submit(self.process_request_thread, request, client_address)
+        with self._open_lock:
+            self._open.add(request)
+        self._pool.submit(self._serve_connection, request, client_address)
+
+    def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.discard(request)
 
     def get_request(self):  # type: ignore[override]
         sock, addr = super().get_request()
@@ -59,7 +71,14 @@ class _BoundedServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                   exc_info=True)
 
     def server_close(self) -> None:
+        """Stop listening and end every kept-alive connection: a worker waiting on an idle client would otherwise
+        hold the process open for up to IDLE_TIMEOUT at exit (the pool's threads are joined then)."""
         super().server_close()
+        with self._open_lock:
+            open_now = list(self._open)
+        for sock in open_now:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
