@@ -101,7 +101,8 @@ def backend_days_left(ctx: _Context) -> CheckResult:
         expired = ctx.cert.not_after <= ctx.facts.now
         when = f"expired on {date}" if expired else f"expires today ({date})"
         return _fail("backend_days_left", f"{what} {when}; renew with `exbe renew`", value=days)
-    status: CheckStatus = "pass" if days >= ctx.settings.warn_days else "warn" if days >= ctx.settings.fail_days else "fail"
+    status: CheckStatus = ("pass" if days >= ctx.settings.warn_days
+                           else "warn" if days >= ctx.settings.fail_days else "fail")
     advice = "" if status == "pass" else "; renew with `exbe renew`"
     return CheckResult("backend_days_left", status, f"{what} expires in {days} days ({date}){advice}",
                        details=f"NotAfter {iso(ctx.cert.not_after)}; warn below {ctx.settings.warn_days} days, fail "

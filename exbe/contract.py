@@ -15,7 +15,8 @@ is the only place where user-supplied values appear; it is a single line that st
 close the here-string (a closing ``'@`` must start a line) and nothing outside it depends on the values.
 
 The sandbox recognises a script by reading the step name and input document with :func:`parse_script` and checking
-that rendering that step with that input gives the very same text (see ``exbe.render``). Anything else is refused.
+that rendering that registered step with that input gives the very same text (see ``exbe.render``). Anything else is
+refused.
 
 Result envelope (every step, success or failure)::
 
@@ -24,65 +25,11 @@ Result envelope (every step, success or failure)::
 
 ``changed`` is true when the step changed something, or, with ``dry_run``, when it *would* have.
 
-Step inputs and ``data`` (all thumbprints upper-case hex, no spaces; all times ISO 8601 UTC, ``...Z``):
-
-``facts`` (read only; preflight and verify)
-    input:  {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site",
-             "friendly_name": "Microsoft Exchange"}
-    data:   {"now": time, "computer": {"name": "EXCH01", "fqdn": "exch01.contoso.local"},
-             "powershell_version": "5.1.17763.1",
-             "certificates": [CERT...],            # Cert:\\LocalMachine\\My
-             "root": [{"thumbprint", "subject", "not_after"}...],   # Cert:\\LocalMachine\\Root
-             "bindings": [BINDING...],              # https bindings of both sites
-             "sites": {"<name>": {"exists": bool, "hsts_enabled": bool, "hsts_header": bool,
-                                  "extended_protection": "None|Allow|Require"}},
-             "services": {"W3SVC": "Running|Stopped|...", "WAS": "..."},
-             "allow_internal_untrusted_certs": int | null}   # HKLM MSExchange OWA value, null when absent
-    CERT:   {"thumbprint", "subject", "issuer", "friendly_name", "not_before", "not_after",
-             "signature_algorithm" (e.g. "sha256RSA", "sha1RSA", "md5RSA"), "key_algorithm" ("RSA"), "key_size": int,
-             "has_private_key": bool, "provider": str | null, "provider_type": "CSP" | "CNG" | null,
-             "key_accessible": bool | null (the private key opens: usable by http.sys/schannel; null when there is
-                                            no private key), "dns_names": [str],
-             "self_signed": bool}
-    BINDING: {"site", "protocol": "https", "binding_information": as IIS reports it ("IP:port:hostheader": ":443:",
-              "*:444:", "127.0.0.1:443:", "10.0.0.5:444:" ...), "certificate_hash": "HEX" | "",
-              "certificate_store": "MY" | ""}      (exbe.facts.Binding reads the meaning; nothing compares the text)
-
-``clone`` (renew without the Exchange endpoint: New-SelfSignedCertificate -CloneCert with a legacy CSP)
-    input:  {"source_thumbprint", "provider": "Microsoft RSA SChannel Cryptographic Provider", "key_length": 2048,
-             "hash_algorithm": "SHA256", "validity_years": 5, "dry_run": bool}
-    data:   {"source_thumbprint", "new_thumbprint": str | null, "provider": str | null,
-             "provider_type": "CSP" | "CNG" | null, "key_accessible": bool | null, "not_after": time | null}
-
-``trust`` (public part in LocalMachine\\Root, never duplicated)
-    input:  {"thumbprint", "dry_run": bool}
-    data:   {"thumbprint", "present_before": bool, "present_after": bool}
-
-``bind`` (Exchange Back End's all-unassigned 444 binding, and the Default Web Site's loopback binding when it
-carried the old certificate)
-    input:  {"thumbprint", "backend_site", "frontend_site",
-             "backend_binding": str | null,   # exact text of the existing binding; null: create "*:444:"
-             "loopback_binding": str | null,  # exact text of the 127.0.0.1:443: binding to move; null: leave it
-             "loopback_from": str | null,     # move it only when it currently carries this hash
-             "dry_run": bool}
-    data:   {"thumbprint", "before": {"backend": hash | null, "loopback": hash | null}, "after": {same keys},
-             "created_backend_binding": bool, "restored": bool, "ip_specific_444": ["10.0.0.5:444:"...]}
-    The script refuses (ok false, nothing changed) when the certificate is not in My, has no private key, has a
-    CNG key or a private key that cannot be opened (key_accessible false). NETWORK SERVICE read access is NOT
-    required for the back-end binding (http.sys/schannel use the key as SYSTEM); it matters only for SMTP, and
-    ``Enable-ExchangeCertificate -Services SMTP`` grants it when exbe is asked to move SMTP. It records the previous
-    hashes, and restores them when any change fails (``restored`` true). The 444 binding is never left without a
-    certificate; the public 443 binding is never touched; an IP-specific 444 binding is never created.
-
-``restart`` (opt-in)
-    input:  {"method": "iisreset" | "services", "timeout_seconds": int, "dry_run": bool}
-    data:   {"method", "w3svc_before", "w3svc_after", "was_after"}
-    ok is false when W3SVC is not Running at the end.
-
-``cleanup`` (remove superseded certificates chosen by exbe from facts it collected on both endpoints)
-    input:  {"thumbprints": [str], "backend_site", "frontend_site", "dry_run": bool}
-    data:   {"removed_my": [str], "removed_root": [str], "refused": [{"thumbprint", "reason"}]}
-    The script re-checks every https binding of both sites just before removing and refuses a bound certificate.
+Each step's input and ``data`` are declared once, as schemas in its module under ``exbe.steps`` (all thumbprints
+upper-case hex, no spaces; all times ISO 8601 UTC, ``...Z``); exbe checks every input before rendering and every
+envelope it reads against them, and the tests hold the sandbox's answers to the same schemas. A script on a host that
+is not Windows PowerShell 5.1 Desktop answers one failed envelope (``data`` empty, ``dry_run`` false: its input was
+not read yet).
 
 Exchange endpoint (``Microsoft.Exchange``, no-language mode): exbe sends cmdlets, never scripts; see
 ``EXCHANGE_CMDLETS`` for the ones exbe calls and their parameters, and ``exbe.exchange`` for how their objects are
@@ -91,15 +38,13 @@ read (``RawData`` only on real servers; service assignments through a ``Select-O
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 RESULT_SCHEMA_VERSION = 1
-
-#: Steps that run as rendered scripts over WinRM (and in the manual script).
-WINRM_STEPS: tuple[str, ...] = ("facts", "clone", "trust", "bind", "restart", "cleanup")
 
 #: Exchange cmdlets exbe sends to the Exchange endpoint, with the parameters it uses.
 EXCHANGE_CMDLETS: dict[str, tuple[str, ...]] = {
@@ -130,6 +75,49 @@ class ContractError(ValueError):
     """A script or result does not follow the step contract."""
 
 
+# -- schemas of step inputs and results (declared per step in exbe.steps) ---------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ListOf:
+    """A JSON list whose items are all of one kind."""
+
+    item: type
+
+
+Kind = type | ListOf
+#: key -> the kinds of value it accepts (``type(None)`` for null)
+Schema = Mapping[str, tuple[Kind, ...]]
+
+_KIND_NAMES: dict[Kind, str] = {str: "a string", bool: "true or false", int: "a whole number", type(None): "null",
+                                dict: "an object", ListOf(str): "a list of strings",
+                                ListOf(int): "a list of whole numbers", ListOf(dict): "a list of objects"}
+
+
+def _is_kind(value: Any, kind: Kind) -> bool:
+    if isinstance(kind, ListOf):
+        return isinstance(value, list) and all(_is_kind(item, kind.item) for item in value)
+    if isinstance(value, bool):  # bool is an int in Python; a flag must not pass for a number, nor a number for a flag
+        return kind is bool
+    return isinstance(value, kind)
+
+
+def validate(what: str, data: Mapping[str, Any], schema: Schema, *, choices: Mapping[str, tuple[str, ...]] = {},
+             exact: bool = True) -> None:
+    """Raise :class:`ContractError` naming the first missing, unknown (with ``exact``) or mistyped key."""
+    missing = sorted(set(schema) - set(data))
+    if missing:
+        raise ContractError(f"{what} lacks {', '.join(missing)}")
+    unknown = sorted(set(data) - set(schema))
+    if exact and unknown:
+        raise ContractError(f"{what} has unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(schema))}")
+    for key, kinds in schema.items():
+        value = data[key]
+        if not any(_is_kind(value, kind) for kind in kinds):
+            wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds)
+            raise ContractError(f"{what} {key} must be {wanted}, got {value!r}")
+        if key in choices and value not in choices[key]:
+            raise ContractError(f"{what} {key} must be one of {', '.join(choices[key])}, got {value!r}")
+
+
 def encode_input(data: Mapping[str, Any]) -> str:
     """The one-line input document: compact, sorted, ASCII-only JSON (non-ASCII becomes \\uXXXX escapes)."""
     doc = json.dumps(data, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
@@ -153,8 +141,6 @@ def parse_script(text: str) -> tuple[str, dict[str, Any]]:
     if not head:
         raise ContractError("not an exbe step script (no exbe-step header)")
     step = head.group("step")
-    if step not in WINRM_STEPS:
-        raise ContractError(f"unknown exbe step {step!r}")
     docs = _INPUT_RE.findall(text)
     if len(docs) != 1:
         raise ContractError("an exbe step script carries exactly one input document")

@@ -15,13 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import checks, contract, exchange, plan
+from . import checks, contract, exchange, plan, steps
 from .errors import ConfigError, ConnectionFailed
 from .facts import Certificate, ExchangeFacts, HostFacts
 from .model import ServerRun, Settings, StepResult, StepStatus
 from .probe import probe_backend
 from .render import render_step
 from .selection import BACKEND_LABEL, SelectionError, exchange_blinded, select_backend
+from .steps import bind as bind_step
+from .steps import cleanup as cleanup_step
+from .steps import clone as clone_step
+from .steps import facts as facts_step
+from .steps import restart as restart_step
+from .steps import trust as trust_step
 from .transport import Session, preload
 
 if TYPE_CHECKING:
@@ -30,7 +36,6 @@ if TYPE_CHECKING:
 TASKS = ("preflight", "renew", "trust", "bind", "restart", "verify", "cleanup")
 METHODS = {"exchange": "New-ExchangeCertificate -Services None on the Exchange endpoint",
            "clone": "New-SelfSignedCertificate -CloneCert with a legacy CSP over WinRM"}
-RESTART_TIMEOUT_S = 120  # iisreset's own default wait is 60 s per service; W3SVC and WAS both restart
 EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth", "timeout", "protocol", "dropped"}
 
 
@@ -120,7 +125,7 @@ class ServerFlow:
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"exbe-{self.server.name}-exchange") as side:
             exchange_read = side.submit(self._read_exchange)
-            envelope = self._scripts([("facts", self._facts_input())])[0]
+            envelope = self._scripts([("facts", facts_step.plan(self.settings))])[0]
             exchange_read.result()  # a connection failure there (e.g. TLS validation) is the run's failure too
         duration = time.monotonic() - started
         if not envelope["ok"]:
@@ -154,7 +159,7 @@ class ServerFlow:
         """The thumbprint the chain goes on with: the selected one, a staged one, or a new one; None to stop."""
         started = time.monotonic()
         facts = self._facts()
-        blockers = plan.bind_blockers(facts)
+        blockers = bind_step.blockers(facts)
         if blockers:
             self._fail("renew", "; ".join(blockers), 0.0)
             return None
@@ -198,7 +203,7 @@ class ServerFlow:
                 return self._renew_failed(data["error"], started)
         else:
             assert self.selected is not None and thumb is not None
-            envelope = self._scripts([("clone", plan.clone_input(self.selected, dry_run=False))])[0]
+            envelope = self._scripts([("clone", clone_step.plan(self.selected, dry_run=False))])[0]
             new = envelope["data"].get("new_thumbprint") if envelope["ok"] else None
             if new is None:
                 return self._renew_failed(f"cloning {thumb} failed: {envelope['error']}", started)
@@ -224,15 +229,15 @@ class ServerFlow:
         started = time.monotonic()
         facts = self._facts()
         if bind:
-            blockers = plan.bind_blockers(facts)
+            blockers = bind_step.blockers(facts)
             if blockers:
                 return self._fail("bind", "; ".join(blockers), 0.0)
         scripts: list[tuple[str, dict[str, Any]]] = []
         if trust:
-            scripts.append(("trust", {"thumbprint": thumbprint, "dry_run": self.settings.dry_run}))
+            scripts.append(("trust", trust_step.plan(thumbprint, dry_run=self.settings.dry_run)))
         if bind:
-            scripts.append(("bind", plan.bind_input(facts, thumbprint, self.settings)))
-        scripts.append(("facts", self._facts_input()))
+            scripts.append(("bind", bind_step.plan(facts, thumbprint, self.settings)))
+        scripts.append(("facts", facts_step.plan(self.settings)))
         envelopes = self._scripts(scripts)
         duration = round(time.monotonic() - started, 3)
         ok = True
@@ -242,7 +247,7 @@ class ServerFlow:
         if envelopes[-1]["ok"]:
             self.facts = HostFacts.parse(envelopes[-1]["data"])
             if ok and not self.settings.dry_run:
-                left = plan.unconverged(self.facts, thumbprint, self.settings, trust=trust, bind=bind)
+                left = bind_step.unconverged(self.facts, thumbprint, self.settings, trust=trust, bind=bind)
                 if left:
                     return self._fail("bind" if bind else "trust", f"the steps reported success but re-reading the "
                                       f"server shows {'; '.join(left)}", 0.0)
@@ -251,8 +256,7 @@ class ServerFlow:
     def restart(self) -> bool:
         """iisreset, one server of the fleet at a time, waiting for W3SVC. It ends the Exchange endpoint's pools."""
         with self.restart_gate:
-            envelope = self._scripts([("restart", {"method": "iisreset", "timeout_seconds": RESTART_TIMEOUT_S,
-                                                   "dry_run": self.settings.dry_run})])[0]
+            envelope = self._scripts([("restart", restart_step.plan(dry_run=self.settings.dry_run))])[0]
         if not self.settings.dry_run:
             self.session.discard("exchange")
         self._record(StepResult.from_envelope(self.server.name, envelope, 0.0))
@@ -261,7 +265,7 @@ class ServerFlow:
     def verify(self, *, reuse_facts: bool) -> bool:
         started = time.monotonic()
         if not reuse_facts or self.facts is None:
-            envelope = self._scripts([("facts", self._facts_input())])[0]
+            envelope = self._scripts([("facts", facts_step.plan(self.settings))])[0]
             if not envelope["ok"]:
                 return self._fail("verify", f"reading the certificate store and IIS failed: {envelope['error']}", 0.0)
             self.facts = HostFacts.parse(envelope["data"])
@@ -281,7 +285,7 @@ class ServerFlow:
         facts = self._facts()
         if self.exchange is not None and switched:
             self._read_exchange()  # this run created a certificate: the assignments as they are now
-        cleanup_plan = plan.cleanup_candidates(facts, self.exchange, self.settings,
+        cleanup_plan = cleanup_step.plan(facts, self.exchange, self.settings,
                                                switched_at=facts.now if switched else None)
         if cleanup_plan.refused:
             return self._fail("cleanup", cleanup_plan.refused, 0.0)
@@ -293,9 +297,7 @@ class ServerFlow:
             self._record(StepResult(server=self.server.name, step="cleanup", status="ok", message="nothing to remove",
                                     data={"kept": cleanup_plan.kept}, warnings=cleanup_plan.warnings))
             return True
-        envelope = self._scripts([("cleanup", {
-            "thumbprints": list(cleanup_plan.remove), "backend_site": self.settings.backend_site,
-            "frontend_site": self.settings.frontend_site, "dry_run": self.settings.dry_run})])[0]
+        envelope = self._scripts([("cleanup", cleanup_step.step_input(cleanup_plan.remove, self.settings))])[0]
         envelope["warnings"] = [*cleanup_plan.warnings, *envelope["warnings"]]
         self._record(StepResult.from_envelope(self.server.name, envelope, 0.0))
         return bool(envelope["ok"])
@@ -310,7 +312,7 @@ class ServerFlow:
         new, errors = exchange.new_certificate(self.session, params)
         data: dict[str, Any] = {"reasons": reasons, "method": "exchange", "errors": errors}
         if new is None:
-            envelope = self._scripts([("facts", self._facts_input())])[0]
+            envelope = self._scripts([("facts", facts_step.plan(self.settings))])[0]
             created = plan.created_certificate(facts, HostFacts.parse(envelope["data"]), self.settings) \
                 if envelope["ok"] else []
             if len(created) != 1:
@@ -363,19 +365,18 @@ class ServerFlow:
         assert self.facts is not None, "preflight reads the facts first"
         return self.facts
 
-    def _facts_input(self) -> dict[str, Any]:
-        return {"backend_site": self.settings.backend_site, "frontend_site": self.settings.frontend_site,
-                "friendly_name": self.settings.friendly_name}
-
-    def _scripts(self, steps: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Render and run step scripts in one pipeline; one envelope per step, failures as failed envelopes."""
-        scripts = [render_step(step, data, override_dir=self.options.template_dir) for step, data in steps]
+    def _scripts(self, planned: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Render and run step scripts in one pipeline; one envelope per step, each checked against its step's
+        result schema; failures (and answers that break the contract) as failed envelopes."""
+        scripts = [render_step(step, data, override_dir=self.options.template_dir) for step, data in planned]
         result = self.session.run_scripts(scripts)
         envelopes = []
-        for step, _ in steps:
+        for step, _ in planned:
             try:
                 mine = [o for o in result.output if f'"step":"{step}"' in str(o)]
-                envelopes.append(contract.parse_result(step, mine))
+                envelope = contract.parse_result(step, mine)
+                steps.get(step).check_result(envelope)
+                envelopes.append(envelope)
             except contract.ContractError as exc:
                 reason = result.failed or str(exc)
                 envelopes.append(contract.make_result(step, ok=False, error=reason, dry_run=self.settings.dry_run))
@@ -395,11 +396,11 @@ class ServerFlow:
         planned = []
         if self.settings.trust:
             planned.append(("trust", "would add the new certificate's public part to LocalMachine\\Root"))
-        bind = plan.bind_input(facts, "NEW", self.settings)
+        bind_input = bind_step.plan(facts, "NEW", self.settings)
         planned.append(("bind", f"would bind the new certificate on {self.settings.backend_site} "
-                                f"{bind['backend_binding'] or BACKEND_LABEL} (now {old})"
-                        + (f" and on {self.settings.frontend_site} {bind['loopback_binding']}"
-                           if bind["loopback_binding"] else "")))
+                                f"{bind_input['backend_binding'] or BACKEND_LABEL} (now {old})"
+                        + (f" and on {self.settings.frontend_site} {bind_input['loopback_binding']}"
+                           if bind_input["loopback_binding"] else "")))
         if self.settings.restart_iis:
             planned.append(("restart", "would run iisreset and wait for W3SVC"))
         for step, message in planned:

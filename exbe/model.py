@@ -61,7 +61,10 @@ class StepResult:
     @classmethod
     def from_envelope(cls, server: str, envelope: dict[str, Any], duration_s: float) -> StepResult:
         """A step script's result envelope (``exbe.contract``) as a StepResult with a one-line message."""
+        from .steps import get  # the steps plan with Settings from here; their registry is read at call time
+
         step = envelope["step"]
+        declared = get(step)
         data = dict(envelope.get("data") or {})
         changed = bool(envelope.get("changed"))
         if not envelope.get("ok"):
@@ -69,8 +72,8 @@ class StepResult:
             message = _one_line(envelope.get("error") or f"{step} failed without saying why")
         else:
             status = "changed" if changed else "ok"
-            message = _describe(step, data, changed, bool(envelope.get("dry_run")))
-        before, after = _before_after(step, data)
+            message = declared.describe(data, changed, bool(envelope.get("dry_run")))
+        before, after = declared.before_after(data)
         return cls(server=server, step=step, status=status, message=message, changed=changed, before=before,
                    after=after, data=data, warnings=[_one_line(w) for w in envelope.get("warnings") or []],
                    duration_s=round(duration_s, 3))
@@ -98,56 +101,3 @@ class ServerRun:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
-
-
-def _describe(step: str, data: dict[str, Any], changed: bool, dry_run: bool) -> str:
-    """A successful step in one line; a dry run says what it *would* do."""
-    def verb(done: str, would: str) -> str:
-        return would if dry_run else done
-
-    if step == "trust":
-        thumb = data.get("thumbprint")
-        if changed:
-            return f"{verb('added', 'would add')} {thumb} to LocalMachine\\Root"
-        return f"{thumb} is already in LocalMachine\\Root"
-    if step == "bind":
-        thumb = data.get("thumbprint")
-        before, after = data.get("before") or {}, data.get("after") or {}
-        names = {"backend": "the back-end 444 binding", "loopback": "the loopback 127.0.0.1:443: binding"}
-        moved = [names[key] for key in names if before.get(key) != after.get(key)]
-        if changed:
-            return f"{verb('bound', 'would bind')} {thumb} on {' and '.join(moved) or names['backend']}"
-        return f"{thumb} is already bound on {names['backend']}"
-    if step == "clone":
-        return (f"{verb('cloned', 'would clone')} {data.get('source_thumbprint')}"
-                + (f" -> {data['new_thumbprint']}" if data.get("new_thumbprint") else ""))
-    if step == "restart":
-        return (f"{verb('ran', 'would run')} {data.get('method')}: W3SVC {data.get('w3svc_before')} -> "
-                f"{data.get('w3svc_after')}")
-    if step == "cleanup":
-        removed_my, removed_root = data.get("removed_my") or [], data.get("removed_root") or []
-        if not (removed_my or removed_root):
-            return "nothing to remove"
-        return (f"{verb('removed', 'would remove')} {len(removed_my)} certificate(s) from LocalMachine\\My and "
-                f"{len(removed_root)} from LocalMachine\\Root: {', '.join(dict.fromkeys(removed_my + removed_root))}")
-    if step == "facts":
-        return (f"read {len(data.get('certificates') or [])} certificate(s) and {len(data.get('bindings') or [])} "
-                "https binding(s)")
-    return verb("changed", "would change") if changed else "no change"
-
-
-def _before_after(step: str, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The part of a step's data that a run record shows as before/after."""
-    if step == "bind":
-        return dict(data.get("before") or {}), dict(data.get("after") or {})
-    if step == "trust" and "present_before" in data:
-        thumb = data.get("thumbprint")
-        return ({"root": {thumb: data["present_before"]}}, {"root": {thumb: data.get("present_after")}})
-    if step == "clone":
-        return {"thumbprint": data.get("source_thumbprint")}, {"thumbprint": data.get("new_thumbprint")}
-    if step == "restart":
-        return {"W3SVC": data.get("w3svc_before")}, {"W3SVC": data.get("w3svc_after"), "WAS": data.get("was_after")}
-    if step == "cleanup":
-        removed = {"my": list(data.get("removed_my") or []), "root": list(data.get("removed_root") or [])}
-        return removed, {"my": [], "root": []}
-    return {}, {}

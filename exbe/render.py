@@ -1,13 +1,13 @@
 """Render exbe's PowerShell templates into step scripts (WinRM) and hand-run scripts (Exchange Management Shell).
 
 The templates under ``ps_templates/`` are fixed text. Jinja chooses which fixed text goes in (blocks, includes)
-and prints exactly one value: the one-line JSON input document inside the contract's here-string. So a rendered
+and prints the step's registered name and one value: the one-line JSON input document inside the contract's
+here-string. So a rendered
 script is recognised by re-rendering it (:func:`is_exbe_rendering`), and no value can change the code around it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 from collections.abc import Mapping
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from jinja2 import meta
 
-from . import __version__, contract
+from . import __version__, contract, steps
+from .contract import ListOf, Schema
 
 if TYPE_CHECKING:
     from .model import Settings
@@ -34,45 +35,20 @@ def _template_dir() -> Path:
 TEMPLATE_DIR: Path = _template_dir()
 
 
-@dataclasses.dataclass(frozen=True)
-class ListOf:
-    """A JSON list whose items are all of one type."""
-
-    item: type
-
-
-Kind = type | ListOf
-
-_KIND_NAMES: dict[Kind, str] = {str: "a string", bool: "true or false", int: "a whole number", type(None): "null",
-                                ListOf(str): "a list of strings", ListOf(int): "a list of whole numbers"}
-
-#: The documented input of every WinRM step (contract.py): key -> accepted kinds of value.
-STEP_INPUTS: dict[str, dict[str, tuple[Kind, ...]]] = {
-    "facts": {"backend_site": (str,), "frontend_site": (str,), "friendly_name": (str,)},
-    "clone": {"source_thumbprint": (str,), "provider": (str,), "key_length": (int,), "hash_algorithm": (str,),
-              "validity_years": (int,), "dry_run": (bool,)},
-    "trust": {"thumbprint": (str,), "dry_run": (bool,)},
-    "bind": {"thumbprint": (str,), "backend_site": (str,), "frontend_site": (str,),
-             "backend_binding": (str, type(None)), "loopback_binding": (str, type(None)),
-             "loopback_from": (str, type(None)), "dry_run": (bool,)},
-    "restart": {"method": (str,), "timeout_seconds": (int,), "dry_run": (bool,)},
-    "cleanup": {"thumbprints": (ListOf(str),), "backend_site": (str,), "frontend_site": (str,), "dry_run": (bool,)},
-}
-
 #: Tasks of the hand-run script (``exbe render <task>``).
 MANUAL_TASKS: tuple[str, ...] = ("renew", "verify", "trust", "bind", "cleanup")
 
 #: The input of every hand-run script, built by :func:`manual_input` from the settings and rule constants the
 #: pipeline decides with, so the script judges by the same numbers. ``thumbprint`` null means "the selected Back
 #: End certificate"; ``days``, ``force``, ``trust`` and ``smtp`` matter to renew only.
-MANUAL_INPUT: dict[str, tuple[Kind, ...]] = {
+MANUAL_INPUT: Schema = {
     "backend_site": (str,), "frontend_site": (str,), "friendly_name": (str,), "thumbprint": (str, type(None)),
     "days": (int,), "warn_days": (int,), "fail_days": (int,), "force": (bool,), "trust": (bool,), "smtp": (str,),
     "min_key_size": (int,), "new_key_sizes": (ListOf(int),), "weak_signatures": (ListOf(str),),
     "auth_subject": (str,),
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {"method": ("iisreset", "services"), "smtp": ("keep", "move")}
+MANUAL_CHOICES = {"smtp": ("keep", "move")}
 
 
 def manual_input(settings: Settings, *, thumbprint: str | None = None) -> dict[str, Any]:
@@ -96,31 +72,6 @@ def manual_input(settings: Settings, *, thumbprint: str | None = None) -> dict[s
         "weak_signatures": list(selection.WEAK_SIGNATURES),
         "auth_subject": selection.AUTH_SUBJECT,
     }
-
-
-def _is_kind(value: Any, kind: Kind) -> bool:
-    if isinstance(kind, ListOf):
-        return isinstance(value, list) and all(_is_kind(item, kind.item) for item in value)
-    if isinstance(value, bool):  # bool is an int in Python; a flag must not pass for a number, nor a number for a flag
-        return kind is bool
-    return isinstance(value, kind)
-
-
-def _validate(what: str, data: Mapping[str, Any], spec: Mapping[str, tuple[Kind, ...]]) -> None:
-    """Missing, unknown or mistyped keys raise ValueError naming the key."""
-    missing = sorted(set(spec) - set(data))
-    if missing:
-        raise ValueError(f"{what} input lacks {', '.join(missing)}")
-    unknown = sorted(set(data) - set(spec))
-    if unknown:
-        raise ValueError(f"{what} input has unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(spec))}")
-    for key, kinds in spec.items():
-        value = data[key]
-        if not any(_is_kind(value, kind) for kind in kinds):
-            wanted = " or ".join(_KIND_NAMES[kind] for kind in kinds)
-            raise ValueError(f"{what} input {key} must be {wanted}, got {value!r}")
-        if key in _CHOICES and value not in _CHOICES[key]:
-            raise ValueError(f"{what} input {key} must be one of {', '.join(_CHOICES[key])}, got {value!r}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -182,19 +133,18 @@ def _render(env: jinja2.Environment, header_step: str, roots: list[str], context
 
 def render_step(step: str, data: Mapping[str, Any], *, override_dir: Path | None = None) -> str:
     """The script for one WinRM step; it writes one result envelope (contract.py) to its output stream."""
-    if step not in STEP_INPUTS:
-        raise ValueError(f"unknown exbe step {step!r}; known: {', '.join(contract.WINRM_STEPS)}")
-    _validate(step, data, STEP_INPUTS[step])
+    declared = steps.get(step)
+    declared.check_input(data)
     env = _env(override_dir)
-    return _render(env, step, ["_base.ps1.j2", f"{step}.ps1.j2"],
-                   {"step": step, "input_document": contract.encode_input(data)})
+    return _render(env, step, ["_base.ps1.j2", declared.template],
+                   {"step": step, "mutating": declared.mutating, "input_document": contract.encode_input(data)})
 
 
 def render_manual(task: str, data: Mapping[str, Any], *, override_dir: Path | None = None) -> str:
     """The one script an administrator runs in the Exchange Management Shell for ``task`` (supports -WhatIf)."""
     if task not in MANUAL_TASKS:
         raise ValueError(f"unknown task {task!r} for a hand-run script; known: {', '.join(MANUAL_TASKS)}")
-    _validate(f"manual {task}", data, MANUAL_INPUT)
+    contract.validate(f"manual {task} input", data, MANUAL_INPUT, choices=MANUAL_CHOICES)
     env = _env(override_dir)
     return _render(env, f"manual_{task}", [f"manual_{task}.ps1.j2"],
                    {"step": f"manual_{task}", "input_document": contract.encode_input(data)})

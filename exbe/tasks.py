@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Callable
 
-from invoke import Collection, task
+from invoke.collection import Collection
+from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.tasks import Task, task
 
 from .cli import TaskOptions, run_task, template_dir
 from .config import collection_config
@@ -23,18 +26,27 @@ SELECT_HELP = {
 }
 
 
-def exbe_task(**extra_help: str):
+#: A task's body: the Context, then its flags; it reports through exceptions (Exit), not a return value.
+#: Invoke takes a flag's kind from its default, never from these annotations. ``--days`` and ``--min-age`` default to
+#: None, so from the command line they arrive as text; they are annotated as TaskOptions declares them (int | None)
+#: and exbe.cli int()s them.
+TaskBody = Callable[..., None]
+
+
+def exbe_task(**extra_help: str) -> Callable[[TaskBody], Task[TaskBody]]:
     """``@task`` with the shared flag help, limited to the flags the task has (Invoke refuses help for others)."""
-    def decorate(fn):
+    def decorate(fn: TaskBody) -> Task[TaskBody]:
         names = {p.replace("_", "-").rstrip("-") for p in inspect.signature(fn).parameters}
         given = {**SELECT_HELP, **{k.replace("_", "-"): v for k, v in extra_help.items()}}
         help_ = {k: v for k, v in given.items() if k in names}
-        return task(fn, iterable=["server"], help=help_, auto_shortflags=False)
+        # what task(fn, **options) returns, typed (invoke.tasks.task is declared to return a bare Callable)
+        return Task(fn, iterable=["server"], help=help_, auto_shortflags=False)
     return decorate
 
 
 @exbe_task()
-def preflight(c, server=None, all_=False, group=None, shard=None, junit=None, json_=None):
+def preflight(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+              shard: str | None = None, junit: str | None = None, json_: str | None = None) -> None:
     """Read both endpoints and select the back-end certificate; change nothing."""
     run_task(c, "preflight", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
                                          json=json_))
@@ -45,8 +57,10 @@ def preflight(c, server=None, all_=False, group=None, shard=None, junit=None, js
     no_trust="do not add the new certificate to LocalMachine\\Root", smtp="keep (default) or move SMTP to the new "
     "certificate", restart_iis="iisreset afterwards, one server at a time", cleanup="remove superseded certificates "
     "when verify passes and they are --min-age days old", min_age="days a switch must be old before cleanup")
-def renew(c, server=None, all_=False, group=None, shard=None, days=None, force=False, dry_run=False, no_trust=False,
-          smtp=None, restart_iis=False, cleanup=False, min_age=None, junit=None, json_=None):
+def renew(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+          shard: str | None = None, days: int | None = None, force: bool = False, dry_run: bool = False,
+          no_trust: bool = False, smtp: str | None = None, restart_iis: bool = False, cleanup: bool = False,
+          min_age: int | None = None, junit: str | None = None, json_: str | None = None) -> None:
     """Renew the back-end certificate where needed, trust it, bind it to 444, verify (the whole chain)."""
     run_task(c, "renew", TaskOptions(server=server or [], all=all_, group=group, shard=shard, days=days, force=force,
                                      dry_run=dry_run, no_trust=no_trust, smtp=smtp, restart_iis=restart_iis,
@@ -54,8 +68,9 @@ def renew(c, server=None, all_=False, group=None, shard=None, days=None, force=F
 
 
 @exbe_task(thumbprint="trust this certificate instead of the selected one")
-def trust(c, server=None, all_=False, group=None, shard=None, thumbprint=None, dry_run=False, junit=None,
-          json_=None):
+def trust(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+          shard: str | None = None, thumbprint: str | None = None, dry_run: bool = False, junit: str | None = None,
+          json_: str | None = None) -> None:
     """Put the back-end certificate's public part in LocalMachine\\Root when it is absent."""
     run_task(c, "trust", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
                                      dry_run=dry_run, junit=junit, json=json_))
@@ -63,28 +78,35 @@ def trust(c, server=None, all_=False, group=None, shard=None, thumbprint=None, d
 
 @exbe_task(thumbprint="bind this certificate (from LocalMachine\\My) instead of the "
                                                "selected one")
-def bind(c, server=None, all_=False, group=None, shard=None, thumbprint=None, dry_run=False, junit=None, json_=None):
+def bind(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+         shard: str | None = None, thumbprint: str | None = None, dry_run: bool = False, junit: str | None = None,
+         json_: str | None = None) -> None:
     """Bind the back-end certificate to Exchange Back End *:444: (and 127.0.0.1:443 where it was)."""
     run_task(c, "bind", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
                                     dry_run=dry_run, junit=junit, json=json_))
 
 
 @exbe_task()
-def restart(c, server=None, all_=False, group=None, shard=None, dry_run=False, junit=None, json_=None):
+def restart(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+            shard: str | None = None, dry_run: bool = False, junit: str | None = None,
+            json_: str | None = None) -> None:
     """iisreset, one server at a time, waiting for W3SVC to come back."""
     run_task(c, "restart", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
                                        junit=junit, json=json_))
 
 
 @exbe_task()
-def verify(c, server=None, all_=False, group=None, shard=None, junit=None, json_=None):
+def verify(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+           shard: str | None = None, junit: str | None = None, json_: str | None = None) -> None:
     """Check the back end as HealthChecker would, plus a TLS and HTTP probe of port 444 from this agent."""
     run_task(c, "verify", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
                                       json=json_))
 
 
 @exbe_task(min_age="days a switch must be old before its predecessor is removed")
-def cleanup(c, server=None, all_=False, group=None, shard=None, min_age=None, dry_run=False, junit=None, json_=None):
+def cleanup(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+            shard: str | None = None, min_age: int | None = None, dry_run: bool = False, junit: str | None = None,
+            json_: str | None = None) -> None:
     """Remove superseded self-signed back-end certificates (and Root copies) that nothing uses, after verify."""
     run_task(c, "cleanup", TaskOptions(server=server or [], all=all_, group=group, shard=shard, min_age=min_age,
                                        dry_run=dry_run, junit=junit, json=json_))
@@ -96,8 +118,9 @@ def cleanup(c, server=None, all_=False, group=None, shard=None, min_age=None, dr
     "thumbprint": "act on this certificate of LocalMachine\\My instead of the selected one",
     "output": "write here (UTF-8 with BOM) instead of standard output",
     "server": "accepted for symmetry; the script runs on the server"})
-def render(c, task_name=None, server=None, days=None, force=False, smtp=None, no_trust=False, thumbprint=None,
-           output=None):
+def render(c: Context, task_name: str | None = None, server: list[str] | None = None, days: int | None = None,
+           force: bool = False, smtp: str | None = None, no_trust: bool = False, thumbprint: str | None = None,
+           output: str | None = None) -> None:
     """Print one script to run by hand in the Exchange Management Shell (no WinRM needed).
 
     For servers without WinRM access: `exbe render renew > renew.ps1`, then run it in an elevated EMS (Windows
@@ -134,8 +157,9 @@ def render(c, task_name=None, server=None, days=None, force=False, smtp=None, no
             "latency-ms": "added latency per request on every host", "state-dir": "where host state lives",
             "inventory": "write the exbe configuration (exbe.yaml) for this fleet here", "https": "inventory uses "
             "Basic over HTTPS (sandbox CA) instead of NTLM over HTTP", "keep": "reuse existing host state"})
-def sandbox(c, hosts=6, scenarios="mixed", faults="", latency_ms=0, state_dir=".exbe-sandbox",
-            inventory="sandbox-inventory.yaml", https=False, keep=False):
+def sandbox(c: Context, hosts: int = 6, scenarios: str = "mixed", faults: str = "", latency_ms: int = 0,
+            state_dir: str = ".exbe-sandbox", inventory: str = "sandbox-inventory.yaml", https: bool = False,
+            keep: bool = False) -> None:
     """Run a sandbox fleet in the foreground until Ctrl-C (simulated Exchange servers; nothing runs on Windows)."""
     from .sandbox.cli import serve
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -39,5 +39,6 @@ def fleet(start_fleet: Callable[..., Fleet]) -> Fleet:
 @pytest.fixture(autouse=True)
 def _no_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests decide for themselves whether they run 'in' Azure Pipelines or GitHub Actions."""
-    for name in ("TF_BUILD", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "EXBE_USERNAME", "EXBE_PASSWORD"):
+    for name in ("TF_BUILD", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT",
+                 "EXBE_USERNAME", "EXBE_PASSWORD"):
         monkeypatch.delenv(name, raising=False)

@@ -1,4 +1,5 @@
-"""The exact command the nightly pipelines run, against a sandbox fleet, leaves the JUnit where the YAML publishes it."""
+"""The exact command the nightly pipelines run, against a sandbox fleet, leaves the JUnit where the YAML publishes
+it."""
 
 from __future__ import annotations
 

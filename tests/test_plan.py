@@ -13,17 +13,13 @@ from exbe.contract import EXCHANGE_CMDLETS
 from exbe.facts import HostFacts
 from exbe.model import Settings
 from exbe.plan import (
-    CLONE_PROVIDER,
-    bind_blockers,
-    bind_input,
-    cleanup_candidates,
-    clone_input,
     created_certificate,
     new_exchange_certificate_params,
     renew_method,
     renew_reasons,
     staged_replacement,
 )
+from exbe.steps import bind, cleanup, clone
 from tests.real_shapes import E16, E19
 
 from .facts_fixtures import (
@@ -184,9 +180,9 @@ def test_new_exchange_certificate_falls_back_to_the_computer_names():
 @pytest.mark.parametrize(("old", "new"), [(1024, 2048), (2048, 2048), (3072, 3072), (4096, 4096)])
 def test_a_clone_gets_a_new_key_of_at_least_2048_bits_in_a_legacy_csp(old, new):
     facts, _ = load_typed()
-    data = clone_input(dataclasses.replace(facts.certificate(BACKEND), key_size=old), dry_run=True)
+    data = clone.plan(dataclasses.replace(facts.certificate(BACKEND), key_size=old), dry_run=True)
     assert (data["source_thumbprint"], data["key_length"], data["provider"], data["dry_run"]) == (
-        BACKEND, new, CLONE_PROVIDER, True)
+        BACKEND, new, clone.PROVIDER, True)
 
 
 # -- naming what New-ExchangeCertificate made ------------------------------------------------------------------------
@@ -206,7 +202,7 @@ def test_only_back_end_candidates_count_as_created():
 
 # -- binding ---------------------------------------------------------------------------------------------------------
 def bind_for(facts, thumbprint=STAGED, settings=SETTINGS):
-    return bind_input(typed(facts)[0], thumbprint, settings)
+    return bind.plan(typed(facts)[0], thumbprint, settings)
 
 
 def test_bind_moves_the_loopback_binding_that_carried_the_old_back_end_certificate():
@@ -277,11 +273,11 @@ def test_with_444_empty_the_loopback_moves_when_it_carries_the_selected_certific
 
 
 def test_nothing_blocks_binding_on_a_normal_server():
-    assert bind_blockers(load_typed()[0]) == []
+    assert bind.blockers(load_typed()[0]) == []
 
 
 def test_an_ip_specific_444_binding_blocks_binding_with_the_command_that_removes_it():
-    (blocker,) = bind_blockers(load_typed("ip_specific_444")[0])
+    (blocker,) = bind.blockers(load_typed("ip_specific_444")[0])
     assert "IP-specific 444 binding 10.0.0.5:444:" in blocker
     assert blocker.endswith('Remove-WebBinding -Name "Exchange Back End" -IPAddress 10.0.0.5 -Port 444 -Protocol https')
 
@@ -289,13 +285,13 @@ def test_an_ip_specific_444_binding_blocks_binding_with_the_command_that_removes
 def test_an_ipv6_444_binding_blocks_binding_too():
     facts, _ = load()
     add_binding(facts, EBE, "[::1]:444:", BACKEND)
-    (blocker,) = bind_blockers(typed(facts)[0])
+    (blocker,) = bind.blockers(typed(facts)[0])
     assert "IP-specific 444 binding [::1]:444: on Exchange Back End" in blocker
 
 
 # -- cleanup ---------------------------------------------------------------------------------------------------------
 def _cleanup(facts, exchange, settings=SETTINGS, switched_at=None):
-    return cleanup_candidates(*typed(facts, exchange), settings, switched_at=switched_at)
+    return cleanup.plan(*typed(facts, exchange), settings, switched_at=switched_at)
 
 
 def test_cleanup_removes_superseded_unused_certificates_and_orphaned_root_copies():
@@ -466,8 +462,8 @@ def test_cleanup_never_selects_anything_bound_assigned_internal_transport_or_aut
 def test_on_the_captured_servers_bind_moves_444_and_the_loopback_and_leaves_the_public_binding_alone(server):
     """Both captures carry the same self-signed certificate on ``:443:``, ``127.0.0.1:443:`` and ``*:444:``."""
     facts = HostFacts.parse(server.facts_data(server.cert("exchange").not_before + datetime.timedelta(days=365)))
-    data = bind_input(facts, STAGED, SETTINGS)
+    data = bind.plan(facts, STAGED, SETTINGS)
     assert (data["backend_binding"], data["loopback_binding"], data["loopback_from"]) == (
         "*:444:", "127.0.0.1:443:", server.backend_thumbprint)
     assert ":443:" not in data.values()
-    assert bind_blockers(facts) == []
+    assert bind.blockers(facts) == []

@@ -25,6 +25,7 @@ from exbe.render import (
     render_step,
     to_file_bytes,
 )
+from exbe.steps import REGISTRY
 from tests import pwsh
 
 OLD = "A1" * 20
@@ -61,7 +62,7 @@ def template_copy(tmp_path: Path) -> Path:
 
 def test_the_shipped_templates_are_found_beside_the_package_or_at_the_top_of_the_checkout() -> None:
     assert (TEMPLATE_DIR / "_base.ps1.j2").is_file()
-    assert {f"{step}.ps1.j2" for step in contract.WINRM_STEPS} <= {p.name for p in TEMPLATE_DIR.iterdir()}
+    assert {step.template for step in REGISTRY.values()} <= {p.name for p in TEMPLATE_DIR.iterdir()}
 
 
 def test_a_missing_input_key_fails_naming_the_key() -> None:

@@ -18,8 +18,9 @@ import ipaddress
 import os
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -177,7 +178,14 @@ def _windows_name(name: x509.Name) -> str:
     labels = {NameOID.COMMON_NAME: "CN", NameOID.ORGANIZATION_NAME: "O", NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
               NameOID.COUNTRY_NAME: "C", NameOID.LOCALITY_NAME: "L", NameOID.STATE_OR_PROVINCE_NAME: "S",
               NameOID.DOMAIN_COMPONENT: "DC"}
-    return ", ".join(f"{labels.get(a.oid, a.oid.dotted_string)}={a.value}" for a in reversed(list(name)))
+    return ", ".join(f"{labels.get(a.oid, a.oid.dotted_string)}={_attribute_text(a.value)}"
+                     for a in reversed(list(name)))
+
+
+def _attribute_text(value: str | bytes) -> str:
+    """A name attribute's value as text. Only bit-string attributes (none that the sandbox writes) hold bytes; those
+    show as ``#`` and hex, as in RFC 4514, rather than as a Python ``b'...'`` literal."""
+    return value if isinstance(value, str) else "#" + value.hex()
 
 
 def _san(dns_names: Iterable[str], ips: Iterable[str] = ()) -> x509.SubjectAlternativeName:
@@ -252,7 +260,7 @@ class SandboxCA:
 
     @classmethod
     def create(cls, subject: str = "CN=exbe sandbox CA", *, key: rsa.RSAPrivateKey | None = None,
-               years: int = 10) -> "SandboxCA":
+               years: int = 10) -> SandboxCA:
         key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = _name(subject)
         now = _now()
@@ -268,7 +276,7 @@ class SandboxCA:
         return cls(cert, key)
 
     @classmethod
-    def load_or_create(cls, directory: Path) -> "SandboxCA":
+    def load_or_create(cls, directory: Path) -> SandboxCA:
         """The CA kept in ``directory`` (``sandbox-ca.pem`` + ``sandbox-ca.key``), created on first use."""
         directory = Path(directory)
         cert_file, key_file = directory / "sandbox-ca.pem", directory / "sandbox-ca.key"

@@ -46,7 +46,8 @@ import dataclasses
 import datetime
 import re
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 

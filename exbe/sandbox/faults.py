@@ -41,7 +41,7 @@ class Faults:
     exchange_unavailable: bool = False
 
     @classmethod
-    def parse(cls, spec: str | None) -> "Faults":
+    def parse(cls, spec: str | None) -> Faults:
         """Parse ``kind[=value],...``; raises ValueError naming an unknown kind or a bad value."""
         faults = cls()
         for item in (spec or "").split(","):

@@ -12,8 +12,9 @@ import json
 import logging
 import secrets
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .auth import install_accounts
 from .certs import SandboxCA
@@ -42,13 +43,15 @@ BIND = "127.0.0.1"
 def plan_hosts(count: int, scenarios: str | Iterable[str] = "mixed") -> list[tuple[str, str]]:
     """``[(name, scenario)]`` for ``count`` hosts exch01..; ``scenarios`` is ``mixed``, one name, or a list cycled."""
     if isinstance(scenarios, str):
-        chosen = list(MIXED_SCENARIOS) if scenarios == "mixed" else [s.strip() for s in scenarios.split(",") if s.strip()]
+        chosen = (list(MIXED_SCENARIOS) if scenarios == "mixed"
+                  else [s.strip() for s in scenarios.split(",") if s.strip()])
     else:
         chosen = list(scenarios)
     known = set(scenario_names())
     unknown = [s for s in chosen if s not in known]
     if unknown or not chosen:
-        raise ValueError(f"unknown sandbox scenario {', '.join(unknown) or '(none)'}; known: {', '.join(sorted(known))}")
+        raise ValueError(f"unknown sandbox scenario {', '.join(unknown) or '(none)'}; "
+                         f"known: {', '.join(sorted(known))}")
     width = max(2, len(str(count)))
     return [(f"exch{i + 1:0{width}d}", chosen[i % len(chosen)]) for i in range(count)]
 
@@ -85,7 +88,7 @@ class Fleet:
         self._running: dict[str, _Running] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
-    def start(self) -> "Fleet":
+    def start(self) -> Fleet:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         install_accounts(self.state_dir / "ntlm-users", self.username, self.password)
         ca = SandboxCA.load_or_create(self.state_dir)
@@ -107,7 +110,7 @@ class Fleet:
                 listener.stop()
         self._running.clear()
 
-    def __enter__(self) -> "Fleet":
+    def __enter__(self) -> Fleet:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

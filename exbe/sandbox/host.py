@@ -17,6 +17,7 @@ import logging
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,8 @@ class SandboxHost:
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of the state as JSON data (what tests compare before and after)."""
         with self.lock:
-            return json.loads(json.dumps(self.state.to_dict()))
+            snapshot: dict[str, Any] = json.loads(json.dumps(self.state.to_dict()))
+            return snapshot
 
     def save(self) -> None:
         with self.lock:
@@ -198,7 +200,7 @@ class SandboxHost:
             raise DropConnection(step)
         return outcome
 
-    def _mutate(self, action) -> Outcome:
+    def _mutate(self, action: Callable[[], Outcome]) -> Outcome:
         """Run ``action`` under the host lock and persist the state when it changed."""
         with self.lock:
             before = self.state.to_dict()  # a deep copy (dataclasses.asdict)

@@ -13,9 +13,10 @@ import os
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Callable, ContextManager
 
 from .state import BACKEND_SITE, HostState
 
@@ -33,8 +34,9 @@ _UNAVAILABLE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html; c
 class BackendListener:
     """A TLS server standing for ``https://<host>:444`` (bounded worker threads; one request per connection)."""
 
-    def __init__(self, get_state: Callable[[], HostState], lock: ContextManager, host: str = "127.0.0.1",
-                 port: int = 0, cert_dir: Path | None = None, *, workers: int = 4, timeout: float = 10.0) -> None:
+    def __init__(self, get_state: Callable[[], HostState], lock: AbstractContextManager[object],
+                 host: str = "127.0.0.1", port: int = 0, cert_dir: Path | None = None, *, workers: int = 4,
+                 timeout: float = 10.0) -> None:
         self._get_state = get_state
         self._lock = lock
         self._address = (host, port)
@@ -55,7 +57,8 @@ class BackendListener:
     def port(self) -> int:
         if self._sock is None:
             raise RuntimeError("the listener is not started")
-        return self._sock.getsockname()[1]
+        port: int = self._sock.getsockname()[1]  # the address is (host, port, ...) for IPv4 and IPv6
+        return port
 
     def start(self) -> None:
         if self._cert_dir is None:
@@ -82,7 +85,7 @@ class BackendListener:
         while not self._stopping.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from psrpcore import ServerPipeline, ServerRunspacePool
+from psrpcore._events import CreatePipelineEvent
 from psrpcore._payload import PSRPPayload, StreamType
 from psrpcore.types import (
     ErrorCategory,
@@ -35,7 +36,6 @@ from psrpcore.types import (
 )
 from psrpcore.types._enum import PSEnumMeta
 from psrpcore.types._serializer import _serialize_string
-from psrpcore._events import CreatePipelineEvent
 
 from . import wsman
 from .records import EnumValue, ErrorInfo, Outcome, SandboxObject, TerminatingError
@@ -168,8 +168,11 @@ class Shell:
 
     def _run_pipeline(self, pipeline: ServerPipeline) -> None:
         command = self._commands[str(pipeline.pipeline_id).upper()]
+        metadata = pipeline.metadata
+        if metadata is None:  # psrpcore sets it from the CreatePipeline message before it hands us the event
+            raise RuntimeError(f"pipeline {pipeline.pipeline_id} was created without its PowerShell metadata")
         statements: list[list[tuple[str, bool, dict[str, Any]]]] = [[]]
-        for cmd in pipeline.metadata.commands:
+        for cmd in metadata.commands:
             params = {str(name): _plain(value) for name, value in cmd.parameters if name is not None}
             statements[-1].append((str(cmd.command_text), bool(cmd.is_script), params))
             if cmd.end_of_statement:
@@ -194,7 +197,8 @@ def _write(pipeline: ServerPipeline, outcome: Outcome) -> None:
         pipeline.write_output(to_psobject(item))
     for error in outcome.errors:
         pipeline.write_error(
-            _exception(error), ErrorCategoryInfo(Category=_category(error), Reason=error.exception_type.rpartition(".")[2]),
+            _exception(error),
+            ErrorCategoryInfo(Category=_category(error), Reason=error.exception_type.rpartition(".")[2]),
             target_object=error.target, fully_qualified_error_id=error.error_id,
         )
     for warning in outcome.warnings:

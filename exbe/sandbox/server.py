@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exbe.sandbox")
 
+#: what socketserver hands a server per connection: a socket (TCP) or a (data, socket) pair (UDP)
+_Request = socket.socket | tuple[bytes, socket.socket]
+
 #: Endpoint path -> (counter name, PSRP configuration it serves)
 ENDPOINTS = {"/wsman": ("winrm", "Microsoft.PowerShell"), "/powershell": ("exchange", "Microsoft.Exchange")}
 MAX_ENVELOPE_BYTES = 1024 * 1024  # encrypted 500 KiB envelopes plus MIME overhead
@@ -39,7 +42,7 @@ class _BoundedServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], host: "SandboxHost", tls: ssl.SSLContext | None) -> None:
+    def __init__(self, address: tuple[str, int], host: SandboxHost, tls: ssl.SSLContext | None) -> None:
         self.sandbox_host = host
         self.tls = tls
         self._pool = ThreadPoolExecutor(max_workers=WORKERS_PER_LISTENER, thread_name_prefix=f"sbx-{host.name}")
@@ -47,7 +50,9 @@ class _BoundedServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
 
-    def process_request(self, request, client_address):  # type: ignore[override]
+    def process_request(self, request: _Request, client_address: Any) -> None:
+        # a TCP server's request is its connected socket (the (data, socket) pair is UDPServer's)
+        assert isinstance(request, socket.socket)
         with self._open_lock:
             self._open.add(request)
         self._pool.submit(self._serve_connection, request, client_address)
@@ -59,14 +64,14 @@ class _BoundedServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             with self._open_lock:
                 self._open.discard(request)
 
-    def get_request(self):  # type: ignore[override]
+    def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
         if self.tls is not None:
             # the handshake happens in the worker (_Handler.setup), so a slow client never stalls accept()
             sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
 
-    def handle_error(self, request, client_address) -> None:  # type: ignore[override]
+    def handle_error(self, request: _Request, client_address: Any) -> None:
         log.debug("%s: connection from %s ended with an error", self.sandbox_host.name, client_address,
                   exc_info=True)
 
@@ -85,10 +90,10 @@ class _BoundedServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 class Listener:
     """One HTTP(S) listener of a host, running in its own thread."""
 
-    def __init__(self, host: "SandboxHost", bind: str, port: int, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, host: SandboxHost, bind: str, port: int, tls: ssl.SSLContext | None) -> None:
         self.server = _BoundedServer((bind, port), host, tls)
         self.port = self.server.server_address[1]
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
 
@@ -118,7 +123,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         host = self.server.sandbox_host
         self.auth = ConnectionAuth(tls=self.server.tls is not None, username=host.username, password=host.password)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
         log.debug("%s %s", self.server.sandbox_host.name, format % args)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -199,7 +204,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._soap(200, response)
 
-    def _dispatch(self, host: "SandboxHost", configuration: str, request: wsman.Request) -> bytes:
+    def _dispatch(self, host: SandboxHost, configuration: str, request: wsman.Request) -> bytes:
         action = request.action
         if action == "Create":
             if request.configuration_name != configuration:
@@ -210,9 +215,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if creation is None or not creation.text:
                 raise wsman.Fault(400, 2150858817, "The Create request carries no creationXml.",
                                   subcode="w:SchemaValidationError", soap_code="s:Sender")
-            shell = host.open_shell(configuration)
-            shell.create(creation.text)
-            return self._created(shell, request)
+            created = host.open_shell(configuration)
+            created.create(creation.text)
+            return self._created(created, request)
         shell = host.shell(request.shell_id or "")
         if shell is None or shell.configuration != configuration:
             raise wsman.invalid_selectors(request.shell_id or "(none)")
@@ -222,9 +227,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if line is None or args is None or not args.text:
                 raise wsman.Fault(400, 2150858817, "The Command request carries no arguments.",
                                   subcode="w:SchemaValidationError", soap_code="s:Sender")
-            command_id = shell.command(line.attrib.get("CommandId", ""), args.text)
+            started = shell.command(line.attrib.get("CommandId", ""), args.text)
             resp = wsman.rsp("CommandResponse")
-            resp.append(wsman.rsp("CommandId", text=command_id))
+            resp.append(wsman.rsp("CommandId", text=started))
             return wsman.envelope(action, request.message_id, [resp])
         if action == "Send":
             stream = request.body.find("rsp:Send/rsp:Stream", wsman.NS)
@@ -244,7 +249,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if command_id:
                 attrib["CommandId"] = command_id.upper()
             resp.append(wsman.rsp("Stream", attrib, base64.b64encode(data).decode()))
-            if state is not None:
+            if state is not None and command_id:  # only a command's stream has a state, never the pool's
                 resp.append(wsman.rsp("CommandState", {"CommandId": command_id.upper(), "State": state}))
             return wsman.envelope(action, request.message_id, [resp])
         if action == "Signal":
@@ -257,13 +262,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _created(self, shell: Shell, request: wsman.Request) -> bytes:
         ns = wsman.NS
         created = ET.Element(f"{{{ns['wst']}}}ResourceCreated")
-        ET.SubElement(created, f"{{{ns['wsa']}}}Address").text = f"http://{self.headers.get('Host', 'localhost')}{self.path}"
+        address = f"http://{self.headers.get('Host', 'localhost')}{self.path}"
+        ET.SubElement(created, f"{{{ns['wsa']}}}Address").text = address
         params = ET.SubElement(created, f"{{{ns['wsa']}}}ReferenceParameters")
         ET.SubElement(params, f"{{{ns['wsman']}}}ResourceURI").text = request.resource_uri
         selectors = ET.SubElement(params, f"{{{ns['wsman']}}}SelectorSet")
         ET.SubElement(selectors, f"{{{ns['wsman']}}}Selector", {"Name": "ShellId"}).text = shell.id
         info = wsman.rsp("Shell")
-        for tag, text in (("ShellId", shell.id), ("ResourceUri", request.resource_uri), ("Owner", self.server.sandbox_host.username),
+        for tag, text in (("ShellId", shell.id), ("ResourceUri", request.resource_uri),
+                          ("Owner", self.server.sandbox_host.username),
                           ("ClientIP", self.client_address[0]), ("IdleTimeOut", "PT7200.000S"),
                           ("InputStreams", "stdin pr"), ("OutputStreams", "stdout")):
             info.append(wsman.rsp(tag, text=text))

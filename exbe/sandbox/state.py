@@ -131,7 +131,7 @@ class StoredCert:
     def not_after(self) -> datetime.datetime:
         return certs.load_cert(self.pem).not_valid_after_utc
 
-    def public_copy(self) -> "StoredCert":
+    def public_copy(self) -> StoredCert:
         """What ``X509Store.Add`` of the public part puts into another store."""
         return StoredCert(pem=self.pem, friendly_name=self.friendly_name)
 
@@ -139,7 +139,7 @@ class StoredCert:
         return {"thumbprint": self.thumbprint, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "StoredCert":
+    def from_dict(cls, data: dict[str, Any]) -> StoredCert:
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in fields})
 
@@ -224,7 +224,7 @@ class Site:
                     None)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Site":
+    def from_dict(cls, data: dict[str, Any]) -> Site:
         return cls(name=data["name"], bindings=[Binding(**b) for b in data.get("bindings", [])],
                    hsts_enabled=data.get("hsts_enabled", False), hsts_header=data.get("hsts_header", False),
                    extended_protection=data.get("extended_protection", "None"))
@@ -326,7 +326,7 @@ class HostState:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HostState":
+    def from_dict(cls, data: dict[str, Any]) -> HostState:
         if data.get("schema") != SCHEMA:
             raise ValueError(f"sandbox host state schema {data.get('schema')!r} is not {SCHEMA}; start a fresh state")
         return cls(
@@ -352,18 +352,19 @@ class HostState:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> "HostState":
+    def load(cls, path: Path) -> HostState:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     @classmethod
     def from_scenario(cls, host: str, scenario: str, *, fqdn: str | None = None,
-                      now: datetime.datetime | None = None) -> "HostState":
+                      now: datetime.datetime | None = None) -> HostState:
         return _Builder(host, scenario, fqdn, now or utcnow()).build()
 
 
 # -- scenarios -------------------------------------------------------------------------------------------------------
 def _scenario_file() -> dict[str, Any]:
-    return json.loads(SCENARIOS_FILE.read_text(encoding="utf-8"))
+    document: dict[str, Any] = json.loads(SCENARIOS_FILE.read_text(encoding="utf-8"))
+    return document
 
 
 def scenario_names() -> list[str]:
@@ -378,13 +379,16 @@ def scenario_spec(name: str) -> dict[str, Any]:
     return _merge(document["baseline"], document["scenarios"][name])
 
 
-def _merge(base: Any, override: Any) -> Any:
-    if isinstance(base, dict) and isinstance(override, dict):
-        merged = dict(base)
-        for key, value in override.items():
-            merged[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
-        return merged
-    return copy.deepcopy(override)
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``: where both hold a dict under a key they merge, any other value replaces (copied)."""
+    merged = dict(base)
+    for key, value in override.items():
+        current = base.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            merged[key] = _merge(current, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 class _Builder:

@@ -62,7 +62,7 @@ def run_step(state: HostState, step: str, data: dict[str, Any], faults: Faults) 
     if faults.step_fail == step:
         raise TerminatingError(ErrorInfo(f"The exbe step '{step}' failed: fault injected by the exbe sandbox.",
                                          error_id=f"SandboxFault,{step}"))
-    handler = _STEPS.get(step)
+    handler = HANDLERS.get(step)
     if handler is None:
         raise TerminatingError(ErrorInfo(f"unknown exbe step {step!r}", error_id="SandboxUnknownStep"))
     dry_run = bool(data.get("dry_run", False))
@@ -356,7 +356,7 @@ def cleanup(state: HostState, data: dict[str, Any], faults: Faults, dry_run: boo
     return bool(result["removed_my"] or result["removed_root"]), result
 
 
-_STEPS: dict[str, Callable[..., tuple[bool, dict[str, Any]]]] = {
+#: The sandbox's implementation of each registered step (``exbe.steps.REGISTRY``; a test holds the two equal).
+HANDLERS: dict[str, Callable[..., tuple[bool, dict[str, Any]]]] = {
     "facts": facts, "clone": clone, "trust": trust, "bind": bind, "restart": restart, "cleanup": cleanup,
 }
-assert set(_STEPS) == set(contract.WINRM_STEPS)

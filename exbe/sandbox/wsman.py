@@ -144,7 +144,7 @@ def envelope(action: str, relates_to: str, body_children: list[ET.Element] | Non
     body = ET.SubElement(env, f"{{{NS['s']}}}Body")
     for child in body_children or []:
         body.append(child)
-    return ET.tostring(env, encoding="utf-8", xml_declaration=False)
+    return _serialize(env, xml_declaration=False)
 
 
 def fault_envelope(fault: Fault, relates_to: str, machine: str) -> bytes:
@@ -167,7 +167,13 @@ def fault_envelope(fault: Fault, relates_to: str, machine: str) -> bytes:
     wsman_fault = ET.SubElement(detail, f"{{{NS['wsmanfault']}}}WSManFault",
                                 {"Code": str(fault.code), "Machine": machine})
     ET.SubElement(wsman_fault, f"{{{NS['wsmanfault']}}}Message").text = fault.message
-    return ET.tostring(env, encoding="utf-8")
+    return _serialize(env)
+
+
+def _serialize(env: ET.Element, *, xml_declaration: bool | None = None) -> bytes:
+    """``env`` as UTF-8 bytes (typeshed types ``tostring`` with an encoding other than "unicode" as Any)."""
+    data: bytes = ET.tostring(env, encoding="utf-8", xml_declaration=xml_declaration)
+    return data
 
 
 def rsp(tag: str, attrib: dict[str, str] | None = None, text: str | None = None) -> ET.Element:

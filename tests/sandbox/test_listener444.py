@@ -6,7 +6,7 @@ import hashlib
 import socket
 import ssl
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
