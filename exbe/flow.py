@@ -197,17 +197,20 @@ class ServerFlow:
             self._plan_rest_of_chain()
             return None
         warnings: list[str] = []
-        if method == "exchange":
-            new, data = self._create_with_exchange(reasons)
-            if new is None:
-                return self._renew_failed(data["error"], started)
-        else:
-            assert self.selected is not None and thumb is not None
-            envelope = self._scripts([("clone", clone_step.plan(self.selected, dry_run=False))])[0]
-            new = envelope["data"].get("new_thumbprint") if envelope["ok"] else None
-            if new is None:
-                return self._renew_failed(f"cloning {thumb} failed: {envelope['error']}", started)
-            data = {"reasons": reasons, "method": method, **envelope["data"]}
+        try:
+            if method == "exchange":
+                new, data = self._create_with_exchange(reasons)
+                if new is None:
+                    return self._renew_failed(data["error"], started)
+            else:
+                assert self.selected is not None and thumb is not None
+                envelope = self._scripts([("clone", clone_step.plan(self.selected, dry_run=False))])[0]
+                new = envelope["data"].get("new_thumbprint") if envelope["ok"] else None
+                if new is None:
+                    return self._renew_failed(f"cloning {thumb} failed: {envelope['error']}", started)
+                data = {"reasons": reasons, "method": method, **envelope["data"]}
+        except ConnectionFailed as lost:
+            return self._renew_failed(self._after_lost_creation(lost), started)
         if self.settings.smtp == "move":
             unknown = self._assignments_unknown()
             if unknown:
@@ -326,6 +329,23 @@ class ServerFlow:
             data["identified_by"] = "comparing LocalMachine\\My before and after"
         data["new_thumbprint"] = new
         return new, data
+
+    def _after_lost_creation(self, lost: ConnectionFailed) -> str:
+        """The connection ended while a certificate was being created, perhaps after it was: read My again on a new
+        WinRM pool and name what this run left there, so no certificate stays unnamed. Re-raises ``lost`` when the
+        server cannot be read at all."""
+        before = self._facts()
+        self.session.discard("winrm")
+        try:
+            envelope = self._scripts([("facts", facts_step.plan(self.settings))])[0]
+        except ConnectionFailed:
+            raise lost from None
+        if not envelope["ok"]:
+            raise lost
+        created = plan.created_certificate(before, HostFacts.parse(envelope["data"]), self.settings)
+        left = (f"LocalMachine\\My now holds {', '.join(created)}, created by this run and not bound; the next "
+                "`exbe renew` reuses it" if created else "LocalMachine\\My holds no new certificate")
+        return f"the connection ended while creating the certificate ({lost}); {left}"
 
     def _assignments_unknown(self) -> str:
         """Why Exchange's service assignments are unknown on this server ("" when they were read)."""

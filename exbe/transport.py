@@ -250,5 +250,13 @@ def _first_line(text: str) -> str:
 
 
 def _error_text(record: Any) -> str:
-    message = getattr(record, "message", None) or str(record)
-    return _first_line(str(message)) or "unknown error"
+    """An ErrorRecord as PowerShell shows it: the error details' message, else the exception's message (what the
+    record's ToString is). pypsrp's ``message`` is the category line ("ObjectNotFound (:) [], ...") instead."""
+    exception = getattr(record, "exception", None)
+    props = {**(getattr(exception, "adapted_properties", None) or {}),
+             **(getattr(exception, "extended_properties", None) or {})}
+    for text in (getattr(record, "details_message", None), props.get("Message"), str(record),
+                 getattr(record, "message", None)):
+        if text and str(text) != "None":
+            return _first_line(str(text)) or "unknown error"
+    return "unknown error"

@@ -42,7 +42,11 @@ def binding(data: dict[str, Any], site: str, info: str) -> str | None:
 
 def exchange_services(fleet: Fleet, name: str = "exch01") -> dict[str, str]:
     """Thumbprint -> Services, from ``Get-ExchangeCertificate | Select-Object Thumbprint,Services`` on the Exchange
-    endpoint (the certificate objects themselves carry RawData only)."""
+    endpoint (the certificate objects themselves carry RawData only). While W3SVC is stopped that endpoint answers
+    503, so the assignments are read from the host's model instead."""
+    if not fleet.host(name).web_sites_running():
+        services = fleet.host(name).snapshot()["exchange"]["services"]
+        return {thumb: ", ".join(assigned) for thumb, assigned in services.items()}
     with RunspacePool(_wsman(fleet, name, "PowerShell"), configuration_name="Microsoft.Exchange") as pool:
         ps = PowerShell(pool)
         ps.add_cmdlet("Get-ExchangeCertificate").add_parameter("Server", name)
@@ -51,6 +55,8 @@ def exchange_services(fleet: Fleet, name: str = "exch01") -> dict[str, str]:
 
 
 def internal_transport(fleet: Fleet, name: str = "exch01") -> str | None:
+    if not fleet.host(name).web_sites_running():  # the endpoint answers 503 (see exchange_services)
+        return fleet.host(name).snapshot()["exchange"]["internal_transport"]
     with RunspacePool(_wsman(fleet, name, "PowerShell"), configuration_name="Microsoft.Exchange") as pool:
         ps = PowerShell(pool)
         ps.add_cmdlet("Get-TransportService").add_parameter("Identity", name)

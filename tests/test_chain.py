@@ -225,3 +225,75 @@ def test_smtp_moves_to_the_new_certificate_only_when_asked(start_fleet, exbe, tm
     new = json.loads(record.read_text())["servers"][0]["new_thumbprint"]
     assert "SMTP" in probe.exchange_services(fleet)[new].upper()
     assert probe.binding(probe.facts(fleet), FRONTEND, "*:443:") != new, "IIS is never re-pointed"
+
+
+# -- real-server shapes: an IIS restart, unknown assignments, no certificate left unnamed ----------------------------
+def test_renew_with_restart_iis_and_cleanup_passes_and_reopens_the_exchange_session_after_iisreset(start_fleet, exbe,
+                                                                                                    tmp_path):
+    fleet = start_fleet([("exch01", "backend_expiring")])
+    host = fleet.host("exch01")
+    host.reset_counts()
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--restart-iis", "--cleanup", "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    steps = {s["step"]: s for s in json.loads(record.read_text())["servers"][0]["steps"]}
+    assert steps["restart"]["status"] == "changed" and steps["verify"]["status"] == "ok"
+    assert steps["cleanup"]["status"] == "skipped" and "--min-age" in steps["cleanup"]["message"], \
+        "a fresh switch is not cleaned up yet, and that is not a failure"
+    counts = host.request_counts()["exchange"]
+    assert counts["Create"] == 2, f"iisreset ended the first Exchange pool; exbe opened a second one: {counts}"
+    assert counts.get("fault", 0) == 0, "exbe never sent a request to the dead pool"
+
+
+def test_with_select_object_refused_smtp_does_not_move_and_exbe_says_why(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "select_refused")])
+    transport_before = probe.internal_transport(fleet)
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--force", "--smtp", "move", "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    assert probe.internal_transport(fleet) == transport_before
+    renew = next(s for s in json.loads(record.read_text())["servers"][0]["steps"] if s["step"] == "renew")
+    assert any("SMTP not moved" in w and "Select-Object" in w for w in renew["warnings"]), renew
+
+
+def test_with_assignments_unknown_cleanup_keeps_every_superseded_certificate_and_passes(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "duplicate_backend_certs")])
+    host = fleet.host("exch01")
+    with host.lock:
+        host.state.exchange.select_object = "refused"
+    before = {c["thumbprint"] for c in probe.facts(fleet)["certificates"]}
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "cleanup", "--server", "exch01", "--min-age", "0", "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    assert {c["thumbprint"] for c in probe.facts(fleet)["certificates"]} == before, "nothing it cannot prove unused"
+    cleanup = next(s for s in json.loads(record.read_text())["servers"][0]["steps"] if s["step"] == "cleanup")
+    assert all("unknown" in why for _, why in cleanup["data"]["kept"]) and cleanup["warnings"]
+
+
+RENEW_FAULTS = {
+    "bind-fails": ("backend_expiring", Faults(step_fail="bind")),
+    "bind-com-error": ("backend_expiring", Faults(bind_com_error=True)),
+    "trust-fails": ("backend_expiring", Faults(step_fail="trust")),
+    "drop-in-bind": ("backend_expiring", Faults(drop_in_step="bind")),
+    "new-exchange-certificate-fails": ("backend_expiring", Faults(step_fail="New-ExchangeCertificate")),
+    "clone-fails": ("auth_cert_expired_with_signing", Faults(step_fail="clone")),
+    "drop-in-clone": ("auth_cert_expired_with_signing", Faults(drop_in_step="clone")),
+    "exchange-down": ("backend_expiring", Faults(exchange_unavailable=True)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RENEW_FAULTS))
+def test_no_fault_leaves_a_certificate_exbe_cannot_name(start_fleet, exbe, tmp_path, case):
+    scenario, faults = RENEW_FAULTS[case]
+    fleet = start_fleet([("exch01", scenario)], faults={"exch01": faults})
+    before = {c["thumbprint"] for c in probe.facts(fleet)["certificates"]}
+    record = tmp_path / "r.json"
+    exbe(fleet, "renew", "--server", "exch01", "--force", "--json", str(record))
+    fleet.host("exch01").faults = Faults()  # read the result undisturbed
+    after = probe.facts(fleet)
+    created = {c["thumbprint"] for c in after["certificates"]} - before
+    text = record.read_text()
+    for thumb in created:
+        assert thumb in text, f"{case}: {thumb} was created but the run record never names it"
+    bound = probe.binding(after, BACKEND, "*:444:")
+    assert bound and bound in {c["thumbprint"] for c in after["certificates"]}, "444 is never left empty or invalid"

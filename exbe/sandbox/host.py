@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import contract
-from . import exchange, steps
+from . import exchange, steps, windows
 from .faults import Faults
 from .psrp import DropConnection, Shell
 from .records import (
@@ -124,6 +124,12 @@ class SandboxHost:
             shell.delete()
         if ended:
             log.info("%s: IIS stopped, %d Exchange runspace pool(s) ended", self.name, len(ended))
+
+    def web_sites_running(self) -> bool:
+        """W3SVC runs, so IIS applications (the Exchange endpoint among them) answer. Stopped, they answer 503, as
+        the 444 listener does (belief: exchange-backend.md's "500 or 503 when not"; no capture of the endpoint)."""
+        with self.lock:
+            return windows.service_status(self.state, "W3SVC") == "Running"
 
     def close_all_shells(self) -> None:
         with self.lock:

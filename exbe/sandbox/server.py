@@ -148,7 +148,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not configuration:
             self._plain(404, b"")
             return
-        if counter == "exchange" and faults.exchange_unavailable:
+        if counter == "exchange" and (faults.exchange_unavailable or not host.web_sites_running()):
+            # /PowerShell is an IIS application: with W3SVC stopped (a failed iisreset) http.sys answers 503
             host.count(counter, "unavailable")
             self._plain(503, b"Service Unavailable")
             return
