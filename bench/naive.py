@@ -43,31 +43,37 @@ class _Server:
         output, _streams, _had_errors = self.client.execute_ps(script)
         return contract.parse_result(contract.parse_script(script)[0], output.splitlines())
 
-    def cmdlet(self, name: str, params: dict) -> list:
+    def cmdlets(self, commands: list[tuple[str, dict]]) -> list:
+        """One pipeline (``a | b``) in a runspace pool of its own."""
         with RunspacePool(self.exchange, configuration_name="Microsoft.Exchange") as pool:
             ps = PowerShell(pool)
-            ps.add_cmdlet(name)
-            for key, value in params.items():
-                ps.add_parameter(key, value)
+            for name, params in commands:
+                ps.add_cmdlet(name)
+                for key, value in params.items():
+                    ps.add_parameter(key, value)
             return ps.invoke()
 
 
 def one(entry: dict, task: str) -> None:
     server = _Server(entry)
     facts = server.script(render_step("facts", FACTS))["data"]
-    for name, params in exchange.read_statements(server.name):
-        server.cmdlet(name, params)
+    for statement in exchange.read_statements(server.name):
+        server.cmdlets(statement)
     if task != "renew":
         return
     bound = next(b["certificate_hash"] for b in facts["bindings"] if b["binding_information"] == "*:444:")
     cert = next(c for c in facts["certificates"] if c["thumbprint"] == bound)
-    new = server.cmdlet("New-ExchangeCertificate", {
+    new = server.cmdlets([("New-ExchangeCertificate", {
         "Server": server.name, "SubjectName": cert["subject"], "DomainName": cert["dns_names"],
-        "FriendlyName": "Microsoft Exchange", "KeySize": 2048, "PrivateKeyExportable": True, "Services": "None"})
-    thumb = str(new[0].extended_properties["Thumbprint"])
+        "FriendlyName": "Microsoft Exchange", "KeySize": 2048, "PrivateKeyExportable": True, "Services": "None"})])
+    created = exchange.read_certificate(new[0])  # real servers send RawData only
+    assert created is not None
+    thumb = created.thumbprint
     server.script(render_step("trust", {"thumbprint": thumb, "dry_run": False}))
     server.script(render_step("bind", {"thumbprint": thumb, "backend_site": "Exchange Back End",
-                                       "frontend_site": "Default Web Site", "loopback_from": bound, "dry_run": False}))
+                                       "frontend_site": "Default Web Site", "backend_binding": "*:444:",
+                                       "loopback_binding": "127.0.0.1:443:", "loopback_from": bound,
+                                       "dry_run": False}))
     server.script(render_step("facts", FACTS))
 
 

@@ -14,6 +14,21 @@ certificates (subjects, error messages) and must not be able to issue commands o
   properties and data (azure-pipelines-agent ``CommandStringConvertor``; azure-pipelines-task-lib escapes the same
   way). So a message must not contain ``;`` or ``]`` raw, and text that is not a command (a group title, a log
   line) must not contain ``##vso[`` at all: :meth:`CiReporter.safe_line` defuses it.
+
+Before that escaping, every value goes through :func:`exbe.redaction.clean` -- the secrets choke point, then control
+characters (ESC, BEL, NUL, C1 such as CSI, bidi overrides...) written as ``\\xNN`` so no server string can drive the
+log viewer's terminal emulation, and the choke point once more. That holds for annotations, log lines, output
+variables and the step summary alike; :meth:`CiReporter.publish` redacts each value of a run on its own *before* it is
+composed into an annotation, so a short password (masked only as a whole value) is caught there too. The summary
+table's cells are Markdown code spans (:func:`markdown_code`), so links, images, autolinks, emphasis and HTML from a
+server stay text.
+
+**No secret on stdout.** Both platforms mask the values of their secret variables themselves (GitHub: every
+``secrets.*`` value; Azure Pipelines: every secret variable, also when mapped into ``env:``), so :meth:`CiReporter.mask`
+prints nothing by default: a ``::add-mask::<password>`` line would put the password on stdout, readable wherever
+stdout is also captured (a ``tee``, a wrapper script's log). Set ``EXBE_CI_MASK=true`` only for a password that
+reaches exbe *without* passing through the platform's secret store; then exbe registers it with
+``::add-mask::``/``##vso[task.setsecret]`` as before (docs/pipelines.md).
 """
 
 from __future__ import annotations
@@ -21,10 +36,16 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import string
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+from .redaction import REDACTOR, Redact, clean
+
+if TYPE_CHECKING:
+    from .model import ServerRun
 
 #: What :meth:`CiReporter.finish` accepts: the overall outcome of the run.
 STATUSES = ("succeeded", "warnings", "failed")
@@ -32,8 +53,14 @@ STATUSES = ("succeeded", "warnings", "failed")
 #: Columns of the run summary rows exbe.cli passes to :meth:`CiReporter.summary`.
 SUMMARY_HEADERS = ("Server", "Result", "Old thumbprint", "New thumbprint")
 
+#: The variable that opts in to printing the password in the platform's mask command (see the module doc).
+MASK_VARIABLE = "EXBE_CI_MASK"
+_TRUE_WORDS = ("true", "1", "yes", "on")
+
 _COMMAND_MARKER = re.compile(r"##(\s*(?:vso)?\s*\[)", re.IGNORECASE)
 _NEWLINES = re.compile(r"\r\n|\r|\n")
+_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_MARKDOWN_PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
 
 
 def output_name(name: str) -> str:
@@ -46,14 +73,50 @@ class CiReporter:
     """No CI: exbe's console table and progress lines say it all, so every method adds nothing.
 
     The platform reporters below override what their platform supports. ``stream`` defaults to the current
-    ``sys.stdout`` at write time (both agents read stdout).
+    ``sys.stdout`` at write time (both agents read stdout); ``redact`` to :data:`exbe.redaction.REDACTOR`.
     """
 
     name = "plain"
 
-    def __init__(self, env: Mapping[str, str] | None = None, stream: IO[str] | None = None) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None, stream: IO[str] | None = None,
+                 redact: Redact | None = None) -> None:
         self.env = dict(os.environ if env is None else env)
         self._stream = stream
+        self._redact = REDACTOR.redact if redact is None else redact
+
+    @property
+    def masks_secrets(self) -> bool:
+        """Whether :meth:`mask` prints the secret to the platform's mask command (opt-in: ``EXBE_CI_MASK=true``)."""
+        return self.env.get(MASK_VARIABLE, "").strip().lower() in _TRUE_WORDS
+
+    def publish(self, runs: Sequence[ServerRun]) -> None:
+        """Everything a run shows the platform: an annotation per failed step, failed check and warning, the new
+        thumbprints as output variables, the summary table. Each value is redacted on its own first."""
+        def value(text: object) -> str:
+            return clean(str(text or ""), self._redact, one_line=True)
+
+        def word(text: str) -> str:  # a step name or check id: exbe's vocabulary, not a secret
+            return text if _IDENTIFIER.fullmatch(text) else value(text)
+
+        for run in runs:
+            server = value(run.server)
+            for step in run.steps:
+                if step.status == "failed":
+                    self.error(f"{server} {word(step.step)}: {value(step.message)}", server=server)
+                for check in step.checks:
+                    if check.status == "fail":
+                        self.error(f"{server} {word(check.id)}: {value(check.message)}", server=server)
+                    elif check.status == "warn":
+                        self.warning(f"{server} {word(check.id)}: {value(check.message)}", server=server)
+            if run.new_thumbprint and run.new_thumbprint != run.old_thumbprint:
+                self.set_output(f"{run.server}_new_thumbprint", value(run.new_thumbprint))
+        self.summary([[value(run.server), "failed" if run.failed else "ok", value(run.old_thumbprint),
+                       value(run.new_thumbprint)] for run in runs])
+
+    def progress_line(self, server: str, step: str, status: str, message: str) -> str:
+        """One progress line (``server step status message``), each part redacted on its own, safe for this log."""
+        parts = [clean(part, self._redact, one_line=True) for part in (server, step, status, message)]
+        return self.safe_line(f"{parts[0]:<10} {parts[1]:<9} {parts[2]:<8} {parts[3]}")
 
     def error(self, message: str, server: str | None = None) -> None:
         """Annotate a failure (a failed step or check) on ``server``."""
@@ -61,9 +124,9 @@ class CiReporter:
     def warning(self, message: str, server: str | None = None) -> None:
         """Annotate a warning (a check that needs attention soon) on ``server``."""
 
-
     def mask(self, secret: str) -> None:
-        """Have the platform replace ``secret`` with ``***`` in every later log line."""
+        """With ``EXBE_CI_MASK=true`` only, have the platform replace ``secret`` with ``***`` in every later log line;
+        otherwise nothing (the platform masks its own secret variables; the command would print the secret)."""
 
     def set_output(self, name: str, value: str) -> None:
         """Publish ``value`` as an output of this step/job (e.g. ``exch01_new_thumbprint``)."""
@@ -76,10 +139,20 @@ class CiReporter:
         _check_status(status)
 
     def safe_line(self, text: str) -> str:
-        """``text`` as one log line that this platform cannot read as a command."""
-        return text
+        """``text`` as one log line that this platform cannot read as a command (and no terminal as a control)."""
+        return self._line(text)
+
+    def _line(self, text: str) -> str:
+        """``text`` redacted, on one line, its control characters visible."""
+        return clean(text, self._redact, one_line=True)
+
+    def _text(self, text: str) -> str:
+        """``text`` redacted, its control characters visible; line breaks kept for the platform's escaping."""
+        return clean(text, self._redact)
 
     def _write(self, line: str) -> None:
+        """Print one command or line whose values are already redacted (the command's own text never is: masking
+        stops at values, so a password that happens to spell part of ``##vso[`` cannot break the command)."""
         stream = self._stream or sys.stdout
         stream.write(line + "\n")
         stream.flush()
@@ -91,19 +164,20 @@ class AzureReporter(CiReporter):
     name = "azure"
 
     def error(self, message: str, server: str | None = None) -> None:
-        self._write(f"##vso[task.logissue type=error;]{azure_escape(message)}")
+        self._write(f"##vso[task.logissue type=error;]{azure_escape(self._text(message))}")
 
     def warning(self, message: str, server: str | None = None) -> None:
-        self._write(f"##vso[task.logissue type=warning;]{azure_escape(message)}")
-
+        self._write(f"##vso[task.logissue type=warning;]{azure_escape(self._text(message))}")
 
     def mask(self, secret: str) -> None:
+        if not self.masks_secrets:
+            return
         for value in _mask_values(secret):
             self._write(f"##vso[task.setsecret]{azure_escape(value)}")
 
     def set_output(self, name: str, value: str) -> None:
         variable = azure_escape(output_name(name))
-        self._write(f"##vso[task.setvariable variable={variable};isOutput=true]{azure_escape(value)}")
+        self._write(f"##vso[task.setvariable variable={variable};isOutput=true]{azure_escape(self._text(value))}")
 
     def summary(self, rows: Sequence[Sequence[str]], headers: Sequence[str] = SUMMARY_HEADERS) -> None:
         """Write the table as Markdown to the agent's temp directory and attach it to the run's summary page."""
@@ -111,7 +185,7 @@ class AzureReporter(CiReporter):
         if not temp:
             return
         path = Path(temp) / f"exbe-summary-{secrets.token_hex(4)}.md"
-        path.write_text("## exbe\n\n" + markdown_table(headers, rows), encoding="utf-8")
+        path.write_text("## exbe\n\n" + markdown_table(headers, rows, self._redact), encoding="utf-8")
         self._write(f"##vso[task.uploadsummary]{azure_escape(str(path))}")
 
     def finish(self, status: str) -> None:
@@ -120,7 +194,7 @@ class AzureReporter(CiReporter):
             self._write("##vso[task.complete result=SucceededWithIssues;]exbe finished with warnings")
 
     def safe_line(self, text: str) -> str:
-        return _COMMAND_MARKER.sub(r"# #\1", " ".join(_NEWLINES.split(text)))
+        return _COMMAND_MARKER.sub(r"# #\1", self._line(text))
 
 
 class GitHubReporter(CiReporter):
@@ -134,8 +208,9 @@ class GitHubReporter(CiReporter):
     def warning(self, message: str, server: str | None = None) -> None:
         self._annotate("warning", message, server)
 
-
     def mask(self, secret: str) -> None:
+        if not self.masks_secrets:
+            return
         for value in _mask_values(secret):
             self._write(f"::add-mask::{github_escape_data(value)}")
 
@@ -143,33 +218,33 @@ class GitHubReporter(CiReporter):
         path = self.env.get("GITHUB_OUTPUT")
         if path:
             with open(path, "a", encoding="utf-8") as handle:
-                handle.write(github_file_entry(output_name(name), value))
+                handle.write(github_file_entry(output_name(name), self._text(value)))
 
     def summary(self, rows: Sequence[Sequence[str]], headers: Sequence[str] = SUMMARY_HEADERS) -> None:
         path = self.env.get("GITHUB_STEP_SUMMARY")
         if path:
             with open(path, "a", encoding="utf-8") as handle:
-                handle.write("## exbe\n\n" + markdown_table(headers, rows) + "\n")
+                handle.write("## exbe\n\n" + markdown_table(headers, rows, self._redact) + "\n")
 
     def safe_line(self, text: str) -> str:
-        line = _COMMAND_MARKER.sub(r"# #\1", " ".join(_NEWLINES.split(text)))
+        line = _COMMAND_MARKER.sub(r"# #\1", self._line(text))
         stripped = line.lstrip()
         if stripped.startswith("::"):
             line = line[: len(line) - len(stripped)] + ": :" + stripped[2:]
         return line
 
     def _annotate(self, kind: str, message: str, server: str | None) -> None:
-        title = f"exbe {server}" if server else "exbe"
-        self._write(f"::{kind} title={github_escape_property(title)}::{github_escape_data(message)}")
+        title = f"exbe {self._line(server)}" if server else "exbe"
+        self._write(f"::{kind} title={github_escape_property(title)}::{github_escape_data(self._text(message))}")
 
 
-def detect(env: Mapping[str, str], stream: IO[str] | None = None) -> CiReporter:
+def detect(env: Mapping[str, str], stream: IO[str] | None = None, redact: Redact | None = None) -> CiReporter:
     """The reporter for the pipeline this process runs in, judged from ``env`` (e.g. ``os.environ``)."""
     if env.get("TF_BUILD", "").lower() == "true":
-        return AzureReporter(env, stream)
+        return AzureReporter(env, stream, redact)
     if env.get("GITHUB_ACTIONS", "").lower() == "true":
-        return GitHubReporter(env, stream)
-    return CiReporter(env, stream)
+        return GitHubReporter(env, stream, redact)
+    return CiReporter(env, stream, redact)
 
 
 def azure_escape(text: str) -> str:
@@ -199,16 +274,38 @@ def github_file_entry(name: str, value: str) -> str:
     return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table; cells are flattened to one line and cannot break the table or add HTML."""
-    def cell(value: object) -> str:
-        text = " ".join(_NEWLINES.split(str(value)))
-        return (text.replace("\\", "\\\\").replace("|", "\\|").replace("&", "&amp;").replace("<", "&lt;")
-                .replace(">", "&gt;"))
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], redact: Redact | None = None) -> str:
+    """A GitHub-flavoured Markdown table of inert text. Each cell is redacted, put on one line with its control
+    characters visible, and written as a code span (:func:`markdown_code`): inside one, CommonMark and GFM make no
+    links, images, autolinks (URLs, ``www.``, e-mail addresses), emphasis, entities or HTML, and a ``\\|`` is the
+    one escape both GitHub (cmark-gfm) and Azure DevOps (markdown-it) read in a table. Headers are exbe's words,
+    written with every ASCII punctuation character backslash-escaped (:func:`markdown_text`)."""
+    def header(value: object) -> str:
+        return markdown_text(clean(str(value), redact, one_line=True))
 
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    def cell(value: object) -> str:
+        return markdown_code(clean(str(value), redact, one_line=True))
+
+    lines = ["| " + " | ".join(header(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def markdown_code(text: str) -> str:
+    """One line of ``text`` as a Markdown code span inside a table cell that renders as exactly ``text``: fenced by
+    more backticks than its longest run of them, padded by one space each side (which CommonMark strips), ``|`` as
+    ``\\|``; empty text stays empty."""
+    if not text:
+        return ""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text.replace('|', chr(92) + '|')} {fence}"
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as Markdown that renders as ``text``: every ASCII punctuation character backslash-escaped
+    (CommonMark 2.4). Not enough on its own for text from servers: GFM still autolinks an e-mail address."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 def _mask_values(secret: str) -> list[str]:

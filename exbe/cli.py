@@ -1,17 +1,19 @@
-"""What every task does around the flow: settings from config and flags, server selection, the embedded sandbox,
-reports, CI annotations, the exit code. Tasks in ``exbe.tasks`` only forward their flags here."""
+"""What every task does around the flow: settings from config and flags (exbe.config, exbe.settings), server
+selection (exbe.inventory), the embedded sandbox, reports, CI annotations, the exit code. Tasks in ``exbe.tasks``
+only forward their flags here; everything they give is checked before the first server is contacted."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any
 
 from invoke.exceptions import Exit
 
@@ -19,7 +21,7 @@ from .errors import ConfigError, ExbeError
 from .redaction import REDACTOR
 
 if TYPE_CHECKING:
-    from .model import Settings
+    from .settings import Defaults
 
 SANDBOX_BANNER = ("SANDBOX: no inventory is configured, so exbe runs against simulated Exchange servers on this "
                   "machine (exbe.sandbox). Nothing runs on Windows. Configure exbe.inventory for real servers.")
@@ -27,7 +29,8 @@ SANDBOX_BANNER = ("SANDBOX: no inventory is configured, so exbe runs against sim
 
 @dataclasses.dataclass
 class TaskOptions:
-    """Flags common to the tasks (None = take the configured default)."""
+    """Flags common to the tasks (None = the setting applies). Flags that override a setting arrive as Invoke parses
+    them (``--days`` as text) and are checked by exbe.settings like any other source."""
 
     server: list[str] = dataclasses.field(default_factory=list)
     all: bool = False
@@ -47,92 +50,150 @@ class TaskOptions:
 
 
 def run_task(c: Any, task: str, options: TaskOptions) -> None:
-    """Run ``task`` with ``options`` on the selected servers; raises invoke's Exit with the exit code."""
+    """Run ``task`` with ``options`` on the selected servers; raises invoke's Exit with the exit code.
+
+    Everything the operator gave (flags, settings, report paths, the inventory, credentials) is checked before the
+    first server is contacted: a bad value is one line and exit code 2, with nothing attempted.
+    """
     from .ci import detect
-    from .config import Credentials, defaults_dict, load_inventory, select_servers
+    from .config import Credentials, load
     from .flow import RunOptions, run_fleet
+    from .inventory import select_servers, servers
+    from .model import Settings
     from .redaction import install_log_filter
     from .report import exit_code, summary_table, write_json, write_junit
 
     install_log_filter()
     reporter = detect(os.environ)
     try:
-        cfg = c.config.exbe
-        defaults = defaults_dict(cfg)
-        settings = _settings(defaults, options)
-        with _inventory(cfg, defaults) as (inventory, credentials, sandbox):
+        loaded = load(c.config, os.environ, flag_values(options))
+        for warning in loaded.warnings:
+            print(f"exbe: warning: {warning}", file=sys.stderr)
+            reporter.warning(warning)
+        defaults = loaded.defaults
+        settings = Settings.of(defaults, force=options.force, dry_run=options.dry_run)
+        thumbprint = parse_thumbprint(options.thumbprint)
+        if options.shard:
+            from .shard import parse_shard
+
+            parse_shard(options.shard)
+        junit = writable_report("--junit", options.junit)
+        record = writable_report("--json", options.json)
+        with _inventory(loaded.inventory, defaults) as (inventory, credentials, sandbox):
             if credentials is None:
                 credentials = Credentials.from_env(os.environ)
             if credentials.password is not None:
                 reporter.mask(credentials.password.reveal())
-            servers = select_servers(load_inventory({**dict(cfg), "inventory": inventory}), options.server,
-                                     options.all, options.group, options.shard)
-            credentials.check(servers)
+            chosen = select_servers(servers(inventory, defaults), options.server, options.all, options.group,
+                                    options.shard)
+            credentials.check(chosen)
             if sandbox:
                 print(SANDBOX_BANNER, file=sys.stderr)
-            run_options = RunOptions(
-                template_dir=template_dir(defaults),
-                thumbprint=options.thumbprint.upper() if options.thumbprint else None,
-                cleanup=options.cleanup,
-            )
+            run_options = RunOptions(template_dir=template_dir(defaults), thumbprint=thumbprint,
+                                     cleanup=options.cleanup)
             progress = _Progress(reporter)
-            runs = run_fleet(servers, task, credentials, settings, run_options, progress,
-                             int(defaults["concurrency"]))
+            runs = run_fleet(chosen, task, credentials, settings, run_options, progress, defaults.concurrency)
     except ExbeError as exc:
         reporter.error(REDACTOR.redact(str(exc)))
         raise Exit(REDACTOR.redact(f"exbe: {exc}"), code=exc.exit_code) from None
 
     redact = REDACTOR.redact
-    if options.junit:
-        write_junit(runs, Path(options.junit), redact=redact)
-    if options.json:
-        write_json(runs, Path(options.json), redact=redact)
+    unwritten = []
+    for path, write in ((junit, write_junit), (record, write_json)):
+        if path is not None:
+            try:
+                write(runs, path, redact=redact)
+            except OSError as exc:  # checked before the run; the path can still vanish or fill up meanwhile
+                unwritten.append(f"exbe: cannot write {path}: {exc.strerror or exc}")
     for line in summary_table(runs, redact=redact).splitlines():
         print(reporter.safe_line(line))
     for run in runs:
         if run.error:
             print(f"exbe: {redact(run.error)}", file=sys.stderr)
+    if credentials.uses_logon and any(_logon_failure(run.error) for run in runs):
+        print(f"exbe: {NO_CREDENTIALS}", file=sys.stderr)
+    for line in unwritten:
+        print(redact(line), file=sys.stderr)
     _annotate(reporter, runs)
-    code = exit_code(runs)
+    code = max(exit_code(runs), 1 if unwritten else 0)
     reporter.finish("failed" if code else ("warnings" if _has_warnings(runs) else "succeeded"))
     if code:
         raise Exit(code=code)
 
 
-def template_dir(defaults: dict[str, Any]) -> Path | None:
+#: Said once after the failures when no credentials were given and a server refused the logon or the handshake.
+NO_CREDENTIALS = ("no credentials were given (EXBE_USERNAME and EXBE_PASSWORD are not set), so exbe used this "
+                  "agent's own logon; set both to connect as a named account")
+
+
+def _logon_failure(error: str | None) -> bool:
+    """A connection failure that missing credentials can cause (authentication, or a handshake that never started:
+    spnego without credentials fails before anything is sent)."""
+    from .errors import CONNECTION_KINDS
+
+    return bool(error) and any(CONNECTION_KINDS[kind][0] in str(error) for kind in ("auth", "protocol"))
+
+
+def flag_values(options: TaskOptions) -> dict[str, Any]:
+    """The flags of ``options`` that override a setting and were given (``{"--days": "45", "--no-trust": True}``)."""
+    from .settings import BY_FLAG
+
+    given: dict[str, Any] = {}
+    for flag in BY_FLAG:
+        value = getattr(options, flag.lstrip("-").replace("-", "_"))
+        if value is not None and value is not False:
+            given[flag] = value
+    return given
+
+
+def parse_thumbprint(value: str | None) -> str | None:
+    """``--thumbprint`` as 40 upper-case hex digits (spaces, as certmgr shows them, allowed), or a usage error."""
+    if value is None:
+        return None
+    wanted = value.replace(" ", "").upper()
+    if not re.fullmatch(r"[0-9A-F]{40}", wanted):
+        raise ConfigError(f"--thumbprint must be 40 hexadecimal digits, got {value!r}")
+    return wanted
+
+
+def writable_report(flag: str, value: str | None) -> Path | None:
+    """The report path of ``flag``, made sure to be writable before anything runs: its directory is created when
+    missing, and a path that cannot be written is a usage error (the run would change servers, then lose the
+    record)."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {value!r} is a directory; give a file name, such as {path / 'exbe.xml'}")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{flag} {value!r} cannot be written: {ancestor} is a file, not a directory; choose "
+                          "another path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with path.open("a", encoding="utf-8"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {value!r} cannot be written ({exc.strerror or exc}); choose a path this agent "
+                          "can write") from None
+    return path
+
+
+def template_dir(defaults: Defaults) -> Path | None:
     """The site's template override directory (``exbe.defaults.template_dir``), if any."""
-    return Path(defaults["template_dir"]) if defaults.get("template_dir") else None
-
-
-def _settings(defaults: dict[str, Any], options: TaskOptions) -> Settings:
-    from .model import Settings
-
-    smtp = options.smtp or defaults["smtp"]
-    if smtp not in ("keep", "move"):
-        raise ConfigError(f"--smtp must be 'keep' or 'move', not {smtp!r}")
-    smtp = cast(Literal["keep", "move"], smtp)
-    return Settings(
-        days=int(options.days if options.days is not None else defaults["days"]),
-        force=options.force,
-        smtp=smtp,
-        trust=bool(defaults["trust"]) and not options.no_trust,
-        dry_run=options.dry_run,
-        min_age_days=int(options.min_age if options.min_age is not None else defaults["min_age_days"]),
-        restart_iis=options.restart_iis or bool(defaults["restart_iis"]),
-        backend_site=defaults["backend_site"],
-        frontend_site=defaults["frontend_site"],
-        friendly_name=defaults["friendly_name"],
-        warn_days=int(defaults["warn_days"]),
-        fail_days=int(defaults["fail_days"]),
-    )
+    return Path(defaults.template_dir) if defaults.template_dir else None
 
 
 @contextlib.contextmanager
-def _inventory(cfg: Any, defaults: dict[str, Any]) -> Iterator[tuple[list[dict[str, Any]], Any, bool]]:
+def _inventory(entries: list[Any], defaults: Defaults) -> Iterator[tuple[list[Any], Any, bool]]:
     """The configured inventory, or, when there is none, an embedded sandbox fleet (the new user's default)."""
-    inventory = list(cfg.get("inventory") or [])
-    if inventory:
-        yield inventory, None, False
+    if entries:
+        yield entries, None, False
         return
     from .config import Credentials
     from .redaction import Secret
@@ -145,11 +206,17 @@ def _inventory(cfg: Any, defaults: dict[str, Any]) -> Iterator[tuple[list[dict[s
                           "configure exbe.inventory for real servers, or `pip install 'exbe[sandbox]'` to try exbe on "
                           "simulated ones") from None
 
-    sandbox = defaults["sandbox"]
-    state_dir = Path(sandbox["state_dir"] or tempfile.mkdtemp(prefix="exbe-sandbox-"))
-    fleet = Fleet(state_dir, plan_hosts(int(sandbox["hosts"]), sandbox["scenarios"]),
-                  faults=parse_fleet_faults(sandbox["faults"]), latency_ms=int(sandbox["latency_ms"]),
-                  fresh=bool(sandbox.get("fresh", True)))
+    sandbox = defaults.sandbox
+    try:
+        hosts = plan_hosts(sandbox.hosts, sandbox.scenarios)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (exbe.defaults.sandbox.scenarios or EXBE_SANDBOX_SCENARIOS)") from None
+    try:
+        faults = parse_fleet_faults(sandbox.faults)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (exbe.defaults.sandbox.faults or EXBE_SANDBOX_FAULTS)") from None
+    state_dir = Path(sandbox.state_dir or tempfile.mkdtemp(prefix="exbe-sandbox-"))
+    fleet = Fleet(state_dir, hosts, faults=faults, latency_ms=sandbox.latency_ms, fresh=sandbox.fresh)
     with fleet:
         REDACTOR.add(fleet.password)
         yield fleet.inventory(), Credentials(username=fleet.username, password=Secret(fleet.password)), True

@@ -2,12 +2,18 @@
 
 Round trips are the cost, so steps that need no decision in between share a pipeline: trust, bind and the
 post-change facts read go to WinRM as three statements of one pipeline. Preflight reads both endpoints at once.
+
+One server's trouble stays that server's: any exception in its work (a lost connection, an error raised inside pypsrp,
+a bug) ends that server's run with a failed step naming it, and the fleet goes on; :func:`run_fleet` returns a
+:class:`ServerRun` for every server. The renew chain's ``--restart-iis`` restarts only when needed
+(:func:`exbe.steps.restart.needed`), else the restart step is recorded as skipped.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +44,8 @@ METHODS = {"exchange": "New-ExchangeCertificate -Services None on the Exchange e
            "clone": "New-SelfSignedCertificate -CloneCert with a legacy CSP over WinRM"}
 EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth", "timeout", "protocol", "dropped"}
 
+log = logging.getLogger("exbe.flow")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
@@ -46,6 +54,9 @@ class RunOptions:
     template_dir: Path | None = None
     thumbprint: str | None = None  # `exbe bind --thumbprint`: bind this certificate instead of the selected one
     cleanup: bool = False  # `exbe renew --cleanup`
+    # `--restart-iis=always` (no flag sets it yet): the renew chain restarts IIS even when nothing bound changed and
+    # W3SVC/WAS run; implies Settings.restart_iis.
+    restart_always: bool = False
 
 
 Progress = Callable[[str, str, str, str], None]  # server, step, status, message
@@ -69,6 +80,7 @@ class ServerFlow:
         self.exchange: ExchangeFacts | None = None
         self.exchange_reason = ""
         self.selected: Certificate | None = None
+        self.stage = "connect"  # the step under way: an unexpected exception fails this one
 
     # -- entry -------------------------------------------------------------------------------------------------------
     def execute(self, task: str) -> ServerRun:
@@ -79,6 +91,9 @@ class ServerFlow:
         except ConnectionFailed as exc:
             self.run.error = str(exc)
             self._record(StepResult(server=self.server.name, step="connect", status="failed", message=str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one server's bug or library error never ends the fleet's run
+            log.debug("%s: %s failed unexpectedly", self.server.name, self.stage, exc_info=True)
+            fail_unexpectedly(self.run, self.stage, exc, self.progress)
         finally:
             self.run.duration_s = round(time.monotonic() - started, 3)
         return self.run
@@ -101,7 +116,7 @@ class ServerFlow:
             self.trust_and_bind(self._target_thumbprint(), trust=False, bind=True)
             return
         if task == "restart":
-            self.restart()
+            self.restart("asked for (exbe restart)")  # the admin asked for it: always
             return
         if task == "cleanup":
             if self.verify(reuse_facts=True):
@@ -113,15 +128,20 @@ class ServerFlow:
             return
         if not self.trust_and_bind(new, trust=self.settings.trust, bind=True):
             return
-        if self.settings.restart_iis and not self.restart():
-            return
-        passed = self.verify(reuse_facts=not self.settings.restart_iis)
+        restarted = False
+        if self.settings.restart_iis or self.options.restart_always:
+            outcome = self.restart_when_needed()
+            if outcome is False:
+                return
+            restarted = outcome is True
+        passed = self.verify(reuse_facts=not restarted)
         if self.options.cleanup and passed:
             self.cleanup(switched=self.run.new_thumbprint not in (None, self.run.old_thumbprint))
 
     # -- steps -------------------------------------------------------------------------------------------------------
     def preflight(self) -> bool:
         """Both endpoints at once; the certificate store is the source of truth, Exchange adds assignments."""
+        self.stage = "preflight"
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"exbe-{self.server.name}-exchange") as side:
             exchange_read = side.submit(self._read_exchange)
@@ -157,6 +177,7 @@ class ServerFlow:
 
     def renew(self) -> str | None:
         """The thumbprint the chain goes on with: the selected one, a staged one, or a new one; None to stop."""
+        self.stage = "renew"
         started = time.monotonic()
         facts = self._facts()
         blockers = bind_step.blockers(facts)
@@ -229,6 +250,7 @@ class ServerFlow:
 
     def trust_and_bind(self, thumbprint: str, *, trust: bool, bind: bool) -> bool:
         """Trust and bind in one pipeline, followed by a fresh facts read for verify."""
+        self.stage = "bind" if bind else "trust"
         started = time.monotonic()
         facts = self._facts()
         if bind:
@@ -256,16 +278,38 @@ class ServerFlow:
                                       f"server shows {'; '.join(left)}", 0.0)
         return ok
 
-    def restart(self) -> bool:
-        """iisreset, one server of the fleet at a time, waiting for W3SVC. It ends the Exchange endpoint's pools."""
+    def restart_when_needed(self) -> bool | None:
+        """The renew chain's ``--restart-iis``: restart when this run changed a binding or W3SVC/WAS are not running
+        (or when forced), else record the step as skipped. None when skipped, else whether the restart succeeded."""
+        self.stage = "restart"
+        bind_changed = any(step.step == "bind" and step.changed for step in self.run.steps)
+        reason = restart_step.needed(self._facts(), bind_changed=bind_changed)
+        if self.options.restart_always:
+            reason = "forced (--restart-iis=always)" + (f"; {reason}" if reason else "")
+        if reason is None:
+            self._record(StepResult(server=self.server.name, step="restart", status="skipped",
+                                    message=restart_step.NOT_NEEDED))
+            return None
+        return self.restart(reason)
+
+    def restart(self, reason: str) -> bool:
+        """iisreset, one server of the fleet at a time, waiting for W3SVC, then one start attempt for W3SVC/WAS if
+        they stayed stopped. It ends the Exchange endpoint's pools: the next Exchange call opens a new one."""
+        self.stage = "restart"
+        started = time.monotonic()
         with self.restart_gate:
             envelope = self._scripts([("restart", restart_step.plan(dry_run=self.settings.dry_run))])[0]
         if not self.settings.dry_run:
             self.session.discard("exchange")
-        self._record(StepResult.from_envelope(self.server.name, envelope, 0.0))
+        result = StepResult.from_envelope(self.server.name, envelope, time.monotonic() - started)
+        result.data["reason"] = reason
+        if result.status != "failed":
+            result.message = f"{result.message} ({reason})"
+        self._record(result)
         return bool(envelope["ok"])
 
     def verify(self, *, reuse_facts: bool) -> bool:
+        self.stage = "verify"
         started = time.monotonic()
         if not reuse_facts or self.facts is None:
             envelope = self._scripts([("facts", facts_step.plan(self.settings))])[0]
@@ -285,6 +329,7 @@ class ServerFlow:
 
     def cleanup(self, *, switched: bool = False) -> bool:
         """Remove superseded certificates; ``switched``: this run bound a new one (its predecessors wait)."""
+        self.stage = "cleanup"
         facts = self._facts()
         if self.exchange is not None and switched:
             self._read_exchange()  # this run created a certificate: the assignments as they are now
@@ -421,8 +466,8 @@ class ServerFlow:
                                 f"{bind_input['backend_binding'] or BACKEND_LABEL} (now {old})"
                         + (f" and on {self.settings.frontend_site} {bind_input['loopback_binding']}"
                            if bind_input["loopback_binding"] else "")))
-        if self.settings.restart_iis:
-            planned.append(("restart", "would run iisreset and wait for W3SVC"))
+        if self.settings.restart_iis or self.options.restart_always:
+            planned.append(("restart", "would run iisreset and wait for W3SVC (the bind changes a binding)"))
         for step, message in planned:
             self._record(StepResult(server=self.server.name, step=step, status="changed", changed=True,
                                     message=message))
@@ -442,16 +487,52 @@ class ServerFlow:
         self.progress(self.server.name, result.step, result.status, result.message)
 
 
+def unexpected_message(exc: BaseException) -> str:
+    """An exception exbe did not expect, in one line: its type and its text."""
+    text = " ".join(str(exc).split())
+    return f"unexpected error: {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def fail_unexpectedly(run: ServerRun, step: str, exc: BaseException, progress: Progress | None) -> None:
+    """Record ``exc`` as ``step``'s failure and the server's error. Reporting it must not fail in turn: a progress
+    callback that raises is logged, the result is kept."""
+    message = unexpected_message(exc)
+    run.error = run.error or message
+    result = StepResult(server=run.server, step=step, status="failed", message=message)
+    run.steps.append(result)
+    if progress is not None:
+        try:
+            progress(run.server, step, "failed", message)
+        except Exception:  # noqa: BLE001 - the report still has it
+            log.debug("%s: reporting progress failed", run.server, exc_info=True)
+
+
 def run_fleet(servers: list[Server], task: str, credentials: Credentials, settings: Settings, options: RunOptions,
               progress: Progress, concurrency: int) -> list[ServerRun]:
-    """Run ``task`` on every server, at most ``concurrency`` at once; results in the servers' order."""
+    """Run ``task`` on every server, at most ``concurrency`` at once; results in the servers' order, one for every
+    server whatever happened on the others."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     gate = threading.Lock()
     preload()
 
     def one(server: Server) -> ServerRun:
-        return ServerFlow(server, credentials, settings, options, progress, gate).execute(task)
+        flow: ServerFlow | None = None
+        started = time.monotonic()
+        try:
+            flow = ServerFlow(server, credentials, settings, options, progress, gate)
+            return flow.execute(task)
+        except Exception as exc:  # noqa: BLE001 - what ServerFlow.execute did not catch (building it, reporting)
+            log.debug("%s: the server's run failed unexpectedly", server.name, exc_info=True)
+            if flow is not None:
+                run, stage = flow.run, flow.stage
+            else:
+                run = ServerRun(server=server.name, host=server.host, started_at=datetime.datetime.now(
+                    datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                stage = "connect"
+            fail_unexpectedly(run, stage, exc, progress)
+            run.duration_s = round(time.monotonic() - started, 3)
+            return run
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(servers))), thread_name_prefix="exbe") as pool:
         return list(pool.map(one, servers))

@@ -1,10 +1,11 @@
-"""The ``exbe`` command: an Invoke Program over exbe's task collection, reading ``exbe.yaml`` and ``EXBE_*``.
+"""The ``exbe`` command: an Invoke Program over exbe's task collection, reading ``exbe.yaml``.
 
 Invoke's Program, given a bundled namespace, never loads a project config file (``parse_collection`` ends in
 "TODO: load project conf"), silently ignores a ``-f`` file that does not exist, and reads its runtime-file variable
 from ``INVOKE_RUNTIME_CONFIG``. :class:`ExbeProgram` loads ``exbe.yaml`` (or ``.yml``/``.json``) from the working
-directory, refuses a missing ``-f`` file, reads ``EXBE_RUNTIME_CONFIG``, and turns any :class:`ExbeError` into
-its one line on stderr and its exit code.
+directory, refuses a missing ``-f`` file, reads ``EXBE_RUNTIME_CONFIG`` (and not ``INVOKE_RUNTIME_CONFIG``), and
+turns any :class:`ExbeError` into its one line on stderr and its exit code. The ``EXBE_<SETTING>`` variables are
+read when a task runs (:func:`exbe.config.load`), as under plain ``invoke``.
 
 The collection (``exbe.tasks.ns``) is imported on first use, so ``import exbe.main`` stays cheap.
 """
@@ -78,9 +79,10 @@ class ExbeProgram(Program):
         with _as_exit():
             try:
                 super().update_config(merge=False)
-                if path and not flag:
-                    self.config.set_runtime_path(Path(path))
-                    self.config.load_runtime(merge=False)
+                if not flag:  # Invoke has read INVOKE_RUNTIME_CONFIG; the exbe command reads EXBE_RUNTIME_CONFIG only
+                    self.config.set_runtime_path(Path(path) if path else None)
+                    if path:
+                        self.config.load_runtime(merge=False)
             except (yaml.YAMLError, ValueError) as exc:
                 raise ConfigError(f"cannot read config file {path!r}: {' '.join(str(exc).split())}") from None
             if path and not self.config._runtime_found:

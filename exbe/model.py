@@ -8,26 +8,36 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from .settings import Defaults, SmtpMode
+
 CheckStatus = Literal["pass", "warn", "fail", "skip"]
 StepStatus = Literal["ok", "changed", "failed", "skipped"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What the operator asked for (flags merged over ``exbe.defaults``)."""
+    """What the operator asked for: the settings (:class:`exbe.settings.Defaults`, where each one is declared with
+    its default) with the task's flags applied, plus the two flags that are not settings (``force``, ``dry_run``)."""
 
-    days: int = 60  # renew when fewer days are left
+    days: int = Defaults.days
     force: bool = False
-    smtp: Literal["keep", "move"] = "keep"
-    trust: bool = True
+    smtp: SmtpMode = Defaults.smtp
+    trust: bool = Defaults.trust
     dry_run: bool = False
-    min_age_days: int = 7  # cleanup waits this long after the switch
-    restart_iis: bool = False
-    backend_site: str = "Exchange Back End"
-    frontend_site: str = "Default Web Site"
-    friendly_name: str = "Microsoft Exchange"
-    warn_days: int = 60  # verify warns below this many days
-    fail_days: int = 30  # verify fails below this many days
+    min_age_days: int = Defaults.min_age_days
+    restart_iis: bool = Defaults.restart_iis
+    backend_site: str = Defaults.backend_site
+    frontend_site: str = Defaults.frontend_site
+    friendly_name: str = Defaults.friendly_name
+    warn_days: int = Defaults.warn_days
+    fail_days: int = Defaults.fail_days
+
+    @classmethod
+    def of(cls, defaults: Defaults, *, force: bool = False, dry_run: bool = False) -> Settings:
+        """The run's Settings from resolved settings (every field but ``force``/``dry_run`` is a setting)."""
+        shared = {field.name: getattr(defaults, field.name) for field in dataclasses.fields(cls)
+                  if field.name not in ("force", "dry_run")}
+        return cls(force=force, dry_run=dry_run, **shared)
 
 
 @dataclasses.dataclass

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2 import meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import __version__, contract, steps
 from .contract import ListOf, Schema
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .model import Settings
@@ -74,9 +76,32 @@ def manual_input(settings: Settings, *, thumbprint: str | None = None) -> dict[s
     }
 
 
+class TemplateDirError(ConfigError, ValueError):
+    """The template override directory does not exist or is not a directory (exit code 2, like any ConfigError)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(f"template override directory {str(path)!r} {problem}; set exbe.defaults.template_dir to an "
+                         "existing directory of .ps1.j2 templates, or remove it to use the shipped templates")
+
+
+def check_template_dir(path: Path | str) -> Path:
+    """``path`` as a template override directory, or :class:`TemplateDirError` (for configuration loading too)."""
+    path = Path(path)
+    if not path.exists():
+        raise TemplateDirError(path, "does not exist")
+    if not path.is_dir():
+        raise TemplateDirError(path, "is not a directory")
+    return path
+
+
 @functools.lru_cache(maxsize=8)
 def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
-    return jinja2.Environment(
+    """A sandboxed environment for every rendering, shipped templates included: a template reads the variables it
+    is given and the templates it includes, and cannot reach Python (attributes starting with ``_``, ``mro``,
+    ``__globals__``, ``str.format`` on arbitrary objects, mutating methods). The shipped templates need nothing the
+    sandbox forbids, so one kind of environment serves both and an override cannot do more than a shipped one."""
+    return ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(list(search_path)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -89,9 +114,11 @@ def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
 
 
 def _env(override_dir: Path | None) -> jinja2.Environment:
-    """Templates in ``override_dir`` win over the shipped ones, name by name."""
-    path = (str(TEMPLATE_DIR),) if override_dir is None else (str(override_dir), str(TEMPLATE_DIR))
-    return _environment(path)
+    """Templates in ``override_dir`` win over the shipped ones, name by name; a missing directory is an error
+    (:class:`TemplateDirError`), never silently the shipped templates."""
+    if override_dir is None:
+        return _environment((str(TEMPLATE_DIR),))
+    return _environment((str(check_template_dir(override_dir)), str(TEMPLATE_DIR)))
 
 
 _PARSER = jinja2.Environment()  # parsing only: finds extends/include names, renders nothing

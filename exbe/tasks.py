@@ -12,8 +12,9 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
-from .cli import TaskOptions, run_task, template_dir
+from .cli import TaskOptions, flag_values, parse_thumbprint, run_task, template_dir
 from .config import collection_config
+from .settings import BY_FLAG, SandboxDefaults, flag_help
 
 SELECT_HELP = {
     "server": "server to act on: inventory name or host name (repeatable)",
@@ -26,10 +27,13 @@ SELECT_HELP = {
 }
 
 
+#: The help of the flags that override a setting comes from the setting's declaration (exbe.settings).
+SETTING_HELP = {flag.lstrip("-"): flag_help(flag) for flag in BY_FLAG}
+
 #: A task's body: the Context, then its flags; it reports through exceptions (Exit), not a return value.
 #: Invoke takes a flag's kind from its default, never from these annotations. ``--days`` and ``--min-age`` default to
-#: None, so from the command line they arrive as text; they are annotated as TaskOptions declares them (int | None)
-#: and exbe.cli int()s them.
+#: None (not given: the setting applies), so from the command line they arrive as text, which exbe.settings parses
+#: and checks like an environment variable's; they are annotated as TaskOptions declares them.
 TaskBody = Callable[..., None]
 
 
@@ -37,7 +41,7 @@ def exbe_task(**extra_help: str) -> Callable[[TaskBody], Task[TaskBody]]:
     """``@task`` with the shared flag help, limited to the flags the task has (Invoke refuses help for others)."""
     def decorate(fn: TaskBody) -> Task[TaskBody]:
         names = {p.replace("_", "-").rstrip("-") for p in inspect.signature(fn).parameters}
-        given = {**SELECT_HELP, **{k.replace("_", "-"): v for k, v in extra_help.items()}}
+        given = {**SELECT_HELP, **SETTING_HELP, **{k.replace("_", "-"): v for k, v in extra_help.items()}}
         help_ = {k: v for k, v in given.items() if k in names}
         # what task(fn, **options) returns, typed (invoke.tasks.task is declared to return a bare Callable)
         return Task(fn, iterable=["server"], help=help_, auto_shortflags=False)
@@ -52,11 +56,8 @@ def preflight(c: Context, server: list[str] | None = None, all_: bool = False, g
                                          json=json_))
 
 
-@exbe_task(
-    days="renew when fewer days are left (default 60)", force="renew even when the certificate is healthy",
-    no_trust="do not add the new certificate to LocalMachine\\Root", smtp="keep (default) or move SMTP to the new "
-    "certificate", restart_iis="iisreset afterwards, one server at a time", cleanup="remove superseded certificates "
-    "when verify passes and they are --min-age days old", min_age="days a switch must be old before cleanup")
+@exbe_task(force="renew even when the certificate is healthy", cleanup="remove superseded certificates when verify "
+           "passes and they are --min-age days old")
 def renew(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
           shard: str | None = None, days: int | None = None, force: bool = False, dry_run: bool = False,
           no_trust: bool = False, smtp: str | None = None, restart_iis: bool = False, cleanup: bool = False,
@@ -103,7 +104,7 @@ def verify(c: Context, server: list[str] | None = None, all_: bool = False, grou
                                       json=json_))
 
 
-@exbe_task(min_age="days a switch must be old before its predecessor is removed")
+@exbe_task()
 def cleanup(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
             shard: str | None = None, min_age: int | None = None, dry_run: bool = False, junit: str | None = None,
             json_: str | None = None) -> None:
@@ -113,8 +114,8 @@ def cleanup(c: Context, server: list[str] | None = None, all_: bool = False, gro
 
 
 @task(positional=["task_name"], iterable=["server"], help={
-    "task-name": "renew, verify, trust, bind or cleanup", "days": "renewal threshold in days",
-    "force": "renew even when healthy", "smtp": "keep or move", "no-trust": "skip the Root copy",
+    "task-name": "renew, verify, trust, bind or cleanup", "days": flag_help("--days"),
+    "force": "renew even when healthy", "smtp": flag_help("--smtp"), "no-trust": flag_help("--no-trust"),
     "thumbprint": "act on this certificate of LocalMachine\\My instead of the selected one",
     "output": "write here (UTF-8 with BOM) instead of standard output",
     "server": "accepted for symmetry; the script runs on the server"})
@@ -126,21 +127,23 @@ def render(c: Context, task_name: str | None = None, server: list[str] | None = 
     For servers without WinRM access: `exbe render renew > renew.ps1`, then run it in an elevated EMS (Windows
     PowerShell 5.1) on the server; -WhatIf shows what it would change. The script judges by the same settings and
     rules as the pipeline: they travel in its input document."""
-    import re
+    import os
 
-    from .cli import _settings
-    from .config import defaults_dict
+    from .config import load
     from .errors import ExbeError
+    from .model import Settings
     from .render import manual_input, render_manual, to_file_bytes
 
     if not task_name:
         raise Exit("exbe: which script? `exbe render renew` (or verify, trust, bind, cleanup)", code=2)
-    wanted = thumbprint.replace(" ", "").upper() if thumbprint else None
-    if wanted is not None and not re.fullmatch(r"[0-9A-F]{40}", wanted):
-        raise Exit(f"exbe: --thumbprint must be 40 hexadecimal digits, got {thumbprint!r}", code=2)
-    defaults = defaults_dict(c.config.exbe)
     try:
-        settings = _settings(defaults, TaskOptions(days=days, force=force, smtp=smtp, no_trust=no_trust))
+        wanted = parse_thumbprint(thumbprint)
+        options = TaskOptions(days=days, force=force, smtp=smtp, no_trust=no_trust)
+        loaded = load(c.config, os.environ, flag_values(options))
+        for warning in loaded.warnings:
+            print(f"exbe: warning: {warning}", file=sys.stderr)
+        defaults = loaded.defaults
+        settings = Settings.of(defaults, force=force)
         text = render_manual(task_name, manual_input(settings, thumbprint=wanted), override_dir=template_dir(defaults))
     except (ExbeError, ValueError) as exc:
         raise Exit(f"exbe: {exc}", code=2) from None
@@ -151,15 +154,21 @@ def render(c: Context, task_name: str | None = None, server: list[str] | None = 
         sys.stdout.write(text)
 
 
-@task(help={"hosts": "number of hosts exch01..exchNN (default 6)",
+#: The foreground fleet's flags start from the embedded sandbox's declared settings, except its state directory,
+#: which is its own.
+SANDBOX = SandboxDefaults()
+FOREGROUND_STATE_DIR = ".exbe-sandbox"
+
+
+@task(help={"hosts": f"number of hosts exch01..exchNN (default {SANDBOX.hosts})",
             "scenarios": "'mixed' or a comma list cycled over the hosts (see exbe.sandbox.state.scenario_names)",
             "faults": "per-host faults, e.g. 'exch02:bind_com_error;*:latency_ms=50'",
             "latency-ms": "added latency per request on every host", "state-dir": "where host state lives",
             "inventory": "write the exbe configuration (exbe.yaml) for this fleet here", "https": "inventory uses "
             "Basic over HTTPS (sandbox CA) instead of NTLM over HTTP", "keep": "reuse existing host state"})
-def sandbox(c: Context, hosts: int = 6, scenarios: str = "mixed", faults: str = "", latency_ms: int = 0,
-            state_dir: str = ".exbe-sandbox", inventory: str = "sandbox-inventory.yaml", https: bool = False,
-            keep: bool = False) -> None:
+def sandbox(c: Context, hosts: int = SANDBOX.hosts, scenarios: str = SANDBOX.scenarios, faults: str = SANDBOX.faults,
+            latency_ms: int = SANDBOX.latency_ms, state_dir: str = FOREGROUND_STATE_DIR,
+            inventory: str = "sandbox-inventory.yaml", https: bool = False, keep: bool = False) -> None:
     """Run a sandbox fleet in the foreground until Ctrl-C (simulated Exchange servers; nothing runs on Windows)."""
     from .sandbox.cli import serve
 

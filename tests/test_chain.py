@@ -196,16 +196,116 @@ def test_junit_has_a_suite_per_server_and_a_case_per_step_and_check(start_fleet,
     assert ("exbe.exch01.verify", "tls_444_serves_bound") in cases
 
 
-# -- restart (opt-in) ------------------------------------------------------------------------------------------------
-def test_restart_iis_that_times_out_fails_loudly_and_the_chain_stops_before_verify(start_fleet, exbe, tmp_path):
+# -- restart (opt-in, only when needed) ------------------------------------------------------------------------------
+def restart_step_of(record) -> dict:
+    return next(s for s in json.loads(record.read_text())["servers"][0]["steps"] if s["step"] == "restart")
+
+
+def iis_restarts(fleet, name: str = "exch01") -> int:
+    host = fleet.host(name)
+    with host.lock:
+        return host.state.iis_restarts
+
+
+def test_restart_iis_whose_w3svc_stays_down_after_one_start_attempt_fails_loudly_and_the_chain_stops_before_verify(
+        start_fleet, exbe, tmp_path):
+    """``iisreset_timeout``: W3SVC cannot start on this host, so the one Start attempt after iisreset fails too."""
     fleet = start_fleet([("exch01", "backend_expiring")], faults={"exch01": Faults(iisreset_timeout=True)})
     record = tmp_path / "r.json"
     result = exbe(fleet, "renew", "--server", "exch01", "--restart-iis", "--json", str(record))
     assert result.code == 1
     steps = {s["step"]: s for s in json.loads(record.read_text())["servers"][0]["steps"]}
-    assert steps["restart"]["status"] == "failed" and "W3SVC" in steps["restart"]["message"]
+    restart = steps["restart"]
+    assert restart["status"] == "failed"
+    assert "W3SVC is Stopped after iisreset and one start attempt" in restart["message"], restart["message"]
+    assert (restart["data"]["stopped_after_restart"], restart["data"]["started"]) == (["W3SVC"], [])
+    assert (restart["data"]["w3svc_after"], restart["data"]["was_after"]) == ("Stopped", "Running")
+    assert any(w.startswith("starting W3SVC failed:") for w in restart["warnings"]), restart["warnings"]
     assert "verify" not in steps, "nothing claims the server is fine while W3SVC is down"
     assert probe.facts(fleet)["services"]["W3SVC"] != "Running"
+
+
+def test_restart_iis_that_left_w3svc_and_was_stopped_starts_them_once_and_the_chain_verifies(start_fleet, exbe,
+                                                                                             tmp_path, monkeypatch):
+    """An iisreset that timed out on a slow start (not the sandbox's fault, which models a W3SVC that cannot start):
+    it leaves both services stopped, one start attempt each brings them back."""
+    from exbe.sandbox import windows
+    from exbe.sandbox.records import ErrorInfo
+
+    def slow_iisreset(state, faults, timeout_seconds):
+        state.iis_restarts += 1
+        state.services.update(WAS="Stopped", W3SVC="Stopped")
+        raise windows.WindowsCallError(ErrorInfo("Restart attempt failed. The IIS Admin Service or the World Wide "
+                                                 f"Web Publishing Service failed to start within {timeout_seconds} "
+                                                 "seconds.", error_id="NativeCommandError"))
+
+    monkeypatch.setattr(windows, "iisreset", slow_iisreset)
+    fleet = start_fleet([("exch01", "backend_expiring")])
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--restart-iis", "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    restart = restart_step_of(record)
+    assert restart["status"] == "changed"
+    assert (restart["data"]["stopped_after_restart"], restart["data"]["started"]) == (["WAS", "W3SVC"],
+                                                                                       ["WAS", "W3SVC"])
+    assert "started WAS, W3SVC" in restart["message"]
+    assert any("one start attempt started WAS, W3SVC" in w for w in restart["warnings"]), restart["warnings"]
+    assert probe.facts(fleet)["services"] == {"W3SVC": "Running", "WAS": "Running"}
+
+
+def test_restart_iis_is_skipped_when_nothing_bound_changed_and_w3svc_and_was_run(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "healthy")])
+    host = fleet.host("exch01")
+    host.reset_counts()
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--restart-iis", "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    restart = restart_step_of(record)
+    assert (restart["status"], restart["message"]) == ("skipped", "nothing bound changed and W3SVC/WAS run")
+    assert iis_restarts(fleet) == 0
+    assert host.request_counts()["exchange"]["Create"] == 1, "the Exchange session was kept"
+
+
+def test_restart_iis_restarts_when_w3svc_is_down_though_nothing_else_asks_for_it(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "w3svc_stopped")])
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--restart-iis", "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    restart = restart_step_of(record)
+    assert restart["status"] == "changed" and "W3SVC is Stopped" in restart["data"]["reason"]
+    assert iis_restarts(fleet) == 1
+
+
+def test_restart_iis_can_be_forced_by_the_flow_when_nothing_needs_it(start_fleet, exbe, tmp_path, monkeypatch):
+    """``RunOptions.restart_always`` (for a future ``--restart-iis=always``; no flag sets it yet)."""
+    import dataclasses
+
+    from exbe import flow
+
+    real = flow.run_fleet
+
+    def forced(servers, task, credentials, settings, options, *rest):
+        return real(servers, task, credentials, settings, dataclasses.replace(options, restart_always=True), *rest)
+
+    monkeypatch.setattr(flow, "run_fleet", forced)
+    fleet = start_fleet([("exch01", "healthy")])
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    restart = restart_step_of(record)
+    assert restart["status"] == "changed" and restart["data"]["reason"] == "forced (--restart-iis=always)"
+    assert iis_restarts(fleet) == 1
+
+
+def test_the_restart_task_always_restarts(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "healthy")])
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "restart", "--server", "exch01", "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    restart = restart_step_of(record)
+    assert restart["status"] == "changed" and restart["data"]["reason"] == "asked for (exbe restart)"
+    assert (restart["data"]["stopped_after_restart"], restart["data"]["started"]) == ([], [])
+    assert iis_restarts(fleet) == 1
 
 
 def test_restart_dry_run_changes_nothing(start_fleet, exbe):
@@ -238,6 +338,7 @@ def test_renew_with_restart_iis_and_cleanup_passes_and_reopens_the_exchange_sess
     assert result.code == 0, result.out + result.err
     steps = {s["step"]: s for s in json.loads(record.read_text())["servers"][0]["steps"]}
     assert steps["restart"]["status"] == "changed" and steps["verify"]["status"] == "ok"
+    assert steps["restart"]["data"]["reason"] == "this run changed a binding", "needed: the bind changed"
     assert steps["cleanup"]["status"] == "skipped" and "--min-age" in steps["cleanup"]["message"], \
         "a fresh switch is not cleaned up yet, and that is not a failure"
     counts = host.request_counts()["exchange"]

@@ -25,6 +25,7 @@ from exbe.ci import (
     github_escape_property,
     output_name,
 )
+from exbe.redaction import Redactor
 
 HOSTILE = [
     "100% done",
@@ -129,7 +130,8 @@ def test_github_annotations_are_one_command_line_whose_text_round_trips(message:
     reporter.error(message, server=server or None)
     reporter.warning(message)
     error, warning = _lines(stream.getvalue())
-    assert parse_github(error) == ("error", {"title": f"exbe {server}" if server else "exbe"}, message)
+    title = " ".join(re.split(r"\r\n|\r|\n", server))  # a title is one line
+    assert parse_github(error) == ("error", {"title": f"exbe {title}" if server else "exbe"}, message)
     assert parse_github(warning) == ("warning", {"title": "exbe"}, message)
 
 
@@ -139,9 +141,9 @@ def test_github_annotation_looks_as_documented() -> None:
     assert stream.getvalue() == "::error title=exbe exch01::exch01 bind: 444 has no certificate%0Aretry\n"
 
 
-def test_github_masks_the_password_and_each_line_of_a_multi_line_secret() -> None:
+def test_github_masks_the_password_and_each_line_of_a_multi_line_secret_when_asked_to() -> None:
     stream = io.StringIO()
-    reporter = GitHubReporter({}, stream)
+    reporter = GitHubReporter({"EXBE_CI_MASK": "true"}, stream)
     reporter.mask("P@ss%w0rd;]")
     reporter.mask("line1\nline2")
     reporter.mask("")
@@ -188,9 +190,9 @@ def test_github_summary_is_a_markdown_table_appended_to_the_step_summary(tmp_pat
     rows = [line for line in text.splitlines() if line.startswith("|")]
     assert rows[0] == "| Server | Result | Old thumbprint | New thumbprint |"
     assert rows[1] == "|---|---|---|---|"
-    assert rows[2] == "| exch01 | ok | AAAA | BBBB |"
-    assert rows[3] == "| ex\\|ch02 | failed | &lt;b&gt;x&lt;/b&gt; next |  |"
-    assert "| exch03 | ok |  |  |" in rows
+    assert rows[2] == "| ` exch01 ` | ` ok ` | ` AAAA ` | ` BBBB ` |"
+    assert rows[3] == "| ` ex\\|ch02 ` | ` failed ` | ` <b>x</b> next ` |  |"
+    assert "| ` exch03 ` | ` ok ` |  |  |" in rows
     assert stream.getvalue() == ""
 
 
@@ -262,9 +264,9 @@ def test_azure_output_variable_for_a_new_thumbprint() -> None:
     assert stream.getvalue() == "##vso[task.setvariable variable=exch01_new_thumbprint;isOutput=true]0123ABCD\n"
 
 
-def test_azure_marks_the_password_secret() -> None:
+def test_azure_marks_the_password_secret_when_asked_to() -> None:
     stream = io.StringIO()
-    AzureReporter({}, stream).mask("P@ss%w0rd;]")
+    AzureReporter({"EXBE_CI_MASK": "yes"}, stream).mask("P@ss%w0rd;]")
     [line] = _lines(stream.getvalue())
     assert parse_azure(line) == ("task.setsecret", {}, "P@ss%w0rd;]")
 
@@ -276,7 +278,7 @@ def test_azure_summary_is_attached_as_a_markdown_file(tmp_path: Path) -> None:
     command, _, path = parse_azure(line)
     assert command == "task.uploadsummary"
     text = Path(path).read_text(encoding="utf-8")
-    assert "| exch01 | ok | AAAA | BBBB |" in text and Path(path).parent == tmp_path
+    assert "| ` exch01 ` | ` ok ` | ` AAAA ` | ` BBBB ` |" in text and Path(path).parent == tmp_path
 
 
 def test_azure_without_a_temp_directory_skips_the_summary() -> None:
@@ -301,3 +303,126 @@ def test_escaping_round_trips_for_any_text(text: str) -> None:
     assert github_unescape_property(github_escape_property(text)) == text
     assert not set("\r\n;]") & set(azure_escape(text))
     assert not set("\r\n:,") & set(github_escape_property(text))
+
+
+# --- no secret on stdout (issue 13, item 8) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("reporter_type", [GitHubReporter, AzureReporter])
+@pytest.mark.parametrize("env", [{}, {"EXBE_CI_MASK": "false"}, {"EXBE_CI_MASK": ""}])
+def test_the_password_is_not_printed_to_a_mask_command_unless_asked_to(reporter_type: type, env: dict) -> None:
+    stream = io.StringIO()
+    reporter = reporter_type(env, stream)
+    reporter.mask("P@ss%w0rd;]")
+    assert stream.getvalue() == "" and not reporter.masks_secrets
+
+
+# --- control characters and Markdown (issue 13, item 9) ----------------------------------------------------------
+
+CONTROLS = ("\x1b]8;;https://evil.example\x07click\x1b]8;;\x07 \x1b[2J\x1b[31mred NUL\x00 BEL\x07 DEL\x7f "
+            "CSI\x9b31m NEL\x85 VT\x0b FF\x0c FS\x1c RLO\u202eevil LS\u2028next surrogate\ud800")
+_RAW = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _everything(reporter: CiReporter, text: str) -> str:
+    reporter.error(text, server=text)
+    reporter.warning(text, server=text)
+    reporter.set_output("exch01_new_thumbprint", text)
+    reporter.summary([[text, "failed", text, text]])
+    return reporter.safe_line(text) + "\n" + reporter.progress_line(text, "bind", "failed", text)
+
+
+@pytest.mark.parametrize("make", [_github, _azure], ids=["github", "azure"])
+def test_no_control_character_from_a_server_reaches_the_log_outputs_or_the_summary_raw(
+        tmp_path: Path, make) -> None:
+    reporter, stream = make(tmp_path)
+    lines = _everything(reporter, CONTROLS)
+    files = "".join(p.read_text(encoding="utf-8", errors="surrogateescape") for p in tmp_path.iterdir())
+    for text in (lines, stream.getvalue(), files):
+        assert _RAW.findall(text.replace("\r\n", "\n")) == []
+    assert "\\x1b" in stream.getvalue() and "\\x00" in stream.getvalue()  # shown, not dropped
+
+
+def _markdown_cells(text: str) -> list[str]:
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    return [cell for row in rows[1:] for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
+
+
+HOSTILE_MARKDOWN = ["[click](https://evil.example/x)", "![pixel](https://evil.example/t.png)", "https://evil.example",
+                    "www.evil.example", "mail admin@evil.example", "<img src=x onerror=alert(1)>",
+                    "<script>alert(1)</script>", "**bold** _em_ ~~del~~", "&lt;b&gt; &#x41;", "a | b || c",
+                    "`code` ``two`` \\| \\", "# heading", "> quote", "- item", ":smile: @octocat", "***"]
+
+
+def test_every_summary_cell_is_a_code_span_so_no_markdown_from_a_server_is_live(tmp_path: Path) -> None:
+    reporter, _ = _github(tmp_path)
+    reporter.summary([[text, "ok", text, ""] for text in HOSTILE_MARKDOWN])
+    cells = _markdown_cells((tmp_path / "summary.md").read_text(encoding="utf-8"))
+    assert len(cells) == 4 * len(HOSTILE_MARKDOWN)
+    for cell in cells:
+        body = cell.strip()
+        assert body == "" or re.fullmatch(r"(`+) .* \1", body), body
+
+
+def test_the_summary_renders_as_the_text_given_with_no_link_image_or_html() -> None:
+    cmarkgfm = pytest.importorskip("cmarkgfm")  # GitHub's own renderer
+    import html as html_module
+
+    from cmarkgfm.cmark import Options
+
+    from exbe.ci import markdown_table
+
+    rendered = cmarkgfm.github_flavored_markdown_to_html(
+        markdown_table(["Server", "Result"], [[text, "ok"] for text in HOSTILE_MARKDOWN]),
+        options=Options.CMARK_OPT_UNSAFE)
+    assert not re.search(r"<(a|img|script|b|strong|em|del|h1|blockquote|li)\b", rendered)
+    cells = re.findall(r"<td>(.*?)</td>", rendered)
+    shown = [html_module.unescape(re.sub(r"</?code>", "", cell)) for cell in cells[0::2]]
+    assert shown == HOSTILE_MARKDOWN
+
+
+# --- every channel through the choke point (issue 13, items 1 and 10) --------------------------------------------
+
+def _redactor(password: str) -> Redactor:
+    redactor = Redactor()
+    redactor.add(password)
+    return redactor
+
+
+@pytest.mark.parametrize("platform", ["github", "azure"])
+def test_the_step_summary_and_output_variables_are_redacted(tmp_path: Path, platform: str) -> None:
+    secret = "Summ4ry-0utput-Pa55"
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(tmp_path / "output"),
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")} if platform == "github" else {
+        "TF_BUILD": "True", "AGENT_TEMPDIRECTORY": str(tmp_path)}
+    stream = io.StringIO()
+    reporter = detect(env, stream, redact=_redactor(secret).redact)
+    reporter.set_output("exch01_new_thumbprint", f"x{secret}y")
+    reporter.summary([[secret, "ok", f"old {secret}", ""]])
+    reporter.error(f"said {secret}", server=secret)
+    written = stream.getvalue() + "".join(p.read_text(encoding="utf-8") for p in tmp_path.iterdir())
+    assert secret not in written and "x***y" in written
+
+
+def test_publish_masks_each_value_before_composing_so_a_short_password_is_caught(tmp_path: Path) -> None:
+    from exbe.model import CheckResult, ServerRun, StepResult
+
+    checks = [CheckResult("root_copy", "warn", "t"), CheckResult("w3svc_running", "fail", "t is stopped")]
+    steps = [StepResult("exch01", "bind", "failed", "t"),
+             StepResult("exch01", "verify", "failed", "1 failed", checks=checks)]
+    run = ServerRun("exch01", "exch01.contoso.local", "2026-06-01T08:00:00Z", old_thumbprint="A" * 40,
+                    new_thumbprint="B" * 40, steps=steps)
+    reporter, stream = _github(tmp_path)
+    reporter._redact = _redactor("t").redact
+    reporter.publish([run])
+    commands = [parse_github(line) for line in _lines(stream.getvalue())]
+    assert [(name, data) for name, _, data in commands] == [
+        ("error", "exch01 bind: ***"), ("error", "exch01 verify: 1 failed"), ("warning", "exch01 root_copy: ***"),
+        ("error", "exch01 w3svc_running: t is stopped")]
+    assert (tmp_path / "output").read_text() == f"exch01_new_thumbprint={'B' * 40}\n"
+    assert f"| ` exch01 ` | ` failed ` | ` {'A' * 40} ` | ` {'B' * 40} ` |" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_progress_line_masks_each_part_on_its_own() -> None:
+    reporter = CiReporter({}, redact=_redactor("e").redact)
+    assert reporter.progress_line("exch01", "bind", "failed", "e") == "exch01     bind      failed   ***"
+    assert reporter.progress_line("exch01", "verify", "ok", "3 checks") == "exch01     verify    ok       3 checks"

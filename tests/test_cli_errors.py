@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from .conftest import PASSWORD
-from .exbe_cli import run_exbe, write_config
+from .exbe_cli import requests_seen, run_exbe, write_config
 
 
 @pytest.fixture
@@ -80,3 +80,135 @@ def test_the_password_appears_in_no_output_and_no_artifact(fleet, exbe, tmp_path
         assert PASSWORD not in text
     for state in fleet.state_dir.glob("exch*.json"):
         assert PASSWORD not in state.read_text()
+
+
+# --- every bad value: one line, exit code 2, no server contacted ------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ("renew", "--days", "abc"),
+    ("renew", "--days", "-5"),
+    ("renew", "--days=-5"),
+    ("cleanup", "--min-age", "x"),
+    ("renew", "--smtp", "steal"),
+    ("bind", "--thumbprint", "not-a-thumbprint"),
+    ("verify", "--shard", "3/2"),
+], ids=" ".join)
+def test_a_bad_flag_value_is_one_line_and_exit_2_before_any_server_is_contacted(fleet, exbe, args):
+    result = exbe(fleet, *args, "--server", "exch01")
+    assert result.code == 2, result
+    assert result.err.count("\n") == 1 and result.err.startswith("exbe: "), result.err
+    assert "Traceback" not in result.err and result.out == ""
+    assert requests_seen(fleet) == 0
+
+
+def test_a_malformed_day_count_says_what_it_takes(fleet, exbe):
+    result = exbe(fleet, "renew", "--server", "exch01", "--days", "abc")
+    assert result.err == ("exbe: --days must be an integer, got 'abc' (for example --days 60; renew when fewer days "
+                          "are left)\n")
+
+
+def test_a_bad_setting_in_the_environment_stops_the_run_before_any_server(fleet, exbe):
+    result = exbe(fleet, "verify", "--server", "exch01", env={"EXBE_TRUST": "maybe"})
+    assert result.code == 2 and result.err.startswith("exbe: EXBE_TRUST must be true or false"), result
+    assert requests_seen(fleet) == 0
+
+
+def test_a_former_variable_name_stops_the_run_and_names_the_new_one(fleet, exbe):
+    result = exbe(fleet, "verify", "--server", "exch01", env={"EXBE_EXBE_DEFAULTS_DAYS": "45"})
+    assert result.code == 2, result
+    assert result.err == "exbe: EXBE_EXBE_DEFAULTS_DAYS is no longer read: set EXBE_DAYS instead " \
+                         "(docs/configuration.md)\n"
+    assert requests_seen(fleet) == 0
+
+
+def test_an_unknown_exbe_variable_is_warned_about_and_the_run_goes_on(fleet, exbe):
+    result = exbe(fleet, "verify", "--server", "exch01", env={"EXBE_DAIS": "45"})
+    assert result.code == 0, result
+    assert "exbe: warning: EXBE_DAIS is not a variable exbe reads, ignored; did you mean EXBE_DAYS?" in result.err
+
+
+def test_the_renewal_threshold_comes_from_exbe_days_and_the_flag_beats_it(fleet, exbe):
+    from_env = exbe(fleet, "renew", "--server", "exch01", "--dry-run", env={"EXBE_DAYS": "20"})
+    assert "(threshold 20)" in from_env.out, from_env
+    from_flag = exbe(fleet, "renew", "--server", "exch01", "--dry-run", "--days", "25", env={"EXBE_DAYS": "20"})
+    assert "(threshold 25)" in from_flag.out, from_flag
+
+
+# --- report paths are checked before the run ---------------------------------------------------------------------
+
+
+def test_an_unwritable_report_path_is_refused_before_any_server_is_changed(fleet, exbe, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where a directory should be", encoding="utf-8")
+    result = exbe(fleet, "renew", "--server", "exch01", "--force", "--json", str(blocker / "exbe.json"))
+    assert result.code == 2, result
+    assert result.err.startswith(f"exbe: --json '{blocker / 'exbe.json'}' cannot be written: {blocker} is a file, "
+                                 "not a directory")
+    assert result.err.count("\n") == 1
+    assert requests_seen(fleet) == 0
+
+
+def test_a_directory_given_as_report_path_is_refused(fleet, exbe, tmp_path):
+    result = exbe(fleet, "verify", "--server", "exch01", "--junit", str(tmp_path))
+    assert result.code == 2 and "is a directory; give a file name" in result.err, result
+    assert requests_seen(fleet) == 0
+
+
+def test_a_missing_report_directory_is_created(fleet, exbe, tmp_path):
+    junit = tmp_path / "reports" / "nightly" / "exbe.xml"
+    result = exbe(fleet, "verify", "--server", "exch01", "--junit", str(junit))
+    assert result.code == 0, result
+    assert junit.read_text(encoding="utf-8").startswith("<?xml")
+
+
+def test_checking_a_report_path_leaves_no_file_behind_when_the_run_stops_early(fleet, exbe, tmp_path):
+    record = tmp_path / "out" / "exbe.json"
+    result = exbe(fleet, "verify", "--server", "exch99", "--json", str(record))
+    assert result.code == 2
+    assert not record.exists()
+
+
+# --- credentials ---------------------------------------------------------------------------------------------------
+
+
+def test_without_credentials_a_refused_logon_says_that_no_credentials_were_given(fleet, exbe, monkeypatch):
+    monkeypatch.delenv("NTLM_USER_FILE", raising=False)  # the in-process sandbox's account file, which spnego reads
+    result = exbe(fleet, "verify", "--server", "exch01", credentials=False)
+    assert result.code == 1, result
+    assert ("exbe: no credentials were given (EXBE_USERNAME and EXBE_PASSWORD are not set), so exbe used this agent's "
+            "own logon; set both to connect as a named account") in result.err.splitlines()
+
+
+def test_with_credentials_a_refused_logon_does_not_blame_missing_ones(fleet, exbe):
+    result = exbe(fleet, "verify", "--server", "exch01", password="Wr0ng-" + PASSWORD)
+    assert result.code == 1 and "no credentials were given" not in result.err
+
+
+def test_an_unknown_sandbox_scenario_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    from exbe.main import ExbeProgram
+
+    monkeypatch.chdir(tmp_path)  # no exbe.yaml: the embedded sandbox, which must not start with a bad scenario
+    monkeypatch.setenv("EXBE_SANDBOX_SCENARIOS", "nope")
+    with pytest.raises(SystemExit) as caught:
+        ExbeProgram().run(["exbe", "verify", "--all"])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("exbe: unknown sandbox scenario nope; known: ") and "EXBE_SANDBOX_SCENARIOS" in err
+
+
+def test_a_report_path_this_agent_may_not_write_is_refused(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from exbe.cli import writable_report
+    from exbe.errors import ConfigError
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)  # tests run as root, for whom no permission bit refuses anything
+    with pytest.raises(ConfigError) as caught:
+        writable_report("--junit", str(tmp_path / "exbe.xml"))
+    assert str(caught.value) == (f"--junit '{tmp_path / 'exbe.xml'}' cannot be written (Permission denied); choose a "
+                                 "path this agent can write")
+    assert caught.value.exit_code == 2

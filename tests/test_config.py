@@ -1,7 +1,8 @@
-"""Configuration as an Exchange admin meets it: exbe.yaml, EXBE_* variables, the inventory, --server/--group/--all."""
+"""Configuration as an Exchange admin meets it: exbe.yaml, EXBE_<SETTING> variables, task flags, credentials."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -12,101 +13,108 @@ import pytest
 import yaml
 from invoke import Collection, Config, task
 
-from exbe.config import (
-    DEFAULTS,
-    Credentials,
-    ExbeConfig,
-    Server,
-    collection_config,
-    defaults_dict,
-    load_inventory,
-    select_servers,
-)
-from exbe.errors import ConfigError, UnknownServerError
+from exbe.config import Credentials, ExbeConfig, collection_config, load
+from exbe.errors import ConfigError
+from exbe.inventory import load_inventory
 from exbe.main import make_program
 from exbe.redaction import REDACTOR, Secret
+from exbe.settings import Defaults, SandboxDefaults
+from exbe.tasks import ns
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def env_config(monkeypatch: pytest.MonkeyPatch, **env: str) -> ExbeConfig:
-    """An ExbeConfig after Invoke's environment step, with exactly ``env`` set among EXBE_* variables."""
-    for name in list(os.environ):
-        if name.startswith("EXBE_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    config = ExbeConfig()
-    config.load_shell_env()
-    return config
+def settings(defaults: dict | None = None, env: dict | None = None, **flags: object) -> Defaults:
+    """The settings a task would run with, given a file's ``exbe.defaults``, the environment and task flags
+    (``days="45"`` stands for ``--days 45``)."""
+    given = {"--" + name.replace("_", "-"): value for name, value in flags.items()}
+    return load({"exbe": {"defaults": defaults or {}}}, env or {}, given).defaults
 
 
-def inventory(*entries: object, **defaults: object) -> list[Server]:
-    return load_inventory({"inventory": list(entries), "defaults": defaults})
+# --- environment variables: one flat scheme for both entry points -----------------------------------------------
 
 
-FLEET = [
-    {"name": "exch01", "host": "exch01.contoso.local", "groups": ["dag1"]},
-    {"name": "exch02", "host": "exch02.contoso.local", "groups": ["dag1", "site-b"]},
-    {"name": "exch03", "host": "exch03.contoso.local", "groups": ["site-b"]},
-]
+def test_days_threshold_is_set_with_exbe_days():
+    assert settings(env={"EXBE_DAYS": "45"}).days == 45
 
 
-def names(servers: list[Server]) -> list[str]:
-    return [server.name for server in servers]
+def test_nested_sandbox_settings_take_flat_names_too():
+    sandbox = settings(env={"EXBE_SANDBOX_HOSTS": "10", "EXBE_SANDBOX_FAULTS": "bind"}).sandbox
+    assert (sandbox.hosts, sandbox.faults) == (10, "bind")
 
 
-# --- environment variables --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "value"), [("false", False), ("FALSE", False), ("0", False), ("no", False),
+                                             ("true", True), ("True", True), ("1", True), ("yes", True)])
+def test_boolean_variables_accept_the_usual_spellings(text, value):
+    assert settings(env={"EXBE_TRUST": text}).trust is value
 
 
-def test_days_threshold_can_be_set_with_the_documented_exbe_variable(monkeypatch):
-    config = env_config(monkeypatch, EXBE_EXBE_DEFAULTS_DAYS="45")
-    assert config.exbe.defaults.days == 45
+def test_trust_false_in_the_environment_turns_trust_off():
+    assert settings(env={"EXBE_TRUST": "false"}).trust is False
 
 
-def test_nested_sandbox_settings_take_their_variables_with_the_full_path(monkeypatch):
-    config = env_config(monkeypatch, EXBE_EXBE_DEFAULTS_SANDBOX_HOSTS="10", EXBE_EXBE_DEFAULTS_SANDBOX_FAULTS="bind")
-    assert config.exbe.defaults.sandbox.hosts == 10
-    assert config.exbe.defaults.sandbox.faults == "bind"
-
-
-def test_boolean_variables_are_false_only_for_zero_or_empty(monkeypatch):
-    assert env_config(monkeypatch, EXBE_EXBE_DEFAULTS_RESTART_IIS="1").exbe.defaults.restart_iis is True
-    assert env_config(monkeypatch, EXBE_EXBE_DEFAULTS_TRUST="0").exbe.defaults.trust is False
-    assert env_config(monkeypatch, EXBE_EXBE_DEFAULTS_TRUST="false").exbe.defaults.trust is True
-
-
-def test_plain_invoke_reads_the_same_subtree_from_invoke_exbe_variables(monkeypatch):
-    monkeypatch.setenv("INVOKE_EXBE_DEFAULTS_CONCURRENCY", "3")
-    config = Config()
-    config.load_collection(collection_config())
-    config.load_shell_env()
-    assert config.exbe.defaults.concurrency == 3
-
-
-def test_an_inventory_cannot_come_from_an_environment_variable(monkeypatch):
-    with pytest.raises(ConfigError, match="exbe.yaml") as caught:
-        env_config(monkeypatch, EXBE_EXBE_INVENTORY="exch01")
+def test_a_boolean_variable_that_is_no_boolean_is_one_line_saying_what_it_takes():
+    with pytest.raises(ConfigError) as caught:
+        settings(env={"EXBE_TRUST": "maybe"})
+    assert str(caught.value).startswith("EXBE_TRUST must be true or false (or 1/0, yes/no, on/off), got 'maybe'")
     assert caught.value.exit_code == 2
 
 
-def test_a_non_numeric_day_count_in_the_environment_is_a_configuration_error(monkeypatch):
-    with pytest.raises(ConfigError, match="numbers must be digits"):
-        env_config(monkeypatch, EXBE_EXBE_DEFAULTS_DAYS="sixty")
+def test_a_non_numeric_day_count_in_the_environment_names_the_variable_and_an_example():
+    with pytest.raises(ConfigError) as caught:
+        settings(env={"EXBE_DAYS": "sixty"})
+    assert str(caught.value) == ("EXBE_DAYS must be an integer, got 'sixty' (for example EXBE_DAYS=60; renew when "
+                                 "fewer days are left)")
 
 
-def _flat_keys(tree: dict, path: str = "") -> set[str]:
-    keys: set[str] = set()
-    for key, value in tree.items():
-        keys |= _flat_keys(value, f"{path}{key}.") if isinstance(value, dict) else {f"{path}{key}"}
-    return keys
+def test_a_negative_day_count_in_the_environment_is_refused():
+    with pytest.raises(ConfigError, match=re.escape("EXBE_DAYS must not be negative, got -5")):
+        settings(env={"EXBE_DAYS": "-5"})
 
 
-def test_the_configuration_doc_lists_every_variable_under_both_entry_points():
-    doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
-    expected = {"EXBE_EXBE_DEFAULTS_" + key.replace(".", "_").upper() for key in _flat_keys(DEFAULTS)}
-    assert set(re.findall(r"`(EXBE_EXBE_DEFAULTS_\w+)`", doc)) == expected
-    assert set(re.findall(r"`(INVOKE_EXBE_DEFAULTS_\w+)`", doc)) == {"INVOKE" + name[4:] for name in expected}
+def test_an_empty_variable_counts_as_unset():
+    assert settings({"days": 45}, env={"EXBE_DAYS": "", "EXBE_TRUST": ""}) == dataclasses.replace(Defaults(), days=45)
+
+
+@pytest.mark.parametrize(("name", "instead"), [("EXBE_EXBE_DEFAULTS_DAYS", "EXBE_DAYS"),
+                                               ("INVOKE_EXBE_DEFAULTS_TRUST", "EXBE_TRUST"),
+                                               ("EXBE_EXBE_DEFAULTS_SANDBOX_HOSTS", "EXBE_SANDBOX_HOSTS")])
+def test_the_former_variable_names_are_refused_with_the_name_to_use(name, instead):
+    with pytest.raises(ConfigError) as caught:
+        settings(env={name: "0"})
+    assert str(caught.value) == f"{name} is no longer read: set {instead} instead (docs/configuration.md)"
+
+
+def test_an_inventory_cannot_come_from_an_environment_variable():
+    with pytest.raises(ConfigError, match="exbe.yaml") as caught:
+        settings(env={"EXBE_EXBE_INVENTORY": "exch01"})
+    assert caught.value.exit_code == 2
+
+
+def test_an_unknown_exbe_variable_is_warned_about_with_a_guess():
+    loaded = load({"exbe": {}}, {"EXBE_DAIS": "45"})
+    assert loaded.defaults.days == 60
+    assert loaded.warnings == ("EXBE_DAIS is not a variable exbe reads, ignored; did you mean EXBE_DAYS? "
+                               "(docs/configuration.md lists them)",)
+
+
+def test_credentials_and_exbes_other_variables_are_not_warned_about():
+    env = {"EXBE_USERNAME": "admin", "EXBE_PASSWORD": "x", "EXBE_RUNTIME_CONFIG": "a.yaml", "PATH": "/bin"}
+    assert load({"exbe": {}}, env).warnings == ()
+
+
+def test_plain_invoke_reads_the_same_exbe_variables():
+    config = Config()
+    config.load_collection(collection_config())
+    config.load_shell_env()
+    assert load(config, {"EXBE_CONCURRENCY": "3", "EXBE_TRUST": "no"}).defaults.concurrency == 3
+
+
+def test_the_exbe_command_leaves_invokes_derived_variables_alone(monkeypatch):
+    monkeypatch.setenv("EXBE_EXBE_DEFAULTS_DAYS", "45")
+    config = ExbeConfig()
+    config.load_shell_env()  # Invoke would cast this onto exbe.defaults.days; exbe refuses it at task time instead
+    assert dict(config.exbe.defaults) == {}
 
 
 # --- the exbe Program and its files -----------------------------------------------------------------------------
@@ -116,13 +124,16 @@ def recording_program(seen: dict):
     @task
     def show(c):
         """Record what the task sees."""
-        seen["days"] = c.config.exbe.defaults.days
-        seen["servers"] = names(load_inventory(c.config.exbe))
+        loaded = load(c.config)
+        seen["days"] = loaded.defaults.days
+        seen["servers"] = [server.name for server in load_inventory(c.config.exbe, loaded.defaults)]
 
     @task(iterable=["server"])
     def pick(c, server=None):
         """Select servers like the real tasks do."""
-        seen["picked"] = names(select_servers(load_inventory(c.config.exbe), server))
+        from exbe.inventory import select_servers
+
+        seen["picked"] = [s.name for s in select_servers(load_inventory(c.config.exbe), server)]
 
     return make_program(Collection(show, pick))
 
@@ -153,12 +164,38 @@ def test_listing_tasks_works_with_a_project_file_present(project, capsys):
 
 def test_environment_beats_the_project_file_and_dash_f_beats_both(project, monkeypatch):
     seen: dict = {}
-    monkeypatch.setenv("EXBE_EXBE_DEFAULTS_DAYS", "50")
+    monkeypatch.setenv("EXBE_DAYS", "50")
     recording_program(seen).run(["exbe", "show"], exit=False)
     assert seen["days"] == 50
     (project / "override.yaml").write_text("exbe:\n  defaults:\n    days: 20\n", encoding="utf-8")
     recording_program(seen).run(["exbe", "-f", "override.yaml", "show"], exit=False)
     assert seen["days"] == 20
+
+
+def test_the_environment_still_sets_what_the_dash_f_file_leaves_out(project, monkeypatch):
+    (project / "override.yaml").write_text("exbe:\n  defaults:\n    warn_days: 70\n", encoding="utf-8")
+    monkeypatch.setenv("EXBE_DAYS", "50")
+    seen: dict = {}
+    recording_program(seen).run(["exbe", "-f", "override.yaml", "show"], exit=False)
+    assert seen["days"] == 50
+
+
+def test_plain_invoke_in_a_checkout_reads_exbe_days_like_the_exbe_command(project):
+    (project / "invoke.yaml").write_text((project / "exbe.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    (project / "tasks.py").write_text(
+        "from invoke import Collection, task\n"
+        "from exbe.config import collection_config, load\n"
+        "from exbe.inventory import load_inventory\n"
+        "@task\n"
+        "def show(c):\n"
+        "    loaded = load(c.config)\n"
+        "    print(loaded.defaults.days, [s.name for s in load_inventory(c.config.exbe, loaded.defaults)])\n"
+        "ns = Collection(show)\n"
+        "ns.configure(collection_config())\n", encoding="utf-8")
+    env = {**os.environ, "EXBE_DAYS": "50", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "invoke", "show"], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.strip() == "50 ['exch01', 'exch02']", result.stderr
 
 
 def test_exbe_runtime_config_names_the_dash_f_file(project, monkeypatch):
@@ -167,6 +204,14 @@ def test_exbe_runtime_config_names_the_dash_f_file(project, monkeypatch):
     monkeypatch.setenv("EXBE_RUNTIME_CONFIG", str(project / "pipeline.yaml"))
     recording_program(seen).run(["exbe", "show"], exit=False)
     assert seen["days"] == 21
+
+
+def test_the_exbe_command_does_not_read_invokes_runtime_config_variable(project, monkeypatch):
+    seen: dict = {}
+    (project / "pipeline.yaml").write_text("exbe:\n  defaults:\n    days: 21\n", encoding="utf-8")
+    monkeypatch.setenv("INVOKE_RUNTIME_CONFIG", str(project / "pipeline.yaml"))
+    recording_program(seen).run(["exbe", "show"], exit=False)
+    assert seen["days"] == 45
 
 
 def test_a_missing_dash_f_file_is_a_usage_error_not_silently_ignored(project, capsys):
@@ -186,11 +231,11 @@ def test_a_broken_exbe_yaml_is_one_line_and_exit_code_2(project, capsys):
 
 
 def test_a_bad_environment_override_stops_the_command_with_exit_code_2(project, monkeypatch, capsys):
-    monkeypatch.setenv("EXBE_EXBE_DEFAULTS_DAYS", "sixty")
+    monkeypatch.setenv("EXBE_DAYS", "sixty")
     with pytest.raises(SystemExit) as caught:
         recording_program({}).run(["exbe", "show"])
     assert caught.value.code == 2
-    assert capsys.readouterr().err.startswith("an EXBE_* environment variable cannot be used")
+    assert capsys.readouterr().err.startswith("EXBE_DAYS must be an integer, got 'sixty'")
 
 
 def test_an_unknown_server_on_the_command_line_is_one_line_naming_the_known_ones(project, capsys):
@@ -202,7 +247,7 @@ def test_an_unknown_server_on_the_command_line_is_one_line_naming_the_known_ones
 
 def test_importing_the_command_loads_no_transport_crypto_or_template_library():
     code = (
-        "import sys, exbe.main, exbe.config, exbe.errors, exbe.redaction; "
+        "import sys, exbe.main, exbe.config, exbe.settings, exbe.inventory, exbe.errors, exbe.redaction; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'pypsrp', 'spnego', 'requests', 'cryptography', "
         "'jinja2', 'psrpcore'}))"
     )
@@ -210,166 +255,91 @@ def test_importing_the_command_loads_no_transport_crypto_or_template_library():
     assert out.strip() == "[]"
 
 
-# --- the inventory ----------------------------------------------------------------------------------------------
+def test_the_task_collection_carries_the_shape_of_the_subtree_not_a_copy_of_the_defaults():
+    assert ns.configuration() == {"exbe": {"inventory": [], "defaults": {}}}
 
 
-def test_an_entry_with_only_a_name_gets_the_winrm_and_exchange_defaults():
-    [server] = inventory("exch01")
-    assert server == Server(
-        name="exch01", host="exch01", port=5985, ssl=False, auth="negotiate", cert_validation=True, ca_file=None,
-        groups=(), exchange_host="exch01", exchange_port=80, exchange_ssl=False, exchange_path="PowerShell",
-        backend_port=444, connect_timeout=30, operation_timeout=60, read_timeout=90,
-    )
-    assert server.winrm_url == "http://exch01:5985/wsman"
-    assert server.exchange_url == "http://exch01:80/PowerShell"
-
-
-def test_https_servers_default_to_the_https_ports():
-    [server] = inventory({"name": "exch01", "host": "exch01.contoso.local", "ssl": True, "exchange_ssl": True})
-    assert (server.port, server.exchange_port) == (5986, 443)
-    assert server.exchange_host == "exch01.contoso.local"
-
-
-def test_a_ca_file_becomes_what_the_transport_validates_against(tmp_path):
-    ca = tmp_path / "contoso-ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="ascii")
-    [with_ca, lab] = inventory(
-        {"name": "exch01", "ssl": True, "ca_file": str(ca)}, {"name": "lab01", "ssl": True, "cert_validation": False}
-    )
-    assert with_ca.verify == str(ca)
-    assert lab.verify is False
-
-
-def test_entries_take_the_configured_defaults():
-    [server] = inventory("exch01", auth="kerberos", port=15985, operation_timeout=20, read_timeout=30)
-    assert (server.auth, server.port, server.operation_timeout, server.read_timeout) == ("kerberos", 15985, 20, 30)
-
-
-def test_basic_authentication_over_http_is_refused_as_winrm_does():
-    with pytest.raises(ConfigError) as caught:
-        inventory({"name": "exch01", "auth": "basic"})
-    assert str(caught.value) == (
-        "server 'exch01' (exbe.inventory[0]): Basic authentication over HTTP is refused, as WinRM does; set ssl: true"
-    )
-    with pytest.raises(ConfigError, match="set exchange_ssl: true"):
-        inventory({"name": "exch01", "auth": "basic", "ssl": True})
-    [server] = inventory({"name": "exch01", "auth": "basic", "ssl": True, "exchange_ssl": True})
-    assert server.auth == "basic"
-
-
-@pytest.mark.parametrize(
-    ("entry", "message"),
-    [
-        ({"name": "exch01", "hostname": "x"}, "unknown key 'hostname'"),
-        ({"name": "exch01", "port": 70000}, "port must be a port number between 1 and 65535, got 70000"),
-        ({"name": "exch01", "port": "5985"}, "port must be an integer, got '5985'"),
-        ({"name": "exch01", "ssl": "yes"}, "ssl must be true or false"),
-        ({"name": "exch01", "auth": "digest"}, "auth must be one of negotiate, ntlm, kerberos, basic, credssp"),
-        ({"name": "exch01", "groups": "dag1"}, "groups must be a list"),
-        ({"host": "exch01"}, "needs a 'name'"),
-        ({"name": "exch01", "ca_file": "missing.pem"}, "ca_file 'missing.pem' does not exist"),
-    ],
-)
-def test_a_wrong_inventory_entry_is_refused_in_one_line(entry, message):
-    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
-        inventory(entry)
-    assert "\n" not in str(caught.value)
-    assert caught.value.exit_code == 2
-
-
-def test_duplicate_server_names_are_refused_whatever_their_case():
-    with pytest.raises(ConfigError, match="duplicate server name 'EXCH01'"):
-        inventory("exch01", "EXCH01")
+# --- settings in files, and their validation --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("defaults", "message"),
     [
         ({"days": "60"}, "exbe.defaults.days must be an integer, got '60'"),
+        ({"days": -1}, "exbe.defaults.days must not be negative, got -1"),
         ({"dayz": 60}, "unknown setting exbe.defaults.dayz"),
-        ({"warn_days": 20, "fail_days": 30}, "fail_days (30) must not exceed warn_days (20)"),
+        ({"warn_days": 20, "fail_days": 30}, "exbe.defaults.fail_days (30) must not exceed warn_days (20)"),
         ({"operation_timeout": 90, "read_timeout": 90}, "must exceed operation_timeout (90); pypsrp requires it"),
         ({"smtp": "steal"}, "exbe.defaults.smtp must be one of keep, move"),
+        ({"auth": "digest"}, "exbe.defaults.auth must be one of negotiate, ntlm, kerberos, basic, credssp"),
         ({"concurrency": 0}, "exbe.defaults.concurrency must be at least 1"),
+        ({"port": 0}, "exbe.defaults.port must be a port number between 1 and 65535, got 0"),
+        ({"trust": "no"}, "exbe.defaults.trust must be true or false, got 'no'"),
+        ({"friendly_name": " "}, "exbe.defaults.friendly_name must not be empty"),
         ({"sandbox": {"hosts": 0}}, "exbe.defaults.sandbox.hosts must be at least 1"),
+        ({"sandbox": 3}, "exbe.defaults.sandbox must be a mapping, got 3"),
     ],
 )
-def test_wrong_defaults_are_refused_in_one_line(defaults, message):
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        defaults_dict({"defaults": defaults})
+def test_wrong_settings_in_a_file_are_refused_in_one_line(defaults, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        settings(defaults)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_relation_between_settings_names_where_each_value_came_from():
+    with pytest.raises(ConfigError) as caught:
+        settings({"warn_days": 40}, env={"EXBE_FAIL_DAYS": "45"})
+    assert str(caught.value) == "EXBE_FAIL_DAYS (45) must not exceed warn_days (40)"
+
+
+def test_the_removed_reports_dir_is_refused_with_what_to_do_instead():
+    with pytest.raises(ConfigError) as caught:
+        settings({"reports_dir": "reports"})
+    assert str(caught.value) == ("exbe.defaults.reports_dir was removed: it never did anything; pass --junit PATH "
+                                 "and --json PATH to write reports; delete it from the file")
 
 
 def test_defaults_fill_in_what_a_file_leaves_out():
-    result = defaults_dict({"defaults": {"days": 45, "sandbox": {"hosts": 2}}})
-    assert result["days"] == 45 and result["warn_days"] == 60
-    assert result["sandbox"] == {**DEFAULTS["sandbox"], "hosts": 2}
+    result = settings({"days": 45, "sandbox": {"hosts": 2}})
+    assert result.days == 45 and result.warn_days == 60
+    assert result.sandbox == dataclasses.replace(SandboxDefaults(), hosts=2)
 
 
 def test_an_unknown_top_level_exbe_key_is_refused():
     with pytest.raises(ConfigError, match="unknown setting exbe.servers"):
-        load_inventory({"servers": ["exch01"]})
+        load({"exbe": {"servers": ["exch01"]}}, {})
 
 
-# --- selecting servers ------------------------------------------------------------------------------------------
+# --- task flags override settings -------------------------------------------------------------------------------
 
 
-def test_nothing_selected_says_which_flags_select():
+def test_a_flag_beats_the_environment_and_the_files():
+    assert settings({"days": 50}, env={"EXBE_DAYS": "45"}, days="30").days == 30
+
+
+def test_boolean_flags_set_the_opposite_of_the_default():
+    result = settings({"trust": True}, no_trust=True, restart_iis=True)
+    assert (result.trust, result.restart_iis) == (False, True)
+    assert settings({"restart_iis": True}, restart_iis=False).restart_iis is True
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("days", "abc", "--days must be an integer, got 'abc' (for example --days 60; renew when fewer days are "
+                        "left)"),
+        ("days", "-5", "--days must not be negative, got -5 (for example --days 60; renew when fewer days are left)"),
+        ("min_age", "x", "--min-age must be an integer, got 'x' (for example --min-age 7; days a switch must be old "
+                         "before cleanup removes the certificate it replaced)"),
+        ("smtp", "steal", "--smtp must be one of keep, move, got 'steal' (for example --smtp keep; keep SMTP on the "
+                          "old certificate, or move it to the new one)"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line_saying_what_it_takes(flag, value, message):
     with pytest.raises(ConfigError) as caught:
-        select_servers(inventory(*FLEET), [])
-    assert str(caught.value) == "no server selected: pass --server NAME, --group NAME or --all"
-
-
-def test_an_unknown_server_names_itself_and_the_known_ones():
-    with pytest.raises(UnknownServerError) as caught:
-        select_servers(inventory(*FLEET), ["exch01", "exch09"])
-    assert str(caught.value) == "unknown server 'exch09'; known: exch01, exch02, exch03 (inventory in exbe.yaml)"
-    assert (caught.value.name, caught.value.known) == ("exch09", ("exch01", "exch02", "exch03"))
+        settings(**{flag: value})
+    assert str(caught.value) == message
     assert caught.value.exit_code == 2
-
-
-def test_servers_are_found_by_inventory_name_or_host_name_in_any_case():
-    assert names(select_servers(inventory(*FLEET), ["EXCH02.contoso.local", "Exch01"])) == ["exch01", "exch02"]
-
-
-def test_a_server_named_by_both_its_name_and_its_host_is_selected_once():
-    selected = select_servers(inventory(*FLEET), ["exch01", "exch01.contoso.local", "exch01,EXCH01"])
-    assert names(selected) == ["exch01"]
-
-
-def test_group_selects_its_members_in_inventory_order():
-    assert names(select_servers(inventory(*FLEET), group="site-b")) == ["exch02", "exch03"]
-
-
-def test_group_and_server_combine_without_duplicates():
-    assert names(select_servers(inventory(*FLEET), ["exch02", "exch01"], group="dag1")) == ["exch01", "exch02"]
-
-
-def test_all_selects_the_whole_inventory():
-    assert names(select_servers(inventory(*FLEET), all_=True)) == ["exch01", "exch02", "exch03"]
-
-
-def test_an_unknown_group_names_the_known_groups():
-    with pytest.raises(ConfigError, match=re.escape("unknown group 'dag9'; known groups: dag1, site-b")):
-        select_servers(inventory(*FLEET), group="dag9")
-
-
-def test_all_on_an_empty_inventory_says_where_servers_go():
-    with pytest.raises(ConfigError, match="the inventory is empty: add servers under exbe.inventory in exbe.yaml"):
-        select_servers([], all_=True)
-
-
-def test_a_host_shared_by_several_entries_selects_each_of_them():
-    shared = inventory({"name": "sbx1", "host": "127.0.0.1", "port": 50001}, {"name": "sbx2", "host": "127.0.0.1",
-                                                                            "port": 50002})
-    assert names(select_servers(shared, ["127.0.0.1"])) == ["sbx1", "sbx2"]
-
-
-def test_shards_split_the_selection_without_overlap_or_loss():
-    pytest.importorskip("exbe.shard")
-    fleet = inventory(*[f"exch{number:02}" for number in range(1, 11)])
-    shards = [names(select_servers(fleet, all_=True, shard=f"{index}/3")) for index in (1, 2, 3)]
-    assert sorted(name for part in shards for name in part) == names(fleet)
-    assert sum(len(part) for part in shards) == len(fleet)
 
 
 # --- credentials ------------------------------------------------------------------------------------------------
@@ -395,7 +365,7 @@ def test_half_a_credential_is_refused(present):
 
 
 def test_basic_authentication_without_credentials_is_refused_before_connecting():
-    servers = inventory({"name": "exch01", "auth": "basic", "ssl": True, "exchange_ssl": True})
+    servers = load_inventory({"inventory": [{"name": "exch01", "auth": "basic", "ssl": True, "exchange_ssl": True}]})
     with pytest.raises(ConfigError, match="needs EXBE_USERNAME and EXBE_PASSWORD"):
         Credentials().check(servers)
     Credentials("admin", Secret("Pa55-for-basic")).check(servers)

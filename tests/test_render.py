@@ -11,14 +11,20 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 from exbe import __version__, contract, selection, tasks
+from exbe.errors import ConfigError
 from exbe.main import ExbeProgram
 from exbe.model import Settings
 from exbe.render import (
     MANUAL_INPUT,
     MANUAL_TASKS,
     TEMPLATE_DIR,
+    TemplateDirError,
+    _env,
+    check_template_dir,
     is_exbe_rendering,
     manual_input,
     render_manual,
@@ -296,3 +302,54 @@ def test_the_platform_refusal_of_a_step_script_is_one_contract_envelope_built_wi
     error = "exbe needs Windows PowerShell 5.1 (Desktop); this host runs 4.0 Desktop"
     result = contract.parse_result("bind", [first + error + middle + "bind" + last])
     assert result == contract.make_result("bind", ok=False, error=error)
+
+
+# -- templates from configuration (issue 13, item 5) -------------------------------------------------------------------
+ESCAPES = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__.os.popen('touch PWNED').read() }}",
+    "{{ lipsum.__globals__['os'].popen('touch PWNED').read() }}",
+    "{{ self._TemplateReference__context }}",
+    "{{ step.__class__.__base__.__subclasses__() }}",
+    "{{ '{0.__class__.__mro__}'.format(step) }}",
+    "{% set x = [] %}{{ x.append(1) }}",
+]
+
+
+@pytest.mark.parametrize("payload", ESCAPES)
+def test_an_override_template_cannot_reach_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  payload: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "trust.ps1.j2").write_text("function Invoke-ExbeTrust {\n" + payload + "\n}\n")
+    with pytest.raises(SecurityError):
+        render_step("trust", TRUST, override_dir=tmp_path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_every_rendering_uses_the_sandbox_and_the_shipped_templates_render_as_before() -> None:
+    assert isinstance(_env(None), SandboxedEnvironment)
+    text = render_step("bind", BIND)
+    assert is_exbe_rendering(text) == (True, f"exbe {__version__} bind step")
+    for task in MANUAL_TASKS:
+        assert render_manual(task, MANUAL).count(contract.INPUT_OPEN) == 1
+
+
+def test_a_missing_override_directory_is_a_configuration_error_not_the_shipped_templates(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-templates"
+    with pytest.raises(TemplateDirError) as raised:
+        render_step("trust", TRUST, override_dir=missing)
+    error = raised.value
+    assert isinstance(error, ConfigError) and isinstance(error, ValueError) and error.exit_code == 2
+    assert str(error) == (f"template override directory {str(missing)!r} does not exist; set "
+                          "exbe.defaults.template_dir to an existing directory of .ps1.j2 templates, or remove it to "
+                          "use the shipped templates")
+    with pytest.raises(TemplateDirError, match="does not exist"):
+        render_manual("verify", MANUAL, override_dir=missing)
+
+
+def test_an_override_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "templates.txt"
+    path.write_text("")
+    with pytest.raises(TemplateDirError, match="is not a directory"):
+        check_template_dir(path)
+    assert check_template_dir(tmp_path) == tmp_path

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import junitparser
 import pytest
 
 from exbe import __version__
 from exbe.contract import make_result
+from exbe.errors import ExbeError
 from exbe.model import CheckResult, ServerRun, StepResult
-from exbe.report import exit_code, summary_table, write_json, write_junit
+from exbe.redaction import MASK, REDACTOR, Redactor
+from exbe.report import ReportWriteError, exit_code, summary_table, write_json, write_junit
 
 OLD, NEW = "BFDC0014BC99FCAD6B3F728F6C46BEE7B762FB39", "3E587C8F4A02A8361B6D705E38C453660118D23E"
 SECRET = "Pa55;w0rd"
@@ -206,3 +210,139 @@ def test_an_unchanged_envelope_is_ok_and_a_failed_one_keeps_the_error_on_one_lin
     failed = make_result("cleanup", ok=False, error="refused to remove\n bound certificate(s)")
     result = StepResult.from_envelope("exch01", failed, 0)
     assert (result.status, result.message) == ("failed", "refused to remove bound certificate(s)")
+
+
+# -- masking keeps the structure (issue 13, item 1) --------------------------------------------------------------------
+def _redactor(password: str) -> Redactor:
+    redactor = Redactor()
+    redactor.add(password)
+    return redactor
+
+
+@pytest.mark.parametrize("password", ["a", "e", "1", "t", '"', "<", "&", "true"])
+def test_a_short_password_corrupts_neither_the_json_record_nor_junit_nor_the_table(tmp_path, password):
+    runs = [renewed_with_warnings(), bind_failed()]
+    write_json(runs, tmp_path / "plain.json", redact=str)
+    write_json(runs, tmp_path / "masked.json", redact=_redactor(password).redact)
+    masked = json.loads((tmp_path / "masked.json").read_text())
+    assert masked == json.loads((tmp_path / "plain.json").read_text())
+    assert masked["failed"] is True and "failed" in masked["servers"][1]
+    write_junit(runs, tmp_path / "plain.xml", redact=str)
+    write_junit(runs, tmp_path / "masked.xml", redact=_redactor(password).redact)
+    assert (tmp_path / "masked.xml").read_text() == (tmp_path / "plain.xml").read_text()
+    assert summary_table(runs, redact=_redactor(password).redact) == summary_table(runs, redact=str)
+
+
+def test_a_password_that_is_a_json_key_or_a_status_word_leaves_the_record_meaning_the_same(tmp_path):
+    run = bind_failed()
+    run.steps[1].data["failed_note"] = "failed"  # a value that is the password, beside exbe's own words
+    write_json([run], tmp_path / "run.json", redact=_redactor("failed").redact)
+    document = json.loads((tmp_path / "run.json").read_text())
+    assert document["failed"] is True and document["servers"][0]["failed"] is True
+    assert [step["status"] for step in document["servers"][0]["steps"]] == ["ok", "failed", "failed", "skipped"]
+    assert document["servers"][0]["steps"][1]["data"]["failed_note"] == "failed"  # a status word: never masked
+
+
+def test_a_value_that_is_the_password_is_masked_wherever_it_stands(tmp_path):
+    run = bind_failed()
+    run.steps[1].message = "a"
+    run.steps[1].warnings = ["a", "a warning"]
+    run.steps[2].checks[0].details = " a "
+    redact = _redactor("a").redact
+    write_json([run], tmp_path / "run.json", redact=redact)
+    bind = json.loads((tmp_path / "run.json").read_text())["servers"][0]["steps"][1]
+    assert (bind["message"], bind["warnings"]) == (MASK, [MASK, "a warning"])
+    write_junit([run], tmp_path / "run.xml", redact=redact)
+    (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "run.xml"))
+    cases = {case.name: case for case in suite}
+    assert cases["bind"].result[0].message == MASK
+    assert "warning: ***\nwarning: a warning" in cases["bind"].result[0].text
+    assert cases["backend_days_left"].result[0].text == MASK
+
+
+def test_writers_redact_through_the_process_redactor_when_the_caller_passes_none(tmp_path):
+    REDACTOR.add("Rep0rt-Default-Pa55")
+    run = bind_failed()
+    run.steps[1].message = "server said Rep0rt-Default-Pa55"
+    write_json([run], tmp_path / "run.json")
+    write_junit([run], tmp_path / "run.xml")
+    for text in ((tmp_path / "run.json").read_text(), (tmp_path / "run.xml").read_text(), summary_table([run])):
+        assert "Rep0rt-Default-Pa55" not in text
+    assert "server said ***" in (tmp_path / "run.json").read_text()
+
+
+def test_junit_shows_control_characters_instead_of_dropping_them_so_no_password_is_joined(tmp_path):
+    run = bind_failed()
+    run.steps[1].message = "login Correct\x00-Horse-9 refused \x1b[31m\x07"
+    write_junit([run], tmp_path / "run.xml", redact=_redactor("Correct-Horse-9").redact)
+    text = (tmp_path / "run.xml").read_text()
+    assert "Correct-Horse-9" not in text
+    (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "run.xml"))
+    bind = next(case for case in suite if case.name == "bind")
+    assert bind.result[0].message == "login Correct\\x00-Horse-9 refused \\x1b[31m\\x07"
+
+
+def test_the_table_keeps_a_hostile_server_string_on_its_own_line_without_controls():
+    run = bind_failed()
+    run.server = "exch\n::error::x\x1b[2J"
+    table = summary_table([run], redact=str)
+    assert len(table.splitlines()) == 3 and "\x1b" not in table
+    assert table.splitlines()[2].startswith("exch ::error::x\\x1b[2J")
+
+
+def test_json_has_no_nan_or_infinity_whatever_a_server_sends(tmp_path):
+    run = renewed_with_warnings()
+    run.steps[2].checks[0].value = float("nan")
+    run.steps[1].data = {"ratio": float("inf")}
+    write_json([run], tmp_path / "run.json", redact=str)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    document = json.loads((tmp_path / "run.json").read_text(), parse_constant=refuse)
+    assert document["servers"][0]["steps"][1]["data"] == {"ratio": "inf"}
+
+
+# -- written atomically (issue 12, item 5) -----------------------------------------------------------------------------
+@pytest.mark.parametrize("writer", [write_json, write_junit], ids=["json", "junit"])
+def test_a_report_is_written_to_a_temporary_file_beside_it_and_renamed(tmp_path, monkeypatch, writer):
+    renames = []
+    replace = os.replace
+
+    def recording(source, target):
+        renames.append((Path(source), Path(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", recording)
+    target = tmp_path / "reports" / "exbe.out"
+    writer([bind_failed()], target, redact=str)
+    ((source, renamed),) = renames
+    assert renamed == target and source.parent == target.parent and source != target
+    assert sorted(p.name for p in target.parent.iterdir()) == ["exbe.out"]
+
+
+@pytest.mark.parametrize("writer, kind", [(write_json, "JSON"), (write_junit, "JUnit")], ids=["json", "junit"])
+def test_a_failed_write_raises_report_write_error_and_leaves_the_previous_report_and_no_temporary_file(
+        tmp_path, monkeypatch, writer, kind):
+    target = tmp_path / "exbe.out"
+    target.write_text("the previous report\n")
+
+    def full_disk(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(ReportWriteError) as raised:
+        writer([bind_failed()], target, redact=str)
+    assert isinstance(raised.value, ExbeError) and raised.value.exit_code == 1
+    assert isinstance(raised.value, OSError) and (raised.value.errno, raised.value.strerror) == (
+        28, "No space left on device")
+    assert str(raised.value).startswith(f"cannot write the {kind} report {target}: No space left on device;")
+    assert raised.value.path == target and isinstance(raised.value.reason, OSError)
+    assert target.read_text() == "the previous report\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["exbe.out"]
+
+
+def test_a_report_under_a_path_that_cannot_be_a_directory_is_a_report_write_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ReportWriteError, match="cannot write the JSON report"):
+        write_json([bind_failed()], tmp_path / "file" / "run.json", redact=str)

@@ -310,10 +310,13 @@ def _restorer(state: HostState, site: str, info: str, previous: str | None, faul
 # -- restart ---------------------------------------------------------------------------------------------------------
 def restart(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
             warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+    """The restart command, the wait for W3SVC, then one start attempt (``ServiceController.Start`` and a bounded
+    ``WaitForStatus``) for each of WAS and W3SVC it left stopped; ok only when W3SVC runs at the end."""
     method = data.get("method") or "iisreset"
     before = windows.service_status(state, "W3SVC")
-    result = {"method": method, "w3svc_before": before, "w3svc_after": before,
-              "was_after": windows.service_status(state, "WAS")}
+    result: dict[str, Any] = {"method": method, "w3svc_before": before, "w3svc_after": before,
+                              "was_after": windows.service_status(state, "WAS"), "stopped_after_restart": [],
+                              "started": []}
     if method not in ("iisreset", "services"):
         raise StepFailed(f"unknown restart method {method!r}; use iisreset or services", result)
     timeout = int(data.get("timeout_seconds") or 120)
@@ -325,11 +328,32 @@ def restart(state: HostState, data: dict[str, Any], faults: Faults, dry_run: boo
                 windows.restart_services(state, faults)
         except windows.WindowsCallError as exc:
             warnings.append(f"{method}: {_one_line(str(exc))}")
+        _start_stopped(state, faults, method, timeout, result, warnings)
     result.update(w3svc_after=windows.service_status(state, "W3SVC"), was_after=windows.service_status(state, "WAS"))
     if result["w3svc_after"] != "Running":
-        raise StepFailed(f"W3SVC is {result['w3svc_after']} after {method} (waited {timeout} s): OWA, ECP and EWS are "
-                         "down until it runs (Start-Service W3SVC)", result, changed=True)
+        tried = " and one start attempt" if "W3SVC" in result["stopped_after_restart"] else ""
+        raise StepFailed(f"W3SVC is {result['w3svc_after']} after {method}{tried} (waited {timeout} s): OWA, ECP "
+                         "and EWS are down until it runs (Start-Service W3SVC)", result, changed=True)
     return True, result
+
+
+def _start_stopped(state: HostState, faults: Faults, method: str, timeout: int, result: dict[str, Any],
+                   warnings: list[str]) -> None:
+    """One start attempt for each service the restart left stopped, WAS first (W3SVC depends on it)."""
+    stopped = [name for name in ("WAS", "W3SVC") if windows.service_status(state, name) != "Running"]
+    result["stopped_after_restart"] = stopped
+    for name in stopped:
+        if windows.service_status(state, name) == "Running":
+            continue
+        try:
+            windows.start_service(state, faults, name, timeout)
+        except windows.WindowsCallError as exc:
+            warnings.append(f"starting {name} failed: {_one_line(str(exc))}")
+        if windows.service_status(state, name) == "Running":
+            result["started"].append(name)
+    if stopped:
+        warnings.append(f"{', '.join(stopped)} not running after {method}; one start attempt started "
+                        f"{', '.join(result['started']) or 'none'}")
 
 
 # -- cleanup ---------------------------------------------------------------------------------------------------------

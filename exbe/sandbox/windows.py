@@ -2,8 +2,9 @@
 
 Certificate stores (``X509Store`` My/Root), ``New-SelfSignedCertificate -CloneCert``, IIS bindings
 (WebAdministration: ``Get-WebBinding``, ``New-WebBinding``, ``AddSslCertificate``), ``iisreset`` /
-``Restart-Service W3SVC,WAS`` and the registry value ``AllowInternalUntrustedCerts``. A call that fails on Windows
-raises :class:`WindowsCallError` with the error record PowerShell would show.
+``Restart-Service W3SVC,WAS``, starting a stopped service (``ServiceController.Start``) and the registry value
+``AllowInternalUntrustedCerts``. A call that fails on Windows raises :class:`WindowsCallError` with the error record
+PowerShell would show.
 
 Key access after a clone: ``New-SelfSignedCertificate`` creates the key for the machine, so it opens for SYSTEM
 (http.sys/schannel: ``key_accessible`` True) but gives NETWORK SERVICE no read access (``network_service_read``
@@ -201,6 +202,24 @@ def restart_services(state: HostState, faults: Faults) -> None:
             "RestartServiceCommand", category="OpenError",
             exception_type="Microsoft.PowerShell.Commands.ServiceCommandException", target="W3SVC"))
     state.services["W3SVC"] = "Running"
+
+
+def start_service(state: HostState, faults: Faults, name: str, timeout_seconds: int) -> None:
+    """``$service.Start()`` then ``$service.WaitForStatus('Running', <timeout>)`` on ``Get-Service <name>``: what
+    ``Start-Service`` does, with a bounded wait. Starting W3SVC starts WAS first (its dependency).
+
+    Under ``iisreset_timeout`` W3SVC does not start: the fault models a W3SVC that cannot start, the cause that made
+    the restart time out, so one more attempt fails the same way (the wait times out, W3SVC stays Stopped). WAS
+    starts either way."""
+    if name == "W3SVC":
+        state.services["WAS"] = "Running"
+    if name == "W3SVC" and faults.iisreset_timeout:
+        state.services["W3SVC"] = "Stopped"
+        raise WindowsCallError(ErrorInfo(
+            'Exception calling "WaitForStatus" with "2" argument(s): "Time out has expired and the operation has not '
+            'been completed."', error_id="TimeoutException", category="NotSpecified",
+            exception_type="System.Management.Automation.MethodInvocationException", target="W3SVC"))
+    state.services[name] = "Running"
 
 
 def allow_internal_untrusted_certs(state: HostState) -> int | None:

@@ -1,0 +1,191 @@
+"""One server's trouble stays that server's: any exception in its work fails that server with one line naming it,
+and every other server completes and gets its report (issue 12, item 3)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import junitparser
+import pytest
+
+from exbe import flow as flow_module
+from exbe.config import Credentials, load_inventory
+from exbe.flow import RunOptions, ServerFlow, fail_unexpectedly, unexpected_message
+from exbe.model import ServerRun, Settings
+from exbe.transport import Session
+
+from .exbe_cli import run_exbe
+
+HOSTS = [("exch01", "backend_expiring"), ("exch02", "backend_expiring"), ("exch03", "healthy")]
+
+
+@pytest.fixture
+def exbe(tmp_path, capsys, monkeypatch):
+    def run(fleet, *args, **kwargs):
+        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
+    return run
+
+
+@pytest.fixture
+def fleet_runs(monkeypatch):
+    """What ``run_fleet`` returned to the command line, captured on the way."""
+    returned: list[list[ServerRun]] = []
+    real = flow_module.run_fleet
+
+    def capture(*args, **kwargs):
+        runs = real(*args, **kwargs)
+        returned.append(runs)
+        return runs
+
+    monkeypatch.setattr(flow_module, "run_fleet", capture)
+    return returned
+
+
+def renew_all(fleet, exbe, tmp_path, *extra):
+    record, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    result = exbe(fleet, "renew", "--all", "--json", str(record), "--junit", str(junit), *extra)
+    servers = {s["server"]: s for s in json.loads(record.read_text())["servers"]}
+    suites = {s.name for s in junitparser.JUnitXml.fromfile(str(junit))}
+    return result, servers, suites
+
+
+def steps_of(server: dict) -> dict[str, dict]:
+    return {s["step"]: s for s in server["steps"]}
+
+
+def assert_the_others_completed(servers: dict, broken: str) -> None:
+    """Every server but ``broken`` ended verified; the expiring ones among them were renewed."""
+    for name, server in servers.items():
+        if name == broken:
+            continue
+        assert not server["failed"], (name, server["steps"])
+        assert steps_of(server)["verify"]["status"] == "ok", name
+        if dict(HOSTS)[name] == "backend_expiring":
+            assert server["new_thumbprint"] not in (None, server["old_thumbprint"]), f"{name} was renewed"
+
+
+class _Broken(Exception):
+    pass
+
+
+def test_an_exception_raised_inside_one_servers_session_fails_only_that_server(start_fleet, exbe, tmp_path,
+                                                                                monkeypatch, fleet_runs):
+    fleet = start_fleet(HOSTS)
+
+    class OneBrokenSession(Session):
+        def run_scripts(self, scripts):
+            if self.server.name == "exch02":
+                raise ValueError("Invalid header value b'exch\\x0102'\nsecond line")
+            return super().run_scripts(scripts)
+
+    monkeypatch.setattr(flow_module, "Session", OneBrokenSession)
+    result, servers, suites = renew_all(fleet, exbe, tmp_path)
+
+    assert result.code == 1
+    runs = fleet_runs[0]
+    assert [r.server for r in runs] == ["exch01", "exch02", "exch03"], "a ServerRun for every server, in order"
+    assert set(servers) == suites == {"exch01", "exch02", "exch03"}, "JSON and JUnit hold every server"
+    broken = steps_of(servers["exch02"])
+    assert broken["preflight"]["status"] == "failed"
+    assert broken["preflight"]["message"] == \
+        "unexpected error: ValueError: Invalid header value b'exch\\x0102' second line", "type and text, one line"
+    assert servers["exch02"]["error"] == broken["preflight"]["message"]
+    assert "renew" not in broken, "nothing after the failure runs on that server"
+    assert_the_others_completed(servers, "exch02")
+    assert "ValueError" in result.out
+
+
+def test_a_bug_in_one_servers_chain_keeps_its_earlier_steps_and_fails_the_step_under_way(start_fleet, exbe, tmp_path,
+                                                                                          monkeypatch, fleet_runs):
+    fleet = start_fleet(HOSTS)
+    real = flow_module.ServerFlow._scripts
+
+    def scripts(self, planned):
+        if self.server.name == "exch01" and any(step == "bind" for step, _ in planned):
+            raise KeyError("backend_binding")
+        return real(self, planned)
+
+    monkeypatch.setattr(flow_module.ServerFlow, "_scripts", scripts)
+    result, servers, suites = renew_all(fleet, exbe, tmp_path)
+
+    assert result.code == 1 and len(fleet_runs[0]) == 3 and len(suites) == 3
+    steps = steps_of(servers["exch01"])
+    assert steps["preflight"]["status"] == "ok" and steps["renew"]["status"] == "changed", "what happened is kept"
+    assert steps["bind"] == {**steps["bind"], "status": "failed",
+                             "message": "unexpected error: KeyError: 'backend_binding'"}
+    assert "verify" not in steps
+    assert_the_others_completed(servers, "exch01")
+
+
+def test_a_server_whose_flow_cannot_even_be_built_fails_at_connect_and_the_others_go_on(start_fleet, exbe, tmp_path,
+                                                                                        monkeypatch, fleet_runs):
+    fleet = start_fleet(HOSTS)
+
+    def session(server, credentials):
+        if server.name == "exch03":
+            raise _Broken("no session for you")
+        return Session(server, credentials)
+
+    monkeypatch.setattr(flow_module, "Session", session)
+    result, servers, suites = renew_all(fleet, exbe, tmp_path)
+
+    assert result.code == 1 and len(fleet_runs[0]) == 3 and len(suites) == 3
+    run = next(r for r in fleet_runs[0] if r.server == "exch03")
+    assert run.failed and run.host == "127.0.0.1" and run.started_at
+    assert [(s.step, s.status, s.message) for s in run.steps] == \
+        [("connect", "failed", "unexpected error: _Broken: no session for you")]
+    assert_the_others_completed(servers, "exch03")
+
+
+def test_a_control_character_in_one_server_name_fails_only_that_server(start_fleet, exbe, tmp_path, fleet_runs):
+    """The fault matrix's case: the name reaches pypsrp (Get-ExchangeCertificate -Server), which raises."""
+    fleet = start_fleet(HOSTS)
+    inventory = fleet.inventory()
+    inventory[1]["name"] = "exch\x0102"
+    config = tmp_path / "control.json"
+    config.write_text(json.dumps({"exbe": {"inventory": inventory, "defaults": {}}}), encoding="utf-8")
+    record, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    result = exbe(fleet, "renew", "--all", "--json", str(record), "--junit", str(junit), config=config)
+
+    assert result.code == 1
+    assert len(fleet_runs[0]) == 3
+    servers = {s["server"]: s for s in json.loads(record.read_text())["servers"]}
+    assert len(servers) == 3 and len(list(junitparser.JUnitXml.fromfile(str(junit)))) == 3
+    broken = servers["exch\x0102"]
+    failed = [s for s in broken["steps"] if s["status"] == "failed"]
+    assert broken["failed"] and failed and "\n" not in failed[0]["message"], broken["steps"]
+    assert_the_others_completed({name: servers[name] for name in ("exch01", "exch03")}, "exch02")
+
+
+def test_an_unexpected_error_reads_as_its_type_and_text_on_one_line():
+    assert unexpected_message(ValueError("bad\r\n  host\tname")) == "unexpected error: ValueError: bad host name"
+    assert unexpected_message(KeyError()) == "unexpected error: KeyError"
+
+
+def test_a_progress_callback_that_raises_does_not_lose_the_failure():
+    run = ServerRun(server="exch01", host="h", started_at="2026-01-01T00:00:00Z")
+    seen = []
+
+    def progress(*args):
+        seen.append(args)
+        raise OSError("stdout closed")
+
+    fail_unexpectedly(run, "renew", RuntimeError("boom"), progress)
+    assert run.failed and run.error == "unexpected error: RuntimeError: boom"
+    assert [(s.step, s.status) for s in run.steps] == [("renew", "failed")]
+    assert seen == [("exch01", "renew", "failed", "unexpected error: RuntimeError: boom")]
+
+
+def test_keyboard_interrupt_is_not_swallowed_as_one_servers_failure(start_fleet, monkeypatch):
+    """Cancellation belongs to the run, not to a server (issue 12 item 4): it is never turned into a failed step."""
+    fleet = start_fleet([("exch01", "healthy")])
+    server = load_inventory({"inventory": fleet.inventory()})[0]
+
+    def interrupted(self, planned):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ServerFlow, "_scripts", interrupted)
+    flow = ServerFlow(server, Credentials(), Settings(), RunOptions(), lambda *a: None, threading.Lock())
+    with pytest.raises(KeyboardInterrupt):
+        flow.execute("verify")

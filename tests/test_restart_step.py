@@ -1,0 +1,103 @@
+"""The restart step: when the renew chain needs it, and one start attempt for W3SVC/WAS a restart left stopped, in
+the sandbox's handler and the template alike (issue 12, item 6)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from exbe.facts import HostFacts
+from exbe.model import Settings, StepResult
+from exbe.render import TEMPLATE_DIR
+from exbe.sandbox import windows
+from exbe.sandbox.faults import Faults
+from exbe.sandbox.records import ErrorInfo
+from exbe.sandbox.state import HostState
+from exbe.sandbox.steps import run_step
+from exbe.steps import facts, get, restart
+
+
+def host_facts(**services: str) -> HostFacts:
+    state = HostState.from_scenario("exch01", "healthy")
+    state.services.update(services)
+    return HostFacts.parse(run_step(state, "facts", facts.plan(Settings()), Faults())["data"])
+
+
+@pytest.mark.parametrize("bind_changed,services,reason", [
+    (False, {}, None),
+    (True, {}, "this run changed a binding"),
+    (False, {"W3SVC": "Stopped"}, "W3SVC is Stopped"),
+    (False, {"WAS": "StopPending"}, "WAS is StopPending"),
+    (True, {"WAS": "Stopped", "W3SVC": "Stopped"}, "this run changed a binding; WAS is Stopped; W3SVC is Stopped"),
+])
+def test_the_chain_restarts_only_when_a_binding_changed_or_a_web_service_is_down(bind_changed, services, reason):
+    assert restart.needed(host_facts(**services), bind_changed=bind_changed) == reason
+
+
+def restart_on(state: HostState, faults: Faults | None = None, *, method: str = "iisreset", dry_run: bool = False):
+    envelope = run_step(state, "restart", restart.plan(dry_run=dry_run, method=method), faults or Faults())
+    get("restart").check_result(envelope)
+    return envelope
+
+
+@pytest.mark.parametrize("method", ["iisreset", "services"])
+def test_under_the_timeout_fault_the_one_start_attempt_fails_and_the_step_says_so(method):
+    state = HostState.from_scenario("exch01", "healthy")
+    envelope = restart_on(state, Faults(iisreset_timeout=True), method=method)
+    assert not envelope["ok"] and envelope["changed"]
+    assert envelope["data"]["stopped_after_restart"] == ["W3SVC"] and envelope["data"]["started"] == []
+    assert (envelope["data"]["w3svc_after"], envelope["data"]["was_after"]) == ("Stopped", "Running")
+    assert envelope["error"].startswith(f"W3SVC is Stopped after {method} and one start attempt (waited 120 s)")
+    assert [w.split(":")[0] for w in envelope["warnings"]] == [method, "starting W3SVC failed", "W3SVC not running "
+                                                               f"after {method}; one start attempt started none"]
+    assert state.services["W3SVC"] == "Stopped"
+
+
+def test_a_restart_that_left_both_services_stopped_starts_was_then_w3svc(monkeypatch):
+    def slow(state, faults, timeout_seconds):
+        state.iis_restarts += 1
+        state.services.update(WAS="Stopped", W3SVC="Stopped")
+        raise windows.WindowsCallError(ErrorInfo("Restart attempt failed.", error_id="NativeCommandError"))
+
+    monkeypatch.setattr(windows, "iisreset", slow)
+    started: list[str] = []
+    real_start = windows.start_service
+    monkeypatch.setattr(windows, "start_service", lambda state, faults, name, timeout: (
+        started.append(name), real_start(state, faults, name, timeout))[-1])
+    state = HostState.from_scenario("exch01", "healthy")
+    envelope = restart_on(state)
+    assert envelope["ok"] and envelope["changed"]
+    assert started == ["WAS", "W3SVC"], "each once, WAS first (W3SVC depends on it)"
+    assert envelope["data"]["started"] == ["WAS", "W3SVC"] == envelope["data"]["stopped_after_restart"]
+    assert state.services == {"WAS": "Running", "W3SVC": "Running"}
+    line = StepResult.from_envelope("exch01", envelope, 0.0).message
+    assert line == "ran iisreset: W3SVC Running -> Running (started WAS, W3SVC after it)"
+
+
+def test_starting_w3svc_starts_its_dependency_was_too():
+    state = HostState.from_scenario("exch01", "healthy")
+    state.services.update(WAS="Stopped", W3SVC="Stopped")
+    windows.start_service(state, Faults(), "W3SVC", 60)
+    assert state.services == {"WAS": "Running", "W3SVC": "Running"}
+
+
+def test_a_clean_restart_tries_no_start_and_a_dry_run_neither():
+    state = HostState.from_scenario("exch01", "healthy")
+    clean = restart_on(state)
+    assert clean["ok"] and (clean["data"]["stopped_after_restart"], clean["data"]["started"]) == ([], [])
+    assert clean["warnings"] == []
+    state.services["W3SVC"] = "Stopped"
+    dry = restart_on(state, dry_run=True)
+    assert not dry["ok"] and dry["data"]["started"] == [] and state.services["W3SVC"] == "Stopped"
+    assert "one start attempt" not in dry["error"], "a dry run attempts nothing"
+
+
+def test_the_template_reports_every_key_of_the_result_schema_and_tries_each_service_once():
+    source = (TEMPLATE_DIR / "restart.ps1.j2").read_text(encoding="utf-8")
+    initial = re.search(r"\$data = \[ordered\]@\{(.*)\}\n", source)
+    assert initial is not None
+    assert set(re.findall(r"(\w+) = ", initial.group(1))) == set(restart.RESULT)
+    assert "foreach ($name in @('WAS', 'W3SVC'))" in source, "WAS first, as the sandbox"
+    assert source.count("Start-ExbeStoppedService -Name") == 1 and source.count("$service.Start()") == 1
+    assert "WaitForStatus('Running', [System.TimeSpan]::FromSeconds($TimeoutSeconds))" in source, "a bounded wait"
