@@ -1,7 +1,7 @@
 """`invoke` in a checkout: exbe's own tasks (the same collection as the `exbe` command) plus developer tasks.
 
-Under plain `invoke` the configuration subtree is the same (`exbe:` in invoke.yaml) and environment overrides read
-`INVOKE_EXBE_...`; the installed `exbe` command reads `exbe.yaml` and `EXBE_EXBE_...` (docs/configuration.md).
+Both read the `exbe:` section and the flat `EXBE_DAYS`, `EXBE_CONCURRENCY`, ... environment names of exbe.settings
+(docs/configuration.md); the file differs: the `exbe` command reads `exbe.yaml`, plain `invoke` its own `invoke.yaml`.
 """
 
 from invoke import Collection, task

@@ -71,7 +71,7 @@ def run_case(n: int, latency_ms: int, concurrency: int, task: str, work: Path) -
                    password=PASSWORD) as fleet:
             inventory = fleet.write_inventory(state / "exbe.yaml")
             env = {**os.environ, "EXBE_USERNAME": USERNAME, "EXBE_PASSWORD": PASSWORD,
-                   "EXBE_EXBE_DEFAULTS_CONCURRENCY": str(concurrency), "PYTHONPATH": str(ROOT)}
+                   "EXBE_CONCURRENCY": str(concurrency), "PYTHONPATH": str(ROOT)}
             for name in fleet.hosts:
                 fleet.host(name).reset_counts()
             runner = [sys.executable, "-m", "bench.measure"]

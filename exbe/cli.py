@@ -23,8 +23,11 @@ from .redaction import REDACTOR
 if TYPE_CHECKING:
     from .settings import Defaults
 
-SANDBOX_BANNER = ("SANDBOX: no inventory is configured, so exbe runs against simulated Exchange servers on this "
-                  "machine (exbe.sandbox). Nothing runs on Windows. Configure exbe.inventory for real servers.")
+SANDBOX_BANNER = ("SANDBOX: --sandbox: exbe runs against simulated Exchange servers on this machine (exbe.sandbox). "
+                  "Nothing runs on Windows; the configured inventory, if any, is not used.")
+NO_INVENTORY = ("no inventory is configured (looked for exbe.yaml, exbe.yml, exbe.json in {cwd}, the -f file and "
+                "EXBE_RUNTIME_CONFIG): configure exbe.inventory for your servers (docs/configuration.md), or try exbe "
+                "on simulated servers with --sandbox")
 
 
 @dataclasses.dataclass
@@ -47,6 +50,7 @@ class TaskOptions:
     thumbprint: str | None = None
     junit: str | None = None
     json: str | None = None
+    sandbox: bool = False
 
 
 def run_task(c: Any, task: str, options: TaskOptions) -> None:
@@ -79,7 +83,13 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             parse_shard(options.shard)
         junit = writable_report("--junit", options.junit)
         record = writable_report("--json", options.json)
-        with _inventory(loaded.inventory, defaults) as (inventory, credentials, sandbox):
+        if defaults.template_dir:
+            from .render import check_template_dir
+
+            check_template_dir(defaults.template_dir)
+        if not options.sandbox and not loaded.inventory:
+            raise ConfigError(NO_INVENTORY.format(cwd=os.getcwd()))
+        with _inventory(loaded.inventory, defaults, sandbox=options.sandbox) as (inventory, credentials, sandbox):
             if credentials is None:
                 credentials = Credentials.from_env(os.environ)
             if credentials.password is not None:
@@ -93,6 +103,8 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
                                      cleanup=options.cleanup)
             progress = _Progress(reporter)
             runs = run_fleet(chosen, task, credentials, settings, run_options, progress, defaults.concurrency)
+            for run in runs:
+                run.simulated = sandbox
     except ExbeError as exc:
         reporter.error(REDACTOR.redact(str(exc)))
         raise Exit(REDACTOR.redact(f"exbe: {exc}"), code=exc.exit_code) from None
@@ -114,7 +126,9 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
         print(f"exbe: {NO_CREDENTIALS}", file=sys.stderr)
     for line in unwritten:
         print(redact(line), file=sys.stderr)
-    _annotate(reporter, runs)
+    if any(run.simulated for run in runs):
+        print("SANDBOX: these were simulated servers; nothing ran on Windows.", file=sys.stderr)
+    reporter.publish(runs)
     code = max(exit_code(runs), 1 if unwritten else 0)
     reporter.finish("failed" if code else ("warnings" if _has_warnings(runs) else "succeeded"))
     if code:
@@ -190,9 +204,10 @@ def template_dir(defaults: Defaults) -> Path | None:
 
 
 @contextlib.contextmanager
-def _inventory(entries: list[Any], defaults: Defaults) -> Iterator[tuple[list[Any], Any, bool]]:
-    """The configured inventory, or, when there is none, an embedded sandbox fleet (the new user's default)."""
-    if entries:
+def _inventory(entries: list[Any], defaults: Defaults, *, sandbox: bool) -> Iterator[tuple[list[Any], Any, bool]]:
+    """The configured inventory, or with ``--sandbox`` an embedded sandbox fleet in a state directory of its own
+    (never the foreground ``exbe sandbox``'s)."""
+    if not sandbox:
         yield entries, None, False
         return
     from .config import Credentials
@@ -202,21 +217,21 @@ def _inventory(entries: list[Any], defaults: Defaults) -> Iterator[tuple[list[An
         from .sandbox.faults import parse_fleet_faults
         from .sandbox.fleet import Fleet, plan_hosts
     except ImportError as exc:  # a production install: the sandbox is the exbe[sandbox] extra
-        raise ConfigError(f"no inventory is configured and the sandbox is not installed ({exc.name} is missing): "
-                          "configure exbe.inventory for real servers, or `pip install 'exbe[sandbox]'` to try exbe on "
-                          "simulated ones") from None
+        raise ConfigError(f"--sandbox needs the sandbox, which is not installed ({exc.name} is missing): "
+                          "`pip install 'exbe[sandbox]'`") from None
 
-    sandbox = defaults.sandbox
+    sandbox_settings = defaults.sandbox
     try:
-        hosts = plan_hosts(sandbox.hosts, sandbox.scenarios)
+        hosts = plan_hosts(sandbox_settings.hosts, sandbox_settings.scenarios)
     except ValueError as exc:
         raise ConfigError(f"{exc} (exbe.defaults.sandbox.scenarios or EXBE_SANDBOX_SCENARIOS)") from None
     try:
-        faults = parse_fleet_faults(sandbox.faults)
+        faults = parse_fleet_faults(sandbox_settings.faults)
     except ValueError as exc:
         raise ConfigError(f"{exc} (exbe.defaults.sandbox.faults or EXBE_SANDBOX_FAULTS)") from None
-    state_dir = Path(sandbox.state_dir or tempfile.mkdtemp(prefix="exbe-sandbox-"))
-    fleet = Fleet(state_dir, hosts, faults=faults, latency_ms=sandbox.latency_ms, fresh=sandbox.fresh)
+    state_dir = Path(sandbox_settings.state_dir or tempfile.mkdtemp(prefix="exbe-sandbox-"))
+    fleet = Fleet(state_dir, hosts, faults=faults, latency_ms=sandbox_settings.latency_ms,
+                  fresh=sandbox_settings.fresh)
     with fleet:
         REDACTOR.add(fleet.password)
         yield fleet.inventory(), Credentials(username=fleet.username, password=Secret(fleet.password)), True
@@ -230,25 +245,9 @@ class _Progress:
         self._lock = threading.Lock()
 
     def __call__(self, server: str, step: str, status: str, message: str) -> None:
-        line = self._reporter.safe_line(REDACTOR.redact(f"{server:<10} {step:<9} {status:<8} {message}"))
+        line = self._reporter.progress_line(server, step, status, message)
         with self._lock:
             print(line, flush=True)
-
-
-def _annotate(reporter: Any, runs: list[Any]) -> None:
-    for run in runs:
-        for step in run.steps:
-            if step.status == "failed":
-                reporter.error(REDACTOR.redact(f"{run.server} {step.step}: {step.message}"), server=run.server)
-            for check in step.checks:
-                if check.status == "fail":
-                    reporter.error(REDACTOR.redact(f"{run.server} {check.id}: {check.message}"), server=run.server)
-                elif check.status == "warn":
-                    reporter.warning(REDACTOR.redact(f"{run.server} {check.id}: {check.message}"), server=run.server)
-        if run.new_thumbprint and run.new_thumbprint != run.old_thumbprint:
-            reporter.set_output(f"{run.server}_new_thumbprint", run.new_thumbprint)
-    reporter.summary([[run.server, "failed" if run.failed else "ok", run.old_thumbprint or "",
-                       run.new_thumbprint or ""] for run in runs])
 
 
 def _has_warnings(runs: list[Any]) -> bool:

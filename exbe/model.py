@@ -101,6 +101,7 @@ class ServerRun:
     old_thumbprint: str | None = None
     new_thumbprint: str | None = None
     error: str | None = None
+    simulated: bool = False  # a sandbox server (--sandbox): every report says so
 
     @property
     def failed(self) -> bool:

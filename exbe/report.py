@@ -143,7 +143,8 @@ def _suite(run: ServerRun, redact: Redact) -> junit_xml.TestSuite:
     return junit_xml.TestSuite(
         server, cases, hostname=_xml(run.host, redact), timestamp=_xml(run.started_at, redact),
         properties={"exbe_version": __version__, "old_thumbprint": _xml(run.old_thumbprint, redact),
-                    "new_thumbprint": _xml(run.new_thumbprint, redact)})
+                    "new_thumbprint": _xml(run.new_thumbprint, redact),
+                    "simulated": "true" if run.simulated else "false"})
 
 
 def _step_case(server: str, step: StepResult, redact: Redact) -> junit_xml.TestCase:
@@ -187,6 +188,7 @@ def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = Non
     document = {
         "exbe": __version__,
         "failed": exit_code(runs) != EXIT_OK,
+        "simulated": any(run.simulated for run in runs),
         "servers": [{
             **redact_values({
                 "server": run.server,
@@ -197,6 +199,7 @@ def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = Non
                 "new_thumbprint": run.new_thumbprint,
                 "error": run.error,
                 "failed": run.failed,
+                "simulated": run.simulated,
             }, redact),
             "steps": [_step_record(step, redact) for step in run.steps],
         } for run in runs],

@@ -77,8 +77,8 @@ class SandboxDefaults:
 
     hosts: int = setting(6, "simulated servers exch01..exchNN", at_least=1)
     scenarios: str = setting("mixed", "'mixed' or a comma list of scenarios cycled over the hosts")
-    state_dir: str = setting(".exbe-sandbox", "where the simulated servers keep their state (empty: a new temporary "
-                                              "directory)")
+    state_dir: str = setting("", "where the simulated servers of --sandbox keep their state (empty: a new temporary "
+                                 "directory each run, never the foreground `exbe sandbox`'s)")
     faults: str = setting("", "faults to inject, e.g. 'exch02:bind_com_error;*:latency_ms=50'")
     latency_ms: int = setting(0, "added latency per request on every host, in milliseconds", at_least=0)
     fresh: bool = setting(True, "start from the scenarios' state instead of the state left by the last run")
@@ -154,6 +154,8 @@ OTHER_VARIABLES = {
                      "EXBE_PASSWORD, and only from the environment",
     "EXBE_PASSWORD": "its password; masked in every output",
     "EXBE_RUNTIME_CONFIG": "the `exbe` command's `-f` file when `-f` is not given",
+    "EXBE_CI_MASK": "`true`: also ask the CI platform to mask the password (it prints a mask command with the "
+                    "password on stdout; not needed for secrets mapped from the platform's secret store)",
     "EXBE_SANDBOX_KEY_CACHE": "where the sandbox caches generated keys (default: a directory under the system's "
                               "temporary directory)",
 }

@@ -191,7 +191,7 @@ def test_an_unknown_sandbox_scenario_is_one_line_and_exit_2(tmp_path, capsys, mo
     monkeypatch.chdir(tmp_path)  # no exbe.yaml: the embedded sandbox, which must not start with a bad scenario
     monkeypatch.setenv("EXBE_SANDBOX_SCENARIOS", "nope")
     with pytest.raises(SystemExit) as caught:
-        ExbeProgram().run(["exbe", "verify", "--all"])
+        ExbeProgram().run(["exbe", "verify", "--all", "--sandbox"])
     err = capsys.readouterr().err
     assert caught.value.code == 2 and err.count("\n") == 1
     assert err.startswith("exbe: unknown sandbox scenario nope; known: ") and "EXBE_SANDBOX_SCENARIOS" in err

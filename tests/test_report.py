@@ -74,7 +74,7 @@ def test_junit_holds_a_suite_per_server_with_host_timestamp_time_and_thumbprints
     assert suite.timestamp == "2026-06-01T08:00:00Z"
     assert suite.time == pytest.approx(4.25)
     assert {p.name: p.value for p in suite.properties()} == {
-        "exbe_version": __version__, "old_thumbprint": OLD, "new_thumbprint": NEW}
+        "exbe_version": __version__, "old_thumbprint": OLD, "new_thumbprint": NEW, "simulated": "false"}
 
 
 def test_junit_has_a_case_per_step_and_per_check_under_the_steps_classname(junit):
