@@ -145,7 +145,7 @@ def _logon_failure(error: str | None) -> bool:
     spnego without credentials fails before anything is sent)."""
     from .errors import CONNECTION_KINDS
 
-    return bool(error) and any(CONNECTION_KINDS[kind][0] in str(error) for kind in ("auth", "protocol"))
+    return bool(error) and any(CONNECTION_KINDS[kind][0] in str(error) for kind in ("auth", "no_credentials"))
 
 
 def flag_values(options: TaskOptions) -> dict[str, Any]:

@@ -64,6 +64,10 @@ CONNECTION_KINDS: dict[str, tuple[str, str]] = {
         "TLS certificate validation failed",
         "set ca_file to the CA that issued the listener's certificate (or cert_validation: false in a lab)",
     ),
+    "no_credentials": (
+        "no credentials to log on with",
+        "set EXBE_USERNAME and EXBE_PASSWORD, or run on a domain-joined agent whose Kerberos logon the server accepts",
+    ),
     "auth": (
         "authentication failed",
         "check EXBE_USERNAME/EXBE_PASSWORD or the agent's logon; the account needs WinRM rights on the server",

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 TASKS = ("preflight", "renew", "trust", "bind", "restart", "verify", "cleanup")
 METHODS = {"exchange": "New-ExchangeCertificate -Services None on the Exchange endpoint",
            "clone": "New-SelfSignedCertificate -CloneCert with a legacy CSP over WinRM"}
-EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth", "timeout", "protocol", "dropped"}
+EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth", "no_credentials", "timeout",
+                       "protocol", "dropped"}
 
 log = logging.getLogger("exbe.flow")
 

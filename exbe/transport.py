@@ -201,6 +201,8 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
         text = str(cause)
         if isinstance(cause, AuthenticationError):
             return "auth", ""
+        if "no username or password was specified" in text.lower():  # spnego, before any request was sent
+            return "no_credentials", ""
         if isinstance(cause, requests.exceptions.SSLError):
             return "tls_validation", _first_line(text)
         if isinstance(cause, (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout)):

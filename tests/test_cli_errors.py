@@ -176,6 +176,7 @@ def test_without_credentials_a_refused_logon_says_that_no_credentials_were_given
     monkeypatch.delenv("NTLM_USER_FILE", raising=False)  # the in-process sandbox's account file, which spnego reads
     result = exbe(fleet, "verify", "--server", "exch01", credentials=False)
     assert result.code == 1, result
+    assert "no credentials to log on with" in result.err and "did not speak WinRM" not in result.err
     assert ("exbe: no credentials were given (EXBE_USERNAME and EXBE_PASSWORD are not set), so exbe used this agent's "
             "own logon; set both to connect as a named account") in result.err.splitlines()
 

@@ -176,7 +176,8 @@ def test_a_dry_run_envelope_says_what_would_change():
     result = StepResult.from_envelope("exch01", envelope, 0.1)
     assert (result.status, result.changed) == ("changed", True)
     assert result.message == f"would add {NEW} to LocalMachine\\Root"
-    assert (result.before, result.after) == ({"root": {NEW: False}}, {"root": {NEW: True}})
+    assert (result.before, result.after) == ({"thumbprint": NEW, "in_root": False},
+                                             {"thumbprint": NEW, "in_root": True})
 
 
 def bind_envelope(before: dict, after: dict, *, changed: bool = True, dry_run: bool = False) -> dict:

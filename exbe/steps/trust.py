@@ -24,5 +24,6 @@ def describe(data: Mapping[str, Any], changed: bool, dry_run: bool) -> str:
 
 
 def before_after(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    thumb = data.get("thumbprint")
-    return {"root": {thumb: data.get("present_before")}}, {"root": {thumb: data.get("present_after")}}
+    # the thumbprint is a value here, not a key: keys are never masked, values are (exbe.redaction)
+    return ({"thumbprint": data.get("thumbprint"), "in_root": data.get("present_before")},
+            {"thumbprint": data.get("thumbprint"), "in_root": data.get("present_after")})
