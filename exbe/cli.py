@@ -51,6 +51,7 @@ class TaskOptions:
     junit: str | None = None
     json: str | None = None
     sandbox: bool = False
+    keep_going: bool = False
 
 
 def run_task(c: Any, task: str, options: TaskOptions) -> None:
@@ -100,7 +101,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             if sandbox:
                 print(SANDBOX_BANNER, file=sys.stderr)
             run_options = RunOptions(template_dir=template_dir(defaults), thumbprint=thumbprint,
-                                     cleanup=options.cleanup)
+                                     cleanup=options.cleanup, keep_going=options.keep_going)
             progress = _Progress(reporter)
             runs = run_fleet(chosen, task, credentials, settings, run_options, progress, defaults.concurrency)
             for run in runs:

@@ -58,6 +58,8 @@ class RunOptions:
     # `--restart-iis=always` (no flag sets it yet): the renew chain restarts IIS even when nothing bound changed and
     # W3SVC/WAS run; implies Settings.restart_iis.
     restart_always: bool = False
+    # `--keep-going`: try the remaining servers even after one refused the credentials (a lockout risk)
+    keep_going: bool = False
 
 
 Progress = Callable[[str, str, str, str], None]  # server, step, status, message
@@ -80,6 +82,7 @@ class ServerFlow:
         self.facts: HostFacts | None = None
         self.exchange: ExchangeFacts | None = None
         self.exchange_reason = ""
+        self.credentials_refused = False  # the server refused the logon (lockout safety, run_fleet)
         self.selected: Certificate | None = None
         self.stage = "connect"  # the step under way: an unexpected exception fails this one
 
@@ -91,6 +94,7 @@ class ServerFlow:
                 self._execute(task)
         except ConnectionFailed as exc:
             self.run.error = str(exc)
+            self.credentials_refused = exc.kind == "auth"
             self._record(StepResult(server=self.server.name, step="connect", status="failed", message=str(exc)))
         except Exception as exc:  # noqa: BLE001 - one server's bug or library error never ends the fleet's run
             log.debug("%s: %s failed unexpectedly", self.server.name, self.stage, exc_info=True)
@@ -508,6 +512,19 @@ def fail_unexpectedly(run: ServerRun, step: str, exc: BaseException, progress: P
             log.debug("%s: reporting progress failed", run.server, exc_info=True)
 
 
+def not_attempted(server: Server, refused_by: str, progress: Progress) -> ServerRun:
+    """A server exbe did not try because another refused the same credentials: each further try is a bad logon
+    against one domain account, and a fleet's worth of them locks it out."""
+    reason = (f"not attempted: {refused_by} refused the credentials, so exbe stopped using them before the account "
+              "locks out; fix EXBE_USERNAME/EXBE_PASSWORD (or pass --keep-going to try every server)")
+    run = ServerRun(server=server.name, host=server.host,
+                    started_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    error=reason)
+    run.steps.append(StepResult(server=server.name, step="connect", status="skipped", message=reason))
+    progress(server.name, "connect", "skipped", reason)
+    return run
+
+
 def run_fleet(servers: list[Server], task: str, credentials: Credentials, settings: Settings, options: RunOptions,
               progress: Progress, concurrency: int) -> list[ServerRun]:
     """Run ``task`` on every server, at most ``concurrency`` at once; results in the servers' order, one for every
@@ -515,14 +532,20 @@ def run_fleet(servers: list[Server], task: str, credentials: Credentials, settin
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     gate = threading.Lock()
+    refused_by: list[str] = []  # servers that refused the credentials, first first
     preload()
 
     def one(server: Server) -> ServerRun:
         flow: ServerFlow | None = None
         started = time.monotonic()
+        if refused_by and not options.keep_going:
+            return not_attempted(server, refused_by[0], progress)
         try:
             flow = ServerFlow(server, credentials, settings, options, progress, gate)
-            return flow.execute(task)
+            run = flow.execute(task)
+            if flow.credentials_refused:
+                refused_by.append(server.name)
+            return run
         except Exception as exc:  # noqa: BLE001 - what ServerFlow.execute did not catch (building it, reporting)
             log.debug("%s: the server's run failed unexpectedly", server.name, exc_info=True)
             if flow is not None:

@@ -24,6 +24,7 @@ SELECT_HELP = {
     "junit": "write JUnit XML here (a testsuite per server)",
     "json": "write the JSON run record here",
     "dry-run": "change nothing; show what would change",
+    "keep-going": "try every server even after one refused the credentials (each try is a bad logon: lockout risk)",
     "sandbox": "run on simulated Exchange servers on this machine (exbe's sandbox; nothing runs on Windows)",
 }
 
@@ -52,10 +53,11 @@ def exbe_task(**extra_help: str) -> Callable[[TaskBody], Task[TaskBody]]:
 @exbe_task()
 def preflight(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
               shard: str | None = None, junit: str | None = None, json_: str | None = None,
-        sandbox: bool = False) -> None:
+        sandbox: bool = False, keep_going: bool = False) -> None:
     """Read both endpoints and select the back-end certificate; change nothing."""
     run_task(c, "preflight", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
-                                         json=json_, sandbox=sandbox))
+                                         json=json_, sandbox=sandbox,
+        keep_going=keep_going))
 
 
 @exbe_task(force="renew even when the certificate is healthy", cleanup="remove superseded certificates when verify "
@@ -64,21 +66,23 @@ def renew(c: Context, server: list[str] | None = None, all_: bool = False, group
           shard: str | None = None, days: int | None = None, force: bool = False, dry_run: bool = False,
           no_trust: bool = False, smtp: str | None = None, restart_iis: bool = False, cleanup: bool = False,
           min_age: int | None = None, junit: str | None = None, json_: str | None = None,
-        sandbox: bool = False) -> None:
+        sandbox: bool = False, keep_going: bool = False) -> None:
     """Renew the back-end certificate where needed, trust it, bind it to 444, verify (the whole chain)."""
     run_task(c, "renew", TaskOptions(server=server or [], all=all_, group=group, shard=shard, days=days, force=force,
                                      dry_run=dry_run, no_trust=no_trust, smtp=smtp, restart_iis=restart_iis,
-                                     cleanup=cleanup, min_age=min_age, junit=junit, json=json_, sandbox=sandbox))
+                                     cleanup=cleanup, min_age=min_age, junit=junit, json=json_, sandbox=sandbox,
+        keep_going=keep_going))
 
 
 @exbe_task(thumbprint="trust this certificate instead of the selected one")
 def trust(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
           shard: str | None = None, thumbprint: str | None = None, dry_run: bool = False, junit: str | None = None,
           json_: str | None = None,
-        sandbox: bool = False) -> None:
+        sandbox: bool = False, keep_going: bool = False) -> None:
     """Put the back-end certificate's public part in LocalMachine\\Root when it is absent."""
     run_task(c, "trust", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
-                                     dry_run=dry_run, junit=junit, json=json_, sandbox=sandbox))
+                                     dry_run=dry_run, junit=junit, json=json_, sandbox=sandbox,
+        keep_going=keep_going))
 
 
 @exbe_task(thumbprint="bind this certificate (from LocalMachine\\My) instead of the "
@@ -86,39 +90,43 @@ def trust(c: Context, server: list[str] | None = None, all_: bool = False, group
 def bind(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
          shard: str | None = None, thumbprint: str | None = None, dry_run: bool = False, junit: str | None = None,
          json_: str | None = None,
-        sandbox: bool = False) -> None:
+        sandbox: bool = False, keep_going: bool = False) -> None:
     """Bind the back-end certificate to Exchange Back End *:444: (and 127.0.0.1:443 where it was)."""
     run_task(c, "bind", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
-                                    dry_run=dry_run, junit=junit, json=json_, sandbox=sandbox))
+                                    dry_run=dry_run, junit=junit, json=json_, sandbox=sandbox,
+        keep_going=keep_going))
 
 
 @exbe_task()
 def restart(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
             shard: str | None = None, dry_run: bool = False, junit: str | None = None,
             json_: str | None = None,
-        sandbox: bool = False) -> None:
+        sandbox: bool = False, keep_going: bool = False) -> None:
     """iisreset, one server at a time, waiting for W3SVC to come back."""
     run_task(c, "restart", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
-                                       junit=junit, json=json_, sandbox=sandbox))
+                                       junit=junit, json=json_, sandbox=sandbox,
+        keep_going=keep_going))
 
 
 @exbe_task()
 def verify(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
            shard: str | None = None, junit: str | None = None, json_: str | None = None,
-        sandbox: bool = False) -> None:
+        sandbox: bool = False, keep_going: bool = False) -> None:
     """Check the back end as HealthChecker would, plus a TLS and HTTP probe of port 444 from this agent."""
     run_task(c, "verify", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
-                                      json=json_, sandbox=sandbox))
+                                      json=json_, sandbox=sandbox,
+        keep_going=keep_going))
 
 
 @exbe_task()
 def cleanup(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
             shard: str | None = None, min_age: int | None = None, dry_run: bool = False, junit: str | None = None,
             json_: str | None = None,
-        sandbox: bool = False) -> None:
+        sandbox: bool = False, keep_going: bool = False) -> None:
     """Remove superseded self-signed back-end certificates (and Root copies) that nothing uses, after verify."""
     run_task(c, "cleanup", TaskOptions(server=server or [], all=all_, group=group, shard=shard, min_age=min_age,
-                                       dry_run=dry_run, junit=junit, json=json_, sandbox=sandbox))
+                                       dry_run=dry_run, junit=junit, json=json_, sandbox=sandbox,
+        keep_going=keep_going))
 
 
 @task(positional=["task_name"], iterable=["server"], help={

@@ -189,3 +189,29 @@ def test_keyboard_interrupt_is_not_swallowed_as_one_servers_failure(start_fleet,
     flow = ServerFlow(server, Credentials(), Settings(), RunOptions(), lambda *a: None, threading.Lock())
     with pytest.raises(KeyboardInterrupt):
         flow.execute("verify")
+
+
+def test_once_a_server_refuses_the_credentials_exbe_does_not_try_them_on_the_rest(start_fleet, exbe, tmp_path,
+                                                                                   monkeypatch):
+    fleet = start_fleet([(f"exch0{n}", "healthy") for n in range(1, 5)])
+    monkeypatch.setenv("EXBE_CONCURRENCY", "1")
+    for name in fleet.hosts:
+        fleet.host(name).reset_counts()
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "verify", "--all", "--json", str(record), password="Wr0ng-password")
+    assert result.code == 1
+    servers = {s["server"]: s for s in json.loads(record.read_text())["servers"]}
+    assert "authentication failed" in servers["exch01"]["error"]
+    for name in ("exch02", "exch03", "exch04"):
+        assert servers[name]["error"].startswith("not attempted: exch01 refused the credentials")
+        assert servers[name]["steps"][0]["status"] == "skipped"
+        assert fleet.host(name).total_requests("winrm") == 0, "not one logon attempt on the other servers"
+
+
+def test_keep_going_tries_every_server_with_refused_credentials(start_fleet, exbe, tmp_path, monkeypatch):
+    fleet = start_fleet([("exch01", "healthy"), ("exch02", "healthy")])
+    monkeypatch.setenv("EXBE_CONCURRENCY", "1")
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "verify", "--all", "--keep-going", "--json", str(record), password="Wr0ng-password")
+    assert result.code == 1
+    assert all("authentication failed" in s["error"] for s in json.loads(record.read_text())["servers"])
