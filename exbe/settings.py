@@ -75,11 +75,11 @@ def section(cls: type[S], help: str) -> S:
 class SandboxDefaults:
     """The embedded sandbox: simulated servers exbe runs against when no inventory is configured."""
 
-    hosts: int = setting(6, "simulated servers exch01..exchNN", at_least=1)
+    hosts: int = setting(6, "simulated servers sim-exch01..sim-exchNN", at_least=1)
     scenarios: str = setting("mixed", "'mixed' or a comma list of scenarios cycled over the hosts")
     state_dir: str = setting("", "where the simulated servers of --sandbox keep their state (empty: a new temporary "
                                  "directory each run, never the foreground `exbe sandbox`'s)")
-    faults: str = setting("", "faults to inject, e.g. 'exch02:bind_com_error;*:latency_ms=50'")
+    faults: str = setting("", "faults to inject, e.g. 'sim-exch02:bind_com_error;*:latency_ms=50'")
     latency_ms: int = setting(0, "added latency per request on every host, in milliseconds", at_least=0)
     fresh: bool = setting(True, "start from the scenarios' state instead of the state left by the last run")
 

@@ -176,9 +176,9 @@ SANDBOX = SandboxDefaults()
 FOREGROUND_STATE_DIR = ".exbe-sandbox"
 
 
-@task(help={"hosts": f"number of hosts exch01..exchNN (default {SANDBOX.hosts})",
+@task(help={"hosts": f"number of hosts sim-exch01..sim-exchNN (default {SANDBOX.hosts})",
             "scenarios": "'mixed' or a comma list cycled over the hosts (see exbe.sandbox.state.scenario_names)",
-            "faults": "per-host faults, e.g. 'exch02:bind_com_error;*:latency_ms=50'",
+            "faults": "per-host faults, e.g. 'sim-exch02:bind_com_error;*:latency_ms=50'",
             "latency-ms": "added latency per request on every host", "state-dir": "where host state lives",
             "inventory": "write the exbe configuration (exbe.yaml) for this fleet here", "https": "inventory uses "
             "Basic over HTTPS (sandbox CA) instead of NTLM over HTTP", "keep": "reuse existing host state"})

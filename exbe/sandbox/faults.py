@@ -2,7 +2,7 @@
 
 A fault spec is a comma-separated list of ``kind`` or ``kind=value`` items, e.g.
 ``step_fail=bind,latency_ms=50`` or ``bind_com_error`` or ``drop_after=12``. Per host, prefix with the host name
-and a colon in the CLI/env form: ``exch02:bind_com_error;exch03:auth_fail``.
+and a colon in the CLI/env form: ``sim-exch02:bind_com_error;sim-exch03:auth_fail``.
 """
 
 from __future__ import annotations

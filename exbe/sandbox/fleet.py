@@ -40,8 +40,12 @@ DEFAULT_USERNAME = "SANDBOX\\exbe-admin"
 BIND = "127.0.0.1"
 
 
+SIMULATED_PREFIX = "sim-"
+
+
 def plan_hosts(count: int, scenarios: str | Iterable[str] = "mixed") -> list[tuple[str, str]]:
-    """``[(name, scenario)]`` for ``count`` hosts exch01..; ``scenarios`` is ``mixed``, one name, or a list cycled."""
+    """``[(name, scenario)]`` for ``count`` hosts sim-exch01..; ``scenarios`` is ``mixed``, one name, or a list
+    cycled. The ``sim-`` prefix keeps a simulated server from being taken for (or named like) a production one."""
     if isinstance(scenarios, str):
         chosen = (list(MIXED_SCENARIOS) if scenarios == "mixed"
                   else [s.strip() for s in scenarios.split(",") if s.strip()])
@@ -53,7 +57,7 @@ def plan_hosts(count: int, scenarios: str | Iterable[str] = "mixed") -> list[tup
         raise ValueError(f"unknown sandbox scenario {', '.join(unknown) or '(none)'}; "
                          f"known: {', '.join(sorted(known))}")
     width = max(2, len(str(count)))
-    return [(f"exch{i + 1:0{width}d}", chosen[i % len(chosen)]) for i in range(count)]
+    return [(f"{SIMULATED_PREFIX}exch{i + 1:0{width}d}", chosen[i % len(chosen)]) for i in range(count)]
 
 
 @dataclasses.dataclass

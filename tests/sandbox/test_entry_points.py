@@ -15,7 +15,7 @@ def test_sandbox_serves_until_stopped_and_writes_an_inventory_exbe_reads(tmp_pat
     stop = threading.Event()
     inventory = tmp_path / "sandbox-inventory.yaml"
     worker = threading.Thread(target=serve, kwargs=dict(
-        hosts=3, scenarios="healthy,w3svc_stopped", faults="exch02:latency_ms=5", latency_ms=0,
+        hosts=3, scenarios="healthy,w3svc_stopped", faults="sim-exch02:latency_ms=5", latency_ms=0,
         state_dir=str(tmp_path / "state"), inventory=str(inventory), https=False, keep=False, stop=stop))
     worker.start()
     deadline = time.monotonic() + 60
@@ -26,8 +26,8 @@ def test_sandbox_serves_until_stopped_and_writes_an_inventory_exbe_reads(tmp_pat
     assert not worker.is_alive(), "Ctrl-C (the stop event) shuts the fleet down"
     document = json.loads(inventory.read_text())
     servers = load_inventory(document["exbe"])
-    assert [s.name for s in servers] == ["exch01", "exch02", "exch03"]
-    assert (tmp_path / "state" / "exch02.json").exists()
+    assert [s.name for s in servers] == ["sim-exch01", "sim-exch02", "sim-exch03"], "names no one takes for production"
+    assert (tmp_path / "state" / "sim-exch02.json").exists()
     creds = tmp_path / "state" / "credentials.env"
     assert creds.stat().st_mode & 0o077 == 0, "the sandbox credentials file is private"
     out = capsys.readouterr().out
@@ -35,8 +35,8 @@ def test_sandbox_serves_until_stopped_and_writes_an_inventory_exbe_reads(tmp_pat
 
 
 def test_mixed_scenarios_cycle_over_the_hosts():
-    assert plan_hosts(3, "healthy,sha1_backend") == [("exch01", "healthy"), ("exch02", "sha1_backend"),
-                                                     ("exch03", "healthy")]
+    assert plan_hosts(3, "healthy,sha1_backend") == [("sim-exch01", "healthy"), ("sim-exch02", "sha1_backend"),
+                                                     ("sim-exch03", "healthy")]
 
 
 def test_stopping_a_fleet_ends_connections_a_client_kept_alive(tmp_path):
