@@ -64,6 +64,11 @@ CONNECTION_KINDS: dict[str, tuple[str, str]] = {
         "TLS certificate validation failed",
         "set ca_file to the CA that issued the listener's certificate (or cert_validation: false in a lab)",
     ),
+    "unencrypted": (
+        "the server answered without message encryption",
+        "someone on the path may be forging answers: nothing from this server is trusted; use HTTPS, and check that "
+        "the WinRM listener keeps AllowUnencrypted false",
+    ),
     "no_credentials": (
         "no credentials to log on with",
         "set EXBE_USERNAME and EXBE_PASSWORD, or run on a domain-joined agent whose Kerberos logon the server accepts",

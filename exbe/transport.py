@@ -135,7 +135,9 @@ class Session:
         if pool is None:
             from pypsrp.powershell import RunspacePool
 
-            pool = RunspacePool(self._wsman(endpoint), configuration_name=ENDPOINTS[endpoint])
+            wsman = self._wsman(endpoint)
+            _require_encrypted_answers(wsman)
+            pool = RunspacePool(wsman, configuration_name=ENDPOINTS[endpoint])
             pool.open()
             self._pools[endpoint] = pool
         return pool
@@ -159,6 +161,35 @@ class Session:
             read_timeout=s.read_timeout,
             operation_timeout=s.operation_timeout,
         )
+
+
+class UnencryptedResponse(Exception):
+    """A server answered in plaintext on a connection whose messages must be encrypted (NTLM/Kerberos over HTTP)."""
+
+
+def _require_encrypted_answers(wsman: Any) -> None:
+    """With message encryption on (NTLM/Kerberos over HTTP), refuse every successful answer that is not encrypted:
+    pypsrp 0.9.1 accepts a plaintext body silently, so someone on the path could forge results. Answers before
+    authentication completes (401) and http.sys's own errors (503, 404) carry no WinRM message and pass through."""
+    transport = wsman.transport
+    if not getattr(transport, "wrap_required", False):
+        return
+    build = transport._build_session
+
+    def build_checked() -> Any:
+        session = build()
+
+        def check(response: Any, *args: Any, **kwargs: Any) -> Any:
+            content_type = response.headers.get("content-type", "")
+            if response.status_code == 200 and response.content and not content_type.startswith(
+                    ("multipart/encrypted;", "multipart/x-multi-encrypted;")):
+                raise UnencryptedResponse(f"HTTP 200 with content type {content_type or '(none)'}")
+            return response
+
+        session.hooks["response"].append(check)
+        return session
+
+    transport._build_session = build_checked
 
 
 def _close_connection(pool: Any) -> None:
@@ -201,6 +232,8 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
         text = str(cause)
         if isinstance(cause, AuthenticationError):
             return "auth", ""
+        if isinstance(cause, UnencryptedResponse):
+            return "unencrypted", text
         if "no username or password was specified" in text.lower():  # spnego, before any request was sent
             return "no_credentials", ""
         if isinstance(cause, requests.exceptions.SSLError):

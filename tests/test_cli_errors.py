@@ -213,3 +213,18 @@ def test_a_report_path_this_agent_may_not_write_is_refused(tmp_path, monkeypatch
     assert str(caught.value) == (f"--junit '{tmp_path / 'exbe.xml'}' cannot be written (Permission denied); choose a "
                                  "path this agent can write")
     assert caught.value.exit_code == 2
+
+
+def test_a_server_answering_ntlm_over_http_in_plaintext_is_refused_and_nothing_it_said_is_used(start_fleet, exbe,
+                                                                                                tmp_path):
+    from exbe.sandbox.faults import Faults
+
+    fleet = start_fleet([("exch01", "backend_expiring")], faults={"exch01": Faults(plaintext=True)})
+    before = fleet.host("exch01").snapshot()
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--json", str(record))
+    assert result.code == 1
+    assert "the server answered without message encryption" in result.err
+    (server,) = json.loads(record.read_text())["servers"]
+    assert [s["step"] for s in server["steps"]] == ["connect"], "no step ran on what a forger could have said"
+    assert fleet.host("exch01").snapshot() == before

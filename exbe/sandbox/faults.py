@@ -22,6 +22,8 @@ FAULT_KINDS: dict[str, tuple[type, str]] = {
     "http_500": (bool, "every WSMan request answers HTTP 500 with a WSMan internal-error fault"),
     "operation_timeout": (bool, "every Receive answers the WSMan operation-timeout fault, never data"),
     "exchange_unavailable": (bool, "the Exchange endpoint (/PowerShell) answers 503, as when its app pool is down"),
+    "plaintext": (bool, "after NTLM authentication over HTTP, answers without message encryption (a forger on the "
+                        "path)"),
 }
 
 
@@ -39,6 +41,7 @@ class Faults:
     http_500: bool = False
     operation_timeout: bool = False
     exchange_unavailable: bool = False
+    plaintext: bool = False
 
     @classmethod
     def parse(cls, spec: str | None) -> Faults:

@@ -279,7 +279,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- responses ---------------------------------------------------------------------------------------------------
     def _soap(self, status: int, payload: bytes) -> None:
-        if self.auth.encrypting:
+        if self.auth.encrypting and not self.server.sandbox_host.faults.plaintext:
             content_type, payload = self.auth.wrap(payload)
         else:
             content_type = "application/soap+xml;charset=UTF-8"
