@@ -181,12 +181,9 @@ def encode_result(result: Mapping[str, Any]) -> str:
     return json.dumps(result, sort_keys=True, separators=(",", ":"))
 
 
-def parse_result(step: str, output: list[Any]) -> dict[str, Any]:
-    """Decode the one result envelope from a step's output stream.
-
-    Raises :class:`ContractError` when the output holds no envelope, several, or one for another step.
-    """
-    envelopes = []
+def envelopes(output: list[Any]) -> list[dict[str, Any]]:
+    """Every result envelope in an output stream, decoded, in order (other output is ignored)."""
+    found = []
     for item in output:
         text = str(item).strip()
         if text.startswith("{") and '"exbe"' in text:
@@ -195,7 +192,20 @@ def parse_result(step: str, output: list[Any]) -> dict[str, Any]:
             except json.JSONDecodeError:
                 continue
             if isinstance(doc, dict) and doc.get("exbe") == RESULT_SCHEMA_VERSION:
-                envelopes.append(doc)
+                found.append(doc)
+    return found
+
+
+def parse_result(step: str, output: list[Any]) -> dict[str, Any]:
+    """Decode the one result envelope from a step's output stream.
+
+    Raises :class:`ContractError` when the output holds no envelope, several, or one for another step.
+    """
+    return one_result(step, envelopes(output))
+
+
+def one_result(step: str, envelopes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one envelope of ``step`` among decoded ``envelopes`` (see :func:`parse_result`)."""
     if len(envelopes) != 1:
         raise ContractError(f"step {step!r} emitted {len(envelopes)} result objects, expected exactly one")
     result = envelopes[0]

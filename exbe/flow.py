@@ -440,11 +440,11 @@ class ServerFlow:
         result schema; failures (and answers that break the contract) as failed envelopes."""
         scripts = [render_step(step, data, override_dir=self.options.template_dir) for step, data in planned]
         result = self.session.run_scripts(scripts)
+        decoded = contract.envelopes(result.output)
         envelopes = []
-        for step, _ in planned:
+        for step, _ in planned:  # a pipeline runs each step once: its envelope is the one that names it
             try:
-                mine = [o for o in result.output if f'"step":"{step}"' in str(o)]
-                envelope = contract.parse_result(step, mine)
+                envelope = contract.one_result(step, [e for e in decoded if e.get("step") == step])
                 steps.get(step).check_result(envelope)
                 envelopes.append(envelope)
             except contract.ContractError as exc:
