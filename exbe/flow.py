@@ -365,9 +365,7 @@ class ServerFlow:
         new, errors = exchange.new_certificate(self.session, params)
         data: dict[str, Any] = {"reasons": reasons, "method": "exchange", "errors": errors}
         if new is None:
-            envelope = self._scripts([("facts", facts_step.plan(self.settings))])[0]
-            created = plan.created_certificate(facts, HostFacts.parse(envelope["data"]), self.settings) \
-                if envelope["ok"] else []
+            created = self._created_since(facts) or []
             if len(created) != 1:
                 found = (f"it created {', '.join(created)}: bind the right one with `exbe bind --thumbprint`"
                          if created else "LocalMachine\\My holds no new certificate")
@@ -384,18 +382,23 @@ class ServerFlow:
         """The connection ended while a certificate was being created, perhaps after it was: read My again on a new
         WinRM pool and name what this run left there, so no certificate stays unnamed. Re-raises ``lost`` when the
         server cannot be read at all."""
-        before = self._facts()
         self.session.discard("winrm")
         try:
-            envelope = self._scripts([("facts", facts_step.plan(self.settings))])[0]
+            created = self._created_since(self._facts())
         except ConnectionFailed:
             raise lost from None
-        if not envelope["ok"]:
+        if created is None:
             raise lost
-        created = plan.created_certificate(before, HostFacts.parse(envelope["data"]), self.settings)
         left = (f"LocalMachine\\My now holds {', '.join(created)}, created by this run and not bound; the next "
                 "`exbe renew` reuses it" if created else "LocalMachine\\My holds no new certificate")
         return f"the connection ended while creating the certificate ({lost}); {left}"
+
+    def _created_since(self, before: HostFacts) -> list[str] | None:
+        """Read My again and name the back-end candidates that were not there ``before`` (None: the read failed)."""
+        envelope = self._scripts([("facts", facts_step.plan(self.settings))])[0]
+        if not envelope["ok"]:
+            return None
+        return plan.created_certificate(before, HostFacts.parse(envelope["data"]), self.settings)
 
     def _assignments_unknown(self) -> str:
         """Why Exchange's service assignments are unknown on this server ("" when they were read)."""

@@ -398,3 +398,26 @@ def test_no_fault_leaves_a_certificate_exbe_cannot_name(start_fleet, exbe, tmp_p
         assert thumb in text, f"{case}: {thumb} was created but the run record never names it"
     bound = probe.binding(after, BACKEND, "*:444:")
     assert bound and bound in {c["thumbprint"] for c in after["certificates"]}, "444 is never left empty or invalid"
+
+
+def test_a_new_exchange_certificate_whose_output_names_nothing_is_found_by_comparing_my(start_fleet, exbe, tmp_path,
+                                                                                          monkeypatch):
+    from exbe import exchange
+
+    real = exchange.new_certificate
+
+    def silent(session, params):  # the cmdlet ran, but its output carried no usable RawData
+        _, errors = real(session, params)
+        return None, errors
+
+    monkeypatch.setattr(exchange, "new_certificate", silent)
+    fleet = start_fleet([("exch01", "backend_expiring")])
+    before = {c["thumbprint"] for c in probe.facts(fleet)["certificates"]}
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    (created,) = {c["thumbprint"] for c in probe.facts(fleet)["certificates"]} - before
+    renew = next(s for s in json.loads(record.read_text())["servers"][0]["steps"] if s["step"] == "renew")
+    assert renew["data"]["new_thumbprint"] == created
+    assert renew["data"]["identified_by"] == "comparing LocalMachine\\My before and after"
+    assert probe.binding(probe.facts(fleet), BACKEND, "*:444:") == created
