@@ -217,6 +217,11 @@ class ServerFlow:
         how = METHODS[method]
         what = f"renew {thumb}" if thumb else "create one"
         if self.settings.dry_run:
+            if method == "clone" and self.selected is not None:
+                # the clone script honours -WhatIf: the server itself checks what it would clone
+                rehearsal = self._scripts([("clone", clone_step.plan(self.selected, dry_run=True))])[0]
+                if not rehearsal["ok"]:
+                    return self._renew_failed(f"cloning {thumb} would fail: {rehearsal['error']}", started)
             self._record(StepResult(server=self.server.name, step="renew", status="changed", changed=True,
                                     message=f"would {what} ({'; '.join(reasons)}) with {how}",
                                     data={"reasons": reasons, "method": method}, duration_s=0.0))

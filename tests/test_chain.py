@@ -421,3 +421,22 @@ def test_a_new_exchange_certificate_whose_output_names_nothing_is_found_by_compa
     assert renew["data"]["new_thumbprint"] == created
     assert renew["data"]["identified_by"] == "comparing LocalMachine\\My before and after"
     assert probe.binding(probe.facts(fleet), BACKEND, "*:444:") == created
+
+
+def test_a_dry_run_renewal_by_clone_asks_the_server_with_whatif_and_changes_nothing(start_fleet, exbe):
+    fleet = start_fleet([("exch01", "auth_cert_expired_with_signing")])
+    host = fleet.host("exch01")
+    state_file = host.state_path
+    before = state_file.read_bytes()
+    host.reset_counts()
+    result = exbe(fleet, "renew", "--server", "exch01", "--force", "--dry-run")
+    assert result.code == 0, result.out + result.err
+    assert "would renew" in result.out and "New-SelfSignedCertificate -CloneCert" in result.out
+    assert state_file.read_bytes() == before
+    assert host.request_counts()["winrm"]["Command"] == 2, "the facts read and the clone rehearsal (-WhatIf)"
+
+
+def test_a_dry_run_renewal_by_clone_stops_when_the_server_says_the_clone_would_fail(start_fleet, exbe):
+    fleet = start_fleet([("exch01", "auth_cert_expired_with_signing")], faults={"exch01": Faults(step_fail="clone")})
+    result = exbe(fleet, "renew", "--server", "exch01", "--force", "--dry-run")
+    assert result.code == 1 and "would fail" in result.out
