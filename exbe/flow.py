@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import checks, contract, exchange, plan, steps
 from .errors import ConfigError, ConnectionFailed
-from .facts import Certificate, ExchangeFacts, HostFacts
+from .facts import Certificate, ExchangeFacts, HostFacts, iso
 from .model import ServerRun, Settings, StepResult, StepStatus
 from .probe import probe_backend
 from .render import render_step
-from .selection import BACKEND_LABEL, SelectionError, exchange_blinded, select_backend
+from .selection import BACKEND_LABEL, SelectionError, assignments_unknown, exchange_blinded, select_backend
 from .steps import bind as bind_step
 from .steps import cleanup as cleanup_step
 from .steps import clone as clone_step
@@ -77,8 +77,7 @@ class ServerFlow:
         self.progress = progress
         self.restart_gate = restart_gate
         self.session = Session(server, credentials)
-        self.run = ServerRun(server=server.name, host=server.host,
-                             started_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        self.run = new_run(server)
         self.facts: HostFacts | None = None
         self.exchange: ExchangeFacts | None = None
         self.exchange_reason = ""
@@ -407,9 +406,8 @@ class ServerFlow:
 
     def _assignments_unknown(self) -> str:
         """Why Exchange's service assignments are unknown on this server ("" when they were read)."""
-        if self.exchange is None:
-            return f"the Exchange endpoint is not available: {self.exchange_reason}"
-        return exchange_blinded(self._facts(), self.exchange) or self.exchange.assignments_unknown
+        unknown = assignments_unknown(self._facts(), self.exchange)
+        return f"{unknown}: {self.exchange_reason}" if self.exchange is None else unknown
 
     def _move_smtp(self, new: str) -> list[str]:
         """Enable-ExchangeCertificate -Services SMTP; the errors (none when it moved)."""
@@ -500,6 +498,12 @@ class ServerFlow:
         self.progress(self.server.name, result.step, result.status, result.message)
 
 
+def new_run(server: Server) -> ServerRun:
+    """The record of one server's run, starting now."""
+    return ServerRun(server=server.name, host=server.host,
+                     started_at=iso(datetime.datetime.now(datetime.timezone.utc)))
+
+
 def unexpected_message(exc: BaseException) -> str:
     """An exception exbe did not expect, in one line: its type and its text."""
     text = " ".join(str(exc).split())
@@ -525,9 +529,8 @@ def not_attempted(server: Server, refused_by: str, progress: Progress) -> Server
     against one domain account, and a fleet's worth of them locks it out."""
     reason = (f"not attempted: {refused_by} refused the credentials, so exbe stopped using them before the account "
               "locks out; fix EXBE_USERNAME/EXBE_PASSWORD (or pass --keep-going to try every server)")
-    run = ServerRun(server=server.name, host=server.host,
-                    started_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    error=reason)
+    run = new_run(server)
+    run.error = reason
     run.steps.append(StepResult(server=server.name, step="connect", status="skipped", message=reason))
     progress(server.name, "connect", "skipped", reason)
     return run
@@ -559,8 +562,7 @@ def run_fleet(servers: list[Server], task: str, credentials: Credentials, settin
             if flow is not None:
                 run, stage = flow.run, flow.stage
             else:
-                run = ServerRun(server=server.name, host=server.host, started_at=datetime.datetime.now(
-                    datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                run = new_run(server)
                 stage = "connect"
             fail_unexpectedly(run, stage, exc, progress)
             run.duration_s = round(time.monotonic() - started, 3)

@@ -130,6 +130,14 @@ def exchange_blinded(facts: HostFacts, exchange: ExchangeFacts | None) -> str:
     return ""
 
 
+def assignments_unknown(facts: HostFacts, exchange: ExchangeFacts | None) -> str:
+    """Why Exchange's service assignments cannot be relied on, or "" when they were read: the endpoint unavailable,
+    blinded, or not sending them (the projection refused)."""
+    if exchange is None:
+        return "the Exchange endpoint is not available"
+    return exchange_blinded(facts, exchange) or exchange.assignments_unknown
+
+
 # -- small readers shared by plan and checks -----------------------------------------------------------------------
 def weak_signature(cert: Certificate) -> bool:
     return cert.signature_algorithm.lower().startswith(WEAK_SIGNATURES)

@@ -12,7 +12,7 @@ from typing import Any
 from ..contract import ListOf
 from ..facts import Certificate, ExchangeFacts, HostFacts
 from ..model import Settings
-from ..selection import AUTH_SUBJECT, backend_binding, exchange_blinded, self_signed_exchange_certs
+from ..selection import AUTH_SUBJECT, assignments_unknown, backend_binding, self_signed_exchange_certs
 
 NAME = "cleanup"
 SUMMARY = "remove superseded back-end certificates and Root copies that nothing uses"
@@ -64,7 +64,7 @@ def plan(facts: HostFacts, exchange: ExchangeFacts | None, settings: Settings, *
         return CleanupPlan([], [], waiting=f"the switch to {bound.thumbprint} was {age} day(s) ago; cleanup waits "
                                            f"{settings.min_age_days} days (--min-age)")
 
-    unknown = _assignments_unknown(facts, exchange)
+    unknown = assignments_unknown(facts, exchange)
     protected: dict[str | None, str] = {}
     if exchange is not None:
         protected = {exchange.internal_transport: "internal transport certificate",
@@ -88,12 +88,6 @@ def plan(facts: HostFacts, exchange: ExchangeFacts | None, settings: Settings, *
     warnings = [f"service assignments unknown ({unknown}): superseded certificates are kept"] \
         if unknown and kept else []
     return CleanupPlan(remove=remove, kept=kept, warnings=warnings)
-
-
-def _assignments_unknown(facts: HostFacts, exchange: ExchangeFacts | None) -> str:
-    if exchange is None:
-        return "the Exchange endpoint is not available"
-    return exchange_blinded(facts, exchange) or exchange.assignments_unknown
 
 
 def _keep_reason(facts: HostFacts, cert: Certificate, bound: Certificate, exchange: ExchangeFacts | None,
