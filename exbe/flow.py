@@ -93,6 +93,7 @@ class ServerFlow:
                 self._execute(task)
         except ConnectionFailed as exc:
             self.run.error = str(exc)
+            self.run.error_kind = exc.kind
             self.credentials_refused = exc.kind == "auth"
             self._record(StepResult(server=self.server.name, step="connect", status="failed", message=str(exc)))
         except Exception as exc:  # noqa: BLE001 - one server's bug or library error never ends the fleet's run
@@ -514,7 +515,8 @@ def fail_unexpectedly(run: ServerRun, step: str, exc: BaseException, progress: P
     """Record ``exc`` as ``step``'s failure and the server's error. Reporting it must not fail in turn: a progress
     callback that raises is logged, the result is kept."""
     message = unexpected_message(exc)
-    run.error = run.error or message
+    if run.error is None:
+        run.error, run.error_kind = message, "unexpected"
     result = StepResult(server=run.server, step=step, status="failed", message=message)
     run.steps.append(result)
     if progress is not None:
@@ -530,7 +532,7 @@ def not_attempted(server: Server, refused_by: str, progress: Progress) -> Server
     reason = (f"not attempted: {refused_by} refused the credentials, so exbe stopped using them before the account "
               "locks out; fix EXBE_USERNAME/EXBE_PASSWORD (or pass --keep-going to try every server)")
     run = new_run(server)
-    run.error = reason
+    run.error, run.error_kind = reason, "not_attempted"
     run.steps.append(StepResult(server=server.name, step="connect", status="skipped", message=reason))
     progress(server.name, "connect", "skipped", reason)
     return run

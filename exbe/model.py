@@ -101,6 +101,12 @@ class ServerRun:
     old_thumbprint: str | None = None
     new_thumbprint: str | None = None
     error: str | None = None
+    #: Why the server has no full run, when it has an error: a ConnectionFailed kind ("auth", "unreachable",
+    #: "timeout", ... see exbe.errors.CONNECTION_KINDS), "not_attempted", "cancelled" or "unexpected". Reports show
+    #: these as infrastructure errors (JUnit <error>), not as findings about the server.
+    error_kind: str | None = None
+    #: Run-level warnings that belong to no step (for example TLS validation switched off for this server).
+    warnings: list[str] = dataclasses.field(default_factory=list)
     simulated: bool = False  # a sandbox server (--sandbox): every report says so
 
     @property
