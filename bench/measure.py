@@ -7,7 +7,8 @@ import runpy
 import sys
 
 
-def _vm_hwm_kib() -> int:
+def vm_hwm_kib() -> int:
+    """This process's peak resident set (VmHWM), in KiB."""
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
             if line.startswith("VmHWM:"):
@@ -25,7 +26,7 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
-        print(f"BENCH_PEAK_RSS_KIB={_vm_hwm_kib()}", file=sys.stderr)
+        print(f"BENCH_PEAK_RSS_KIB={vm_hwm_kib()}", file=sys.stderr)
     sys.exit(code)
 
 

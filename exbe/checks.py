@@ -29,6 +29,7 @@ from .selection import (
     short,
     weak_signature,
 )
+from .steps.lock import LockFacts, interrupted_message, leftovers
 
 Check = Callable[["_Context"], CheckResult]
 
@@ -46,6 +47,7 @@ class _Context:
         self.backend_binding = backend_binding(facts, settings)
         self.bound = self.backend_binding.certificate_hash if self.backend_binding else None
         self.cert = facts.certificate(self.bound)
+        self.lock: LockFacts | None = None
 
     def days(self, cert: Certificate) -> int:
         return self.facts.days_left(cert)
@@ -63,8 +65,10 @@ class _Context:
 
 
 def run_checks(facts: HostFacts, exchange: ExchangeFacts | None, probe: dict[str, Any] | None,
-               settings: Settings) -> list[CheckResult]:
+               settings: Settings, *, lock: LockFacts | None = None) -> list[CheckResult]:
+    """``lock``: what the run's first pipeline found of exbe's lock (None: not read)."""
     ctx = _Context(facts, exchange, probe, settings)
+    ctx.lock = lock
     return [check(ctx) for check in CHECKS]
 
 
@@ -321,11 +325,37 @@ def backend_http_401(ctx: _Context) -> CheckResult:
                                      "MSExchange app pools", value=status)
 
 
+def interrupted_run(ctx: _Context) -> CheckResult:
+    """An exbe run that ended without releasing its lock (killed, cancelled, a lost connection): its journal is
+    an expired lock record, or a last run whose lock `exbe unlock` removed; the run after it reports it and
+    converges. Warn, naming the run, its task and last step, and what it left: certificates created since it took
+    the lock that nothing binds (the next `exbe renew` reuses such a staged certificate; `exbe cleanup` removes
+    what stays superseded). A lock held now, unexpired, is another run at work: warn too."""
+    if ctx.lock is None:
+        return CheckResult("interrupted_run", "skip", f"{ctx.server}: exbe's lock record was not read")
+    record = ctx.lock.interrupted()
+    if record is not None:
+        bound = {b.certificate_hash for b in ctx.facts.bindings if b.certificate_hash}
+        left = leftovers(record, {c.thumbprint for c in ctx.facts.certificates}, bound)
+        what = (f"; it left {', '.join(left)} in LocalMachine\\My, not bound (the next `exbe renew` reuses a staged "
+                "certificate, `exbe cleanup` removes superseded ones)" if left else "; it left no new certificate")
+        return CheckResult("interrupted_run", "warn", f"{ctx.server}: {interrupted_message(record)}{what}",
+                           details=str(dict(record.journal[-1])) if record.journal else "", value=record.run_id)
+    held = ctx.lock.held
+    if held is not None and not held.expired(ctx.lock.now) and not ctx.lock.acquired:
+        return CheckResult("interrupted_run", "warn", f"{ctx.server}: locked by {held.holder()}: another exbe run "
+                                                      "is changing this server; verify again when it has ended",
+                           value=held.run_id)
+    last = ctx.lock.last_run
+    ended = f"; the last run ({last.run_id}, {last.task}) released its lock" if last and last.run_id else ""
+    return CheckResult("interrupted_run", "pass", f"{ctx.server}: no interrupted exbe run{ended}")
+
+
 CHECKS: tuple[Check, ...] = (
     backend_binding_present, backend_days_left, backend_signature, backend_key_size, backend_key_provider,
     no_ip_specific_444, backend_no_hsts, root_copy, loopback_443, default_site_not_self_signed,
     internal_transport_cert, auth_cert, serialization_signing, w3svc_running, tls_444_serves_bound,
-    backend_http_401,
+    backend_http_401, interrupted_run,
 )
 
 

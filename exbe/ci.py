@@ -46,12 +46,14 @@ from .redaction import REDACTOR, Redact, clean
 
 if TYPE_CHECKING:
     from .model import ServerRun
+    from .report import Location
 
 #: What :meth:`CiReporter.finish` accepts: the overall outcome of the run.
 STATUSES = ("succeeded", "warnings", "failed")
 
-#: Columns of the run summary rows exbe.cli passes to :meth:`CiReporter.summary`.
-SUMMARY_HEADERS = ("Server", "Result", "Old thumbprint", "New thumbprint")
+#: Annotations of one kind (errors, warnings) a step can show: GitHub shows 10 of each per step (50 per job);
+#: Azure DevOps lists every issue, and its run summary the first 10 of each, so exbe keeps to 10 there too.
+ANNOTATIONS_PER_KIND = 10
 
 #: The variable that opts in to printing the password in the platform's mask command (see the module doc).
 MASK_VARIABLE = "EXBE_CI_MASK"
@@ -89,40 +91,69 @@ class CiReporter:
         """Whether :meth:`mask` prints the secret to the platform's mask command (opt-in: ``EXBE_CI_MASK=true``)."""
         return self.env.get(MASK_VARIABLE, "").strip().lower() in _TRUE_WORDS
 
-    def publish(self, runs: Sequence[ServerRun]) -> None:
-        """Everything a run shows the platform: an annotation per failed step, failed check and warning, the new
-        thumbprints as output variables, the summary table. Each value is redacted on its own first."""
-        def value(text: object) -> str:
-            return clean(str(text or ""), self._redact, one_line=True)
-
-        def word(text: str) -> str:  # a step name or check id: exbe's vocabulary, not a secret
-            return text if _IDENTIFIER.fullmatch(text) else value(text)
+    def publish(self, runs: Sequence[ServerRun], *, task: str | None = None,
+                locations: Mapping[str, Location] | None = None) -> None:
+        """Everything a run shows the platform: at most one annotation per server that did not pass, most severe
+        first, within the platform's limits (:meth:`annotate`); the new thumbprints as output variables; the step
+        summary (:mod:`exbe.summary`). ``locations`` places a server's annotation on its inventory entry. Each value
+        is redacted on its own first."""
+        from .summary import render, severity
 
         for run in runs:
-            server = value(run.server)
-            for step in run.steps:
-                if step.status == "failed":
-                    self.error(f"{server} {word(step.step)}: {value(step.message)}", server=server)
-                for check in step.checks:
-                    if check.status == "fail":
-                        self.error(f"{server} {word(check.id)}: {value(check.message)}", server=server)
-                    elif check.status == "warn":
-                        self.warning(f"{server} {word(check.id)}: {value(check.message)}", server=server)
             if run.new_thumbprint and run.new_thumbprint != run.old_thumbprint:
-                self.set_output(f"{run.server}_new_thumbprint", value(run.new_thumbprint))
-        self.summary([[value(run.server), "failed" if run.failed else "ok", value(run.old_thumbprint),
-                       value(run.new_thumbprint)] for run in runs])
+                self.set_output(f"{run.server}_new_thumbprint", self._value(run.new_thumbprint))
+        self.annotate(sorted(runs, key=severity), locations or {})
+        self.summary(render(runs, mermaid=self.renders_mermaid, redact=self._redact, task=task))
+
+    def annotate(self, runs: Sequence[ServerRun], locations: Mapping[str, Location]) -> None:
+        """One annotation per server that did not pass, in the order given (most severe first): an error naming
+        every failing check (or why exbe could not work on the server), a warning naming every warning check. At
+        most :data:`ANNOTATIONS_PER_KIND` of each kind: the last one allowed then says how many servers were left
+        out, since the platform would drop the rest unseen."""
+        from .report import findings, verdict, warnings
+
+        errors: list[tuple[str, str]] = []
+        notes: list[tuple[str, str]] = []
+        for run in runs:
+            server, outcome = self._value(run.server), verdict(run)
+            if outcome == "unreachable" or (outcome == "failed" and run.error_kind):
+                errors.append((f"{server} {outcome}: {self._value(run.error)}", run.server))
+            elif outcome == "failed":
+                failing = findings(run, "fail")
+                first = next((s.message for s in run.steps if s.status == "failed" and not s.checks), None) or next(
+                    (c.message for s in run.steps for c in s.checks if c.status == "fail"), "")
+                errors.append((f"{server} failed {', '.join(self._word(f) for f in failing)}: {self._value(first)}",
+                               run.server))
+            elif outcome == "warnings":
+                named = findings(run, "warn")
+                what = ", ".join(self._word(f) for f in named) if named else self._value(warnings(run)[0])
+                notes.append((f"{server} warnings: {what}", run.server))
+        for kind, found, emit in (("failed or unreachable", errors, self.error), ("with warnings", notes,
+                                                                                   self.warning)):
+            shown = found if len(found) <= ANNOTATIONS_PER_KIND else found[:ANNOTATIONS_PER_KIND - 1]
+            for message, name in shown:
+                emit(message, server=self._value(name), location=locations.get(name))
+            if len(shown) < len(found):
+                emit(f"{len(found) - len(shown)} more server(s) {kind}, not annotated here (the platform shows "
+                     f"{ANNOTATIONS_PER_KIND} per step): see the step summary and the test results")
+
+    def _value(self, text: object) -> str:
+        return clean(str(text or ""), self._redact, one_line=True)
+
+    def _word(self, text: str) -> str:
+        """A step name or check id: exbe's vocabulary, not a secret."""
+        return text if _IDENTIFIER.fullmatch(text) else self._value(text)
 
     def progress_line(self, server: str, step: str, status: str, message: str) -> str:
         """One progress line (``server step status message``), each part redacted on its own, safe for this log."""
         parts = [clean(part, self._redact, one_line=True) for part in (server, step, status, message)]
         return self.safe_line(f"{parts[0]:<10} {parts[1]:<9} {parts[2]:<8} {parts[3]}")
 
-    def error(self, message: str, server: str | None = None) -> None:
-        """Annotate a failure (a failed step or check) on ``server``."""
+    def error(self, message: str, server: str | None = None, location: Location | None = None) -> None:
+        """Annotate a failure on ``server``, at ``location`` (its inventory entry) when given."""
 
-    def warning(self, message: str, server: str | None = None) -> None:
-        """Annotate a warning (a check that needs attention soon) on ``server``."""
+    def warning(self, message: str, server: str | None = None, location: Location | None = None) -> None:
+        """Annotate a warning on ``server``, at ``location`` (its inventory entry) when given."""
 
     def mask(self, secret: str) -> None:
         """With ``EXBE_CI_MASK=true`` only, have the platform replace ``secret`` with ``***`` in every later log line;
@@ -131,8 +162,11 @@ class CiReporter:
     def set_output(self, name: str, value: str) -> None:
         """Publish ``value`` as an output of this step/job (e.g. ``exch01_new_thumbprint``)."""
 
-    def summary(self, rows: Sequence[Sequence[str]], headers: Sequence[str] = SUMMARY_HEADERS) -> None:
-        """Show the run's result table on the run's summary page."""
+    #: Whether this platform's summary page renders Mermaid charts in Markdown.
+    renders_mermaid = False
+
+    def summary(self, markdown: str) -> None:
+        """Show ``markdown`` (already redacted and escaped: :mod:`exbe.summary`) on the run's summary page."""
 
     def finish(self, status: str) -> None:
         """Report the overall outcome: one of :data:`STATUSES`. The exit code still fails the step on failure."""
@@ -163,11 +197,16 @@ class AzureReporter(CiReporter):
 
     name = "azure"
 
-    def error(self, message: str, server: str | None = None) -> None:
-        self._write(f"##vso[task.logissue type=error;]{azure_escape(self._text(message))}")
+    def error(self, message: str, server: str | None = None, location: Location | None = None) -> None:
+        self._issue("error", message, location)
 
-    def warning(self, message: str, server: str | None = None) -> None:
-        self._write(f"##vso[task.logissue type=warning;]{azure_escape(self._text(message))}")
+    def warning(self, message: str, server: str | None = None, location: Location | None = None) -> None:
+        self._issue("warning", message, location)
+
+    def _issue(self, kind: str, message: str, location: Location | None) -> None:
+        where = "" if location is None else (f"sourcepath={azure_escape(self._line(location[0]))};"
+                                             f"linenumber={int(location[1])};")
+        self._write(f"##vso[task.logissue type={kind};{where}]{azure_escape(self._text(message))}")
 
     def mask(self, secret: str) -> None:
         if not self.masks_secrets:
@@ -179,13 +218,13 @@ class AzureReporter(CiReporter):
         variable = azure_escape(output_name(name))
         self._write(f"##vso[task.setvariable variable={variable};isOutput=true]{azure_escape(self._text(value))}")
 
-    def summary(self, rows: Sequence[Sequence[str]], headers: Sequence[str] = SUMMARY_HEADERS) -> None:
-        """Write the table as Markdown to the agent's temp directory and attach it to the run's summary page."""
+    def summary(self, markdown: str) -> None:
+        """Write ``markdown`` to the agent's temp directory and attach it to the run's summary page."""
         temp = self.env.get("AGENT_TEMPDIRECTORY")
         if not temp:
             return
         path = Path(temp) / f"exbe-summary-{secrets.token_hex(4)}.md"
-        path.write_text("## exbe\n\n" + markdown_table(headers, rows, self._redact), encoding="utf-8")
+        path.write_text(markdown, encoding="utf-8")
         self._write(f"##vso[task.uploadsummary]{azure_escape(str(path))}")
 
     def finish(self, status: str) -> None:
@@ -202,11 +241,13 @@ class GitHubReporter(CiReporter):
 
     name = "github"
 
-    def error(self, message: str, server: str | None = None) -> None:
-        self._annotate("error", message, server)
+    renders_mermaid = True
 
-    def warning(self, message: str, server: str | None = None) -> None:
-        self._annotate("warning", message, server)
+    def error(self, message: str, server: str | None = None, location: Location | None = None) -> None:
+        self._annotate("error", message, server, location)
+
+    def warning(self, message: str, server: str | None = None, location: Location | None = None) -> None:
+        self._annotate("warning", message, server, location)
 
     def mask(self, secret: str) -> None:
         if not self.masks_secrets:
@@ -220,11 +261,11 @@ class GitHubReporter(CiReporter):
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(github_file_entry(output_name(name), self._text(value)))
 
-    def summary(self, rows: Sequence[Sequence[str]], headers: Sequence[str] = SUMMARY_HEADERS) -> None:
+    def summary(self, markdown: str) -> None:
         path = self.env.get("GITHUB_STEP_SUMMARY")
         if path:
             with open(path, "a", encoding="utf-8") as handle:
-                handle.write("## exbe\n\n" + markdown_table(headers, rows, self._redact) + "\n")
+                handle.write(markdown + "\n")
 
     def safe_line(self, text: str) -> str:
         line = _COMMAND_MARKER.sub(r"# #\1", self._line(text))
@@ -233,9 +274,12 @@ class GitHubReporter(CiReporter):
             line = line[: len(line) - len(stripped)] + ": :" + stripped[2:]
         return line
 
-    def _annotate(self, kind: str, message: str, server: str | None) -> None:
+    def _annotate(self, kind: str, message: str, server: str | None, location: Location | None) -> None:
         title = f"exbe {self._line(server)}" if server else "exbe"
-        self._write(f"::{kind} title={github_escape_property(title)}::{github_escape_data(self._text(message))}")
+        where = "" if location is None else (f"file={github_escape_property(self._line(location[0]))},"
+                                             f"line={int(location[1])},")
+        self._write(f"::{kind} {where}title={github_escape_property(title)}::"
+                    f"{github_escape_data(self._text(message))}")
 
 
 def detect(env: Mapping[str, str], stream: IO[str] | None = None, redact: Redact | None = None) -> CiReporter:

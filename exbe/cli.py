@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +24,8 @@ from .errors import ConfigError, ExbeError
 from .redaction import REDACTOR
 
 if TYPE_CHECKING:
+    from .flow import Cancel
+    from .model import ServerRun
     from .settings import Defaults
 
 SANDBOX_BANNER = ("SANDBOX: --sandbox: exbe runs against simulated Exchange servers on this machine (exbe.sandbox). "
@@ -44,14 +49,19 @@ class TaskOptions:
     dry_run: bool = False
     no_trust: bool = False
     smtp: str | None = None
-    restart_iis: bool = False
+    #: ``--restart-iis`` (True: when needed) or ``--restart-iis=VALUE`` (see :func:`parse_restart_iis`)
+    restart_iis: bool | str | None = False
     cleanup: bool = False
     min_age: int | None = None
     thumbprint: str | None = None
     junit: str | None = None
     json: str | None = None
+    metrics: str | None = None  # --metrics: the Prometheus textfile (exbe.metrics)
     sandbox: bool = False
     keep_going: bool = False
+    verbose: bool = False  # the console shows each step's detail (exbe.console)
+    run: str | None = None  # `exbe unlock --run R`: remove only that run's lock
+    yes: bool = False  # `exbe unlock --yes`: remove whatever lock is there
 
 
 def run_task(c: Any, task: str, options: TaskOptions) -> None:
@@ -62,15 +72,22 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     """
     from .ci import detect
     from .config import Credentials, load
-    from .flow import RunOptions, run_fleet
+    from .console import Console, dry_run_exit_code
+    from .flow import Cancel, RunOptions, cancel_grace, run_fleet
     from .inventory import select_servers, servers
+    from .locations import inventory_locations
+    from .metrics import write_metrics
     from .model import Settings
     from .redaction import install_log_filter
-    from .report import exit_code, summary_table, write_json, write_junit
+    from .report import exit_code, write_json, write_junit
+    from .transport import check_auth_available
 
     install_log_filter()
     reporter = detect(os.environ)
+    cancel = Cancel()
     try:
+        refuse_flag_controls(options)
+        restart_always = parse_restart_iis(options.restart_iis)
         loaded = load(c.config, os.environ, flag_values(options))
         for warning in loaded.warnings:
             print(f"exbe: warning: {warning}", file=sys.stderr)
@@ -84,6 +101,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             parse_shard(options.shard)
         junit = writable_report("--junit", options.junit)
         record = writable_report("--json", options.json)
+        metrics = writable_report("--metrics", options.metrics)
         if defaults.template_dir:
             from .render import check_template_dir
 
@@ -98,12 +116,22 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             chosen = select_servers(servers(inventory, defaults), options.server, options.all, options.group,
                                     options.shard)
             credentials.check(chosen)
+            check_auth_available(chosen)
+            locations = {} if sandbox else inventory_locations(c.config)  # where annotations may point
             if sandbox:
                 print(SANDBOX_BANNER, file=sys.stderr)
             run_options = RunOptions(template_dir=template_dir(defaults), thumbprint=thumbprint,
-                                     cleanup=options.cleanup, keep_going=options.keep_going)
-            progress = _Progress(reporter)
-            runs = run_fleet(chosen, task, credentials, settings, run_options, progress, defaults.concurrency)
+                                     cleanup=options.cleanup, keep_going=options.keep_going,
+                                     restart_always=restart_always, cancel=cancel, unlock_run=options.run,
+                                     unlock_any=options.yes)
+            console = Console(reporter, task=task, verbose=options.verbose, dry_run=settings.dry_run, env=os.environ)
+            run_options = dataclasses.replace(run_options, finished=console.finished)
+            console.start(len(chosen), defaults.concurrency)
+            progress = console.step
+            started = time.monotonic()
+            with _cancel_on_signals(cancel, cancel_grace(chosen)):
+                runs = run_fleet(chosen, task, credentials, settings, run_options, progress, defaults.concurrency)
+            wall_time_s = time.monotonic() - started
             for run in runs:
                 run.simulated = sandbox
     except ExbeError as exc:
@@ -112,16 +140,21 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
 
     redact = REDACTOR.redact
     unwritten = []
-    for path, write in ((junit, write_junit), (record, write_json)):
+    written: list[tuple[str, str]] = []
+    for kind, path, write in (("JUnit", junit, functools.partial(write_junit, task=task, wall_time_s=wall_time_s,
+                                                                 locations=locations)),
+                              ("JSON", record, write_json),
+                              ("metrics", metrics, functools.partial(write_metrics, task=task,
+                                                                     wall_time_s=wall_time_s))):
         if path is not None:
             try:
                 write(runs, path, redact=redact)
+                written.append((kind, str(path)))
             except OSError as exc:  # checked before the run; the path can still vanish or fill up meanwhile
                 unwritten.append(f"exbe: cannot write {path}: {exc.strerror or exc}")
-    for line in summary_table(runs, redact=redact).splitlines():
-        print(reporter.safe_line(line))
+    console.close(runs, written)
     for run in runs:
-        if run.error:
+        if run.error and run.error_kind != "cancelled":  # the cancelled ones are counted in one line below
             print(f"exbe: {redact(run.error)}", file=sys.stderr)
     if credentials.uses_logon and any(_logon_failure(run.error) for run in runs):
         print(f"exbe: {NO_CREDENTIALS}", file=sys.stderr)
@@ -129,11 +162,79 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
         print(redact(line), file=sys.stderr)
     if any(run.simulated for run in runs):
         print("SANDBOX: these were simulated servers; nothing ran on Windows.", file=sys.stderr)
-    reporter.publish(runs)
-    code = max(exit_code(runs), 1 if unwritten else 0)
+    reporter.publish(runs, task=task, locations=locations)
+    code = max(dry_run_exit_code(runs) if settings.dry_run else exit_code(runs), 1 if unwritten else 0)
+    if cancel.requested:
+        print(f"exbe: {cancelled_line(runs, cancel)}", file=sys.stderr)
+        code = EXIT_CANCELLED
     reporter.finish("failed" if code else ("warnings" if _has_warnings(runs) else "succeeded"))
+    if cancel.abandoned:
+        # steps still run in worker threads, which the interpreter would wait for at exit: the reports are
+        # written and closed, so end now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if code:
         raise Exit(code=code)
+
+
+#: The exit code of a cancelled run: 128 + SIGINT, as a shell reports a command that Ctrl-C ended.
+EXIT_CANCELLED = 130
+SIGNALS = ("SIGINT", "SIGTERM")
+
+
+@contextlib.contextmanager
+def _cancel_on_signals(cancel: Cancel, grace_s: float) -> Iterator[None]:
+    """While the servers run: the first SIGINT or SIGTERM requests ``cancel`` (no new server or step starts; running
+    steps end, waited for at most ``grace_s``), a second one abandons the wait. Each says so in one line. Outside the
+    main thread (exbe driven from a library) signals cannot be caught and stay as they are."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(number: int, frame: Any) -> None:
+        name = signal.Signals(number).name
+        if not cancel.requested:
+            cancel.request(f"exbe received {name}", grace_s)
+            sys.stderr.write(f"exbe: {name}: cancelling: no server or step starts any more; waiting at most "
+                             f"{grace_s:.0f} s for the running steps to end (signal again to stop waiting)\n")
+        else:
+            cancel.abandon()
+            sys.stderr.write(f"exbe: {name} again: not waiting for the running steps; writing the reports\n")
+        sys.stderr.flush()
+
+    previous = {name: signal.signal(getattr(signal, name), handle) for name in SIGNALS}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def cancelled_line(runs: list[ServerRun], cancel: Cancel) -> str:
+    """The one line a cancelled run ends with: how many servers finished, stopped between steps, were left running
+    and did not start."""
+    cancelled = [run for run in runs if run.error_kind == "cancelled"]
+    unstarted = sum(1 for run in cancelled if [step.step for step in run.steps] == ["connect"])
+    running = sum(1 for run in cancelled if "stopped waiting" in (run.error or ""))
+    parts = [f"{len(runs) - len(cancelled)} of {len(runs)} server(s) finished",
+             f"{len(cancelled) - unstarted - running} stopped before their next step"]
+    if running:
+        parts.append(f"{running} left running (outcome unknown)")
+    parts.append(f"{unstarted} did not start")
+    return f"cancelled ({cancel.reason}): {', '.join(parts)}; the reports mark each cancelled server"
+
+
+def parse_restart_iis(value: bool | str | None) -> bool:
+    """``--restart-iis`` as given: whether the renew chain restarts IIS always (``=always``) rather than when needed
+    (the bare flag, or ``=needed``); any other value is a usage error."""
+    if value is None or isinstance(value, bool):
+        return False
+    wanted = value.strip().lower()
+    if wanted not in ("needed", "always"):
+        raise ConfigError(f"--restart-iis takes no value (restart IIS when this run changed a binding or W3SVC/WAS "
+                          f"are not running) or =always (restart every time), got {value!r}")
+    return wanted == "always"
 
 
 #: Said once after the failures when no credentials were given and a server refused the logon or the handshake.
@@ -159,6 +260,18 @@ def flag_values(options: TaskOptions) -> dict[str, Any]:
         if value is not None and value is not False:
             given[flag] = value
     return given
+
+
+def refuse_flag_controls(options: TaskOptions) -> None:
+    """Control characters in any text flag (``--server``, ``--group``, ``--junit``...) are a usage error, as in every
+    setting (:func:`exbe.settings.refuse_controls`)."""
+    from .settings import refuse_controls
+
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                refuse_controls(text, "--" + field.name.replace("_", "-"))
 
 
 def parse_thumbprint(value: str | None) -> str | None:
@@ -236,19 +349,6 @@ def _inventory(entries: list[Any], defaults: Defaults, *, sandbox: bool) -> Iter
     with fleet:
         REDACTOR.add(fleet.password)
         yield fleet.inventory(), Credentials(username=fleet.username, password=Secret(fleet.password)), True
-
-
-class _Progress:
-    """One line per server and step, as they finish (thread-safe)."""
-
-    def __init__(self, reporter: Any) -> None:
-        self._reporter = reporter
-        self._lock = threading.Lock()
-
-    def __call__(self, server: str, step: str, status: str, message: str) -> None:
-        line = self._reporter.progress_line(server, step, status, message)
-        with self._lock:
-            print(line, flush=True)
 
 
 def _has_warnings(runs: list[Any]) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ from invoke.config import Config, merge_dicts
 from .errors import ConfigError
 from .inventory import Server, load_inventory, select_servers
 from .redaction import REDACTOR, Secret
-from .settings import Defaults, read_environment, read_file, read_flags, resolve, subtree
+from .settings import Defaults, read_environment, read_file, read_flags, refuse_controls, resolve, subtree
 
 __all__ = ["Credentials", "ExbeConfig", "Loaded", "Server", "collection_config", "load", "load_inventory",
            "select_servers"]
@@ -59,6 +60,12 @@ class ExbeConfig(Config):
 
 # --- loading ------------------------------------------------------------------------------------------------------
 
+#: Said on every run whose template override directory comes from ``EXBE_TEMPLATE_DIR``: the templates there are
+#: the scripts exbe runs on every server, and a pipeline variable is easier to change unseen than a reviewed file.
+TEMPLATE_DIR_FROM_ENVIRONMENT = ("the template override directory comes from the environment (EXBE_TEMPLATE_DIR="
+                                 "{path}): its templates become the scripts exbe runs on every server; set "
+                                 "exbe.defaults.template_dir in the configuration file instead")
+
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:
@@ -84,6 +91,8 @@ def load(config: Any, environ: Mapping[str, str] | None = None, flags: Mapping[s
     env, warnings = read_environment(os.environ if environ is None else environ)
     env = {path: value for path, value in env.items() if path not in runtime_paths}
     defaults = resolve(files, env, read_flags(flags or {}))
+    if defaults.template_dir and "template_dir" in env:
+        warnings.append(TEMPLATE_DIR_FROM_ENVIRONMENT.format(path=defaults.template_dir))
     inventory = tree.get("inventory") or []
     if not isinstance(inventory, list):
         raise ConfigError("exbe.inventory must be a list of servers (it cannot come from an environment variable)")
@@ -97,6 +106,22 @@ PASSWORD_VAR = "EXBE_PASSWORD"
 
 #: Authentication methods that cannot use the agent's own logon.
 NEEDS_EXPLICIT_CREDENTIALS = ("basic", "credssp")
+
+
+#: An Azure Pipelines macro the agent left as text: ``$(EXBE_PASSWORD)`` when the pipeline defines no such variable.
+UNEXPANDED_MACRO = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.]*)\)")
+
+
+def refuse_unexpanded_macro(name: str, value: str | None) -> None:
+    """A credential that is literally ``$(NAME)`` is a missing pipeline variable, not a password: Azure Pipelines
+    maps an undefined variable into ``env:`` as its macro text. Said before any server is contacted (a wrong
+    password, tried on the fleet, counts towards the account's lockout)."""
+    found = UNEXPANDED_MACRO.fullmatch((value or "").strip())
+    if found:
+        raise ConfigError(f"{name} is the text $({found.group(1)}): the pipeline variable {found.group(1)} is not "
+                          "defined for this run (a secret variable not set, or its variable group not linked to "
+                          f"the pipeline); define it, or map neither {USERNAME_VAR} nor {PASSWORD_VAR} to use this "
+                          "agent's own logon")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +145,10 @@ class Credentials:
         env = os.environ if environ is None else environ
         username = env.get(USERNAME_VAR) or None
         password = env.get(PASSWORD_VAR) or None
+        for name, value in ((USERNAME_VAR, username), (PASSWORD_VAR, password)):
+            refuse_unexpanded_macro(name, value)
+        if username is not None:
+            refuse_controls(username, USERNAME_VAR)
         if password is not None:
             REDACTOR.add(password, username=username)
         if username and not password:

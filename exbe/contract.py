@@ -15,8 +15,9 @@ is the only place where user-supplied values appear; it is a single line that st
 close the here-string (a closing ``'@`` must start a line) and nothing outside it depends on the values.
 
 The sandbox recognises a script by reading the step name and input document with :func:`parse_script` and checking
-that rendering that registered step with that input gives the very same text (see ``exbe.render``). Anything else is
-refused.
+that rendering that registered step with that input gives the very same text (see ``exbe.render``), in the wire form
+exbe sends (only the functions the step uses, without comments and indentation) or the readable one. Anything else
+is refused.
 
 Result envelope (every step, success or failure)::
 
@@ -60,6 +61,10 @@ EXCHANGE_CMDLETS: dict[str, tuple[str, ...]] = {
     "Enable-ExchangeCertificate": ("Server", "Thumbprint", "Services", "Force"),
     "Remove-ExchangeCertificate": ("Server", "Thumbprint", "Confirm"),
 }
+
+#: Those of them that only read: a pipeline of these alone may be sent again when its connection drops.
+READ_ONLY_CMDLETS = frozenset({"Get-ExchangeServer", "Get-ExchangeCertificate", "Select-Object", "Get-AuthConfig",
+                               "Get-SettingOverride", "Get-TransportService"})
 
 HEADER_PREFIX = "# exbe-step: "
 _HEADER_RE = re.compile(

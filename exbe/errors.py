@@ -62,7 +62,7 @@ CONNECTION_KINDS: dict[str, tuple[str, str]] = {
     ),
     "tls_validation": (
         "TLS certificate validation failed",
-        "set ca_file to the CA that issued the listener's certificate (or cert_validation: false in a lab)",
+        "set ca_file on the server's inventory entry to the CA that issued the listener's certificate",
     ),
     "unencrypted": (
         "the server answered without message encryption",

@@ -7,37 +7,46 @@ settings, :mod:`exbe.settings`); what an entry leaves out comes from ``exbe.defa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError, UnknownServerError
-from .settings import AuthMethod, Defaults, Field, fields_of, read_file, resolve, setting, subtree
+from .settings import AuthMethod, Defaults, Field, fields_of, read_file, resolve, setting, shown, subtree
+
+#: The longest server or group name: a DNS label's (RFC 1035), which a server name is one of.
+NAME_LENGTH = 63
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One inventory entry as a file writes it; None takes the value from ``exbe.defaults``."""
 
-    name: str = setting("", "what `--server` and the reports call the server (required; no commas)")
-    host: str | None = setting(None, "WinRM host name or address; default: `name`")
+    name: str = setting("", "what `--server` and the reports call the server (required; no commas)",
+                        max_length=NAME_LENGTH)
+    host: str | None = setting(None, "WinRM host: a DNS name or an IP address, IPv6 in brackets (`[fd00::5]`), "
+                                     "nothing else (the port is `port`); default: `name`")
     port: int | None = setting(None, "WinRM port; default: `exbe.defaults.port`, or `ssl_port` with `ssl: true`",
                                port=True)
     ssl: bool | None = setting(None, "WinRM over HTTPS; default: `exbe.defaults.ssl`")
     auth: AuthMethod | None = setting(None, "authentication; default: `exbe.defaults.auth` (`basic` needs `ssl` "
                                             "and `exchange_ssl`)")
-    cert_validation: bool | None = setting(None, "validate TLS certificates; default: "
-                                                 "`exbe.defaults.cert_validation`")
+    cert_validation: bool = setting(True, "validate the TLS certificates of this server's endpoints; `false` (a "
+                                          "lab only, never with `basic`) is set per server and warned about on "
+                                          "every run")
     ca_file: str | None = setting(None, "CA file that issued the listeners' certificates (relative to the working "
                                         "directory); needs `cert_validation`")
-    groups: tuple[str, ...] = setting((), "groups the server belongs to, for `--group`")
-    exchange_host: str | None = setting(None, "Exchange PowerShell host; default: `host`")
+    groups: tuple[str, ...] = setting((), "groups the server belongs to, for `--group`", max_length=NAME_LENGTH)
+    exchange_host: str | None = setting(None, "Exchange PowerShell host, written as `host` is; default: `host`")
     exchange_port: int | None = setting(None, "Exchange PowerShell port; default: `exbe.defaults.exchange_port`, or "
                                               "`exchange_ssl_port` with `exchange_ssl: true`", port=True)
     exchange_ssl: bool | None = setting(None, "Exchange PowerShell over HTTPS; default: `exbe.defaults.exchange_ssl`")
     exchange_path: str | None = setting(None, "path of the Exchange PowerShell endpoint; default: "
-                                              "`exbe.defaults.exchange_path`", nonempty=True)
+                                              "`exbe.defaults.exchange_path`", url_path=True)
     backend_port: int | None = setting(None, "Exchange Back End's HTTPS port; default: `exbe.defaults.backend_port`",
                                        port=True)
 
@@ -69,17 +78,62 @@ class Server:
 
     @property
     def winrm_url(self) -> str:
-        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}/wsman"
+        return f"{'https' if self.ssl else 'http'}://{_url_host(self.host)}:{self.port}/wsman"
 
     @property
     def exchange_url(self) -> str:
         scheme = "https" if self.exchange_ssl else "http"
-        return f"{scheme}://{self.exchange_host}:{self.exchange_port}/{self.exchange_path}"
+        return f"{scheme}://{_url_host(self.exchange_host)}:{self.exchange_port}/{self.exchange_path}"
 
     @property
     def verify(self) -> bool | str:
         """pypsrp's ``cert_validation`` argument: the CA file when one is set, else the flag."""
         return self.ca_file if self.cert_validation and self.ca_file else self.cert_validation
+
+    @property
+    def warnings(self) -> list[str]:
+        """What this server's configuration weakens, said on every run (the run's warnings, in every report)."""
+        said = []
+        if not self.cert_validation:
+            said.append(f"TLS certificate validation is off for {self.name} (cert_validation: false in its inventory "
+                        "entry): anyone on the path can pose as its endpoints; set ca_file to the CA of its "
+                        "listeners instead")
+        if self.auth == "credssp":
+            said.append(f"{self.name} uses CredSSP, which delegates the password to the server: whoever controls "
+                        "that server can use the account anywhere it has rights; prefer negotiate (Kerberos)")
+        return said
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+#: A DNS name (RFC 1123 labels; the underscore some Active Directory names carry is allowed), at most 253 characters.
+_DNS_NAME = re.compile(r"(?=.{1,253}\.?$)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                       r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?")
+
+
+def parse_host(text: str, label: str) -> str:
+    """``text`` as a host to connect to: a DNS name, an IPv4 address or an IPv6 address in brackets (returned
+    without them), nothing else -- no scheme, user, port, path or query, which would send exbe (and the
+    credentials) somewhere else than the entry says. A name whose last label is all digits is refused: resolvers
+    read ``127.1`` or ``2130706433`` as addresses."""
+    problem = ("must be a DNS name or an IP address (IPv6 in brackets, such as [fd00::5]) and nothing else: no "
+               "scheme, user, port (set port), path or query")
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            address = ipaddress.IPv6Address(text[1:-1])
+        except ValueError:
+            raise ConfigError(f"{label} {problem}, got {shown(text)}") from None
+        if address.scope_id:
+            raise ConfigError(f"{label} must be an IPv6 address without a zone index (%{address.scope_id}), got "
+                              f"{shown(text)}")
+        return str(address)
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.IPv4Address(text))
+    if not _DNS_NAME.fullmatch(text) or text.rstrip(".").rpartition(".")[2].isdigit():
+        raise ConfigError(f"{label} {problem}, got {shown(text)}")
+    return text
 
 
 def _pick(given: Any, default: Any) -> Any:
@@ -91,15 +145,16 @@ def _server(raw: Any, index: int, defaults: Defaults) -> Server:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a server name or a mapping with at least 'name', got {raw!r}")
+        raise ConfigError(f"{where} must be a server name or a mapping with at least 'name', got {shown(raw)}")
     name = raw.get("name")
+    known = _entry_fields()
     if not isinstance(name, str) or not name.strip() or "," in name or name != name.strip():
         raise ConfigError(f"{where} needs a 'name': a non-empty string without commas or surrounding spaces")
+    known["name"].checked(name, f"{where}: name")
     where = f"server {name!r} ({where})"
-    known = _entry_fields()
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(set(raw) - set(known), key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(known)}")
+        raise ConfigError(f"{where}: unknown key {shown(unknown[0])}; known: {', '.join(known)}")
     given = {key: known[key].typed(value, f"{where}: {key}") for key, value in raw.items()}
     entry = Entry(**{key: known[key].checked(value, f"{where}: {key}") for key, value in given.items()})
 
@@ -110,13 +165,17 @@ def _server(raw: Any, index: int, defaults: Defaults) -> Server:
         raise ConfigError(f"{where}: Basic authentication over HTTP is refused, as WinRM does; set ssl: true")
     if auth == "basic" and not exchange_ssl:
         raise ConfigError(f"{where}: Basic authentication over HTTP is refused, as WinRM does; set exchange_ssl: true")
-    cert_validation = _pick(entry.cert_validation, defaults.cert_validation)
+    cert_validation = entry.cert_validation
+    if auth == "basic" and not cert_validation:
+        raise ConfigError(f"{where}: cert_validation: false is refused with Basic authentication, which sends the "
+                          "password to whoever answers; set ca_file to the CA of the server's listeners")
     ca_file = entry.ca_file or None
     if ca_file and not cert_validation:
         raise ConfigError(f"{where}: ca_file is set but cert_validation is false; remove one of them")
     if ca_file and not os.path.isfile(ca_file):
         raise ConfigError(f"{where}: ca_file {ca_file!r} does not exist (relative to the working directory)")
-    host = entry.host or name
+    host = parse_host(entry.host or name, f"{where}: host" if entry.host else f"{where}: name (the default host)")
+    exchange_host = parse_host(entry.exchange_host, f"{where}: exchange_host") if entry.exchange_host else host
     exchange_port = defaults.exchange_ssl_port if exchange_ssl else defaults.exchange_port
     return Server(
         name=name,
@@ -127,7 +186,7 @@ def _server(raw: Any, index: int, defaults: Defaults) -> Server:
         cert_validation=cert_validation,
         ca_file=ca_file,
         groups=entry.groups,
-        exchange_host=entry.exchange_host or host,
+        exchange_host=exchange_host,
         exchange_port=_pick(entry.exchange_port, exchange_port),
         exchange_ssl=exchange_ssl,
         exchange_path=_pick(entry.exchange_path, defaults.exchange_path).strip("/"),
@@ -164,7 +223,7 @@ def load_inventory(exbe_cfg: Any, defaults: Defaults | None = None) -> list[Serv
 
 
 def _matches(token: str, server: Server) -> bool:
-    return token.lower() in (server.name.lower(), server.host.lower())
+    return token.lower() in (server.name.lower(), server.host.lower(), _url_host(server.host).lower())
 
 
 def select_servers(

@@ -7,27 +7,48 @@ directory, refuses a missing ``-f`` file, reads ``EXBE_RUNTIME_CONFIG`` (and not
 turns any :class:`ExbeError` into its one line on stderr and its exit code. The ``EXBE_<SETTING>`` variables are
 read when a task runs (:func:`exbe.config.load`), as under plain ``invoke``.
 
+Help fits exbe: of Invoke's core flags only those that mean something here are offered (``--help``, ``--version``,
+``--list``, ``-f``, ``--complete``, ``--print-completion-script``); the others configure Invoke's local command runner
+(``-R/--dry``, ``--pty``, ``-e``, ``-w``, a sudo prompt...), which exbe never uses, so they are refused like any unknown
+option. Flags show what they take (``--days=INT``, ``--junit=FILE``), ``exbe <task> --help`` works for every task
+(``render`` included), and an unknown option or task is one line and exit code 2.
+
 The collection (``exbe.tasks.ns``) is imported on first use, so ``import exbe.main`` stays cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
-from collections.abc import Iterator
+import re
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from invoke.collection import Collection
 from invoke.config import yaml  # type: ignore[attr-defined]  # Invoke's own YAML, whose errors its loaders raise
 from invoke.exceptions import Exit, ParseError
+from invoke.parser.argument import Argument
+from invoke.parser.context import ParserContext
+from invoke.parser.parser import ParseResult
 from invoke.program import Program
+from invoke.util import Lexicon  # type: ignore[attr-defined]  # re-exported from its vendored lexicon
 
 import exbe
 from exbe.config import ExbeConfig
 from exbe.errors import ConfigError, ExbeError
 
 RUNTIME_CONFIG_VAR = "EXBE_RUNTIME_CONFIG"
+
+#: Invoke's core flags that exbe offers; the rest drive Invoke's local command runner, which exbe never uses.
+CORE_FLAGS = ("help", "version", "list", "config", "complete", "print-completion-script")
+#: What a flag takes, as help shows it (Invoke would say STRING for all of them).
+CORE_METAVARS = {"config": "FILE", "help": "TASK", "list": "", "print-completion-script": "SHELL"}
+HELP_TOKENS = ("-h", "--help")
+_NO_IDEA = re.compile(r"No idea what '(.*)' is!")
+_MISSING = re.compile(r"'(.+)' did not receive required positional arguments: '(.+)'")
 
 
 @contextlib.contextmanager
@@ -50,6 +71,19 @@ class ExbeProgram(Program):
         kwargs.setdefault("version", exbe.__version__)
         kwargs.setdefault("config_class", ExbeConfig)
         super().__init__(namespace=namespace, **kwargs)
+
+    def core_args(self) -> list[Argument]:
+        return [arg for arg in super().core_args() if arg.name in CORE_FLAGS]
+
+    @property
+    def args(self) -> Lexicon:
+        """The core flags given; the ones exbe does not offer read as their defaults (Program's own code reads
+        them)."""
+        given: Lexicon = self.core[0].args
+        for arg in super().core_args():
+            if arg.name not in given:
+                given[arg.name] = arg
+        return given
 
     # Program treats ``namespace is None`` as "look for tasks.py"; exbe always has its own collection.
     @property
@@ -91,15 +125,84 @@ class ExbeProgram(Program):
             self.config.merge()
 
     def parse_tasks(self) -> None:
-        """A command line Invoke cannot parse is a usage error: exit code 2, as documented (Invoke uses 1)."""
+        """A command line Invoke cannot parse is a usage error: one line, exit code 2, as documented (Invoke uses 1).
+        ``exbe <task> --help`` asks for the task's help, also where the task takes a positional value (``render``)."""
+        tokens = self.core.unparsed
+        wanted = next((t for t in tokens if t in self.collection.task_names), None)
+        if wanted and any(t in HELP_TOKENS for t in tokens):  # help, whatever else the line says
+            self.parser = self._make_parser()
+            self.tasks = ParseResult()
+            self.args.help.value = wanted
+            return
         try:
             super().parse_tasks()
         except ParseError as exc:
-            raise Exit(f"exbe: {exc}", 2) from None
+            raise Exit(f"exbe: {unknown_input(exc)}", 2) from None
+
+    def print_help(self) -> None:
+        print(f"Usage: {self.binary} [-f FILE] <task> [--options]   ({self.binary} <task> --help for a task's options)")
+        print("")
+        print("Options:")
+        print("")
+        self.print_columns(help_rows(self.initial_context, CORE_METAVARS))
+        self.list_tasks()
+
+    def print_task_help(self, name: str) -> None:
+        task = self.collection[name]
+        rows = help_rows(self.parser.contexts[name], getattr(task, "metavars", {}))
+        positional = " ".join(f"[{arg.name.upper()}]" for arg in self.parser.contexts[name].positional_args)
+        print(f"Usage: {self.binary} [-f FILE] {name} {positional + ' ' if positional else ''}[--options]")
+        print("")
+        for line in (inspect.getdoc(task) or "").splitlines():
+            print(f"{self.leading_indent}{line}" if line.strip() else "")
+        print("")
+        print("Options:")
+        if rows:
+            self.print_columns(rows)
+        else:
+            print(f"{self.leading_indent}none")
 
     def execute(self) -> None:
         with _as_exit():
             super().execute()
+
+
+def unknown_input(exc: ParseError) -> str:
+    """Invoke's parse error as exbe's one line: which option or task is unknown and where to look."""
+    missing = _MISSING.search(str(exc))
+    if missing:
+        task, what = missing.groups()
+        return f"{task} needs a {what.replace('_', ' ')}: `exbe {task} --help` says which"
+    found = _NO_IDEA.search(str(exc))
+    if not found:
+        return str(exc)
+    token = found.group(1)
+    task = exc.context.name if exc.context is not None and exc.context.name else None
+    if task:
+        return f"{task} has no option {token!r}; `exbe {task} --help` lists its options"
+    if token.startswith("-"):
+        return f"unknown option {token!r}; `exbe --help` lists exbe's options, `exbe <task> --help` a task's"
+    return f"unknown task {token!r}; `exbe --list` lists the tasks"
+
+
+def help_rows(context: ParserContext, metavars: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``(flags, help)`` per option of ``context``, each flag with what it takes: ``metavars`` by option name, else
+    INT for whole numbers and TEXT for other values (a repeatable flag too); an optional value in brackets."""
+    unique = {id(arg): arg for arg in context.flags.values() if not arg.positional}
+    rows: list[tuple[str, str | None]] = []
+    for arg in sorted(unique.values(), key=lambda a: a.names[0]):
+        metavar = metavars[arg.names[0]] if arg.names[0] in metavars else \
+            {int: "INT", str: "TEXT", list: "TEXT"}.get(arg.kind, "")
+        flags = []
+        for name in sorted(arg.names, key=len):
+            short = len(name) == 1
+            flag = f"-{name}" if short else f"--{name}"
+            if metavar:
+                value = f" {metavar}" if short else f"={metavar}"
+                flag += (f" [{metavar}]" if short else f"[{value}]") if arg.optional else value
+            flags.append(flag)
+        rows.append((", ".join(flags), arg.help))
+    return rows
 
 
 def make_program(namespace: Collection | None = None) -> ExbeProgram:
@@ -112,4 +215,8 @@ program = make_program()
 
 def main() -> None:
     """Entry point of the ``exbe`` console script."""
-    program.run()
+    try:
+        program.run()
+    except BrokenPipeError:  # `exbe --help | head`: the reader left; no traceback (Python's documented remedy)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -8,8 +8,12 @@ script is recognised by re-rendering it (:func:`is_exbe_rendering`), and no valu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import logging
+import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,9 +25,12 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from . import __version__, contract, steps
 from .contract import ListOf, Schema
 from .errors import ConfigError
+from .wire_form import UnsupportedScript, compact, prune_functions
 
 if TYPE_CHECKING:
     from .model import Settings
+
+log = logging.getLogger("exbe.render")
 
 
 def _template_dir() -> Path:
@@ -145,26 +152,25 @@ def _sources(env: jinja2.Environment, names: list[str]) -> list[tuple[str, str]]
     return sorted(seen.items())
 
 
-def template_hash(env: jinja2.Environment, names: list[str]) -> str:
+def _hash_of(sources: list[tuple[str, str]]) -> str:
     """First 12 hex digits of sha256 over the names and sources of the templates used."""
     digest = hashlib.sha256()
-    for name, source in _sources(env, names):
+    for name, source in sources:
         digest.update(name.encode("utf-8") + b"\0" + source.encode("utf-8") + b"\0")
     return digest.hexdigest()[:12]
 
 
-def _render(env: jinja2.Environment, header_step: str, roots: list[str], context: dict[str, Any]) -> str:
-    body = env.get_template(roots[0]).render(context)
-    return contract.header(header_step, __version__, template_hash(env, roots)) + "\n" + body
+def render_step(step: str, data: Mapping[str, Any], *, override_dir: Path | None = None,
+                readable: bool = False) -> str:
+    """The script for one WinRM step; it writes one result envelope (contract.py) to its output stream.
 
-
-def render_step(step: str, data: Mapping[str, Any], *, override_dir: Path | None = None) -> str:
-    """The script for one WinRM step; it writes one result envelope (contract.py) to its output stream."""
+    The default is the wire form exbe sends (:func:`compact`); ``readable`` keeps comments and indentation. Both
+    carry only the functions the step uses (:func:`prune_functions`)."""
     declared = steps.get(step)
     declared.check_input(data)
-    env = _env(override_dir)
-    return _render(env, step, ["_base.ps1.j2", declared.template],
-                   {"step": step, "mutating": declared.mutating, "input_document": contract.encode_input(data)})
+    rendering = _rendering(_env(override_dir), step, ("_base.ps1.j2", declared.template),
+                           (("step", step), ("mutating", declared.mutating)), wire=True)
+    return rendering.script(contract.encode_input(data), readable=readable)
 
 
 def render_manual(task: str, data: Mapping[str, Any], *, override_dir: Path | None = None) -> str:
@@ -172,19 +178,20 @@ def render_manual(task: str, data: Mapping[str, Any], *, override_dir: Path | No
     if task not in MANUAL_TASKS:
         raise ValueError(f"unknown task {task!r} for a hand-run script; known: {', '.join(MANUAL_TASKS)}")
     contract.validate(f"manual {task} input", data, MANUAL_INPUT, choices=MANUAL_CHOICES)
-    env = _env(override_dir)
-    return _render(env, f"manual_{task}", [f"manual_{task}.ps1.j2"],
-                   {"step": f"manual_{task}", "input_document": contract.encode_input(data)})
+    rendering = _rendering(_env(override_dir), f"manual_{task}", (f"manual_{task}.ps1.j2",),
+                           (("step", f"manual_{task}"),), wire=False)
+    return rendering.script(contract.encode_input(data), readable=True)
 
 
 def is_exbe_rendering(text: str) -> tuple[bool, str]:
-    """Whether ``text`` is exactly what the shipped templates render for its own step and input document."""
+    """Whether ``text`` is exactly what the shipped templates render for its own step and input document, in the
+    wire form exbe sends or the readable form."""
     try:
         step, data = contract.parse_script(text)
-        expected = render_step(step, data)
+        expected = {render_step(step, data), render_step(step, data, readable=True)}
     except (ValueError, jinja2.TemplateError) as exc:  # ContractError is a ValueError
         return False, str(exc)
-    if text != expected:
+    if text not in expected:
         return False, f"the text differs from exbe {__version__}'s {step} template"
     return True, f"exbe {__version__} {step} step"
 
@@ -192,3 +199,87 @@ def is_exbe_rendering(text: str) -> tuple[bool, str]:
 def to_file_bytes(text: str) -> bytes:
     """A script as Windows PowerShell 5.1 reads it correctly: UTF-8 with BOM (without one it assumes ANSI)."""
     return b"\xef\xbb\xbf" + text.encode("utf-8")
+
+
+# -- rendering once per template ---------------------------------------------------------------------------------------
+#: Rendered in place of the input document, then replaced by it: the code around the document is rendered, pruned
+#: and compacted once per template and process, and no value can change it (nor which functions it keeps).
+_PLACEHOLDER_BLOCK = f'{contract.INPUT_OPEN}\n{{"exbe_input_document":"placeholder"}}\n{contract.INPUT_CLOSE}\n'
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rendering:
+    """One template's text before and after its input document, readable and wire form, and its header line."""
+
+    header: str
+    readable: tuple[str, str]
+    wire: tuple[str, str]
+
+    def script(self, document: str, *, readable: bool) -> str:
+        before, after = self.readable if readable else self.wire
+        return f"{self.header}\n{before}{contract.INPUT_OPEN}\n{document}\n{contract.INPUT_CLOSE}\n{after}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cached:
+    files: tuple[str, ...]  # every path that could supply one of the templates used
+    signature: tuple[Any, ...]
+    rendering: _Rendering
+
+
+_CACHE: dict[tuple[Any, ...], _Cached] = {}
+_KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
+_KEY_LOCKS_LOCK = threading.Lock()
+
+
+def _rendering(env: jinja2.Environment, header_step: str, roots: tuple[str, ...],
+               context: tuple[tuple[str, Any], ...], *, wire: bool) -> _Rendering:
+    """The rendering of ``roots`` with ``context``, cached (with its wire form when ``wire``: hand-run scripts are
+    only read); rendered again when a template file it used (or one that would now shadow it in an override
+    directory) changed on disk. One thread renders while the others wait for it: a fleet's first servers all need
+    the same scripts at once."""
+    assert isinstance(env.loader, jinja2.FileSystemLoader)
+    key = (tuple(env.loader.searchpath), header_step, roots, context, wire)
+    with _KEY_LOCKS_LOCK:
+        lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        cached = _CACHE.get(key)
+        if cached is not None and _signature(cached.files) == cached.signature:
+            return cached.rendering
+        sources = _sources(env, list(roots))
+        body = env.get_template(roots[0]).render({**dict(context), "input_document": "\0"}).replace(
+            f"{contract.INPUT_OPEN}\n\0\n{contract.INPUT_CLOSE}\n", _PLACEHOLDER_BLOCK)
+        if body.count(_PLACEHOLDER_BLOCK) != 1 or "\0" in body:
+            raise ValueError(f"template {roots[0]} must print the input document exactly once, alone on its line "
+                             f"in the contract's here-string ({contract.INPUT_OPEN!r} ... {contract.INPUT_CLOSE!r})")
+        readable = prune_functions(body)
+        if _PLACEHOLDER_BLOCK not in readable:
+            raise ValueError(f"template {roots[0]} must carry the input document outside every function")
+        compacted = readable
+        if wire:
+            try:
+                compacted = compact(readable)
+            except UnsupportedScript as exc:
+                log.debug("the %s script is sent as rendered: %s", header_step, exc)
+        rendering = _Rendering(contract.header(header_step, __version__, _hash_of(sources)),
+                               _around_input(readable), _around_input(compacted))
+        files = tuple(os.path.join(directory, name) for name, _ in sources for directory in env.loader.searchpath)
+        _CACHE[key] = _Cached(files, _signature(files), rendering)
+        return rendering
+
+
+def _signature(files: tuple[str, ...]) -> tuple[Any, ...]:
+    signature: list[Any] = []
+    for path in files:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            signature.append(None)
+        else:
+            signature.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(signature)
+
+
+def _around_input(body: str) -> tuple[str, str]:
+    before, _, after = body.partition(_PLACEHOLDER_BLOCK)
+    return before, after

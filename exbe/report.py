@@ -1,11 +1,25 @@
-"""Writers over the results of a run: JUnit XML, a JSON run record, a plain-text summary table, the exit code.
+"""Writers over the results of a run: JUnit XML, a JSON run record, a plain-text summary table, the exit code; and
+what a run came to (:func:`verdict`, :func:`backend_days_left`, :func:`findings`), which the step summary
+(:mod:`exbe.summary`) and the metrics (:mod:`exbe.metrics`) read too.
 
 Every string that leaves through a writer passes through ``redact`` (the secrets choke point,
 :data:`exbe.redaction.REDACTOR` unless the caller passes another), one *value* at a time, before the document is
 built: keys, element and attribute names and exbe's closed vocabulary (statuses, step names, check ids) never do, so
 the JSON record and the JUnit file parse, and mean, the same whatever the password is (see :mod:`exbe.redaction`).
-JUnit and the table also show control characters from servers as ``\\xNN`` (XML cannot hold most of them, and
-junit-xml would silently drop them, joining what was apart).
+JUnit and the table also show control characters from servers as ``\\xNN`` (XML cannot hold most of them).
+
+**JUnit, shaped for its readers** (Azure DevOps' Tests tab titles a result by its test name alone; GitHub reporters
+by ``classname.name``, and mikepenz/action-junit-report guesses a source file from the last part of the classname
+unless a case names its ``file``): one ``<testsuite>`` per server; every case is named ``<server>: <step or check
+id>`` under classname ``exbe.<server>``, the same on every run, so each server and check has one history. A failing
+check is one ``<failure>`` whose message is its one line (what, with the value) and whose body holds the evidence and
+what to do; the verify step adds no case of its own (its "N check(s) failed" would count every failure twice). A
+warning passes, with ``WARNING:`` in ``<system-out>`` and ``status=warn`` in the case's properties, and every suite
+counts its warnings in a property. A server exbe could not work on (``ServerRun.error_kind``: unreachable, refused
+credentials, timeouts, not attempted, an unexpected error) is an ``<error>``, never a finding, and in a task that
+verifies, every check it did not judge is still there, skipped with the reason. Every case has a time (a check's
+share of the verify step that judged it); the root counts tests, failures, errors and skipped, and its time is the
+run's wall time, not a sum over servers that ran side by side.
 
 Both files are written atomically: to a temporary file in the target's directory, flushed to disk, then renamed over
 the target, so a reader (a pipeline's publish step, a gate) never sees half a report and a failed write leaves the
@@ -22,9 +36,9 @@ import os
 import re
 import secrets
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-
-import junit_xml
+from typing import Literal
 
 from . import __version__
 from .errors import ExbeError
@@ -37,6 +51,17 @@ EXIT_FAILED = 1
 #: Statuses exbe's own code chooses from a closed set: never secret, so never given to the redactor.
 STATUSES = frozenset({"ok", "changed", "failed", "skipped", "pass", "warn", "fail", "skip"}) & VOCABULARY
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+#: What a server's run came to, worst last: findings decide the first three, ``unreachable`` means exbe could not
+#: work on the server at all (its run has an ``error_kind`` other than ``unexpected``, which is exbe's own failure).
+Verdict = Literal["passed", "warnings", "failed", "unreachable"]
+VERDICTS: tuple[Verdict, ...] = ("passed", "warnings", "failed", "unreachable")
+
+#: Tasks that end in verify: in their reports every server carries every check, judged or skipped with the reason.
+VERIFYING_TASKS = frozenset({"renew", "verify", "cleanup"})
+
+#: Where a server stands in the configuration exbe read: (file, 1-based line of its inventory entry).
+Location = tuple[str, int]
 
 
 class ReportWriteError(ExbeError, OSError):
@@ -84,6 +109,59 @@ def exit_code(runs: list[ServerRun]) -> int:
     return EXIT_FAILED if any(run.failed for run in runs) else EXIT_OK
 
 
+# -- what a run came to ----------------------------------------------------------------------------------------------
+def checks(run: ServerRun) -> list[CheckResult]:
+    """The verify checks of ``run`` (empty when verify did not judge the server)."""
+    return [check for step in run.steps for check in step.checks]
+
+
+def warnings(run: ServerRun) -> list[str]:
+    """Every warning of ``run``, as one line each: its own, its steps', and each check that warned (by its message)."""
+    return [*run.warnings, *(w for step in run.steps for w in step.warnings),
+            *(check.message for check in checks(run) if check.status == "warn")]
+
+
+def verdict(run: ServerRun) -> Verdict:
+    """``unreachable`` (exbe could not work on the server), ``failed``, ``warnings`` or ``passed``."""
+    if run.error_kind is not None and run.error_kind != "unexpected":
+        return "unreachable"
+    if run.failed:
+        return "failed"
+    return "warnings" if warnings(run) else "passed"
+
+
+def infrastructure_step(run: ServerRun) -> StepResult | None:
+    """The step that carries the run's infrastructure error (the connect attempt, or where the unexpected struck)."""
+    if run.error_kind is None:
+        return None
+    return next((step for step in reversed(run.steps) if step.message == run.error
+                 and step.status in ("failed", "skipped")), None)
+
+
+def findings(run: ServerRun, status: Literal["fail", "warn"]) -> list[str]:
+    """The ids of the checks of ``run`` with ``status``, and for ``fail`` the failed steps' names before them (not
+    the step that carries an infrastructure error: that is no finding about the server)."""
+    infrastructure = infrastructure_step(run)
+    failed_steps = [step.step for step in run.steps
+                    if step.status == "failed" and not step.checks and step is not infrastructure]
+    ids = [check.id for check in checks(run) if check.status == status]
+    return [*failed_steps, *ids] if status == "fail" else ids
+
+
+def backend_days_left(run: ServerRun) -> int | None:
+    """Days the bound back-end certificate had left when verify judged it (None: not judged)."""
+    for check in checks(run):
+        if check.id == "backend_days_left" and check.status != "skip" and isinstance(check.value, int):
+            return check.value
+    return None
+
+
+def advice(message: str) -> str | None:
+    """What to do, as exbe's one-line messages say it: the clause after their last ``; `` (None: they say nothing)."""
+    head, separator, tail = message.rpartition("; ")
+    return tail.strip() if separator and head and tail.strip() else None
+
+
 def write_atomically(path: Path, text: str, kind: str) -> None:
     """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` through a temporary file beside it and a rename; any
     OSError becomes :class:`ReportWriteError` and leaves no temporary file behind."""
@@ -114,66 +192,156 @@ def write_atomically(path: Path, text: str, kind: str) -> None:
 
 
 # -- JUnit -----------------------------------------------------------------------------------------------------------
-def write_junit(runs: list[ServerRun], path: Path, *, redact: Redact | None = None) -> None:
-    """A test suite per server, a test case per step (classname ``exbe.<server>.<step>``) and per verify check
-    (classname ``exbe.<server>.verify``, name the check id). Raises :class:`ReportWriteError`."""
+def write_junit(runs: list[ServerRun], path: Path, *, redact: Redact | None = None, task: str | None = None,
+                wall_time_s: float | None = None, locations: Mapping[str, Location] | None = None) -> None:
+    """A test suite per server, a case per step and per verify check (see the module doc). ``task`` decides whether
+    every server carries every check (a task of :data:`VERIFYING_TASKS`; None: when any server was verified);
+    ``wall_time_s`` is the run's wall time (None: the longest server's, which is what it is at least);
+    ``locations`` gives a server's inventory entry for the cases' ``file``/``line``. Raises
+    :class:`ReportWriteError`."""
     redact = _redact_default(redact)
-    suites = [_suite(run, redact) for run in runs]
-    text = junit_xml.to_xml_report_string(suites, prettyprint=False)
-    root = ET.fromstring(text)
-    for element, run in zip(root.iter("testsuite"), runs, strict=True):
-        # junit_xml sums the case times; the suite's time is the server's wall time, connection included.
-        element.set("time", f"{run.duration_s:.3f}")
-    root.set("time", f"{sum(run.duration_s for run in runs):.3f}")
+    every_check = task in VERIFYING_TASKS if task else any(checks(run) for run in runs)
+    root = ET.Element("testsuites", name=f"exbe {task}" if task else "exbe")
+    for run in runs:
+        root.append(_suite(run, redact, every_check, (locations or {}).get(run.server)))
+    for count in ("tests", "failures", "errors", "skipped"):
+        root.set(count, str(sum(int(suite.get(count, "0")) for suite in root)))
+    wall = wall_time_s if wall_time_s is not None else max((run.duration_s for run in runs), default=0.0)
+    root.set("time", f"{wall:.3f}")
+    if runs:
+        root.set("timestamp", _xml(min(run.started_at for run in runs), redact))
     ET.indent(root)
     write_atomically(Path(path), '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
                      + "\n", "JUnit")
 
 
-def _suite(run: ServerRun, redact: Redact) -> junit_xml.TestSuite:
+def case_name(server: str, what: str) -> str:
+    """The test name of a step or check on a server, as the Tests tab and the reporters title it."""
+    return f"{server}: {what}"
+
+
+def _suite(run: ServerRun, redact: Redact, every_check: bool, location: Location | None) -> ET.Element:
     server = _xml(run.server, redact)
-    cases: list[junit_xml.TestCase] = []
+    suite = ET.Element("testsuite", name=server, hostname=_xml(run.host, redact),
+                       timestamp=_xml(run.started_at, redact), time=f"{run.duration_s:.3f}")
+    properties = ET.SubElement(suite, "properties")
+    days = backend_days_left(run)
+    for name, value in (("exbe_version", __version__), ("simulated", "true" if run.simulated else "false"),
+                        ("verdict", verdict(run)), ("warnings", str(len(warnings(run)))),
+                        ("error_kind", _xml(run.error_kind, redact)),
+                        ("backend_days_left", "" if days is None else str(days)),
+                        ("old_thumbprint", _xml(run.old_thumbprint, redact)),
+                        ("new_thumbprint", _xml(run.new_thumbprint, redact))):
+        if value or name in ("old_thumbprint", "new_thumbprint"):
+            ET.SubElement(properties, "property", name=name, value=value)
+    cases = _cases(run, server, redact, every_check)
+    for case in cases:
+        if location is not None:
+            case.set("file", _xml(location[0], redact))
+            case.set("line", str(location[1]))
+        suite.append(case)
+    if run.warnings:
+        ET.SubElement(suite, "system-out").text = "\n".join(f"WARNING: {_xml(w, redact)}" for w in run.warnings)
+    suite.set("tests", str(len(cases)))
+    for count, tag in (("failures", "failure"), ("errors", "error"), ("skipped", "skipped")):
+        suite.set(count, str(sum(case.find(tag) is not None for case in cases)))
+    return suite
+
+
+def _cases(run: ServerRun, server: str, redact: Redact, every_check: bool) -> list[ET.Element]:
+    infrastructure = infrastructure_step(run)
+    cases: list[ET.Element] = []
     for step in run.steps:
-        cases.append(_step_case(server, step, redact))
-        cases.extend(_check_case(server, check, redact) for check in step.checks)
-    if run.error and not any(step.status == "failed" for step in run.steps):
-        case = junit_xml.TestCase("run", classname=f"exbe.{server}.run")
-        case.add_failure_info(message=_xml(run.error, redact))
-        cases.append(case)
-    return junit_xml.TestSuite(
-        server, cases, hostname=_xml(run.host, redact), timestamp=_xml(run.started_at, redact),
-        properties={"exbe_version": __version__, "old_thumbprint": _xml(run.old_thumbprint, redact),
-                    "new_thumbprint": _xml(run.new_thumbprint, redact),
-                    "simulated": "true" if run.simulated else "false"})
+        if step is infrastructure:
+            continue
+        if step.checks:
+            share = round(step.duration_s / len(step.checks), 3)
+            cases.extend(_check_case(server, check, share, redact) for check in step.checks)
+        else:
+            cases.append(_step_case(server, step, redact))
+    if run.error_kind is not None:
+        cases.append(_error_case(run, server, infrastructure, redact))
+    if every_check and not checks(run):
+        from .checks import CHECKS  # the check ids, in their order: one history per server and check
+
+        reason = _not_checked(run, redact)
+        for check in CHECKS:
+            case = _case(server, check.__name__, 0.0)
+            ET.SubElement(case, "skipped", message=reason)
+            cases.append(case)
+    return cases
 
 
-def _step_case(server: str, step: StepResult, redact: Redact) -> junit_xml.TestCase:
-    name = _word(step.step, redact)
-    case = junit_xml.TestCase(name, classname=f"exbe.{server}.{name}", elapsed_sec=step.duration_s)
-    lines = [*(f"warning: {_xml(w, redact)}" for w in step.warnings),
+def _case(server: str, what: str, seconds: float) -> ET.Element:
+    return ET.Element("testcase", name=case_name(server, what), classname=f"exbe.{server}", time=f"{seconds:.3f}")
+
+
+def _error_case(run: ServerRun, server: str, step: StepResult | None, redact: Redact) -> ET.Element:
+    spent = run.duration_s - sum(other.duration_s for other in run.steps if other is not step)
+    case = _case(server, _word(step.step, redact) if step else "connect", max(spent, 0.0))
+    message = _xml(" ".join((run.error or "").split()), redact)
+    todo = advice(run.error or "")
+    body = [message, f"kind: {_xml(run.error_kind, redact)}", f"host: {_xml(run.host, redact)}",
+            "this is not a finding about the server's certificate: exbe could not work on it"]
+    if todo:
+        body.append(f"what to do: {_xml(todo, redact)}")
+    ET.SubElement(case, "error", message=message, type=_xml(run.error_kind, redact)).text = "\n".join(body)
+    return case
+
+
+def _not_checked(run: ServerRun, redact: Redact) -> str:
+    if run.error:
+        return f"not checked: {_xml(' '.join(run.error.split()), redact)}"
+    stopped = next((step for step in reversed(run.steps) if step.status == "failed"), None)
+    if stopped is not None:
+        return f"not checked: {_word(stopped.step, redact)} failed: {_xml(stopped.message, redact)}"
+    return "not checked: the task ended before verify"
+
+
+def _step_case(server: str, step: StepResult, redact: Redact) -> ET.Element:
+    case = _case(server, _word(step.step, redact), step.duration_s)
+    message = _xml(step.message, redact)
+    lines = [*(f"WARNING: {_xml(w, redact)}" for w in step.warnings),
              *(f"{key}: {_xml(json.dumps(redact_values(value, redact), sort_keys=True), redact)}"
                for key, value in (("before", step.before), ("after", step.after)) if value)]
-    details = "\n".join(lines)
-    message = _xml(step.message, redact)
     if step.status == "failed":
-        case.add_failure_info(message=message, output=details or None)
+        todo = advice(step.message)
+        body = [message, *lines, *([f"what to do: {_xml(todo, redact)}"] if todo else [])]
+        ET.SubElement(case, "failure", message=message, type=_word(step.step, redact)).text = "\n".join(body)
     elif step.status == "skipped":
-        case.add_skipped_info(message=message)
-    else:
-        case.stdout = "\n".join(filter(None, [f"{_status(step.status, redact)}: {message}", details]))
+        ET.SubElement(case, "skipped", message=message)
+    if step.warnings:
+        _properties(case, status="warn", warnings=str(len(step.warnings)))
+    if step.status != "failed":
+        ET.SubElement(case, "system-out").text = "\n".join([f"{_status(step.status, redact)}: {message}", *lines])
     return case
 
 
-def _check_case(server: str, check: CheckResult, redact: Redact) -> junit_xml.TestCase:
-    case = junit_xml.TestCase(_word(check.id, redact), classname=f"exbe.{server}.verify")
-    message, details = _xml(check.message, redact), _xml(check.details, redact)
+def _check_case(server: str, check: CheckResult, seconds: float, redact: Redact) -> ET.Element:
+    case = _case(server, _word(check.id, redact), seconds)
+    message = _xml(check.message, redact)
+    evidence = [*([f"value: {_xml(json.dumps(redact_values(check.value, redact)), redact)}"]
+                  if check.value is not None else []),
+                *([f"evidence: {_xml(check.details, redact)}"] if check.details else [])]
+    todo = advice(check.message)
     if check.status == "fail":
-        case.add_failure_info(message=message, output=details or None)
+        body = [message, *evidence, f"what to do: {_xml(todo, redact)}" if todo else
+                f"what to do: fix what the message names, then run `exbe verify --server {server}`"]
+        ET.SubElement(case, "failure", message=message, type=_word(check.id, redact)).text = "\n".join(body)
     elif check.status == "skip":
-        case.add_skipped_info(message=message)
+        ET.SubElement(case, "skipped", message=message)
     else:
-        case.stdout = "\n".join(filter(None, [f"{_status(check.status, redact)}: {message}", details]))
+        _properties(case, status=_status(check.status, redact))
+        first = f"WARNING: {message}" if check.status == "warn" else f"{_status(check.status, redact)}: {message}"
+        todo_line = [f"what to do: {_xml(todo, redact)}"] if check.status == "warn" and todo else []
+        ET.SubElement(case, "system-out").text = "\n".join([first, *evidence, *todo_line])
     return case
+
+
+def _properties(case: ET.Element, **values: str) -> None:
+    properties = ET.SubElement(case, "properties")
+    for name, value in values.items():
+        ET.SubElement(properties, "property", name=name, value=value)
 
 
 def _status(status: str, redact: Redact) -> str:
@@ -182,8 +350,8 @@ def _status(status: str, redact: Redact) -> str:
 
 # -- JSON ------------------------------------------------------------------------------------------------------------
 def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = None) -> None:
-    """The run record: per server and step, status, message, changed, before/after, data, warnings, checks.
-    Raises :class:`ReportWriteError`."""
+    """The run record: per server its verdict and, per step, status, message, changed, before/after, data,
+    warnings, checks. Raises :class:`ReportWriteError`."""
     redact = _redact_default(redact)
     document = {
         "exbe": __version__,
@@ -198,9 +366,12 @@ def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = Non
                 "old_thumbprint": run.old_thumbprint,
                 "new_thumbprint": run.new_thumbprint,
                 "error": run.error,
+                "error_kind": run.error_kind,
+                "warnings": run.warnings,
                 "failed": run.failed,
                 "simulated": run.simulated,
             }, redact),
+            "verdict": verdict(run),
             "steps": [_step_record(step, redact) for step in run.steps],
         } for run in runs],
     }
@@ -209,62 +380,11 @@ def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = Non
 
 def _step_record(step: StepResult, redact: Redact) -> dict[str, object]:
     record = dataclasses.asdict(step)
-    checks = record.pop("checks")
-    return {**_record(record, redact), "checks": [_record(check, redact) for check in checks]}
+    judged = record.pop("checks")
+    return {**_record(record, redact), "checks": [_record(check, redact) for check in judged]}
 
 
 def _record(fields: dict[str, object], redact: Redact) -> dict[str, object]:
     """A step's or check's fields with each value redacted, except its vocabulary (status, step name, check id)."""
     return {key: value if isinstance(value, str) and _vocabulary(key, value) else redact_values(value, redact)
             for key, value in fields.items()}
-
-
-# -- summary table ---------------------------------------------------------------------------------------------------
-def summary_table(runs: list[ServerRun], *, redact: Redact | None = None) -> str:
-    """One row per server: each step's status, the thumbprint change, the verdict. Each cell is masked on its own
-    and kept on one line, with control characters shown as ``\\xNN``."""
-    redact = _redact_default(redact)
-
-    def cell(text: str) -> str:
-        return clean(text, redact, one_line=True)
-
-    steps = list(dict.fromkeys(step.step for run in runs for step in run.steps))
-    header = ["server", *(name if _IDENTIFIER.fullmatch(name) else cell(name) for name in steps), "thumbprint",
-              "verdict"]
-    rows = [[cell(run.server), *(_step_cell(run, name, redact) for name in steps), _thumbprints(run, cell),
-             _verdict(run)] for run in runs]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)])
-
-
-def _step_cell(run: ServerRun, name: str, redact: Redact) -> str:
-    found = [step for step in run.steps if step.step == name]
-    if not found:
-        return "-"
-    step = found[-1]
-    status = step.status if step.status in STATUSES else clean(step.status, redact, one_line=True)
-    counts = {kind: sum(c.status == kind for c in step.checks) for kind in ("fail", "warn", "skip")}
-    extra = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    return f"{status} ({extra})" if extra else status
-
-
-def _thumbprints(run: ServerRun, cell: Redact) -> str:
-    # masked whole before the cut to 8 characters, so the cut cannot leave a piece of a secret unmasked
-    old, new = cell(run.old_thumbprint or "")[:8], cell(run.new_thumbprint or "")[:8]
-    if not old and not new:
-        return "-"
-    if not new or new == old:
-        return old or new
-    return f"{old or '?'} -> {new}"
-
-
-def _verdict(run: ServerRun) -> str:
-    if run.failed:
-        return "FAILED"
-    if any(c.status == "warn" for step in run.steps for c in step.checks):
-        return "passed with warnings"
-    return "passed"

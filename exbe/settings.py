@@ -32,6 +32,7 @@ from functools import cache
 from typing import Any, Literal, TypeVar
 
 from .errors import ConfigError
+from .redaction import visible_controls
 
 T = TypeVar("T")
 
@@ -52,12 +53,23 @@ class Spec:
     port: bool = False  # a TCP port: 1..65535
     nonempty: bool = False
     flag: str | None = None  # the task flag that overrides the setting
+    #: A name (of a server, a group, a certificate): printable characters only (no tab, no invisible format
+    #: character), at most ``max_length`` of them.
+    max_length: int | None = None
+    url_path: bool = False  # the path of a URL, slashes around it ignored
 
 
 def setting(default: T, help: str, *, at_least: int | None = None, port: bool = False, nonempty: bool = False,
-            flag: str | None = None) -> T:
+            flag: str | None = None, max_length: int | None = None, url_path: bool = False) -> T:
     """A dataclass field that is a setting (or an inventory key): its default and what :class:`Spec` holds."""
-    return dataclasses.field(default=default, metadata={_SPEC: Spec(help, at_least, port, nonempty, flag)})
+    return dataclasses.field(default=default,
+                             metadata={_SPEC: Spec(help, at_least, port, nonempty, flag, max_length, url_path)})
+
+
+#: A URL path: segments of unreserved characters (RFC 3986) between slashes; no query, fragment, escape or dot
+#: segment, so the value cannot point the request anywhere but at the path it names.
+_SEGMENT = r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
+_URL_PATH = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 
 
 S = TypeVar("S")
@@ -95,13 +107,15 @@ class Defaults:
                                 at_least=0, flag="--min-age")
     smtp: SmtpMode = setting("keep", "keep SMTP on the old certificate, or move it to the new one", flag="--smtp")
     trust: bool = setting(True, "copy the new certificate to LocalMachine\\Root", flag="--no-trust")
-    restart_iis: bool = setting(False, "iisreset after binding, one server at a time", flag="--restart-iis")
+    restart_iis: bool = setting(False, "after the bind, iisreset one server at a time when this run changed a binding "
+                                       "or W3SVC/WAS are not running", flag="--restart-iis")
     backend_site: str = setting("Exchange Back End", "IIS site whose *:444 binding carries the back-end certificate",
                                 nonempty=True)
     frontend_site: str = setting("Default Web Site", "IIS site whose 127.0.0.1:443 binding follows the back end",
                                  nonempty=True)
-    friendly_name: str = setting("Microsoft Exchange", "friendly name of the certificates exbe creates",
-                                 nonempty=True)
+    friendly_name: str = setting("Microsoft Exchange", "friendly name of the certificates exbe creates "
+                                 "(New-ExchangeCertificate takes fewer than 64 characters)", nonempty=True,
+                                 max_length=63)
     concurrency: int = setting(8, "servers worked on at once", at_least=1)
     connect_timeout: int = setting(30, "seconds to wait for a connection", at_least=1)
     operation_timeout: int = setting(60, "seconds one WinRM operation may take on the server", at_least=1)
@@ -110,14 +124,14 @@ class Defaults:
     port: int = setting(5985, "WinRM port over HTTP", port=True)
     ssl_port: int = setting(5986, "WinRM port over HTTPS (servers with ssl: true and no port)", port=True)
     ssl: bool = setting(False, "WinRM over HTTPS, for servers whose entry does not say")
-    cert_validation: bool = setting(True, "validate the TLS certificates of the WinRM and Exchange endpoints")
     exchange_port: int = setting(80, "Exchange PowerShell port over HTTP", port=True)
     exchange_ssl_port: int = setting(443, "Exchange PowerShell port over HTTPS (servers with exchange_ssl: true and "
                                           "no exchange_port)", port=True)
     exchange_ssl: bool = setting(False, "Exchange PowerShell over HTTPS, for servers whose entry does not say")
-    exchange_path: str = setting("PowerShell", "path of the Exchange PowerShell endpoint", nonempty=True)
+    exchange_path: str = setting("PowerShell", "path of the Exchange PowerShell endpoint", url_path=True)
     backend_port: int = setting(444, "Exchange Back End's HTTPS port, probed from this agent by verify", port=True)
-    template_dir: str = setting("", "a directory whose templates override the shipped ones (empty: none)")
+    template_dir: str = setting("", "a directory whose templates override the shipped ones (empty: none); set it in "
+                                    "a configuration file: from EXBE_TEMPLATE_DIR it is warned about on every run")
     sandbox: SandboxDefaults = section(SandboxDefaults, "the embedded sandbox")
 
 
@@ -146,6 +160,14 @@ RULES = (
 #: Settings that were removed, and what to do instead (a file still naming one is refused with this line).
 REMOVED = {
     "reports_dir": "it never did anything; pass --junit PATH and --json PATH to write reports",
+}
+
+#: Keys that exist on an inventory entry only, never in ``exbe.defaults`` or the environment, and why: switching
+#: them for the whole fleet at once is what must not happen silently.
+PER_SERVER_ONLY = {
+    "cert_validation": "TLS certificate validation cannot be switched off for the whole fleet; set "
+                       "cert_validation: false on the inventory entry of each server that needs it (a lab), or "
+                       "better, ca_file",
 }
 
 #: Variables exbe reads that are not settings.
@@ -194,6 +216,10 @@ class Field:
             if self.spec.port:
                 return "port number (1-65535)"
             return "integer" if self.spec.at_least is None else f"integer, at least {self.spec.at_least}"
+        if self.spec.url_path:
+            return "URL path (letters, digits, `. _ ~ -` between slashes)"
+        if self.spec.max_length is not None:
+            return f"printable string of at most {self.spec.max_length} characters"
         return "non-empty string" if self.spec.nonempty else "string"
 
     def typed(self, value: Any, label: str, hint: str = "") -> Any:
@@ -239,11 +265,44 @@ class Field:
                         hint)
         if spec.nonempty and not value.strip():
             raise _must(label, "not be empty", value, hint)
+        if spec.url_path and not _URL_PATH.fullmatch(value.strip("/")):
+            raise _must(label, "be a URL path of letters, digits and . _ ~ - between slashes (no query, escape or dot "
+                               "segment), such as PowerShell", value, hint)
+        texts: tuple[Any, ...] = value if isinstance(value, tuple) else (value,)  # a list of names, or one value
+        for text in texts:
+            if isinstance(text, str):
+                self._check_text(text, label, hint)
         return value
+
+    def _check_text(self, text: str, label: str, hint: str) -> None:
+        refuse_controls(text, label, hint)
+        limit = self.spec.max_length
+        if limit is not None and (len(text) > limit or not text.isprintable()):
+            raise _must(label, f"be printable and at most {limit} characters long", text, hint)
+
+
+def refuse_controls(text: str, label: str, hint: str = "") -> None:
+    """Control characters (NUL, ESC, newlines, DEL, C1, bidi controls...) are refused in every string exbe is given,
+    whatever its source (file, environment, flag): they would end up in PowerShell parameters, URLs, log lines and
+    reports. The set is the one :func:`exbe.redaction.visible_controls` shows escaped in every output."""
+    if visible_controls(text, keep="") != text:
+        raise _must(label, "not contain control characters", text, hint)
+
+
+#: How much of a refused value an error line shows.
+SHOWN_CHARACTERS = 80
+
+
+def shown(value: Any) -> str:
+    """A refused value as an error line shows it: its ``repr`` (control characters escaped), cut short."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}... ({len(value) if isinstance(value, str) else len(text)} characters)"
 
 
 def _must(label: str, requirement: str, value: Any, hint: str) -> ConfigError:
-    return ConfigError(f"{label} must {requirement}, got {value!r}{hint}")
+    return ConfigError(f"{label} must {requirement}, got {shown(value)}{hint}")
 
 
 @cache
@@ -345,7 +404,7 @@ def subtree(exbe_cfg: Any) -> dict[str, Any]:
     tree = plain(exbe_cfg) if exbe_cfg is not None else {}
     if not isinstance(tree, dict):
         raise ConfigError("exbe must be a mapping with 'inventory' and 'defaults'")
-    unknown = sorted(set(tree) - {"inventory", "defaults"})
+    unknown = sorted(set(tree) - {"inventory", "defaults"}, key=str)
     if unknown:
         raise ConfigError(f"unknown setting exbe.{unknown[0]}; exbe holds only 'inventory' and 'defaults'")
     return tree
@@ -361,9 +420,13 @@ def read_file(given: Any, where: str = "exbe.defaults", cls: type = Defaults, pr
     for key, value in given.items():
         item = items.get(key)
         if item is None:
-            if prefix + key in REMOVED:
-                raise ConfigError(f"{where}.{key} was removed: {REMOVED[prefix + key]}; delete it from the file")
-            raise ConfigError(f"unknown setting {where}.{key}; known: {', '.join(items)}")
+            path = f"{prefix}{key}"
+            if path in PER_SERVER_ONLY:
+                raise ConfigError(f"{where}.{key} is refused: {PER_SERVER_ONLY[path]}")
+            if path in REMOVED:
+                raise ConfigError(f"{where}.{key} was removed: {REMOVED[path]}; delete it from the file")
+            named = key if isinstance(key, str) and key.isprintable() and len(key) <= SHOWN_CHARACTERS else shown(key)
+            raise ConfigError(f"unknown setting {where}.{named}; known: {', '.join(items)}")
         if isinstance(item, Field):
             layer[prefix + key] = (item.typed(value, f"{where}.{key}"), f"{where}.{key}")
         else:
@@ -385,6 +448,9 @@ def read_environment(environ: Mapping[str, str]) -> tuple[Layer, list[str]]:
         if not name.startswith(("EXBE_", "INVOKE_EXBE_")) or name in OTHER_VARIABLES or text == "":
             continue
         known = BY_ENV.get(name)
+        per_server = name.removeprefix("EXBE_").lower()
+        if known is None and per_server in PER_SERVER_ONLY:
+            raise ConfigError(f"{name} is refused: {PER_SERVER_ONLY[per_server]}")
         if known is not None:
             layer[known.path] = (known.field.parsed(text, name, known.hint(name)), name)
         elif name.startswith(("EXBE_EXBE_", "INVOKE_EXBE_")):
@@ -491,7 +557,9 @@ def markdown() -> str:
                      f"{_cell(known.default)} | {help_} |")
     lines += ["", "Between settings: " + "; ".join(
         f"`{rule.subject}` {rule.words} `{rule.other}`" + (f" ({rule.why})" if rule.why else "") for rule in RULES)
-        + ". Removed: " + "; ".join(f"`{key}` ({why})" for key, why in REMOVED.items()) + "."]
+        + ". Removed: " + "; ".join(f"`{key}` ({why})" for key, why in REMOVED.items()) + ". Per server only "
+        "(refused under `exbe.defaults` and as `EXBE_*` variables): "
+        + "; ".join(f"`{key}` ({why})" for key, why in PER_SERVER_ONLY.items()) + "."]
     lines += ["", "Keys of an inventory entry:", "", "| key | value | what it is |", "|---|---|---|"]
     for item in fields_of(Entry):
         assert isinstance(item, Field)

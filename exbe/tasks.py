@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import inspect
 import sys
+import typing
 from collections.abc import Callable
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -23,9 +25,11 @@ SELECT_HELP = {
     "shard": "i/n: only the i-th of n stable shards of the selected servers (parallel pipeline jobs)",
     "junit": "write JUnit XML here (a testsuite per server)",
     "json": "write the JSON run record here",
+    "metrics": "write the run as Prometheus metrics here (node_exporter's textfile collector: a .prom file)",
     "dry-run": "change nothing; show what would change",
     "keep-going": "try every server even after one refused the credentials (each try is a bad logon: lockout risk)",
     "sandbox": "run on simulated Exchange servers on this machine (exbe's sandbox; nothing runs on Windows)",
+    "verbose": "show each step's detail on the console: before/after, warnings, every check with its details",
 }
 
 
@@ -38,98 +42,141 @@ SETTING_HELP = {flag.lstrip("-"): flag_help(flag) for flag in BY_FLAG}
 #: and checks like an environment variable's; they are annotated as TaskOptions declares them.
 TaskBody = Callable[..., None]
 
+#: What a flag takes, as ``exbe <task> --help`` shows it; flags annotated ``int`` show INT.
+METAVARS = {"server": "NAME", "group": "NAME", "shard": "I/N", "junit": "FILE", "json": "FILE", "metrics": "FILE",
+            "output": "FILE", "run": "RUN_ID", "smtp": "keep|move", "thumbprint": "THUMBPRINT",
+            "restart-iis": "always", "scenarios": "mixed|LIST", "faults": "SPEC", "state-dir": "DIR",
+            "inventory": "FILE"}
 
-def exbe_task(**extra_help: str) -> Callable[[TaskBody], Task[TaskBody]]:
-    """``@task`` with the shared flag help, limited to the flags the task has (Invoke refuses help for others)."""
+
+class ExbeTask(Task[TaskBody]):
+    """Invoke's Task, plus what each flag takes (``metavars``) for help: Invoke shows every value as STRING."""
+
+    def __init__(self, body: TaskBody, *args: Any, **kwargs: Any) -> None:
+        super().__init__(body, *args, **kwargs)
+        self.metavars = metavars(body)
+
+
+def metavars(body: TaskBody) -> dict[str, str]:
+    """``{flag: metavar}`` for ``body``'s flags: :data:`METAVARS`, else INT for a flag annotated ``int``."""
+    found = {}
+    for name, hint in typing.get_type_hints(body).items():
+        flag = name.replace("_", "-").strip("-")
+        if flag in METAVARS:
+            found[flag] = METAVARS[flag]
+        elif int in (typing.get_args(hint) or (hint,)):
+            found[flag] = "INT"
+    return found
+
+
+def exbe_task(*, optional: tuple[str, ...] = (), **extra_help: str) -> Callable[[TaskBody], Task[TaskBody]]:
+    """``@task`` with the shared flag help, limited to the flags the task has (Invoke refuses help for others);
+    ``optional``: flags that may be given with or without a value (Invoke: True when bare)."""
     def decorate(fn: TaskBody) -> Task[TaskBody]:
         names = {p.replace("_", "-").rstrip("-") for p in inspect.signature(fn).parameters}
         given = {**SELECT_HELP, **SETTING_HELP, **{k.replace("_", "-"): v for k, v in extra_help.items()}}
         help_ = {k: v for k, v in given.items() if k in names}
         # what task(fn, **options) returns, typed (invoke.tasks.task is declared to return a bare Callable)
-        return Task(fn, iterable=["server"], help=help_, auto_shortflags=False)
+        return ExbeTask(fn, iterable=["server"], optional=list(optional), help=help_, auto_shortflags=False)
     return decorate
 
 
 @exbe_task()
 def preflight(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
-              shard: str | None = None, junit: str | None = None, json_: str | None = None,
-        sandbox: bool = False, keep_going: bool = False) -> None:
+              shard: str | None = None, junit: str | None = None, json_: str | None = None, metrics: str | None = None,
+        sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Read both endpoints and select the back-end certificate; change nothing."""
     run_task(c, "preflight", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
-                                         json=json_, sandbox=sandbox,
-        keep_going=keep_going))
+                                         json=json_, metrics=metrics, sandbox=sandbox,
+        keep_going=keep_going, verbose=verbose))
 
 
 @exbe_task(force="renew even when the certificate is healthy", cleanup="remove superseded certificates when verify "
-           "passes and they are --min-age days old")
+           "passes and they are --min-age days old", optional=("restart_iis",),
+           restart_iis=f"{SETTING_HELP['restart-iis']}; --restart-iis=always restarts every time")
 def renew(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
           shard: str | None = None, days: int | None = None, force: bool = False, dry_run: bool = False,
-          no_trust: bool = False, smtp: str | None = None, restart_iis: bool = False, cleanup: bool = False,
-          min_age: int | None = None, junit: str | None = None, json_: str | None = None,
-        sandbox: bool = False, keep_going: bool = False) -> None:
+          no_trust: bool = False, smtp: str | None = None, restart_iis: str | None = None, cleanup: bool = False,
+          min_age: int | None = None, junit: str | None = None, json_: str | None = None, metrics: str | None = None,
+        sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Renew the back-end certificate where needed, trust it, bind it to 444, verify (the whole chain)."""
     run_task(c, "renew", TaskOptions(server=server or [], all=all_, group=group, shard=shard, days=days, force=force,
                                      dry_run=dry_run, no_trust=no_trust, smtp=smtp, restart_iis=restart_iis,
-                                     cleanup=cleanup, min_age=min_age, junit=junit, json=json_, sandbox=sandbox,
-        keep_going=keep_going))
+                                     cleanup=cleanup, min_age=min_age, junit=junit, json=json_, metrics=metrics,
+                                     sandbox=sandbox,
+        keep_going=keep_going, verbose=verbose))
 
 
 @exbe_task(thumbprint="trust this certificate instead of the selected one")
 def trust(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
           shard: str | None = None, thumbprint: str | None = None, dry_run: bool = False, junit: str | None = None,
-          json_: str | None = None,
-        sandbox: bool = False, keep_going: bool = False) -> None:
+          json_: str | None = None, metrics: str | None = None,
+        sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Put the back-end certificate's public part in LocalMachine\\Root when it is absent."""
     run_task(c, "trust", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
-                                     dry_run=dry_run, junit=junit, json=json_, sandbox=sandbox,
-        keep_going=keep_going))
+                                     dry_run=dry_run, junit=junit, json=json_, metrics=metrics, sandbox=sandbox,
+        keep_going=keep_going, verbose=verbose))
 
 
 @exbe_task(thumbprint="bind this certificate (from LocalMachine\\My) instead of the "
                                                "selected one")
 def bind(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
          shard: str | None = None, thumbprint: str | None = None, dry_run: bool = False, junit: str | None = None,
-         json_: str | None = None,
-        sandbox: bool = False, keep_going: bool = False) -> None:
+         json_: str | None = None, metrics: str | None = None,
+        sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Bind the back-end certificate to Exchange Back End *:444: (and 127.0.0.1:443 where it was)."""
     run_task(c, "bind", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
-                                    dry_run=dry_run, junit=junit, json=json_, sandbox=sandbox,
-        keep_going=keep_going))
+                                    dry_run=dry_run, junit=junit, json=json_, metrics=metrics, sandbox=sandbox,
+        keep_going=keep_going, verbose=verbose))
 
 
 @exbe_task()
 def restart(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
             shard: str | None = None, dry_run: bool = False, junit: str | None = None,
-            json_: str | None = None,
-        sandbox: bool = False, keep_going: bool = False) -> None:
+            json_: str | None = None, metrics: str | None = None,
+        sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """iisreset, one server at a time, waiting for W3SVC to come back."""
     run_task(c, "restart", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
-                                       junit=junit, json=json_, sandbox=sandbox,
-        keep_going=keep_going))
+                                       junit=junit, json=json_, metrics=metrics, sandbox=sandbox,
+        keep_going=keep_going, verbose=verbose))
 
 
 @exbe_task()
 def verify(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
-           shard: str | None = None, junit: str | None = None, json_: str | None = None,
-        sandbox: bool = False, keep_going: bool = False) -> None:
+           shard: str | None = None, junit: str | None = None, json_: str | None = None, metrics: str | None = None,
+        sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Check the back end as HealthChecker would, plus a TLS and HTTP probe of port 444 from this agent."""
     run_task(c, "verify", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
-                                      json=json_, sandbox=sandbox,
-        keep_going=keep_going))
+                                      json=json_, metrics=metrics, sandbox=sandbox,
+        keep_going=keep_going, verbose=verbose))
 
 
 @exbe_task()
 def cleanup(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
             shard: str | None = None, min_age: int | None = None, dry_run: bool = False, junit: str | None = None,
-            json_: str | None = None,
-        sandbox: bool = False, keep_going: bool = False) -> None:
+            json_: str | None = None, metrics: str | None = None,
+        sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Remove superseded self-signed back-end certificates (and Root copies) that nothing uses, after verify."""
     run_task(c, "cleanup", TaskOptions(server=server or [], all=all_, group=group, shard=shard, min_age=min_age,
-                                       dry_run=dry_run, junit=junit, json=json_, sandbox=sandbox,
-        keep_going=keep_going))
+                                       dry_run=dry_run, junit=junit, json=json_, metrics=metrics, sandbox=sandbox,
+        keep_going=keep_going, verbose=verbose))
 
 
-@task(positional=["task_name"], iterable=["server"], help={
+@exbe_task(run="remove the lock only when this run holds it (its id is in the lock step of that run's report)",
+           yes="remove whatever lock is there, after showing it (the run holding it may still be at work)")
+def unlock(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+           shard: str | None = None, run: str | None = None, yes: bool = False, junit: str | None = None,
+           json_: str | None = None, sandbox: bool = False, verbose: bool = False) -> None:
+    """Show exbe's lock on each server, then remove it: an expired one always, a held one with --run or --yes.
+
+    A pipeline that was cancelled or killed removes its own lock with `exbe unlock --server X --run R`; that never
+    removes another run's lock. The removed record stays on the server as last-run.json, so the next run reports
+    the interrupted run and converges from the facts."""
+    run_task(c, "unlock", TaskOptions(server=server or [], all=all_, group=group, shard=shard, run=run, yes=yes,
+                                      junit=junit, json=json_, sandbox=sandbox, verbose=verbose))
+
+
+@task(klass=ExbeTask, positional=["task_name"], iterable=["server"], auto_shortflags=False, help={
     "task-name": "renew, verify, trust, bind or cleanup", "days": flag_help("--days"),
     "force": "renew even when healthy", "smtp": flag_help("--smtp"), "no-trust": flag_help("--no-trust"),
     "thumbprint": "act on this certificate of LocalMachine\\My instead of the selected one",
@@ -176,21 +223,33 @@ SANDBOX = SandboxDefaults()
 FOREGROUND_STATE_DIR = ".exbe-sandbox"
 
 
-@task(help={"hosts": f"number of hosts sim-exch01..sim-exchNN (default {SANDBOX.hosts})",
+@task(klass=ExbeTask, auto_shortflags=False, help={
+            "hosts": f"number of hosts sim-exch01..sim-exchNN (default {SANDBOX.hosts})",
             "scenarios": "'mixed' or a comma list cycled over the hosts (see exbe.sandbox.state.scenario_names)",
             "faults": "per-host faults, e.g. 'sim-exch02:bind_com_error;*:latency_ms=50'",
             "latency-ms": "added latency per request on every host", "state-dir": "where host state lives",
             "inventory": "write the exbe configuration (exbe.yaml) for this fleet here", "https": "inventory uses "
-            "Basic over HTTPS (sandbox CA) instead of NTLM over HTTP", "keep": "reuse existing host state"})
+            "Basic over HTTPS (sandbox CA) instead of NTLM over HTTP", "keep": "reuse existing host state",
+            "list": "print the scenarios and fault kinds, and start nothing"})
 def sandbox(c: Context, hosts: int = SANDBOX.hosts, scenarios: str = SANDBOX.scenarios, faults: str = SANDBOX.faults,
             latency_ms: int = SANDBOX.latency_ms, state_dir: str = FOREGROUND_STATE_DIR,
-            inventory: str = "sandbox-inventory.yaml", https: bool = False, keep: bool = False) -> None:
+            inventory: str = "sandbox-inventory.yaml", https: bool = False, keep: bool = False,
+            list_: bool = False) -> None:
     """Run a sandbox fleet in the foreground until Ctrl-C (simulated Exchange servers; nothing runs on Windows)."""
+    if list_:
+        from .console import sandbox_catalogue
+        from .sandbox.faults import FAULT_KINDS
+        from .sandbox.fleet import MIXED_SCENARIOS
+        from .sandbox.state import scenario_overrides
+
+        for line in sandbox_catalogue(scenario_overrides(), MIXED_SCENARIOS, FAULT_KINDS):
+            print(line)
+        return
     from .sandbox.cli import serve
 
     serve(hosts=int(hosts), scenarios=scenarios, faults=faults, latency_ms=int(latency_ms), state_dir=state_dir,
           inventory=inventory, https=https, keep=keep)
 
 
-ns = Collection(preflight, renew, trust, bind, restart, verify, cleanup, render, sandbox)
+ns = Collection(preflight, renew, trust, bind, restart, verify, cleanup, unlock, render, sandbox)
 ns.configure(collection_config())

@@ -7,18 +7,27 @@ This is the only module that imports pypsrp. It knows two doors:
 
 pypsrp, requests and spnego exceptions become :class:`~exbe.errors.ConnectionFailed` with a kind and a hint, once,
 here.
+
+A request lost to a dropped connection is sent once more, after :data:`RETRY_DELAY_S`, when repeating it cannot change
+the server: opening a pool (Create), reading output (Receive), closing (Delete), and a whole pipeline that only reads
+(``repeatable``). A pipeline that changes something is never sent twice: its caller re-reads the server instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import importlib
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConnectionFailed
+from .contract import READ_ONLY_CMDLETS
+from .errors import ConfigError, ConnectionFailed
 
 if TYPE_CHECKING:
     from .config import Credentials, Server
@@ -29,6 +38,9 @@ ENDPOINTS = {"winrm": "Microsoft.PowerShell", "exchange": "Microsoft.Exchange"}
 
 #: One command of a pipeline: cmdlet name and parameters.
 Command = tuple[str, dict[str, Any]]
+
+#: Seconds before the one retry of a request lost to a dropped connection (a WAN blip, a reset keep-alive).
+RETRY_DELAY_S = 0.5
 
 
 @dataclasses.dataclass
@@ -58,14 +70,15 @@ class Session:
         self._locks = {name: threading.Lock() for name in ENDPOINTS}
 
     # -- public ------------------------------------------------------------------------------------------------------
-    def run_scripts(self, scripts: list[str]) -> PipelineOutput:
-        """Run scripts on the WinRM endpoint as statements of ONE pipeline: one round trip for all of them."""
+    def run_scripts(self, scripts: list[str], *, repeatable: bool = False) -> PipelineOutput:
+        """Run scripts on the WinRM endpoint as statements of ONE pipeline: one round trip for all of them.
+        ``repeatable``: the scripts only read, so the pipeline is run again if its Command is lost."""
         def build(ps: Any) -> None:
             for i, script in enumerate(scripts):
                 if i:
                     ps.add_statement()
                 ps.add_script(script)
-        return self._invoke("winrm", build)
+        return self._invoke("winrm", build, repeatable=repeatable)
 
     def run_cmdlets(self, statements: list[list[Command]]) -> PipelineOutput:
         """Run Exchange cmdlets on the Exchange endpoint: each statement a pipeline of commands (``a | b``), all
@@ -78,7 +91,8 @@ class Session:
                     ps.add_cmdlet(name)
                     for key, value in params.items():
                         ps.add_parameter(key, value)
-        return self._invoke("exchange", build)
+        reads = all(name in READ_ONLY_CMDLETS for commands in statements for name, _ in commands)
+        return self._invoke("exchange", build, repeatable=reads)
 
     def discard(self, endpoint: str) -> None:
         """Forget an endpoint's pool without closing it: ``iisreset`` ends every pool of the Exchange endpoint (an IIS
@@ -114,14 +128,19 @@ class Session:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------------------------------
-    def _invoke(self, endpoint: str, build: Callable[[Any], None]) -> PipelineOutput:
-        from pypsrp.powershell import PowerShell
-
+    def _invoke(self, endpoint: str, build: Callable[[Any], None], *, repeatable: bool) -> PipelineOutput:
         with self._locks[endpoint], _translate_errors(self.server, endpoint):
             pool = self._pool(endpoint)
-            ps = PowerShell(pool)
-            build(ps)
-            output = ps.invoke()
+            try:
+                ps = self._run(pool, build)
+            except Exception as exc:
+                if not repeatable or isinstance(exc, LostAgain) or not _dropped(exc):
+                    raise
+                log.info("%s: the connection to %s dropped; running the read-only pipeline once more",
+                         self.server.name, endpoint)
+                _new_connection(pool.connection)
+                ps = self._run(pool, build)
+            output = ps.output
             errors = [_error_text(e) for e in ps.streams.error]
             warnings = [str(w) for w in ps.streams.warning]
             failed = None
@@ -130,14 +149,23 @@ class Session:
                 errors = errors[:-1] if errors else errors
             return PipelineOutput(list(output), errors, warnings, failed)
 
+    @staticmethod
+    def _run(pool: Any, build: Callable[[Any], None]) -> Any:
+        ps = _shared_powershell()(pool)
+        build(ps)
+        ps.invoke()
+        return ps
+
     def _pool(self, endpoint: str) -> Any:
         pool = self._pools.get(endpoint)
         if pool is None:
             from pypsrp.powershell import RunspacePool
 
             wsman = self._wsman(endpoint)
-            _require_encrypted_answers(wsman)
+            _tune_session(wsman)
+            _retry_safe_requests(wsman, self.server.name, endpoint)
             pool = RunspacePool(wsman, configuration_name=ENDPOINTS[endpoint])
+            pool._serializer = pool._fragmenter.serializer = fast_serializer()
             pool.open()
             self._pools[endpoint] = pool
         return pool
@@ -163,33 +191,168 @@ class Session:
         )
 
 
+def check_auth_available(servers: Iterable[Server]) -> None:
+    """Refuse, before any server is contacted, servers whose ``auth: credssp`` cannot work here: CredSSP needs
+    requests-credssp, an optional dependency of pypsrp that ends the first request in an ImportError without it.
+    CredSSP is used only where it is configured (``auth: credssp``); pypsrp never picks it itself."""
+    users = [server.name for server in servers if server.auth == "credssp"]
+    if not users:
+        return
+    try:
+        importlib.import_module("requests_credssp")
+    except ImportError:
+        raise ConfigError(f"server {users[0]!r} uses auth: credssp, which needs the requests-credssp package, and it "
+                          "is not installed: `pip install 'pypsrp[credssp]'` on this agent, or choose another auth "
+                          "(negotiate)") from None
+
+
+class LostAgain(Exception):
+    """The one retry of a request was lost to a dropped connection too: nothing sends it a third time (the read
+    pipeline around it is not run again either). Classified "dropped", like the loss it follows."""
+
+
 class UnencryptedResponse(Exception):
     """A server answered in plaintext on a connection whose messages must be encrypted (NTLM/Kerberos over HTTP)."""
 
 
-def _require_encrypted_answers(wsman: Any) -> None:
-    """With message encryption on (NTLM/Kerberos over HTTP), refuse every successful answer that is not encrypted:
-    pypsrp 0.9.1 accepts a plaintext body silently, so someone on the path could forge results. Answers before
-    authentication completes (401) and http.sys's own errors (503, 404) carry no WinRM message and pass through."""
+def _tune_session(wsman: Any) -> None:
+    """Adjust the requests session pypsrp builds for an endpoint (on its first request), once:
+
+    * the environment's proxy settings (``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``) and CA bundle were resolved for
+      this endpoint when pypsrp built the session, so requests stops looking them up again on every request
+      (``trust_env`` off; the resolved proxy stays in ``session.proxies``);
+    * with message encryption on (NTLM/Kerberos over HTTP), every successful answer that is not encrypted is refused:
+      pypsrp 0.9.1 accepts a plaintext body silently, so someone on the path could forge results. Answers before
+      authentication completes (401) and http.sys's own errors (503, 404) carry no WinRM message and pass through."""
     transport = wsman.transport
-    if not getattr(transport, "wrap_required", False):
-        return
     build = transport._build_session
+    encrypted = bool(getattr(transport, "wrap_required", False))
 
-    def build_checked() -> Any:
+    def build_tuned() -> Any:
         session = build()
-
-        def check(response: Any, *args: Any, **kwargs: Any) -> Any:
-            content_type = response.headers.get("content-type", "")
-            if response.status_code == 200 and response.content and not content_type.startswith(
-                    ("multipart/encrypted;", "multipart/x-multi-encrypted;")):
-                raise UnencryptedResponse(f"HTTP 200 with content type {content_type or '(none)'}")
-            return response
-
-        session.hooks["response"].append(check)
+        session.trust_env = False
+        if encrypted:
+            session.hooks["response"].append(_refuse_plaintext)
         return session
 
-    transport._build_session = build_checked
+    transport._build_session = build_tuned
+
+
+def _refuse_plaintext(response: Any, *args: Any, **kwargs: Any) -> Any:
+    content_type = response.headers.get("content-type", "")
+    if response.status_code == 200 and response.content and not content_type.startswith(
+            ("multipart/encrypted;", "multipart/x-multi-encrypted;")):
+        raise UnencryptedResponse(f"HTTP 200 with content type {content_type or '(none)'}")
+    return response
+
+
+def _retry_safe_requests(wsman: Any, server: str, endpoint: str) -> None:
+    """Send a Create, Receive or Delete lost to a dropped connection once more, on a new connection. Repeating them
+    changes nothing on the server: a lost Create at worst leaves an idle shell that WinRM ends at its idle timeout,
+    a Receive asks for the same output again (pypsrp's own reasoning for retrying it on read timeouts, wsman.py),
+    a Delete of a shell already deleted is only refused. Command and Send start work and are never repeated here."""
+    from pypsrp.wsman import WSManAction
+
+    repeatable = {WSManAction.CREATE, WSManAction.RECEIVE, WSManAction.DELETE}
+    invoke = wsman.invoke
+
+    def invoke_once_more(action: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return invoke(action, *args, **kwargs)
+        except Exception as exc:
+            if action not in repeatable or not _dropped(exc):
+                raise
+            log.info("%s: the connection to %s dropped during %s; sending it once more", server, endpoint,
+                     action.rsplit("/", 1)[-1])
+            _new_connection(wsman)
+            try:
+                return invoke(action, *args, **kwargs)
+            except Exception as again:
+                if _dropped(again):
+                    raise LostAgain(f"{action.rsplit('/', 1)[-1]} lost twice") from again
+                raise
+
+    wsman.invoke = invoke_once_more
+
+
+def _dropped(exc: BaseException) -> bool:
+    """The request was lost to a connection the other side closed or reset (not refused, not timed out)."""
+    mapped = classify(exc)
+    return mapped is not None and mapped[0] == "dropped"
+
+
+def _new_connection(wsman: Any) -> None:
+    """After a drop, after :data:`RETRY_DELAY_S`: the next request goes out on a new connection. With message
+    encryption the security context died with the old one (NTLM and Kerberos over HTTP are per connection), so
+    pypsrp authenticates again first (it does the same after a read timeout)."""
+    time.sleep(RETRY_DELAY_S)
+    wsman.transport.encryption = None
+
+
+#: What pypsrp's serializer writes for each ASCII control character in a string ([MS-PSRP] 2.2.5.3.2: ``_xHHHH_``,
+#: the UTF-16 code unit in upper-case hex).
+_CONTROL_ESCAPES = tuple((chr(code), f"_x{code:04X}_") for code in (*range(0x20), 0x7F))
+_UNDERSCORE_X = re.compile("(?i)_(x)")
+
+
+def fast_serializer() -> Any:
+    """A pypsrp Serializer that escapes ASCII strings (every rendered script) with a few ``str.replace`` calls instead
+    of a Python callback per line break (2 ms for the bind script, 0.06 ms this way); any other string goes through
+    pypsrp's own escaping. The output is the same."""
+    return _fast_serializer_class()()
+
+
+@functools.cache
+def _fast_serializer_class() -> Any:
+    from pypsrp._utils import to_unicode
+    from pypsrp.serializer import Serializer
+
+    class FastSerializer(Serializer):
+        def _serialize_string(self, value: str | None) -> str | None:
+            if value is None:
+                return None
+            text = to_unicode(value)
+            if not text.isascii():
+                return super()._serialize_string(value)
+            text = _UNDERSCORE_X.sub("_x005F_\\1", text)
+            for character, escaped in _CONTROL_ESCAPES:
+                if character in text:
+                    text = text.replace(character, escaped)
+            return text
+
+    return FastSerializer
+
+
+@functools.cache
+def _shared_powershell() -> Any:
+    """pypsrp's PowerShell, sharing the commands between a pipeline's statements (pypsrp is imported on first use).
+
+    pypsrp 0.9.1 deep-copies every command each time it serializes a pipeline (twice per invoke: ``Cmds`` and
+    ``ExtraCmds``), so that lxml would not move an element between parents; it serializes with the standard
+    library's ElementTree, which builds new elements from the command objects every time, so the copy only costs
+    (8-10% of a fleet run's CPU, issue 16)."""
+    from pypsrp.complex_objects import Pipeline
+    from pypsrp.powershell import PowerShell
+
+    class SharedStatements(Pipeline):
+        def _get_statements(self) -> list[list[Any]]:
+            commands = list(self.commands or [])
+            commands[-1].end_of_statement = True
+            statements: list[list[Any]] = [[]]
+            for command in commands:
+                statements[-1].append(command)
+                if command.end_of_statement:
+                    statements.append([])
+            return statements[:-1]
+
+    class SharedPowerShell(PowerShell):
+        def _invoke(self, msg: Any) -> None:
+            given = msg.pipeline
+            msg.pipeline = SharedStatements(is_nested=given.is_nested, cmds=given.commands, history=given.history,
+                                            redirect_err_to_out=given.redirect_err_to_out)
+            super()._invoke(msg)
+
+    return SharedPowerShell
 
 
 def _close_connection(pool: Any) -> None:

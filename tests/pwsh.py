@@ -131,3 +131,15 @@ def ps7_only(text: str) -> list[str]:
 def newer_than_ps4(text: str) -> list[str]:
     """Syntax that Windows PowerShell 4.0 cannot parse, as 'line N: ...' strings."""
     return [f"line {n.start_point[0] + 1}: {n.type}" for n in _walk(parse(text).root_node) if n.type in PS5_NODE_TYPES]
+
+
+def tokens(text: str) -> list[tuple[str, str]]:
+    """The tokens PowerShell acts on, in order: every leaf but comments and blanks, with the type of the node
+    holding it (two texts with the same tokens and the same :func:`shape` mean the same to PowerShell)."""
+    return [(n.type, _text(n)) for n in _walk(parse(text).root_node)
+            if n.child_count == 0 and n.type != "comment" and _text(n).strip()]
+
+
+def shape(text: str) -> list[str]:
+    """The syntax tree as the sequence of its named node types, comments left out."""
+    return [n.type for n in _walk(parse(text).root_node) if n.is_named and n.type != "comment"]

@@ -9,6 +9,7 @@ import pytest
 from exbe.checks import CHECKS, run_checks
 from exbe.facts import HostFacts
 from exbe.model import Settings
+from exbe.steps.lock import LockFacts
 from tests.real_shapes import E16, E19
 
 from .facts_fixtures import (
@@ -31,8 +32,10 @@ CHECK_IDS = [
     "backend_binding_present", "backend_days_left", "backend_signature", "backend_key_size", "backend_key_provider",
     "no_ip_specific_444", "backend_no_hsts", "root_copy", "loopback_443", "default_site_not_self_signed",
     "internal_transport_cert", "auth_cert", "serialization_signing", "w3svc_running", "tls_444_serves_bound",
-    "backend_http_401",
+    "backend_http_401", "interrupted_run",
 ]
+#: exbe's lock as a server without any exbe run shows it (tests/test_lock.py specifies interrupted_run)
+NO_LOCK = LockFacts.parse({"now": "2026-06-01T08:00:00Z", "held": None, "last_run": None})
 
 
 def healthy_probe(thumbprint=BACKEND):
@@ -41,7 +44,7 @@ def healthy_probe(thumbprint=BACKEND):
 
 def run(facts, exchange, probe=None, settings=SETTINGS):
     """Every check over the (mutable) fixture documents, parsed as exbe parses a facts envelope."""
-    return run_checks(*typed(facts, exchange), healthy_probe() if probe is None else probe, settings)
+    return run_checks(*typed(facts, exchange), healthy_probe() if probe is None else probe, settings, lock=NO_LOCK)
 
 
 def check(check_id, facts, exchange, probe=None, settings=SETTINGS):

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exbe.ci import (
+    ANNOTATIONS_PER_KIND,
     AzureReporter,
     CiReporter,
     GitHubReporter,
@@ -25,7 +26,9 @@ from exbe.ci import (
     github_escape_property,
     output_name,
 )
+from exbe.model import CheckResult, ServerRun, StepResult
 from exbe.redaction import Redactor
+from exbe.summary import HEADERS
 
 HOSTILE = [
     "100% done",
@@ -97,6 +100,14 @@ def _azure(tmp_path: Path) -> tuple[AzureReporter, io.StringIO]:
     return reporter, stream
 
 
+def failed_run(server: str, *, message: str = "EXCH back-end certificate expires in 12 days; renew with `exbe "
+               "renew`", days: int = 12) -> ServerRun:
+    """A server whose back-end certificate fails backend_days_left."""
+    check = CheckResult("backend_days_left", "fail", message, value=days)
+    return ServerRun(server, f"{server}.contoso.local", "2026-06-01T08:00:00Z",
+                     steps=[StepResult(server, "verify", "failed", "1 check(s) failed", checks=[check])])
+
+
 # --- detection ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("env, kind", [
@@ -116,7 +127,8 @@ def test_outside_a_pipeline_exbe_adds_nothing_to_its_console_output(tmp_path: Pa
     reporter.warning("exch02 expires in 20 days")
     reporter.mask("secret")
     reporter.set_output("exch01_new_thumbprint", "AB")
-    reporter.summary([["exch01", "ok", "A", "B"]])
+    reporter.summary("## exbe")
+    reporter.publish([failed_run("exch01")])
     reporter.finish("warnings")
     assert stream.getvalue() == ""
 
@@ -182,17 +194,12 @@ def test_two_multi_line_outputs_get_different_delimiters(tmp_path: Path) -> None
     assert len({header.partition("<<")[2] for header in headers}) == 2
 
 
-def test_github_summary_is_a_markdown_table_appended_to_the_step_summary(tmp_path: Path) -> None:
+def test_github_summary_is_appended_to_the_step_summary(tmp_path: Path) -> None:
     reporter, stream = _github(tmp_path)
-    reporter.summary([["exch01", "ok", "AAAA", "BBBB"], ["ex|ch02", "failed", "<b>x</b>\nnext", ""]])
-    reporter.summary([["exch03", "ok", "", ""]])
-    text = (tmp_path / "summary.md").read_text(encoding="utf-8")
-    rows = [line for line in text.splitlines() if line.startswith("|")]
-    assert rows[0] == "| Server | Result | Old thumbprint | New thumbprint |"
-    assert rows[1] == "|---|---|---|---|"
-    assert rows[2] == "| ` exch01 ` | ` ok ` | ` AAAA ` | ` BBBB ` |"
-    assert rows[3] == "| ` ex\\|ch02 ` | ` failed ` | ` <b>x</b> next ` |  |"
-    assert "| ` exch03 ` | ` ok ` |  |  |" in rows
+    (tmp_path / "summary.md").write_text("earlier step\n", encoding="utf-8")
+    reporter.summary("## exbe renew")
+    reporter.summary("## exbe verify")
+    assert (tmp_path / "summary.md").read_text(encoding="utf-8") == "earlier step\n## exbe renew\n## exbe verify\n"
     assert stream.getvalue() == ""
 
 
@@ -273,17 +280,16 @@ def test_azure_marks_the_password_secret_when_asked_to() -> None:
 
 def test_azure_summary_is_attached_as_a_markdown_file(tmp_path: Path) -> None:
     reporter, stream = _azure(tmp_path)
-    reporter.summary([["exch01", "ok", "AAAA", "BBBB"]])
+    reporter.summary("## exbe verify")
     [line] = _lines(stream.getvalue())
     command, _, path = parse_azure(line)
     assert command == "task.uploadsummary"
-    text = Path(path).read_text(encoding="utf-8")
-    assert "| ` exch01 ` | ` ok ` | ` AAAA ` | ` BBBB ` |" in text and Path(path).parent == tmp_path
+    assert Path(path).read_text(encoding="utf-8") == "## exbe verify" and Path(path).parent == tmp_path
 
 
 def test_azure_without_a_temp_directory_skips_the_summary() -> None:
     stream = io.StringIO()
-    AzureReporter({}, stream).summary([["exch01", "ok", "", ""]])
+    AzureReporter({}, stream).summary("## exbe")
     assert stream.getvalue() == ""
 
 
@@ -327,7 +333,9 @@ def _everything(reporter: CiReporter, text: str) -> str:
     reporter.error(text, server=text)
     reporter.warning(text, server=text)
     reporter.set_output("exch01_new_thumbprint", text)
-    reporter.summary([[text, "failed", text, text]])
+    run = failed_run(text)
+    run.error, run.error_kind = text, "unreachable"
+    reporter.publish([run, failed_run("exch02", message=text)])
     return reporter.safe_line(text) + "\n" + reporter.progress_line(text, "bind", "failed", text)
 
 
@@ -355,9 +363,14 @@ HOSTILE_MARKDOWN = ["[click](https://evil.example/x)", "![pixel](https://evil.ex
 
 def test_every_summary_cell_is_a_code_span_so_no_markdown_from_a_server_is_live(tmp_path: Path) -> None:
     reporter, _ = _github(tmp_path)
-    reporter.summary([[text, "ok", text, ""] for text in HOSTILE_MARKDOWN])
-    cells = _markdown_cells((tmp_path / "summary.md").read_text(encoding="utf-8"))
-    assert len(cells) == 4 * len(HOSTILE_MARKDOWN)
+    runs = [failed_run(text) for text in HOSTILE_MARKDOWN]
+    for run in runs:
+        run.error, run.error_kind = run.server, "auth"
+    reporter.publish(runs)
+    markdown = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    table = markdown[:markdown.index("### ")]
+    cells = _markdown_cells(table)
+    assert len(cells) == len(HEADERS) * len(HOSTILE_MARKDOWN)
     for cell in cells:
         body = cell.strip()
         assert body == "" or re.fullmatch(r"(`+) .* \1", body), body
@@ -397,15 +410,15 @@ def test_the_step_summary_and_output_variables_are_redacted(tmp_path: Path, plat
     stream = io.StringIO()
     reporter = detect(env, stream, redact=_redactor(secret).redact)
     reporter.set_output("exch01_new_thumbprint", f"x{secret}y")
-    reporter.summary([[secret, "ok", f"old {secret}", ""]])
+    run = failed_run(secret, message=f"said {secret}")
+    run.error, run.error_kind = f"old {secret}", "auth"
+    reporter.publish([run, failed_run("exch02", message=f"said {secret}")])
     reporter.error(f"said {secret}", server=secret)
     written = stream.getvalue() + "".join(p.read_text(encoding="utf-8") for p in tmp_path.iterdir())
-    assert secret not in written and "x***y" in written
+    assert secret not in written and "x***y" in written and "| ` *** ` | ` unreachable ` |" in written
 
 
 def test_publish_masks_each_value_before_composing_so_a_short_password_is_caught(tmp_path: Path) -> None:
-    from exbe.model import CheckResult, ServerRun, StepResult
-
     checks = [CheckResult("root_copy", "warn", "t"), CheckResult("w3svc_running", "fail", "t is stopped")]
     steps = [StepResult("exch01", "bind", "failed", "t"),
              StepResult("exch01", "verify", "failed", "1 failed", checks=checks)]
@@ -415,14 +428,81 @@ def test_publish_masks_each_value_before_composing_so_a_short_password_is_caught
     reporter._redact = _redactor("t").redact
     reporter.publish([run])
     commands = [parse_github(line) for line in _lines(stream.getvalue())]
-    assert [(name, data) for name, _, data in commands] == [
-        ("error", "exch01 bind: ***"), ("error", "exch01 verify: 1 failed"), ("warning", "exch01 root_copy: ***"),
-        ("error", "exch01 w3svc_running: t is stopped")]
+    assert [(name, data) for name, _, data in commands] == [("error", "exch01 failed bind, w3svc_running: ***")]
     assert (tmp_path / "output").read_text() == f"exch01_new_thumbprint={'B' * 40}\n"
-    assert f"| ` exch01 ` | ` failed ` | ` {'A' * 40} ` | ` {'B' * 40} ` |" in (tmp_path / "summary.md").read_text()
+    assert "| ` exch01 ` | ` failed ` |  | ` bind, w3svc_running ` | ` root_copy ` |  |" in (
+        tmp_path / "summary.md").read_text()
 
 
 def test_a_progress_line_masks_each_part_on_its_own() -> None:
     reporter = CiReporter({}, redact=_redactor("e").redact)
     assert reporter.progress_line("exch01", "bind", "failed", "e") == "exch01     bind      failed   ***"
     assert reporter.progress_line("exch01", "verify", "ok", "3 checks") == "exch01     verify    ok       3 checks"
+
+
+# --- annotations within the platforms' limits (issue 14, item 2) -------------------------------------------------
+
+def warned_run(server: str) -> ServerRun:
+    checks = [CheckResult("backend_signature", "warn", f"{server} back-end certificate is signed with sha1RSA"),
+              CheckResult("root_copy", "warn", f"{server}: not in LocalMachine\\Root")]
+    return ServerRun(server, server, "2026-06-01T08:00:00Z",
+                     steps=[StepResult(server, "verify", "ok", "2 checks, 2 warning(s)", checks=checks)])
+
+
+def test_each_server_gets_one_annotation_naming_all_its_failing_checks_most_severe_first(tmp_path: Path) -> None:
+    reporter, stream = _github(tmp_path)
+    worst = failed_run("exch09", days=2)
+    worst.steps[0].checks.append(CheckResult("root_copy", "fail", "exch09: not in Root and untrusted"))
+    lost = ServerRun("exch07", "exch07", "2026-06-01T08:00:00Z", error="exch07 (exch07:5985): cannot connect; "
+                     "check that the server is up", error_kind="unreachable")
+    reporter.publish([warned_run("exch01"), failed_run("exch05", days=20), lost, worst])
+    commands = [parse_github(line) for line in _lines(stream.getvalue())]
+    assert [(kind, props["title"]) for kind, props, _ in commands] == [
+        ("error", "exbe exch09"), ("error", "exbe exch05"), ("error", "exbe exch07"), ("warning", "exbe exch01")]
+    assert commands[0][2].startswith("exch09 failed backend_days_left, root_copy: ")
+    assert commands[2][2] == "exch07 unreachable: exch07 (exch07:5985): cannot connect; check that the server is up"
+    assert commands[3][2] == "exch01 warnings: backend_signature, root_copy"
+
+
+@pytest.mark.parametrize("make", [_github, _azure], ids=["github", "azure"])
+def test_past_ten_of_a_kind_the_last_annotation_says_how_many_servers_were_left_out(tmp_path: Path, make) -> None:
+    reporter, stream = make(tmp_path)
+    reporter.publish([failed_run(f"exch{i:02}", days=i) for i in range(25)] + [warned_run(f"w{i}") for i in range(4)])
+    lines = [line for line in _lines(stream.getvalue()) if line.startswith("::error") or "type=error;" in line]
+    parse = parse_github if make is _github else parse_azure
+    errors = [parse(line)[2] for line in lines]
+    assert len(errors) == ANNOTATIONS_PER_KIND
+    assert [message.split()[0] for message in errors[:-1]] == [f"exch{i:02}" for i in range(9)], "fewest days first"
+    assert errors[-1].startswith("16 more server(s) failed or unreachable, not annotated here")
+    warnings = [line for line in _lines(stream.getvalue()) if line.startswith("::warning") or "type=warning;" in line]
+    assert len(warnings) == 4, "under the limit: every server, no closing line"
+
+
+def test_an_annotation_points_at_the_servers_inventory_entry_only_when_exbe_knows_it(tmp_path: Path) -> None:
+    github, github_out = _github(tmp_path)
+    github.publish([failed_run("exch01"), failed_run("exch02")], locations={"exch01": ("inventory/exbe.yaml", 12)})
+    first, second = (parse_github(line) for line in _lines(github_out.getvalue()))
+    assert first[1] == {"file": "inventory/exbe.yaml", "line": "12", "title": "exbe exch01"}
+    assert second[1] == {"title": "exbe exch02"}
+    (tmp_path / "azure").mkdir()
+    azure, azure_out = _azure(tmp_path / "azure")
+    azure.publish([failed_run("exch01"), failed_run("exch02")], locations={"exch01": ("inventory/exbe.yaml", 12)})
+    issues = [parse_azure(line) for line in _lines(azure_out.getvalue()) if "logissue" in line]
+    assert [props for _, props, _ in issues] == [
+        {"type": "error", "sourcepath": "inventory/exbe.yaml", "linenumber": "12"}, {"type": "error"}]
+
+
+# --- the step summary's size (issue 14, item 3) -------------------------------------------------------------------
+
+def test_a_summary_too_big_for_the_platform_keeps_the_most_severe_rows_and_says_how_many_it_left_out() -> None:
+    from exbe.summary import LIMIT_BYTES, render
+
+    runs = [failed_run(f"exch{i:05}-" + "x" * 200, days=i % 29) for i in range(6000)] + [warned_run("exch-warn")]
+    markdown = render(runs, mermaid=True, redact=str)
+    assert len(markdown.encode("utf-8")) <= LIMIT_BYTES
+    rows = [line for line in markdown.splitlines() if line.startswith("| `")]
+    assert 1000 < len(rows) < 6001 and "exch-warn" not in markdown
+    assert f"{6001 - len(rows)} more server(s) not shown" in markdown
+    assert markdown.rstrip().endswith("```"), "the chart is always there"
+    small = render(runs[:3], mermaid=False, redact=str, limit=1200)
+    assert "more server(s) not shown" in small and len(small.encode("utf-8")) <= 1200

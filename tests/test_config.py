@@ -276,6 +276,12 @@ def test_the_task_collection_carries_the_shape_of_the_subtree_not_a_copy_of_the_
         ({"port": 0}, "exbe.defaults.port must be a port number between 1 and 65535, got 0"),
         ({"trust": "no"}, "exbe.defaults.trust must be true or false, got 'no'"),
         ({"friendly_name": " "}, "exbe.defaults.friendly_name must not be empty"),
+        ({"friendly_name": "x" * 64}, "exbe.defaults.friendly_name must be printable and at most 63 characters long"),
+        ({"friendly_name": "Microsoft\x00Exchange"}, "exbe.defaults.friendly_name must not contain control "
+                                                      "characters, got 'Microsoft\\x00Exchange'"),
+        ({"backend_site": "Exchange\nBack End"}, "exbe.defaults.backend_site must not contain control characters"),
+        ({"exchange_path": "PowerShell?a=b"}, "exbe.defaults.exchange_path must be a URL path"),
+        ({"sandbox": {"faults": "x\x1by"}}, "exbe.defaults.sandbox.faults must not contain control characters"),
         ({"sandbox": {"hosts": 0}}, "exbe.defaults.sandbox.hosts must be at least 1"),
         ({"sandbox": 3}, "exbe.defaults.sandbox must be a mapping, got 3"),
     ],
@@ -342,7 +348,47 @@ def test_a_bad_flag_value_is_one_line_saying_what_it_takes(flag, value, message)
     assert caught.value.exit_code == 2
 
 
+@pytest.mark.parametrize("text", ["Microsoft\x00Exchange", "Microsoft\x1b[2JExchange", "Microsoft\u202eExchange",
+                                  "Microsoft\x7fExchange", "Microsoft\x9bExchange", "Microsoft\u2028Exchange"])
+def test_control_characters_are_refused_in_a_string_setting_from_every_source(text):
+    """A NUL, an escape sequence or a bidi override in a setting would reach PowerShell parameters, URLs, log lines and
+    reports; each source is refused the same way, naming itself."""
+    for label, given in [("exbe.defaults.friendly_name", {"defaults": {"friendly_name": text}}),
+                         ("EXBE_FRIENDLY_NAME", {"env": {"EXBE_FRIENDLY_NAME": text}}),
+                         ("EXBE_TEMPLATE_DIR", {"env": {"EXBE_TEMPLATE_DIR": text}}),
+                         ("--smtp", {"smtp": text})]:
+        with pytest.raises(ConfigError) as caught:
+            settings(**given)
+        message = str(caught.value)
+        assert message.startswith(f"{label} must") and message.isprintable(), message
+        assert caught.value.exit_code == 2
+
+
+def test_a_friendly_name_is_bounded_as_new_exchangecertificate_requires():
+    """Microsoft's New-ExchangeCertificate documentation: the FriendlyName value must be less than 64 characters (100 KB
+    once reached the cmdlet)."""
+    assert settings({"friendly_name": "F" * 63}).friendly_name == "F" * 63
+    with pytest.raises(ConfigError, match=r"\(100000 characters\)"):
+        settings(env={"EXBE_FRIENDLY_NAME": "F" * 100_000})
+
+
+def test_a_template_directory_from_the_environment_is_warned_about_on_every_run(tmp_path):
+    from_env = load({"exbe": {}}, {"EXBE_TEMPLATE_DIR": str(tmp_path)})
+    assert from_env.defaults.template_dir == str(tmp_path)
+    assert from_env.warnings == (
+        f"the template override directory comes from the environment (EXBE_TEMPLATE_DIR={tmp_path}): its templates "
+        "become the scripts exbe runs on every server; set exbe.defaults.template_dir in the configuration file "
+        "instead",)
+    assert load({"exbe": {"defaults": {"template_dir": str(tmp_path)}}}, {}).warnings == ()
+
+
 # --- credentials ------------------------------------------------------------------------------------------------
+
+
+def test_a_user_name_with_control_characters_is_refused():
+    with pytest.raises(ConfigError, match=re.escape("EXBE_USERNAME must not contain control characters, got "
+                                                    "'CONTOSO\\\\admin\\n'")):
+        Credentials.from_env({"EXBE_USERNAME": "CONTOSO\\admin\n", "EXBE_PASSWORD": "Pa55-word-ctl"})
 
 
 def test_without_exbe_username_and_password_the_agent_logon_is_used():

@@ -38,6 +38,7 @@ def test_an_entry_with_only_a_name_gets_the_winrm_and_exchange_defaults():
     )
     assert server.winrm_url == "http://exch01:5985/wsman"
     assert server.exchange_url == "http://exch01:80/PowerShell"
+    assert server.warnings == []
 
 
 def test_https_servers_default_to_the_https_ports():
@@ -95,7 +96,7 @@ def test_basic_authentication_over_http_is_refused_as_winrm_does():
         ({"name": "exch01", "auth": "digest"}, "auth must be one of negotiate, ntlm, kerberos, basic, credssp"),
         ({"name": "exch01", "groups": "dag1"}, "groups must be a list"),
         ({"name": "exch01", "groups": ["dag1", ""]}, "groups must be a list of names"),
-        ({"name": "exch01", "exchange_path": ""}, "exchange_path must not be empty"),
+        ({"name": "exch01", "exchange_path": ""}, "exchange_path must be a URL path"),
         ({"host": "exch01"}, "needs a 'name'"),
         ({"name": "exch01,exch02"}, "needs a 'name'"),
         ({"name": "exch01", "ca_file": "missing.pem"}, "ca_file 'missing.pem' does not exist"),
@@ -109,6 +110,123 @@ def test_a_wrong_inventory_entry_is_refused_in_one_line(entry, message):
         inventory(entry)
     assert "\n" not in str(caught.value)
     assert caught.value.exit_code == 2
+
+
+# --- hosts, names and paths: what the entry says, nothing else -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("host", "kept"), [
+    ("exch01", "exch01"), ("exch01.contoso.local", "exch01.contoso.local"),
+    ("EXCH01.Contoso.Local.", "EXCH01.Contoso.Local."),
+    ("ex_ch01.corp", "ex_ch01.corp"), ("192.0.2.10", "192.0.2.10"), ("[fd00::5]", "fd00::5"),
+    ("[2001:DB8::1]", "2001:db8::1"),
+])
+def test_a_host_is_a_dns_name_or_an_ip_address(host, kept):
+    [server] = inventory({"name": "exch01", "host": host, "exchange_host": host})
+    assert (server.host, server.exchange_host) == (kept, kept)
+
+
+def test_an_ipv6_host_goes_into_urls_in_brackets_and_is_selected_as_written():
+    [server] = inventory({"name": "exch01", "host": "[fd00::5]", "port": 5986, "ssl": True})
+    assert server.winrm_url == "https://[fd00::5]:5986/wsman"
+    assert server.exchange_url == "http://[fd00::5]:80/PowerShell"
+    assert names(select_servers([server], ["[FD00::5]"])) == names(select_servers([server], ["fd00::5"])) == ["exch01"]
+
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1:5985/wsman?", "127.0.0.1:5985", "evil@127.0.0.1", "user:pw@exch01", "http://exch01", "exch01/wsman",
+    "exch01?x=1", "exch01#frag", "fd00::5", "[fd00::5]:5985", "[fe80::1%eth0]", "[exch01]", "127.1", "2130706433",
+    "999.1.1.1", "01.2.3.4", "exch 01", "exch01\x00", "-exch01", "exch01-.contoso", "a..b", "ex%41ch01", "exch\u00e9",
+    "a" * 64, ".".join(["a" * 63] * 5),
+])
+def test_a_host_with_anything_else_is_refused_naming_the_entry(host):
+    """``127.0.0.1:<port>/wsman?`` once made exbe ignore the configured port and check another server under this
+    one's name; ``evil@127.0.0.1`` was accepted (issue 13, finding 4)."""
+    for key in ("host", "exchange_host"):
+        with pytest.raises(ConfigError) as caught:
+            inventory({"name": "exch01", key: host})
+        message = str(caught.value)
+        assert message.startswith(f"server 'exch01' (exbe.inventory[0]): {key} must") and "\n" not in message
+        assert caught.value.exit_code == 2
+
+
+def test_a_name_that_cannot_be_a_host_is_refused_as_the_default_host():
+    with pytest.raises(ConfigError, match=re.escape("server 'exch01:5985' (exbe.inventory[0]): name (the default host) "
+                                                    "must be a DNS name or an IP address")):
+        inventory("exch01:5985")
+    [server] = inventory({"name": "exch01:5985", "host": "exch01"})
+    assert server.host == "exch01"
+
+
+@pytest.mark.parametrize("name", ["exch\x0001", "exch01\x1b[31m", "exch\u202e10", "exch\t01", "a" * 64,
+                                  "exch\u200b01"])
+def test_a_server_name_is_printable_and_at_most_63_characters(name):
+    """Control characters in a server name crashed the run inside pypsrp (issue 13, finding 5)."""
+    with pytest.raises(ConfigError) as caught:
+        inventory({"name": name, "host": "exch01"})
+    message = str(caught.value)
+    assert message.startswith("exbe.inventory[0]: name must") and message.isprintable()
+    [server] = inventory({"name": "a" * 63, "host": "exch01"})
+    assert server.name == "a" * 63
+
+
+@pytest.mark.parametrize(("key", "value"), [("groups", ["dag\x001"]), ("groups", ["g" * 64]), ("ca_file", "ca\n.pem"),
+                                            ("exchange_path", "PowerShell?x=1"), ("exchange_path", "../wsman"),
+                                            ("exchange_path", "Power%53hell"), ("exchange_path", "Power\x00Shell")])
+def test_other_text_keys_refuse_control_characters_and_url_parts(key, value):
+    with pytest.raises(ConfigError, match=re.escape(f"server 'exch01' (exbe.inventory[0]): {key} must")):
+        inventory({"name": "exch01", key: value})
+
+
+def test_a_huge_value_is_shown_cut_short_in_the_error():
+    with pytest.raises(ConfigError) as caught:
+        inventory({"name": "exch01", "host": "x" * 100_000})
+    assert len(str(caught.value)) < 400 and "(100000 characters)" in str(caught.value)
+
+
+# --- TLS validation: off only where named, and always said ----------------------------------------------------------
+
+
+def test_tls_validation_is_switched_off_per_server_and_each_run_says_so():
+    lab, production = inventory({"name": "lab01", "ssl": True, "cert_validation": False}, "exch01")
+    assert (lab.verify, production.verify) == (False, True)
+    [warning] = lab.warnings
+    assert warning.startswith("TLS certificate validation is off for lab01 (cert_validation: false in its inventory "
+                              "entry)") and "ca_file" in warning
+    assert production.warnings == []
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_tls_validation_cannot_be_switched_off_for_the_whole_fleet(source):
+    with pytest.raises(ConfigError) as caught:
+        if source == "file":
+            load({"exbe": {"inventory": ["exch01"], "defaults": {"cert_validation": False}}}, {})
+        else:
+            load({"exbe": {"inventory": ["exch01"]}}, {"EXBE_CERT_VALIDATION": "false"})
+    label = "exbe.defaults.cert_validation" if source == "file" else "EXBE_CERT_VALIDATION"
+    assert str(caught.value) == (
+        f"{label} is refused: TLS certificate validation cannot be switched off for the whole fleet; set "
+        "cert_validation: false on the inventory entry of each server that needs it (a lab), or better, ca_file")
+    assert caught.value.exit_code == 2
+
+
+def test_tls_validation_off_is_refused_with_basic_authentication():
+    with pytest.raises(ConfigError) as caught:
+        inventory({"name": "lab01", "auth": "basic", "ssl": True, "exchange_ssl": True, "cert_validation": False})
+    assert str(caught.value).startswith("server 'lab01' (exbe.inventory[0]): cert_validation: false is refused with "
+                                        "Basic authentication")
+
+
+# --- CredSSP: only where configured, and always said ---------------------------------------------------------------
+
+
+def test_credssp_is_used_only_where_configured_and_each_run_says_it_delegates_the_password():
+    defaulted, named, fleet_wide = (inventory("exch01")[0], inventory({"name": "exch01", "auth": "credssp"})[0],
+                                    inventory("exch01", auth="credssp")[0])
+    assert defaulted.auth == "negotiate" and defaulted.warnings == []
+    for server in (named, fleet_wide):
+        [warning] = server.warnings
+        assert warning.startswith("exch01 uses CredSSP, which delegates the password to the server")
 
 
 def test_a_wrong_entry_names_the_server_and_its_place():

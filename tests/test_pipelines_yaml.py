@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from . import pwsh
 from .pipelines_support import PIPELINES, ROOT, load, script, steps
@@ -58,10 +59,56 @@ def test_there_are_pipelines_for_both_platforms() -> None:
 
 
 @pytest.mark.parametrize("path", AZURE_FILES, ids=lambda p: p.name)
-def test_azure_pipeline_files_match_the_azure_pipelines_schema(path: Path) -> None:
-    # The vendored schema needs Python's regex engine; it types scalars as strings ("true", "60").
-    result = _check_jsonschema("vendor.azure-pipelines", path, "--regex-variant", "python")
+def test_azure_pipeline_files_match_the_azure_pipelines_schema(path: Path, tmp_path: Path) -> None:
+    # The vendored schema needs Python's regex engine.
+    as_parsed = tmp_path / f"{path.stem}.json"
+    as_parsed.write_text(json.dumps(_as_the_schema_types_it(yaml.safe_load(path.read_text(encoding="utf-8")))),
+                         encoding="utf-8")
+    result = _check_jsonschema("vendor.azure-pipelines", as_parsed, "--regex-variant", "python")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _as_the_schema_types_it(document: dict) -> dict:
+    """``document`` with the values the vendored schema types as text written as text: a parameter's default (the
+    schema has no per-type defaults), a schedule's ``always`` and a job's ``timeoutInMinutes``. Azure Pipelines
+    takes both spellings there (tooling-facts: "Azure DevOps accepts both"); everywhere else the file is checked as
+    it is written."""
+    def text(value: object) -> object:
+        return str(value).lower() if isinstance(value, bool) else str(value) if isinstance(value, int) else value
+
+    for parameter in document.get("parameters", []):
+        if "default" in parameter:
+            parameter["default"] = text(parameter["default"])
+    for schedule in document.get("schedules", []):
+        if "always" in schedule:
+            schedule["always"] = text(schedule["always"])
+    for job in document.get("jobs", []):
+        if "timeoutInMinutes" in job:
+            job["timeoutInMinutes"] = text(job["timeoutInMinutes"])
+    return document
+
+
+@pytest.mark.parametrize("path", AZURE_FILES, ids=lambda p: p.name)
+def test_azure_typed_values_are_written_as_their_type(path: Path) -> None:
+    """A boolean parameter defaults to a YAML boolean and a number to a number, as Microsoft's examples write them
+    (``default: false``), not to the text "false"; so are the schedule's ``always`` and a job's timeout."""
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    kinds = {"boolean": bool, "number": int}
+    for parameter in document.get("parameters", []):
+        if parameter["type"] in kinds and "default" in parameter:
+            assert type(parameter["default"]) is kinds[parameter["type"]], parameter
+    for schedule in document.get("schedules", []):
+        assert type(schedule.get("always", False)) is bool, schedule
+    for job in document.get("jobs", []):
+        assert type(job.get("timeoutInMinutes", 0)) is int, job
+
+
+def test_the_schema_check_would_catch_a_broken_azure_pipeline(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text("trigger: none\njobs:\n  - job: a\n    stepz:\n      - script: exbe verify\n", encoding="utf-8")
+    as_parsed = tmp_path / "broken.json"
+    as_parsed.write_text(json.dumps(_as_the_schema_types_it(yaml.safe_load(broken.read_text()))), encoding="utf-8")
+    assert _check_jsonschema("vendor.azure-pipelines", as_parsed, "--regex-variant", "python").returncode != 0
 
 
 @pytest.mark.parametrize("path", GITHUB_FILES, ids=lambda p: p.name)
@@ -144,3 +191,79 @@ def test_github_actions_are_pinned_to_a_commit() -> None:
             if "uses:" in line and not line.strip().startswith("#"):
                 ref = line.split("uses:", 1)[1].split("#", 1)[0].strip()
                 assert len(ref.rsplit("@", 1)[1]) == 40, f"{path.name}: {ref} is not pinned to a commit SHA"
+
+
+# -- what the pipelines promise (issue 14, item 5) --------------------------------------------------------------------
+def _naming_step() -> dict:
+    (step,) = [step for _, step in steps(load(PIPELINES / "github" / "exbe-reusable.yml"))
+               if step.get("id") == "names"]
+    return step
+
+
+def _report_name(tmp_path: Path, **inputs: str) -> str:
+    """The artifact name the reusable workflow's naming step gives a call with these inputs (its script, run)."""
+    values = {"REPORT_NAME": "exbe", "TASK": "renew", "SERVERS": "", "GROUP": "", "SHARD": "", "ATTEMPT": "1",
+              **inputs}
+    output = tmp_path / f"output-{len(list(tmp_path.iterdir()))}"
+    env = {"PATH": "", "GITHUB_OUTPUT": str(output), **values}
+    ran = subprocess.run([sys.executable, "-c", _naming_step()["run"]], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    (line,) = output.read_text(encoding="utf-8").splitlines()
+    return line.removeprefix("artifact=")
+
+
+def test_each_call_of_the_reusable_workflow_uploads_under_its_own_artifact_name(tmp_path: Path) -> None:
+    calls = [{"GROUP": "dag1"}, {"GROUP": "dag2"}, {"SERVERS": "exch01,exch02"}, {"TASK": "verify", "GROUP": "dag1"},
+             {"SHARD": "1/4"}, {"SHARD": "2/4"}, {"GROUP": "dag1", "ATTEMPT": "2"},
+             {"GROUP": "dag1", "REPORT_NAME": "weekend"}]
+    names = [_report_name(tmp_path, **call) for call in calls]
+    assert len(set(names)) == len(names), names
+    assert names[4] == "exbe-renew-all-shard-1-of-4-attempt-1"
+    for name in names:  # upload-artifact refuses these characters in a name
+        assert not set(name) & set('"/:<>|*?\\\r\n') and name
+    step = next(step for _, step in steps(load(PIPELINES / "github" / "exbe-reusable.yml"))
+                if "upload-artifact" in str(step.get("uses")))
+    assert step["with"]["name"] == "${{ steps.names.outputs.artifact }}"
+
+
+def test_every_workflow_with_a_test_report_has_checks_write_and_the_docs_tell_callers() -> None:
+    for path in GITHUB_FILES:
+        document = load(path)
+        for job, step in steps(document):
+            if "action-junit-report" in str(step.get("uses")):
+                granted = {**(document.get("permissions") or {}), **(job.get("permissions") or {})}
+                assert granted.get("checks") == "write", path.name
+    docs = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")
+    assert "permissions: {contents: read, checks: write}" in docs
+    assert "calling workflow must grant `checks: write`" in (PIPELINES / "github" / "exbe-reusable.yml").read_text()
+
+
+def test_the_azure_release_renews_behind_an_approval_and_verifies_without_one() -> None:
+    stages = {stage["parameters"]["task"]: stage["parameters"]["environment"]
+              for stage in load(PIPELINES / "azure" / "release.yml")["stages"]}
+    assert stages == {"renew": "exchange-backend", "verify": "exchange-backend-verify",
+                      "cleanup": "exchange-backend-cleanup"}
+    docs = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")
+    for environment, gate in (("exchange-backend", "Approvals"), ("exchange-backend-cleanup", "Approvals"),
+                              ("exchange-backend-verify", "no checks")):
+        assert re.search(rf"`{environment}`[^\n]*{gate}", docs), (environment, gate)
+
+
+def test_the_github_example_gates_renew_and_cleanup_but_not_verify() -> None:
+    docs = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")
+    (example,) = [block for block in re.findall(r"```yaml\n(.*?)```", docs, re.S) if "exbe.yml" in block
+                  and "approve" in block]
+    jobs = yaml.safe_load(example)["jobs"]
+
+    def gated_by(name: str) -> set[str]:
+        job = jobs[name]
+        needs = job.get("needs", [])
+        needs = [needs] if isinstance(needs, str) else needs
+        own = {job["environment"]} if "environment" in job and "uses" not in job else set()
+        return own | {env for need in needs if "environment" in jobs[need] and "uses" not in jobs[need]
+                      for env in [jobs[need]["environment"]]}
+
+    assert gated_by("renew") == {"exchange-backend"}
+    assert gated_by("verify") == set()
+    assert gated_by("cleanup") == {"exchange-backend-cleanup"}

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import junitparser
 import pytest
 
 from exbe import __version__
+from exbe.checks import CHECKS
+from exbe.console import summary_table
 from exbe.contract import make_result
 from exbe.errors import ExbeError
 from exbe.model import CheckResult, ServerRun, StepResult
 from exbe.redaction import MASK, REDACTOR, Redactor
-from exbe.report import ReportWriteError, exit_code, summary_table, write_json, write_junit
+from exbe.report import ReportWriteError, exit_code, write_json, write_junit
 
 OLD, NEW = "BFDC0014BC99FCAD6B3F728F6C46BEE7B762FB39", "3E587C8F4A02A8361B6D705E38C453660118D23E"
 SECRET = "Pa55;w0rd"
@@ -25,7 +28,8 @@ BIND_ERROR = (f"binding {NEW} failed, previous certificates restored: A specifie
 
 def renewed_with_warnings() -> ServerRun:
     checks = [
-        CheckResult("backend_days_left", "pass", "EXCH01 back-end certificate 3E587C8F... expires in 1826 days"),
+        CheckResult("backend_days_left", "pass", "EXCH01 back-end certificate 3E587C8F... expires in 1826 days",
+                    value=1826),
         CheckResult("root_copy", "warn", "EXCH01: back-end certificate 3E587C8F... is not in LocalMachine\\Root"),
         CheckResult("tls_444_serves_bound", "skip", "EXCH01: TLS probe of port 444 not run: port closed"),
     ]
@@ -44,7 +48,8 @@ def bind_failed() -> ServerRun:
     envelope = make_result("bind", ok=False, data=data,
                            warnings=[f"restored the previous bindings (password {SECRET} leaked here)"],
                            error=BIND_ERROR)
-    checks = [CheckResult("backend_days_left", "fail", "EXCH02 back-end certificate BFDC0014... expires in 20 days",
+    checks = [CheckResult("backend_days_left", "fail", "EXCH02 back-end certificate BFDC0014... expires in 20 days; "
+                          "renew with `exbe renew`",
                           details="NotAfter 2026-06-21T08:00:00Z; warn below 60 days, fail below 30")]
     return ServerRun(server="exch02", host="exch02.contoso.local", started_at="2026-06-01T08:00:01Z", duration_s=2.0,
                      old_thumbprint=OLD, steps=[
@@ -62,11 +67,15 @@ def redact(text: str) -> str:
 @pytest.fixture
 def junit(tmp_path):
     path = tmp_path / "reports" / "nested" / "exbe.xml"
-    write_junit([renewed_with_warnings(), bind_failed()], path, redact=redact)
+    write_junit([renewed_with_warnings(), bind_failed()], path, redact=redact, task="renew", wall_time_s=4.5)
     return path, {suite.name: suite for suite in junitparser.JUnitXml.fromfile(str(path))}
 
 
-def test_junit_holds_a_suite_per_server_with_host_timestamp_time_and_thumbprints(junit):
+def _cases(suite) -> dict[str, junitparser.TestCase]:
+    return {case.name.split(": ", 1)[1]: case for case in suite}
+
+
+def test_junit_holds_a_suite_per_server_with_host_timestamp_time_verdict_and_thumbprints(junit):
     _, suites = junit
     assert list(suites) == ["exch01", "exch02"]
     suite = suites["exch01"]
@@ -74,53 +83,117 @@ def test_junit_holds_a_suite_per_server_with_host_timestamp_time_and_thumbprints
     assert suite.timestamp == "2026-06-01T08:00:00Z"
     assert suite.time == pytest.approx(4.25)
     assert {p.name: p.value for p in suite.properties()} == {
-        "exbe_version": __version__, "old_thumbprint": OLD, "new_thumbprint": NEW, "simulated": "false"}
+        "exbe_version": __version__, "simulated": "false", "verdict": "warnings", "warnings": "1",
+        "backend_days_left": "1826", "old_thumbprint": OLD, "new_thumbprint": NEW}
 
 
-def test_junit_has_a_case_per_step_and_per_check_under_the_steps_classname(junit):
+def test_every_case_is_titled_server_colon_step_or_check_under_the_servers_classname(junit):
     _, suites = junit
     assert [(case.classname, case.name) for case in suites["exch01"]] == [
-        ("exbe.exch01.preflight", "preflight"), ("exbe.exch01.renew", "renew"), ("exbe.exch01.verify", "verify"),
-        ("exbe.exch01.verify", "backend_days_left"), ("exbe.exch01.verify", "root_copy"),
-        ("exbe.exch01.verify", "tls_444_serves_bound")]
+        ("exbe.exch01", "exch01: preflight"), ("exbe.exch01", "exch01: renew"),
+        ("exbe.exch01", "exch01: backend_days_left"), ("exbe.exch01", "exch01: root_copy"),
+        ("exbe.exch01", "exch01: tls_444_serves_bound")]
 
 
-def test_a_failed_step_is_a_failure_with_its_one_line_message_and_details_as_output(junit):
+def test_a_failed_step_is_a_failure_with_its_one_line_message_and_the_evidence_in_its_body(junit):
     _, suites = junit
-    bind = next(case for case in suites["exch02"] if case.name == "bind")
-    (failure,) = bind.result
+    (failure,) = _cases(suites["exch02"])["bind"].result
     assert isinstance(failure, junitparser.Failure)
     assert failure.message == BIND_ERROR
-    assert "restored the previous bindings" in failure.text and f'"backend": "{OLD}"' in failure.text
+    assert failure.text.startswith(BIND_ERROR + "\n")
+    assert "WARNING: restored the previous bindings" in failure.text and f'"backend": "{OLD}"' in failure.text
 
 
-def test_a_failed_check_carries_its_details_a_skipped_one_its_reason_and_a_warning_passes_with_its_message(junit):
+def test_a_failed_check_carries_evidence_and_what_to_do_a_skipped_one_its_reason_and_a_warning_shows(junit):
     _, suites = junit
-    days = next(case for case in suites["exch02"] if case.name == "backend_days_left")
-    assert days.result[0].message.endswith("expires in 20 days") and "fail below 30" in days.result[0].text
-    cases = {case.name: case for case in suites["exch01"]}
+    (failure,) = _cases(suites["exch02"])["backend_days_left"].result
+    assert failure.message == "EXCH02 back-end certificate BFDC0014... expires in 20 days; renew with `exbe renew`"
+    assert failure.text.splitlines()[1:] == ["evidence: NotAfter 2026-06-21T08:00:00Z; warn below 60 days, fail below "
+                                             "30", "what to do: renew with `exbe renew`"]
+    cases = _cases(suites["exch01"])
     (skipped,) = cases["tls_444_serves_bound"].result
     assert isinstance(skipped, junitparser.Skipped) and skipped.message.endswith("not run: port closed")
-    assert cases["root_copy"].is_passed and "warn: EXCH01: back-end certificate" in cases["root_copy"].system_out
-    cleanup = next(case for case in suites["exch02"] if case.name == "cleanup")
-    assert isinstance(cleanup.result[0], junitparser.Skipped)
+    assert cases["root_copy"].is_passed
+    assert cases["root_copy"].system_out.startswith("WARNING: EXCH01: back-end certificate")
+    assert isinstance(_cases(suites["exch02"])["cleanup"].result[0], junitparser.Skipped)
 
 
-def test_junit_counts_failures_and_skips_per_suite(junit):
+def test_the_verify_step_adds_no_case_so_no_failure_is_counted_twice(junit):
     _, suites = junit
-    assert (suites["exch02"].tests, suites["exch02"].failures, suites["exch02"].skipped) == (5, 3, 1)
-    assert (suites["exch01"].tests, suites["exch01"].failures, suites["exch01"].skipped) == (6, 0, 1)
+    assert "verify" not in _cases(suites["exch02"])
+    assert (suites["exch02"].tests, suites["exch02"].failures, suites["exch02"].skipped) == (4, 2, 1)
+    assert (suites["exch01"].tests, suites["exch01"].failures, suites["exch01"].skipped) == (5, 0, 1)
 
 
-def test_a_connection_error_without_a_failed_step_still_fails_the_suite(tmp_path):
-    run = ServerRun(server="exch03", host="exch03.contoso.local", started_at="2026-06-01T08:00:02Z",
-                    error="exch03: cannot connect; check that the server is up")
+def test_the_root_counts_everything_and_its_time_is_the_wall_time_given(junit):
+    path, _ = junit
+    root = ET.parse(path).getroot()
+    assert {key: root.get(key) for key in ("name", "tests", "failures", "errors", "skipped", "time")} == {
+        "name": "exbe renew", "tests": "9", "failures": "2", "errors": "0", "skipped": "2", "time": "4.500"}
+
+
+def test_a_check_case_takes_its_share_of_the_verify_steps_time(tmp_path):
+    run = renewed_with_warnings()
+    run.steps[-1].duration_s = 0.3
+    write_junit([run], tmp_path / "r.xml")
+    (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "r.xml"))
+    assert [case.time for case in suite][2:] == [pytest.approx(0.1)] * 3
+
+
+def unreachable(kind: str = "unreachable") -> ServerRun:
+    error = "exch03 (exch03.contoso.local:5985): cannot connect; check that the server is up"
+    return ServerRun(server="exch03", host="exch03.contoso.local", started_at="2026-06-01T08:00:02Z",
+                     duration_s=21.0, error=error, error_kind=kind,
+                     steps=[StepResult("exch03", "connect", "failed", error)])
+
+
+def test_a_server_exbe_could_not_reach_is_an_error_and_every_check_is_skipped_with_the_reason(tmp_path):
     path = tmp_path / "r.xml"
-    write_junit([run], path)
+    write_junit([unreachable()], path, task="verify")
     (suite,) = junitparser.JUnitXml.fromfile(str(path))
+    connect, *checks = list(suite)
+    assert (connect.name, connect.time) == ("exch03: connect", 21.0)
+    (error,) = connect.result
+    assert isinstance(error, junitparser.Error) and error.type == "unreachable"
+    assert error.message.startswith("exch03 (exch03.contoso.local:5985): cannot connect")
+    assert error.text.endswith("what to do: check that the server is up")
+    assert [case.name for case in checks] == [f"exch03: {check.__name__}" for check in CHECKS]
+    assert all(isinstance(case.result[0], junitparser.Skipped) and case.result[0].message.startswith(
+        "not checked: exch03 (exch03.contoso.local:5985): cannot connect") for case in checks)
+    assert (suite.errors, suite.failures, suite.skipped) == (1, 0, len(CHECKS))
+
+
+def test_a_server_not_attempted_is_an_error_too_and_a_task_that_does_not_verify_lists_no_checks(tmp_path):
+    run = ServerRun(server="exch04", host="exch04", started_at="2026-06-01T08:00:02Z", error_kind="not_attempted",
+                    error="not attempted: exch03 refused the credentials")
+    run.steps.append(StepResult("exch04", "connect", "skipped", run.error))
+    write_junit([run], tmp_path / "r.xml", task="trust")
+    (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "r.xml"))
     (case,) = list(suite)
-    assert (case.classname, case.name) == ("exbe.exch03.run", "run")
-    assert case.result[0].message.startswith("exch03: cannot connect")
+    assert case.name == "exch04: connect" and case.result[0].type == "not_attempted"
+
+
+def test_a_run_that_stopped_before_verify_still_lists_every_check_skipped_with_the_step_that_failed(tmp_path):
+    write_junit([bind_failed_before_verify()], tmp_path / "r.xml", task="renew")
+    (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "r.xml"))
+    skipped = [case for case in suite if case.name.split(": ")[1] in {c.__name__ for c in CHECKS}]
+    assert len(skipped) == len(CHECKS)
+    assert skipped[0].result[0].message == f"not checked: bind failed: {BIND_ERROR}"
+
+
+def bind_failed_before_verify() -> ServerRun:
+    run = bind_failed()
+    run.steps = run.steps[:2]
+    return run
+
+
+def test_each_case_points_at_the_servers_inventory_entry_when_exbe_knows_it(tmp_path):
+    write_junit([renewed_with_warnings()], tmp_path / "r.xml", locations={"exch01": ("exbe.yaml", 7)})
+    (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "r.xml"))
+    assert {(case._elem.get("file"), case._elem.get("line")) for case in suite} == {("exbe.yaml", "7")}
+    write_junit([renewed_with_warnings()], tmp_path / "r.xml")
+    (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "r.xml"))
+    assert {case._elem.get("file") for case in suite} == {None}, "no guessed file"
 
 
 def test_no_secret_reaches_junit_json_or_the_table(junit, tmp_path):
@@ -146,18 +219,6 @@ def test_the_json_record_has_each_step_with_changed_before_after_and_checks(tmp_
     assert [c["id"] for c in first["steps"][2]["checks"]] == ["backend_days_left", "root_copy", "tls_444_serves_bound"]
     bind = second["steps"][1]
     assert bind["status"] == "failed" and bind["before"] == {"backend": OLD, "loopback": OLD} and bind["warnings"]
-
-
-def test_the_summary_table_shows_each_step_the_thumbprint_change_and_the_verdict():
-    table = summary_table([renewed_with_warnings(), bind_failed()])
-    header, rule, exch01, exch02 = table.splitlines()
-    assert header.split() == ["server", "preflight", "renew", "verify", "bind", "cleanup", "thumbprint", "verdict"]
-    assert set(rule.replace(" ", "")) == {"-"}
-    assert exch01.split()[:4] == ["exch01", "ok", "changed", "ok"]
-    assert "(1 warn, 1 skip)" in exch01 and "BFDC0014 -> 3E587C8F" in exch01
-    assert exch01.endswith("passed with warnings")
-    assert "failed (1 fail)" in exch02 and "skipped" in exch02 and exch02.endswith("FAILED")
-    assert exch02.split()[-2] == "BFDC0014", "no new thumbprint: the old one alone"
 
 
 def test_exit_code_is_0_when_all_passed_even_with_warnings_and_1_on_any_failure():
@@ -255,10 +316,10 @@ def test_a_value_that_is_the_password_is_masked_wherever_it_stands(tmp_path):
     assert (bind["message"], bind["warnings"]) == (MASK, [MASK, "a warning"])
     write_junit([run], tmp_path / "run.xml", redact=redact)
     (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "run.xml"))
-    cases = {case.name: case for case in suite}
+    cases = _cases(suite)
     assert cases["bind"].result[0].message == MASK
-    assert "warning: ***\nwarning: a warning" in cases["bind"].result[0].text
-    assert cases["backend_days_left"].result[0].text == MASK
+    assert "WARNING: ***\nWARNING: a warning" in cases["bind"].result[0].text
+    assert "\nevidence: ***\n" in cases["backend_days_left"].result[0].text
 
 
 def test_writers_redact_through_the_process_redactor_when_the_caller_passes_none(tmp_path):
@@ -279,16 +340,8 @@ def test_junit_shows_control_characters_instead_of_dropping_them_so_no_password_
     text = (tmp_path / "run.xml").read_text()
     assert "Correct-Horse-9" not in text
     (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "run.xml"))
-    bind = next(case for case in suite if case.name == "bind")
+    bind = next(case for case in suite if case.name == "exch02: bind")
     assert bind.result[0].message == "login Correct\\x00-Horse-9 refused \\x1b[31m\\x07"
-
-
-def test_the_table_keeps_a_hostile_server_string_on_its_own_line_without_controls():
-    run = bind_failed()
-    run.server = "exch\n::error::x\x1b[2J"
-    table = summary_table([run], redact=str)
-    assert len(table.splitlines()) == 3 and "\x1b" not in table
-    assert table.splitlines()[2].startswith("exch ::error::x\\x1b[2J")
 
 
 def test_json_has_no_nan_or_infinity_whatever_a_server_sends(tmp_path):
@@ -347,3 +400,13 @@ def test_a_report_under_a_path_that_cannot_be_a_directory_is_a_report_write_erro
     (tmp_path / "file").write_text("")
     with pytest.raises(ReportWriteError, match="cannot write the JSON report"):
         write_json([bind_failed()], tmp_path / "file" / "run.json", redact=str)
+
+
+def test_the_json_record_says_each_servers_verdict_and_why_exbe_could_not_work_on_one(tmp_path):
+    run = unreachable("auth")
+    run.warnings.append("TLS validation is off for exch03")
+    write_json([renewed_with_warnings(), bind_failed(), run], tmp_path / "run.json")
+    servers = json.loads((tmp_path / "run.json").read_text())["servers"]
+    assert [(s["server"], s["verdict"]) for s in servers] == [
+        ("exch01", "warnings"), ("exch02", "failed"), ("exch03", "unreachable")]
+    assert (servers[2]["error_kind"], servers[2]["warnings"]) == ("auth", ["TLS validation is off for exch03"])

@@ -1,9 +1,14 @@
 """The restart step: when the renew chain needs it, and one start attempt for W3SVC/WAS a restart left stopped, in
-the sandbox's handler and the template alike (issue 12, item 6)."""
+the sandbox's handler and the template alike; ``--restart-iis`` restarts when needed, ``--restart-iis=always`` every
+time (issue 12, item 6)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -16,6 +21,8 @@ from exbe.sandbox.records import ErrorInfo
 from exbe.sandbox.state import HostState
 from exbe.sandbox.steps import run_step
 from exbe.steps import facts, get, restart
+
+from .exbe_cli import requests_seen, run_exbe
 
 
 def host_facts(**services: str) -> HostFacts:
@@ -89,8 +96,9 @@ def test_a_clean_restart_tries_no_start_and_a_dry_run_neither():
     assert clean["warnings"] == []
     state.services["W3SVC"] = "Stopped"
     dry = restart_on(state, dry_run=True)
-    assert not dry["ok"] and dry["data"]["started"] == [] and state.services["W3SVC"] == "Stopped"
-    assert "one start attempt" not in dry["error"], "a dry run attempts nothing"
+    assert dry["ok"] and dry["changed"], "it would restart; a W3SVC that -WhatIf left stopped is no restart failure"
+    assert dry["data"]["started"] == [] and state.services["W3SVC"] == "Stopped", "a dry run attempts nothing"
+    assert StepResult.from_envelope("exch01", dry, 0.0).message == "would run iisreset (W3SVC is Stopped now)"
 
 
 def test_the_template_reports_every_key_of_the_result_schema_and_tries_each_service_once():
@@ -101,3 +109,61 @@ def test_the_template_reports_every_key_of_the_result_schema_and_tries_each_serv
     assert "foreach ($name in @('WAS', 'W3SVC'))" in source, "WAS first, as the sandbox"
     assert source.count("Start-ExbeStoppedService -Name") == 1 and source.count("$service.Start()") == 1
     assert "WaitForStatus('Running', [System.TimeSpan]::FromSeconds($TimeoutSeconds))" in source, "a bounded wait"
+
+
+# -- --restart-iis on the command line: when needed, or =always ------------------------------------------------------
+@pytest.fixture
+def exbe(tmp_path, capsys, monkeypatch):
+    def run(fleet, *args, **kwargs):
+        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
+    return run
+
+
+def restart_record(fleet, exbe, tmp_path, *flags: str) -> tuple[int, dict, int]:
+    """Renew a healthy server (nothing to bind) with ``flags``: the exit code, the restart step, IIS restarts."""
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "renew", "--server", "exch01", *flags, "--json", str(record))
+    assert result.code == 0, result.out + result.err
+    steps = {s["step"]: s for s in json.loads(record.read_text())["servers"][0]["steps"]}
+    host = fleet.host("exch01")
+    with host.lock:
+        return result.code, steps["restart"], host.state.iis_restarts
+
+
+@pytest.mark.parametrize("flag", ["--restart-iis", "--restart-iis=needed"])
+def test_restart_iis_without_always_skips_the_restart_when_nothing_needs_it(fleet, exbe, tmp_path, flag):
+    _, restart_step, restarts = restart_record(fleet, exbe, tmp_path, flag)
+    assert (restart_step["status"], restart_step["message"]) == ("skipped", restart.NOT_NEEDED)
+    assert restarts == 0
+
+
+@pytest.mark.parametrize("flags", [["--restart-iis=always"], ["--restart-iis", "always"], ["--restart-iis=ALWAYS"]])
+def test_restart_iis_always_restarts_even_when_nothing_bound_changed_and_w3svc_runs(fleet, exbe, tmp_path, flags):
+    _, restart_step, restarts = restart_record(fleet, exbe, tmp_path, *flags)
+    assert restart_step["status"] == "changed"
+    assert restart_step["data"]["reason"] == "forced (--restart-iis=always)"
+    assert restarts == 1
+
+
+def test_restart_iis_always_names_the_other_reasons_too(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "w3svc_stopped")])
+    _, restart_step, restarts = restart_record(fleet, exbe, tmp_path, "--restart-iis=always")
+    assert restart_step["data"]["reason"] == "forced (--restart-iis=always); W3SVC is Stopped"
+    assert restarts == 1
+
+
+@pytest.mark.parametrize("value", ["sometimes", "", "true"])
+def test_any_other_restart_iis_value_is_a_usage_error_before_any_server_is_contacted(fleet, exbe, value):
+    fleet.host("exch01").reset_counts()
+    result = exbe(fleet, "renew", "--server", "exch01", f"--restart-iis={value}")
+    assert result.code == 2
+    assert "--restart-iis takes no value" in result.err and "=always" in result.err
+    assert requests_seen(fleet) == 0
+
+
+def test_the_help_of_renew_says_what_restart_iis_always_does():
+    shown = subprocess.run([sys.executable, "-m", "exbe", "renew", "--help"], capture_output=True, text=True,
+                           check=True, env={**os.environ, "COLUMNS": "120"})
+    text = " ".join(shown.stdout.split())
+    assert "--restart-iis[=always]" in text
+    assert "--restart-iis=always restarts every time" in text

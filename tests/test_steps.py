@@ -14,13 +14,13 @@ from exbe.render import TEMPLATE_DIR, render_step
 from exbe.sandbox.faults import Faults
 from exbe.sandbox.state import HostState
 from exbe.sandbox.steps import HANDLERS, run_step
-from exbe.steps import REGISTRY, bind, cleanup, clone, facts, get, restart, trust
+from exbe.steps import REGISTRY, bind, cleanup, clone, facts, get, lock, restart, trust
 
 SETTINGS = Settings()
 
 
 def test_the_registry_names_each_step_once_and_the_sandbox_implements_exactly_those():
-    assert list(REGISTRY) == ["facts", "clone", "trust", "bind", "restart", "cleanup"]
+    assert list(REGISTRY) == ["facts", "clone", "trust", "bind", "restart", "cleanup", "lock"]
     assert set(HANDLERS) == set(REGISTRY), "a registered step the sandbox cannot run, or one it runs unregistered"
 
 
@@ -44,6 +44,7 @@ def _inputs(state: HostState) -> dict[str, dict]:
         "bind": bind.plan(read, selected.thumbprint, SETTINGS),
         "restart": restart.plan(dry_run=True),
         "cleanup": cleanup.step_input([], SETTINGS),
+        "lock": lock.request("acquire", "0123456789ab", "agent01", "renew"),
     }
 
 

@@ -57,8 +57,10 @@ def _manual_variants() -> list[tuple[str, str, dict]]:
 
 STEP_VARIANTS = _step_variants()
 MANUAL_VARIANTS = _manual_variants()
-RENDERED = {name: render_step(step, data) for name, step, data in STEP_VARIANTS}
+RENDERED = {name: render_step(step, data, readable=True) for name, step, data in STEP_VARIANTS}
 RENDERED.update({name: render_manual(task, data) for name, task, data in MANUAL_VARIANTS})
+#: the wire form exbe sends (comments and indentation stripped) is held to every check of the readable one
+RENDERED.update({f"{name}-wire": render_step(step, data) for name, step, data in STEP_VARIANTS})
 
 
 def _allowed_parameters(text: str) -> dict[str, set[str]]:

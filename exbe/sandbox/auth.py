@@ -17,15 +17,17 @@ from pathlib import Path
 import spnego
 import spnego.exceptions
 
+from .private import write_private
+
 MIME_BOUNDARY = "Encrypted Boundary"
 SPNEGO_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
 
 
 def install_accounts(path: Path, username: str, password: str) -> None:
-    """Write the NTLM account file and point pyspnego's acceptor at it (process-wide, like a machine's SAM)."""
+    """Write the NTLM account file (owner-only) and point pyspnego's acceptor at it (process-wide, like a machine's
+    SAM)."""
     domain, _, user = username.rpartition("\\")
-    path.write_text(f"{domain}:{user}:{password}\n", encoding="utf-8")
-    os.chmod(path, 0o600)
+    write_private(path, f"{domain}:{user}:{password}\n")
     os.environ["NTLM_USER_FILE"] = str(path)
 
 

@@ -15,8 +15,8 @@ import datetime
 import functools
 import hashlib
 import ipaddress
+import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +26,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .private import DIR_MODE, private_dir, write_private
+
+log = logging.getLogger("exbe.sandbox")
 
 UTC = datetime.timezone.utc
 
@@ -82,7 +86,7 @@ class KeyPool:
             if key is None or key.key_size != size:
                 key = rsa.generate_private_key(public_exponent=65537, key_size=size)
                 if path:
-                    _write_private(path, key_pem(key))
+                    _cache_key(path, key_pem(key))
             keys.append(key)
         self._keys[size] = keys
         return keys
@@ -96,25 +100,31 @@ def _read_key(path: Path) -> rsa.RSAPrivateKey | None:
     return key if isinstance(key, rsa.RSAPrivateKey) else None
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically with mode 0600 (concurrent test workers may fill the same cache)."""
+def _cache_key(path: Path, text: str) -> None:
+    """Keep a generated key in the cache; a cache that cannot be written only costs the next run the generation."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # the cache is an optimisation only
+        write_private(path, text)
+    except OSError as exc:
+        log.debug("sandbox key cache: %s not written: %s", path, exc)
 
 
 def _default_cache_dir() -> Path:
+    """``$EXBE_SANDBOX_KEY_CACHE``, else the user's own cache directory (``$XDG_CACHE_HOME`` or ``~/.cache``, on
+    Windows ``%LOCALAPPDATA%``) ``/exbe/sandbox-keys``: never a predictable path in a directory others can write."""
     configured = os.environ.get("EXBE_SANDBOX_KEY_CACHE")
     if configured:
         return Path(configured)
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return Path(tempfile.gettempdir()) / f"exbe-sandbox-keys-{uid}"
+    base = os.environ.get("LOCALAPPDATA") if os.name == "nt" else os.environ.get("XDG_CACHE_HOME")
+    return Path(base or Path.home() / ".cache") / "exbe" / "sandbox-keys"
+
+
+def _private_cache_dir() -> Path | None:
+    """The key cache, owner-only (0700); None (keys generated in memory each run) when it cannot be made so."""
+    try:
+        return private_dir(_default_cache_dir())
+    except OSError as exc:
+        log.warning("sandbox key cache disabled: %s", exc)
+        return None
 
 
 _POOL: KeyPool | None = None
@@ -122,11 +132,11 @@ _POOL_LOCK = threading.Lock()
 
 
 def key_pool() -> KeyPool:
-    """The process-wide pool (cache directory: ``$EXBE_SANDBOX_KEY_CACHE`` or ``<tmp>/exbe-sandbox-keys-<uid>``)."""
+    """The process-wide pool (cache directory: :func:`_default_cache_dir`, owner-only)."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = KeyPool(_default_cache_dir())
+            _POOL = KeyPool(_private_cache_dir())
         return _POOL
 
 
@@ -287,8 +297,8 @@ class SandboxCA:
                     and cert.not_valid_after_utc > _now():
                 return cls(cert, key)
         ca = cls.create()
-        directory.mkdir(parents=True, exist_ok=True)
-        _write_private(key_file, key_pem(ca.key))
+        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        write_private(key_file, key_pem(ca.key))
         cert_file.write_text(ca.ca_pem, encoding="ascii")
         return ca
 

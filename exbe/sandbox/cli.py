@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -33,11 +32,7 @@ def serve(*, hosts: int, scenarios: str, faults: str, latency_ms: int, state_dir
             print(f"{name}: {host.state.scenario:<32} winrm http://127.0.0.1:{ports['http']}/wsman "
                   f"https://127.0.0.1:{ports['https']}/wsman  444 -> {ports['backend']}")
         print(f"\ninventory: {path}   state: {fleet.state_dir}   CA: {fleet.ca_file}")
-        creds = fleet.state_dir / "credentials.env"
-        creds.write_text(f"export EXBE_USERNAME={shlex.quote(fleet.username)}\n"
-                         f"export EXBE_PASSWORD={shlex.quote(fleet.password)}\n",
-                         encoding="utf-8")
-        creds.chmod(0o600)
+        creds = fleet.write_credentials()
         print(f"credentials: . {creds}   (sandbox-only account; the file is readable by you alone)")
         print(f"  exbe -f {path} verify --all      (Ctrl-C stops the fleet)", flush=True)
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+#: The endpoints drop_request counts on (exbe.sandbox.server.ENDPOINTS' counter names).
+DROP_ENDPOINTS = ("winrm", "exchange")
 #: kind -> (type of value, description)
 FAULT_KINDS: dict[str, tuple[type, str]] = {
     "step_fail": (str, "the named WinRM step (or Exchange cmdlet) ends in a terminating error record"),
@@ -17,6 +19,9 @@ FAULT_KINDS: dict[str, tuple[type, str]] = {
     "iisreset_timeout": (bool, "iisreset/Restart-Service times out and leaves W3SVC stopped; TLS on 444 still answers"),
     "drop_after": (int, "the HTTP connection is dropped (no response) from request number N+1 on"),
     "drop_in_step": (str, "the connection drops while the named step runs (after its change is applied)"),
+    "drop_request": (str, "ENDPOINT:N (winrm or exchange): only that endpoint's N-th HTTP request (from 1, "
+                          "authentication rounds included) is dropped unanswered, before the server acts on it; the "
+                          "others are served"),
     "latency_ms": (int, "added latency per HTTP request, in milliseconds (a WAN round trip)"),
     "auth_fail": (bool, "every authentication attempt is refused with 401"),
     "http_500": (bool, "every WSMan request answers HTTP 500 with a WSMan internal-error fault"),
@@ -36,6 +41,7 @@ class Faults:
     iisreset_timeout: bool = False
     drop_after: int | None = None
     drop_in_step: str | None = None
+    drop_request: str | None = None
     latency_ms: int = 0
     auth_fail: bool = False
     http_500: bool = False
@@ -69,7 +75,23 @@ class Faults:
                     raise ValueError(f"sandbox fault {kind} needs a value, e.g. {kind}=bind")
                 value = raw.strip()
             setattr(faults, kind, value)
+        if faults.drop_request is not None:
+            faults.dropped_request()  # checks its form
         return faults
+
+    def dropped_request(self) -> tuple[str, int] | None:
+        """``drop_request`` as (endpoint, request number); raises ValueError when it is not ``ENDPOINT:N``."""
+        if self.drop_request is None:
+            return None
+        endpoint, _, number = self.drop_request.partition(":")
+        if endpoint not in DROP_ENDPOINTS or not number.isdigit() or int(number) < 1:
+            raise ValueError(f"sandbox fault drop_request needs ENDPOINT:N with ENDPOINT {' or '.join(DROP_ENDPOINTS)} "
+                             f"and N from 1, got {self.drop_request!r}")
+        return endpoint, int(number)
+
+    def drops(self, endpoint: str, number: int) -> bool:
+        """Whether the ``number``-th request on ``endpoint`` is dropped (``drop_request``)."""
+        return self.dropped_request() == (endpoint, number)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, False, 0)}

@@ -2,7 +2,8 @@
 
 Each host listens on its own free loopback ports: WinRM over HTTP (Negotiate/NTLM with message encryption, the
 default) and HTTPS (a certificate issued by the sandbox CA; Basic allowed only here), both serving ``/wsman`` and
-Exchange's ``/PowerShell``; and a TLS listener standing for IIS's https port 444.
+Exchange's ``/PowerShell``; and a TLS listener standing for IIS's https port 444. One event loop thread serves every
+host's listeners and connections (:class:`~exbe.sandbox.server.Reactor`), so a fleet of a thousand is one process.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import shlex
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +23,8 @@ from .certs import SandboxCA
 from .faults import Faults
 from .host import SandboxHost
 from .listener444 import BackendListener
-from .server import Listener
+from .private import DIR_MODE, write_private
+from .server import Reactor, listen
 from .state import HostState, scenario_names
 
 log = logging.getLogger("exbe.sandbox")
@@ -41,6 +44,8 @@ BIND = "127.0.0.1"
 
 
 SIMULATED_PREFIX = "sim-"
+#: three listening sockets per host, and room for the connections clients keep open to it
+FILES_PER_HOST = 8
 
 
 def plan_hosts(count: int, scenarios: str | Iterable[str] = "mixed") -> list[tuple[str, str]]:
@@ -60,11 +65,25 @@ def plan_hosts(count: int, scenarios: str | Iterable[str] = "mixed") -> list[tup
     return [(f"{SIMULATED_PREFIX}exch{i + 1:0{width}d}", chosen[i % len(chosen)]) for i in range(count)]
 
 
+def _allow_open_files(needed: int) -> None:
+    """Raise this process's soft limit on open files towards ``needed`` (never above the hard limit): a
+    thousand-host fleet needs more than the usual default of 1024."""
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        log.info("open-file limit raised from %d to %d for %d sandbox hosts", soft, wanted, needed // FILES_PER_HOST)
+
+
 @dataclasses.dataclass
 class _Running:
     host: SandboxHost
-    http: Listener
-    https: Listener
+    http_port: int
+    https_port: int
     backend: BackendListener
 
 
@@ -90,17 +109,22 @@ class Fleet:
         self._latency_ms = latency_ms
         self._fresh = fresh
         self._running: dict[str, _Running] = {}
+        self._reactor: Reactor | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     def start(self) -> Fleet:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        """Write the accounts, CA and host states (owner-only: they hold the password and private keys) and serve
+        every host's three listeners from one :class:`Reactor`."""
+        self.state_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         install_accounts(self.state_dir / "ntlm-users", self.username, self.password)
         ca = SandboxCA.load_or_create(self.state_dir)
         self.ca_file.write_text(ca.ca_pem, encoding="utf-8")
         tls = self._tls_context(ca)
+        _allow_open_files(FILES_PER_HOST * len(self._plan))
+        self._reactor = Reactor().start()
         try:
             for name, scenario in self._plan:
-                self._running[name] = self._start_host(name, scenario, tls)
+                self._running[name] = self._start_host(self._reactor, name, scenario, tls)
         except BaseException:
             self.stop()
             raise
@@ -108,11 +132,20 @@ class Fleet:
         return self
 
     def stop(self) -> None:
+        """End every shell (a long-poll Receive returns), then every listener and connection at once."""
         for running in self._running.values():
             running.host.close_all_shells()
-            for listener in (running.http, running.https, running.backend):
-                listener.stop()
+        if self._reactor is not None:
+            self._reactor.stop()
+            self._reactor = None
         self._running.clear()
+
+    def write_credentials(self) -> Path:
+        """``credentials.env`` in the state directory: the sandbox account as shell exports, owner-only."""
+        path = self.state_dir / "credentials.env"
+        write_private(path, f"export EXBE_USERNAME={shlex.quote(self.username)}\n"
+                            f"export EXBE_PASSWORD={shlex.quote(self.password)}\n")
+        return path
 
     def __enter__(self) -> Fleet:
         return self.start()
@@ -120,7 +153,7 @@ class Fleet:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _start_host(self, name: str, scenario: str, tls: ssl.SSLContext) -> _Running:
+    def _start_host(self, reactor: Reactor, name: str, scenario: str, tls: ssl.SSLContext) -> _Running:
         path = self.state_dir / f"{name}.json"
         if path.exists() and not self._fresh:
             state = HostState.load(path)
@@ -131,19 +164,16 @@ class Fleet:
         if self._latency_ms and not faults.latency_ms:
             faults.latency_ms = self._latency_ms
         host = SandboxHost(name, state, path, username=self.username, password=self.password, faults=faults)
-        http = Listener(host, BIND, 0, None)
-        https = Listener(host, BIND, 0, tls)
-        backend = BackendListener(lambda: host.state, host.lock, host=BIND, port=0, cert_dir=self.state_dir / "tls")
-        for listener in (http, https, backend):
-            listener.start()
-        return _Running(host, http, https, backend)
+        backend = BackendListener(lambda: host.state, host.lock, host=BIND, port=0, cert_dir=self.state_dir / "tls",
+                                  reactor=reactor)
+        backend.start()
+        return _Running(host, listen(reactor, host, BIND, 0, None), listen(reactor, host, BIND, 0, tls), backend)
 
     def _tls_context(self, ca: SandboxCA) -> ssl.SSLContext:
         cert_pem, key_pem = ca.issue_server_cert(["localhost"], [BIND])
         cert_file, key_file = self.state_dir / "winrm-https.pem", self.state_dir / "winrm-https.key"
         cert_file.write_text(cert_pem, encoding="utf-8")
-        key_file.write_text(key_pem, encoding="utf-8")
-        key_file.chmod(0o600)
+        write_private(key_file, key_pem)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_file, key_file)
         return context
@@ -162,13 +192,13 @@ class Fleet:
 
     def ports(self, name: str) -> dict[str, int]:
         running = self._running[name]
-        return {"http": running.http.port, "https": running.https.port, "backend": running.backend.port}
+        return {"http": running.http_port, "https": running.https_port, "backend": running.backend.port}
 
     def inventory(self, *, ssl_basic: bool = False) -> list[dict[str, Any]]:
         """Inventory entries for exbe's configuration (``exbe.inventory``)."""
         entries = []
         for name, running in self._running.items():
-            port = running.https.port if ssl_basic else running.http.port
+            port = running.https_port if ssl_basic else running.http_port
             entries.append({
                 "name": name,
                 "host": BIND,

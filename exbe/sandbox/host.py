@@ -59,6 +59,7 @@ class SandboxHost:
                                                              "exchange": collections.Counter(),
                                                              "other": collections.Counter()}
         self._requests = 0
+        self._endpoint_requests: collections.Counter[str] = collections.Counter()
         self._count_lock = threading.Lock()
         self._iis_restarts_seen = state.iis_restarts
 
@@ -67,6 +68,12 @@ class SandboxHost:
         with self._count_lock:
             self._requests += 1
             return self._requests
+
+    def next_endpoint_request_number(self, endpoint: str) -> int:
+        """The number of this HTTP request among those on ``endpoint`` (what the drop_request fault counts)."""
+        with self._count_lock:
+            self._endpoint_requests[endpoint] += 1
+            return self._endpoint_requests[endpoint]
 
     def count(self, endpoint: str, action: str) -> None:
         with self._count_lock:
@@ -87,6 +94,7 @@ class SandboxHost:
             for counter in self._counts.values():
                 counter.clear()
             self._requests = 0
+            self._endpoint_requests.clear()
 
     # -- shells ------------------------------------------------------------------------------------------------------
     def open_shell(self, configuration: str) -> Shell:

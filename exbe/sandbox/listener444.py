@@ -9,18 +9,17 @@ http.sys's 503 when it does not (a failed ``iisreset`` leaves TLS answering with
 
 from __future__ import annotations
 
-import os
-import socket
+import asyncio
 import ssl
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from .private import DIR_MODE, write_private
+from .server import Reactor
 from .state import BACKEND_SITE, HostState
 
-_MAX_HEAD = 16 * 1024
 _UNAUTHORIZED = (b"HTTP/1.1 401 Unauthorized\r\nServer: Microsoft-IIS/10.0\r\nWWW-Authenticate: Negotiate\r\n"
                  b"WWW-Authenticate: NTLM\r\nX-Powered-By: ASP.NET\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 _UNAVAILABLE_BODY = (b'<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">\r\n'
@@ -32,84 +31,56 @@ _UNAVAILABLE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html; c
 
 
 class BackendListener:
-    """A TLS server standing for ``https://<host>:444`` (bounded worker threads; one request per connection)."""
+    """A TLS server standing for ``https://<host>:444`` (one request per connection), served by a :class:`Reactor`:
+    the fleet's shared one, or one of its own when none is given."""
 
     def __init__(self, get_state: Callable[[], HostState], lock: AbstractContextManager[object],
-                 host: str = "127.0.0.1", port: int = 0, cert_dir: Path | None = None, *, workers: int = 4,
-                 timeout: float = 10.0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, cert_dir: Path | None = None, *,
+                 reactor: Reactor | None = None, timeout: float = 10.0) -> None:
         self._get_state = get_state
         self._lock = lock
         self._address = (host, port)
         self._cert_dir = Path(cert_dir) if cert_dir else None
-        self._workers = workers
+        self._reactor = reactor
+        self._own_reactor = reactor is None
         self._timeout = timeout
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._contexts_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(workers * 4)  # connections waiting or served; more are dropped
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._stopping = threading.Event()
+        self._port: int | None = None
         self._base = self._new_context()
         self._base.sni_callback = self._choose_certificate  # also called when the client sends no server name
 
     @property
     def port(self) -> int:
-        if self._sock is None:
+        if self._port is None:
             raise RuntimeError("the listener is not started")
-        port: int = self._sock.getsockname()[1]  # the address is (host, port, ...) for IPv4 and IPv6
-        return port
+        return self._port
 
     def start(self) -> None:
         if self._cert_dir is None:
             raise ValueError("BackendListener needs a cert_dir for the PEM files it serves")
-        self._cert_dir.mkdir(parents=True, exist_ok=True)
-        self._sock = socket.create_server(self._address)
-        self._sock.settimeout(0.2)
-        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="exbe-444")
-        self._thread = threading.Thread(target=self._accept_loop, name=f"exbe-444-{self.port}", daemon=True)
-        self._thread.start()
+        self._cert_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        if self._reactor is None:
+            self._reactor = Reactor().start()
+        self._port = self._reactor.listen(self._serve, *self._address, self._base)
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._sock is not None:
-            self._sock.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the listener's own reactor; a shared one is stopped by the fleet that owns it."""
+        if self._own_reactor and self._reactor is not None:
+            self._reactor.stop()
 
     # -- connections -------------------------------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        assert self._sock is not None and self._pool is not None
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not self._slots.acquire(blocking=False):
-                conn.close()
-                continue
-            self._pool.submit(self._serve, conn)
-
-    def _serve(self, conn: socket.socket) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """After the handshake (done by the loop, certificate chosen by :meth:`_choose_certificate`): read the
+        request head, answer as IIS does, close."""
         try:
-            conn.settimeout(self._timeout)
-            with self._base.wrap_socket(conn, server_side=True) as tls:
-                head = b""
-                while b"\r\n\r\n" not in head and len(head) < _MAX_HEAD:
-                    chunk = tls.recv(4096)
-                    if not chunk:
-                        return
-                    head += chunk
-                tls.sendall(_UNAUTHORIZED if self._w3svc_running() else _UNAVAILABLE)
-        except (OSError, ssl.SSLError):
-            pass  # a failed handshake or a client gone away: nothing to answer
-        finally:
-            conn.close()
-            self._slots.release()
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._timeout)
+        except asyncio.LimitOverrunError:
+            pass  # a head over the reactor's MAX_HEAD_BYTES: IIS answers it all the same
+        except (asyncio.IncompleteReadError, TimeoutError):
+            return  # the client went away (or never sent a request): nothing to answer
+        writer.write(_UNAUTHORIZED if self._w3svc_running() else _UNAVAILABLE)
+        await writer.drain()
 
     def _w3svc_running(self) -> bool:
         with self._lock:
@@ -137,9 +108,7 @@ class BackendListener:
             if context is None:
                 assert self._cert_dir is not None
                 path = self._cert_dir / f"{thumb}.pem"
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w", encoding="ascii") as handle:
-                    handle.write(pem + key_pem)
+                write_private(path, pem + key_pem)
                 context = self._new_context()
                 context.load_cert_chain(path)
                 self._contexts[thumb] = context

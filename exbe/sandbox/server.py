@@ -1,23 +1,31 @@
-"""The HTTP side of a sandbox host: WinRM's ``/wsman`` and Exchange's ``/PowerShell`` on one listener.
+"""The HTTP side of the sandbox: WinRM's ``/wsman`` and Exchange's ``/PowerShell``, every host on one event loop.
 
-Threads are bounded: each listener serves connections from a fixed-size pool; an idle keep-alive connection is
-closed after ``IDLE_TIMEOUT`` seconds, as http.sys does.
+A :class:`Reactor` (one per fleet) runs a single asyncio event loop thread that owns every listening socket and
+every connection of every host — WinRM over HTTP and HTTPS and the 444 listener (:mod:`.listener444`): accepting,
+TLS, reading requests, the injected latency (a timer on the loop, not a sleeping thread) and writing answers. What
+happens in between (NTLM, message encryption, WSMan, PSRP, the steps) runs in one bounded worker pool shared by all
+hosts, one request at a time per connection, as HTTP/1.1 without pipelining is (pypsrp never pipelines). So a
+1000-host fleet is one process with a loop thread and ``WORKERS`` workers, and nothing polls while it is idle.
+
+An idle keep-alive connection is closed after ``IDLE_TIMEOUT`` seconds, as http.sys does; :meth:`Reactor.stop` ends
+every connection at once, so no thread waits on an idle client when the process exits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import contextlib
-import http.server
+import dataclasses
+import email.utils
+import http
 import logging
-import socket
-import socketserver
 import ssl
+import sys
 import threading
-import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import wsman
 from .auth import AuthFailed, ConnectionAuth
@@ -28,139 +36,217 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exbe.sandbox")
 
-#: what socketserver hands a server per connection: a socket (TCP) or a (data, socket) pair (UDP)
-_Request = socket.socket | tuple[bytes, socket.socket]
-
 #: Endpoint path -> (counter name, PSRP configuration it serves)
 ENDPOINTS = {"/wsman": ("winrm", "Microsoft.PowerShell"), "/powershell": ("exchange", "Microsoft.Exchange")}
 MAX_ENVELOPE_BYTES = 1024 * 1024  # encrypted 500 KiB envelopes plus MIME overhead
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers
 IDLE_TIMEOUT = 120.0
-WORKERS_PER_LISTENER = 32
+HANDSHAKE_TIMEOUT = 10.0
+#: Request handlers shared by every host of a reactor. A handler blocks only on a host's lock or a long-poll
+#: Receive waiting for output (rare: exbe's pipelines finish within the Command request that starts them).
+WORKERS = 32
+SERVER_HEADER = "Microsoft-HTTPAPI/2.0"  # what http.sys sends for WinRM (the captures in shared/psrp-facts.md)
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
+_T = TypeVar("_T")
 
 
-class _BoundedServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class Reactor:
+    """One event loop thread for the listeners and connections of many hosts, plus the shared worker pool."""
 
-    def __init__(self, address: tuple[str, int], host: SandboxHost, tls: ssl.SSLContext | None) -> None:
-        self.sandbox_host = host
-        self.tls = tls
-        self._pool = ThreadPoolExecutor(max_workers=WORKERS_PER_LISTENER, thread_name_prefix=f"sbx-{host.name}")
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
+    def __init__(self, workers: int = WORKERS) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_log_loop_error)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sbx-loop", daemon=True)
+        self._workers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sbx-work")
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
-    def process_request(self, request: _Request, client_address: Any) -> None:
-        # a TCP server's request is its connected socket (the (data, socket) pair is UDPServer's)
-        assert isinstance(request, socket.socket)
-        with self._open_lock:
-            self._open.add(request)
-        self._pool.submit(self._serve_connection, request, client_address)
-
-    def _serve_connection(self, request: socket.socket, client_address: Any) -> None:
-        try:
-            self.process_request_thread(request, client_address)
-        finally:
-            with self._open_lock:
-                self._open.discard(request)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.tls is not None:
-            # the handshake happens in the worker (_Handler.setup), so a slow client never stalls accept()
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
-
-    def handle_error(self, request: _Request, client_address: Any) -> None:
-        log.debug("%s: connection from %s ended with an error", self.sandbox_host.name, client_address,
-                  exc_info=True)
-
-    def server_close(self) -> None:
-        """Stop listening and end every kept-alive connection: a worker waiting on an idle client would otherwise
-        hold the process open for up to IDLE_TIMEOUT at exit (the pool's threads are joined then)."""
-        super().server_close()
-        with self._open_lock:
-            open_now = list(self._open)
-        for sock in open_now:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-class Listener:
-    """One HTTP(S) listener of a host, running in its own thread."""
-
-    def __init__(self, host: SandboxHost, bind: str, port: int, tls: ssl.SSLContext | None) -> None:
-        self.server = _BoundedServer((bind, port), host, tls)
-        self.port = self.server.server_address[1]
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
-                                         name=f"sbx-listen-{self.port}", daemon=True)
+    def start(self) -> Reactor:
         self._thread.start()
+        return self
+
+    def listen(self, handler: Handler, bind: str, port: int, tls: ssl.SSLContext | None) -> int:
+        """Serve ``handler`` on (bind, port) from the loop; returns the port (a free one for port 0)."""
+        async def open_server() -> asyncio.Server:
+            if sys.version_info >= (3, 11):  # the handshake in the connection's task (_connection)
+                return await asyncio.start_server(lambda r, w: self._connection(handler, tls, r, w), bind, port,
+                                                  limit=MAX_HEAD_BYTES, backlog=128)
+            # 3.10: asyncio does the handshake before the task starts (a stop leaves those still in it to the GC)
+            return await asyncio.start_server(lambda r, w: self._connection(handler, None, r, w), bind, port,
+                                              ssl=tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls else None,
+                                              limit=MAX_HEAD_BYTES, backlog=128)
+
+        server = self._call(open_server())
+        self._servers.append(server)
+        bound: int = server.sockets[0].getsockname()[1]
+        return bound
+
+    async def work(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking ``function(*args)`` in the worker pool (from a connection's coroutine)."""
+        return await self._loop.run_in_executor(self._workers, function, *args)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        """Close every listener and connection, stop the loop, release the workers (no wait on idle clients)."""
+        if self._thread.is_alive():
+            self._call(self._close_everything())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        if not self._loop.is_running():
+            self._loop.close()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def _call(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _connection(self, handler: Handler, tls: ssl.SSLContext | None, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
+        try:
+            if tls is not None and sys.version_info >= (3, 11):
+                # the handshake inside the tracked connection, so that a stop also ends connections still in it
+                await writer.start_tls(tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+            await handler(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ssl.SSLError):
+            pass  # the client went away or sent what cannot be answered: nothing more to say on this connection
+        except Exception:  # noqa: BLE001 - one connection's failure must not reach the loop
+            log.debug("sandbox connection from %s ended with an error", writer.get_extra_info("peername"),
+                      exc_info=True)
+        finally:
+            del self._connections[task]
+            writer.close()  # what is still buffered goes out first
+
+    async def _close_everything(self) -> None:
+        for server in self._servers:
+            server.close()
+        tasks = list(self._connections)
+        for task, writer in list(self._connections.items()):
+            writer.transport.abort()
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "Microsoft-HTTPAPI/2.0"
-    sys_version = ""
-    server: _BoundedServer
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Failed TLS handshakes (a 444 binding with no usable certificate) and clients gone away are normal here."""
+    log.debug("sandbox event loop: %s", context.get("message"), exc_info=context.get("exception"))
 
-    def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(10)
-            self.request.do_handshake()
-        super().setup()
-        self.connection.settimeout(IDLE_TIMEOUT)
-        # headers and body go out as separate writes: without this, Nagle + delayed ACK add ~40 ms per response
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        host = self.server.sandbox_host
-        self.auth = ConnectionAuth(tls=self.server.tls is not None, username=host.username, password=host.password)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
-        log.debug("%s %s", self.server.sandbox_host.name, format % args)
+# -- HTTP --------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class HttpRequest:
+    method: str
+    target: str
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    too_large: bool = False  # a body over MAX_ENVELOPE_BYTES, read and discarded
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        host = self.server.sandbox_host
+    @property
+    def keep_alive(self) -> bool:
+        return self.headers.get("connection", "").lower() != "close"
+
+
+async def read_request(reader: asyncio.StreamReader) -> HttpRequest | None:
+    """The next request on a connection, or None when the client closed it between requests."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial.strip():
+            raise
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _version = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length") or 0)
+    if length > MAX_ENVELOPE_BYTES:
+        remaining = length
+        while remaining > 0:
+            remaining -= len(await reader.readexactly(min(remaining, 65536)))
+        return HttpRequest(method, target, headers, b"", too_large=True)
+    return HttpRequest(method, target, headers, await reader.readexactly(length) if length else b"")
+
+
+def http_response(status: int, payload: bytes = b"", headers: list[tuple[str, str]] | None = None) -> bytes:
+    """Status line, http.sys's Server and Date headers, ``headers``, Content-Length, body."""
+    lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}", f"Server: {SERVER_HEADER}",
+             f"Date: {email.utils.formatdate(usegmt=True)}"]
+    lines += [f"{name}: {value}" for name, value in headers or []]
+    lines.append(f"Content-Length: {len(payload)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def listen(reactor: Reactor, host: SandboxHost, bind: str, port: int, tls: ssl.SSLContext | None) -> int:
+    """Serve ``host``'s ``/wsman`` and ``/PowerShell`` on (bind, port), over TLS when ``tls``; returns the port."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # (asyncio sets TCP_NODELAY on every connection: no Nagle + delayed-ACK wait per answer)
+        connection = _Connection(host, tls=tls is not None, client_ip=str(writer.get_extra_info("peername")[0]))
+        while True:
+            try:
+                request = await asyncio.wait_for(read_request(reader), IDLE_TIMEOUT)
+            except TimeoutError:
+                return  # idle keep-alive connection: closed, as http.sys does
+            except (ValueError, UnicodeDecodeError):
+                writer.write(http_response(400))
+                return
+            if request is None:
+                return
+            if host.faults.latency_ms and not request.too_large:
+                await asyncio.sleep(host.faults.latency_ms / 1000)
+            answer = await reactor.work(connection.handle, request)
+            if answer is None:  # the fault drops the connection without an answer
+                return
+            writer.write(answer)
+            await writer.drain()
+            if not request.keep_alive:
+                return
+
+    return reactor.listen(serve, bind, port, tls)
+
+
+class _Connection:
+    """One client connection of a host: its authentication and encryption state, and what it answers each request
+    (run in a worker; None means: drop the connection without answering)."""
+
+    def __init__(self, host: SandboxHost, *, tls: bool, client_ip: str) -> None:
+        self.host = host
+        self.client_ip = client_ip
+        self.auth = ConnectionAuth(tls=tls, username=host.username, password=host.password)
+
+    def handle(self, request: HttpRequest) -> bytes | None:
+        host = self.host
         faults = host.faults
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_ENVELOPE_BYTES:
-            self._drain_body(length)
-            self._fault(wsman.Fault(400, 2150858909, "The WS-Management service cannot process the request because "
-                                    "the request packet is larger than the maximum envelope size.",
-                                    subcode="w:EncodingLimit", soap_code="s:Sender"), "", host.name)
-            return
-        body = self.rfile.read(length) if length else b""
-        path = self.path.split("?")[0].rstrip("/").lower()
+        if request.too_large:
+            return self._fault(wsman.Fault(400, 2150858909, "The WS-Management service cannot process the request "
+                                           "because the request packet is larger than the maximum envelope size.",
+                                           subcode="w:EncodingLimit", soap_code="s:Sender"), "")
+        if request.method != "POST":
+            return http_response(501)
+        path = request.target.split("?")[0].rstrip("/").lower()
         counter, configuration = ENDPOINTS.get(path, ("other", ""))
         number = host.next_request_number()
-        if faults.latency_ms:
-            time.sleep(faults.latency_ms / 1000)
         if faults.drop_after is not None and number > faults.drop_after:
-            self._drop()
-            return
+            return None
+        if faults.drops(counter, host.next_endpoint_request_number(counter)):
+            return None
         if not configuration:
-            self._plain(404, b"")
-            return
+            return http_response(404)
         if counter == "exchange" and (faults.exchange_unavailable or not host.web_sites_running()):
             # /PowerShell is an IIS application: with W3SVC stopped (a failed iisreset) http.sys answers 503
             host.count(counter, "unavailable")
-            self._plain(503, b"Service Unavailable")
-            return
+            return http_response(503, b"Service Unavailable")
         if faults.http_500:
             host.count(counter, "http_500")
-            self._fault(wsman.Fault(500, 2147943418, "The WS-Management service encountered an internal error."),
-                        "", host.name)
-            return
+            return self._fault(wsman.Fault(500, 2147943418, "The WS-Management service encountered an internal "
+                                           "error."), "")
 
         token = None
-        authorization = self.headers.get("Authorization")
+        authorization = request.headers.get("authorization")
         if authorization and not faults.auth_fail:
             try:
                 token = self.auth.step(authorization)
@@ -170,42 +256,38 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.auth.authenticated = False
         if not self.auth.authenticated:
             host.count(counter, "auth")
-            headers = [("WWW-Authenticate", f"Negotiate {token}")] if token else self.auth.challenge_headers()
-            self._plain(401, b"", headers)
-            return
+            return http_response(401, b"", [("WWW-Authenticate", f"Negotiate {token}")] if token
+                                 else self.auth.challenge_headers())
+        body = request.body
         if not body:  # the blank request that completes the handshake before encryption starts
             host.count(counter, "auth")
-            self._plain(200, b"", [("WWW-Authenticate", f"Negotiate {token}")] if token else [])
-            return
-        content_type = self.headers.get("Content-Type", "")
+            return http_response(200, b"", [("WWW-Authenticate", f"Negotiate {token}")] if token else [])
+        content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/encrypted"):
             try:
                 body = self.auth.unwrap(body, content_type)
             except Exception:  # noqa: BLE001 - a bad signature is the client's problem, answered as WinRM does
                 host.count(counter, "auth")
-                self._plain(401, b"", self.auth.challenge_headers())
-                return
+                return http_response(401, b"", self.auth.challenge_headers())
         elif not self.auth.tls:
             host.count(counter, "auth")
-            self._plain(400, b"")  # WinRM over HTTP refuses unencrypted bodies (AllowUnencrypted=false)
-            return
+            return http_response(400)  # WinRM over HTTP refuses unencrypted bodies (AllowUnencrypted=false)
 
         relates_to = ""
         try:
-            request = wsman.parse_request(body)
-            relates_to = request.message_id
-            host.count(counter, request.action)
-            response = self._dispatch(host, configuration, request)
+            wsman_request = wsman.parse_request(body)
+            relates_to = wsman_request.message_id
+            host.count(counter, wsman_request.action)
+            response = self._dispatch(configuration, wsman_request, request)
         except wsman.Fault as fault:
             host.count(counter, "fault")
-            self._fault(fault, relates_to, host.name)
-            return
+            return self._fault(fault, relates_to)
         except DropConnection:
-            self._drop()
-            return
-        self._soap(200, response)
+            return None
+        return self._soap(200, response)
 
-    def _dispatch(self, host: SandboxHost, configuration: str, request: wsman.Request) -> bytes:
+    def _dispatch(self, configuration: str, request: wsman.Request, http_request: HttpRequest) -> bytes:
+        host = self.host
         action = request.action
         if action == "Create":
             if request.configuration_name != configuration:
@@ -218,7 +300,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                   subcode="w:SchemaValidationError", soap_code="s:Sender")
             created = host.open_shell(configuration)
             created.create(creation.text)
-            return self._created(created, request)
+            return self._created(created, request, http_request)
         shell = host.shell(request.shell_id or "")
         if shell is None or shell.configuration != configuration:
             raise wsman.invalid_selectors(request.shell_id or "(none)")
@@ -260,10 +342,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         host.close_shell(shell.id)  # Delete
         return wsman.envelope(action, request.message_id, [])
 
-    def _created(self, shell: Shell, request: wsman.Request) -> bytes:
+    def _created(self, shell: Shell, request: wsman.Request, http_request: HttpRequest) -> bytes:
         ns = wsman.NS
         created = ET.Element(f"{{{ns['wst']}}}ResourceCreated")
-        address = f"http://{self.headers.get('Host', 'localhost')}{self.path}"
+        address = f"http://{http_request.headers.get('host', 'localhost')}{http_request.target}"
         ET.SubElement(created, f"{{{ns['wsa']}}}Address").text = address
         params = ET.SubElement(created, f"{{{ns['wsa']}}}ReferenceParameters")
         ET.SubElement(params, f"{{{ns['wsman']}}}ResourceURI").text = request.resource_uri
@@ -271,43 +353,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         ET.SubElement(selectors, f"{{{ns['wsman']}}}Selector", {"Name": "ShellId"}).text = shell.id
         info = wsman.rsp("Shell")
         for tag, text in (("ShellId", shell.id), ("ResourceUri", request.resource_uri),
-                          ("Owner", self.server.sandbox_host.username),
-                          ("ClientIP", self.client_address[0]), ("IdleTimeOut", "PT7200.000S"),
-                          ("InputStreams", "stdin pr"), ("OutputStreams", "stdout")):
+                          ("Owner", self.host.username), ("ClientIP", self.client_ip),
+                          ("IdleTimeOut", "PT7200.000S"), ("InputStreams", "stdin pr"), ("OutputStreams", "stdout")):
             info.append(wsman.rsp(tag, text=text))
         return wsman.envelope("Create", request.message_id, [created, info])
 
-    # -- responses ---------------------------------------------------------------------------------------------------
-    def _soap(self, status: int, payload: bytes) -> None:
-        if self.auth.encrypting and not self.server.sandbox_host.faults.plaintext:
+    def _soap(self, status: int, payload: bytes) -> bytes:
+        if self.auth.encrypting and not self.host.faults.plaintext:
             content_type, payload = self.auth.wrap(payload)
         else:
             content_type = "application/soap+xml;charset=UTF-8"
-        self._plain(status, payload, [("Content-Type", content_type)])
+        return http_response(status, payload, [("Content-Type", content_type)])
 
-    def _fault(self, fault: wsman.Fault, relates_to: str, machine: str) -> None:
-        self._soap(fault.http_status, wsman.fault_envelope(fault, relates_to, machine))
-
-    def _plain(self, status: int, payload: bytes, headers: list[tuple[str, str]] | None = None) -> None:
-        self.send_response(status)
-        for name, value in headers or []:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _drain_body(self, length: int) -> None:
-        remaining = length
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 65536))
-            if not chunk:
-                break
-            remaining -= len(chunk)
+    def _fault(self, fault: wsman.Fault, relates_to: str) -> bytes:
+        return self._soap(fault.http_status, wsman.fault_envelope(fault, relates_to, self.host.name))

@@ -37,12 +37,12 @@ import copy
 import dataclasses
 import datetime
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from . import certs
+from .private import DIR_MODE, write_private
 
 SCHEMA = 1
 SCENARIOS_FILE = Path(__file__).with_name("scenarios.json")
@@ -275,6 +275,9 @@ class HostState:
     allow_internal_untrusted_certs: int | None
     exchange: ExchangeConfig
     powershell_version: str = "5.1.17763.1"
+    #: The files of ``%ProgramData%\exbe`` (exbe's lock record ``lock.json`` and ``last-run.json``): name ->
+    #: ``{"text": content, "written_at": ISO time}``; see exbe.sandbox.steps for the Windows file semantics.
+    exbe_files: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     #: IIS stops (iisreset, Restart-Service W3SVC/WAS) since this state was loaded: each one ends the runspace pools
     #: of the Exchange endpoint, an IIS application. Runtime only, not part of the JSON.
     iis_restarts: int = 0
@@ -323,6 +326,7 @@ class HostState:
             "services": dict(self.services),
             "allow_internal_untrusted_certs": self.allow_internal_untrusted_certs,
             "exchange": dataclasses.asdict(self.exchange),
+            "exbe_files": copy.deepcopy(self.exbe_files),
         }
 
     @classmethod
@@ -341,15 +345,14 @@ class HostState:
             services=dict(data["services"]),
             allow_internal_untrusted_certs=data.get("allow_internal_untrusted_certs"),
             exchange=ExchangeConfig(**copy.deepcopy(data["exchange"])),
+            exbe_files=copy.deepcopy(data.get("exbe_files", {})),
         )
 
     def save(self, path: Path) -> None:
-        """Atomic write: a reader never sees half a state."""
+        """Atomic write: a reader never sees half a state. Owner-only from creation: it holds private keys."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        write_private(path, json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> HostState:
@@ -369,6 +372,12 @@ def _scenario_file() -> dict[str, Any]:
 
 def scenario_names() -> list[str]:
     return list(_scenario_file()["scenarios"])
+
+
+def scenario_overrides() -> dict[str, dict[str, Any]]:
+    """Each scenario's overrides of the baseline, as scenarios.json declares them (``exbe sandbox --list``)."""
+    scenarios: dict[str, dict[str, Any]] = _scenario_file()["scenarios"]
+    return scenarios
 
 
 def scenario_spec(name: str) -> dict[str, Any]:

@@ -19,10 +19,14 @@ These follow ``ps_templates/`` (the scripts a real server runs); where the two c
 
 from __future__ import annotations
 
+import datetime
+import json
 from collections.abc import Callable
 from typing import Any
 
 from .. import contract
+from ..facts import parse_time
+from ..steps import lock as lock_step
 from . import certs, windows
 from .faults import Faults
 from .records import ErrorInfo, TerminatingError
@@ -67,12 +71,17 @@ def run_step(state: HostState, step: str, data: dict[str, Any], faults: Faults) 
         raise TerminatingError(ErrorInfo(f"unknown exbe step {step!r}", error_id="SandboxUnknownStep"))
     dry_run = bool(data.get("dry_run", False))
     warnings: list[str] = []
+    journal = Journal(state, data.get(lock_step.CONTEXT_KEY), warnings)
     try:
-        changed, result = handler(state, data, faults, dry_run, warnings)
+        changed, result = handler(state, data, faults, dry_run, warnings, journal)
     except StepFailed as failed:
-        return contract.make_result(step, ok=False, changed=failed.changed, dry_run=dry_run, data=failed.data,
-                                    warnings=warnings, error=_one_line(str(failed)))
-    return contract.make_result(step, ok=True, changed=changed, dry_run=dry_run, data=result, warnings=warnings)
+        envelope = contract.make_result(step, ok=False, changed=failed.changed, dry_run=dry_run, data=failed.data,
+                                        warnings=warnings, error=_one_line(str(failed)))
+    else:
+        envelope = contract.make_result(step, ok=True, changed=changed, dry_run=dry_run, data=result,
+                                        warnings=warnings)
+    journal.complete(envelope)
+    return envelope
 
 
 def platform_refusal(version: str) -> str | None:
@@ -99,7 +108,7 @@ def _thumb(data: dict[str, Any], key: str) -> str:
 
 # -- facts -----------------------------------------------------------------------------------------------------------
 def facts(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
-          warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+          warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
     sites = [data.get("backend_site") or BACKEND_SITE, data.get("frontend_site") or FRONTEND_SITE]
     return False, {
         "now": certs.iso(utcnow()),
@@ -136,7 +145,7 @@ def cert_facts(cert: Any) -> dict[str, Any]:
 
 # -- clone -----------------------------------------------------------------------------------------------------------
 def clone(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
-          warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+          warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
     source_thumb = _thumb(data, "source_thumbprint")
     provider = data.get("provider") or CNG_PROVIDER
     result: dict[str, Any] = {"source_thumbprint": source_thumb, "new_thumbprint": None, "provider": None,
@@ -146,6 +155,8 @@ def clone(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
         raise StepFailed(f"Certificate {source_thumb} was not found in Cert:\\LocalMachine\\My", result)
     if dry_run:
         return True, result
+    journal.enter("clone", f"clone {source_thumb} with New-SelfSignedCertificate -CloneCert",
+                  {"thumbprint": source_thumb}, "clone", result)
     new = windows.new_self_signed_clone(state, source, provider=provider, key_length=data.get("key_length"),
                                         hash_algorithm=str(data.get("hash_algorithm") or "SHA256"),
                                         validity_years=int(data.get("validity_years") or 5))
@@ -160,7 +171,7 @@ def clone(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
 
 # -- trust -----------------------------------------------------------------------------------------------------------
 def trust(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
-          warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+          warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
     thumb = _thumb(data, "thumbprint")
     present = windows.get_certificate(state, "Root", thumb) is not None
     result = {"thumbprint": thumb, "present_before": present, "present_after": present}
@@ -170,6 +181,7 @@ def trust(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
     if source is None:
         raise StepFailed(f"Certificate {thumb} was not found in Cert:\\LocalMachine\\My", result)
     if not dry_run:
+        journal.enter("trust", f"add {thumb} to LocalMachine\\Root", {"in_root": present}, "trust", result)
         windows.add_certificate(state, "Root", source.public_copy())
     result["present_after"] = True
     return True, result
@@ -177,7 +189,7 @@ def trust(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
 
 # -- bind ------------------------------------------------------------------------------------------------------------
 def bind(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
-         warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+         warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
     """Acts on the exact bindingInformation texts it is given (exbe found them by meaning): the Back End's
     all-unassigned 444 binding (created as ``*:444:`` only when ``backend_binding`` is null) and, when given and
     carrying ``loopback_from``, the Default Web Site's 127.0.0.1:443 binding. Nothing else is touched."""
@@ -229,6 +241,8 @@ def bind(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
                        "loopback": thumb if move_loopback else before["loopback"]}
     if dry_run or not changed:
         return changed, result
+    journal.enter("bind", f"bind {thumb} on {backend_site} {backend_text or ''}", before, "bind",
+                  {**result, "after": dict(before), "created_backend_binding": False})
 
     done: list[Callable[[], None]] = []  # undo actions, newest last
     try:
@@ -309,7 +323,7 @@ def _restorer(state: HostState, site: str, info: str, previous: str | None, faul
 
 # -- restart ---------------------------------------------------------------------------------------------------------
 def restart(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
-            warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+            warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
     """The restart command, the wait for W3SVC, then one start attempt (``ServiceController.Start`` and a bounded
     ``WaitForStatus``) for each of WAS and W3SVC it left stopped; ok only when W3SVC runs at the end."""
     method = data.get("method") or "iisreset"
@@ -320,15 +334,17 @@ def restart(state: HostState, data: dict[str, Any], faults: Faults, dry_run: boo
     if method not in ("iisreset", "services"):
         raise StepFailed(f"unknown restart method {method!r}; use iisreset or services", result)
     timeout = int(data.get("timeout_seconds") or 120)
-    if not dry_run:
-        try:
-            if method == "iisreset":
-                windows.iisreset(state, faults, timeout)
-            else:
-                windows.restart_services(state, faults)
-        except windows.WindowsCallError as exc:
-            warnings.append(f"{method}: {_one_line(str(exc))}")
-        _start_stopped(state, faults, method, timeout, result, warnings)
+    if dry_run:  # -WhatIf: it would restart; the services' state says nothing about a restart's outcome yet
+        return True, result
+    journal.enter("restart", f"restart IIS with {method}", {"W3SVC": before}, "restart IIS", result)
+    try:
+        if method == "iisreset":
+            windows.iisreset(state, faults, timeout)
+        else:
+            windows.restart_services(state, faults)
+    except windows.WindowsCallError as exc:
+        warnings.append(f"{method}: {_one_line(str(exc))}")
+    _start_stopped(state, faults, method, timeout, result, warnings)
     result.update(w3svc_after=windows.service_status(state, "W3SVC"), was_after=windows.service_status(state, "WAS"))
     if result["w3svc_after"] != "Running":
         tried = " and one start attempt" if "W3SVC" in result["stopped_after_restart"] else ""
@@ -358,7 +374,7 @@ def _start_stopped(state: HostState, faults: Faults, method: str, timeout: int, 
 
 # -- cleanup ---------------------------------------------------------------------------------------------------------
 def cleanup(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
-            warnings: list[str]) -> tuple[bool, dict[str, Any]]:
+            warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
     wanted = [str(t).replace(" ", "").upper() for t in data.get("thumbprints") or []]
     sites = [data.get("backend_site") or BACKEND_SITE, data.get("frontend_site") or FRONTEND_SITE]
     bound: dict[str, list[str]] = {}
@@ -368,6 +384,9 @@ def cleanup(state: HostState, data: dict[str, Any], faults: Faults, dry_run: boo
                 bound.setdefault(binding.certificate_hash.upper(), []).append(
                     f"{site} {binding.binding_information}")
     result: dict[str, Any] = {"removed_my": [], "removed_root": [], "refused": []}
+    if not dry_run:
+        journal.enter("cleanup", f"remove superseded certificates {', '.join(wanted)}",
+                      {"bound": {t: where[-1] for t, where in bound.items()}}, "clean up", result)
     for thumb in dict.fromkeys(wanted):
         if thumb in bound:
             result["refused"].append({"thumbprint": thumb, "reason": f"bound to {', '.join(bound[thumb])}"})
@@ -380,7 +399,168 @@ def cleanup(state: HostState, data: dict[str, Any], faults: Faults, dry_run: boo
     return bool(result["removed_my"] or result["removed_root"]), result
 
 
+# -- lock and journal (ps_templates/_lock.ps1.j2, lock.ps1.j2) -------------------------------------------------------
+# %ProgramData%\exbe modelled on what Windows does with its files. [System.IO.File]::Open(path, CreateNew, ...) is
+# CreateFile's CREATE_NEW: it creates the file only when it does not exist, in one operation of the file system, and
+# fails with ERROR_FILE_EXISTS otherwise. Every other open of a record is FileShare.None, so one script at a time
+# reads, checks and writes it (the others get a sharing violation and retry). The sandbox runs each step script under
+# its host's lock (SandboxHost._mutate), which makes one script's open-check-write as indivisible as the exclusive
+# handle makes it on Windows, and no more: two runs' scripts still interleave between statements, as on a server.
+# A file is its text and write time (``HostState.exbe_files``), not a parsed record: an empty or cut file (a writer
+# killed between creating and writing it) reads back as Windows would show it, an unreadable record.
+LOCK_FILE = "lock.json"
+LAST_RUN_FILE = "last-run.json"
+
+
+def _read_record(state: HostState, name: str, ttl_minutes: int) -> dict[str, Any] | None:
+    """The template's Read-ExbeLockRecord: the record, an unreadable-record stand-in, or None without a file."""
+    stored = state.exbe_files.get(name)
+    if stored is None:
+        return None
+    try:
+        record = json.loads(stored["text"])
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "run_id" not in record:
+        written = parse_time(stored["written_at"])
+        return {"run_id": None,
+                "unreadable": f"C:\\ProgramData\\exbe\\{name} holds no exbe lock record, written at "
+                              f"{certs.iso(written)}",
+                "expires_at": certs.iso(written + datetime.timedelta(minutes=ttl_minutes))}
+    return record
+
+
+def _write_record(state: HostState, name: str, record: dict[str, Any]) -> None:
+    state.exbe_files[name] = {"text": json.dumps(record, separators=(",", ":")), "written_at": certs.iso(utcnow())}
+
+
+def _expired(record: dict[str, Any], now: datetime.datetime) -> bool:
+    expires = record.get("expires_at")
+    return not expires or parse_time(str(expires)) <= now
+
+
+def _holder(record: dict[str, Any] | None) -> str:
+    """The template's Format-ExbeLockHolder."""
+    if record is None:
+        return "nobody (the lock is gone: removed with exbe unlock?)"
+    if record.get("run_id") is None:
+        return f"an unreadable lock record ({record.get('unreadable')}); expires at {record.get('expires_at')}"
+    return (f"run {record['run_id']} ({record.get('task')}) from agent {record.get('agent')} since "
+            f"{record.get('started_at')}; expires at {record.get('expires_at')}")
+
+
+def _add_entry(state: HostState, run_id: str, ttl_minutes: int, entry: dict[str, Any]) -> str:
+    """The template's Add-ExbeLockEntry: "" when appended to this run's record, else why not."""
+    record = _read_record(state, LOCK_FILE, ttl_minutes)
+    if record is None:
+        return f"exbe's lock on this server is not held by run {run_id} any more: it was removed (exbe unlock?)"
+    if record.get("run_id") != run_id:
+        return f"exbe's lock on this server is held by {_holder(record)}"
+    record["journal"] = [*(record.get("journal") or []), entry]
+    record["expires_at"] = certs.iso(utcnow() + datetime.timedelta(minutes=ttl_minutes))
+    _write_record(state, LOCK_FILE, record)
+    return ""
+
+
+class Journal:
+    """A mutating step's Enter-/Complete-ExbeJournal: without a lock context in its input (a hand-run script) it does
+    nothing; with one, :meth:`enter` right before the change refuses unless the lock is this run's, and journals the
+    intent and the state it replaces; :meth:`complete` journals the envelope's result when ``enter`` did."""
+
+    def __init__(self, state: HostState, context: dict[str, Any] | None, warnings: list[str]) -> None:
+        self.state = state
+        self.context = context
+        self.warnings = warnings
+        self.step: str | None = None
+
+    def enter(self, step: str, intent: str, replaces: dict[str, Any], verb: str, data: dict[str, Any]) -> None:
+        if self.context is None:
+            return
+        entry = {"at": certs.iso(utcnow()), "step": step, "phase": "begin", "intent": intent, "replaces": replaces}
+        refusal = _add_entry(self.state, str(self.context["run_id"]), int(self.context["ttl_minutes"]), entry)
+        if refusal:
+            raise StepFailed(f"refusing to {verb}: {refusal}; nothing changed", dict(data))
+        self.step = step
+
+    def complete(self, envelope: dict[str, Any]) -> None:
+        if self.context is None or self.step is None:
+            return
+        entry = {"at": certs.iso(utcnow()), "step": self.step, "phase": "end", "ok": envelope["ok"],
+                 "changed": envelope["changed"], "error": envelope["error"], "result": envelope["data"]}
+        self.step = None
+        failure = _add_entry(self.state, str(self.context["run_id"]), int(self.context["ttl_minutes"]), entry)
+        if failure:
+            envelope["warnings"].append(f"the journal has no result of this step: {failure}")
+
+
+def lock(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
+         warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
+    """The template's Invoke-ExbeLock (see exbe.steps.lock for the record and its life)."""
+    action, run_id, agent = str(data["action"]), str(data["run_id"]), str(data["agent"])
+    ttl = int(data["ttl_minutes"])
+    now = utcnow()
+    result: dict[str, Any] = {"action": action, "now": certs.iso(now), "held": None, "last_run": None,
+                              "acquired": False, "took_over": None, "released": False, "removed": None,
+                              "refused": None}
+    if action == "acquire":
+        mine = {"exbe_lock": 1, "run_id": run_id, "agent": agent, "task": data["task"], "started_at": certs.iso(now),
+                "expires_at": certs.iso(now + datetime.timedelta(minutes=ttl)),
+                "journal": [{"at": certs.iso(now), "step": "lock", "phase": "begin",
+                             "intent": f"take the lock for {data['task']}",
+                             "replaces": {"my": [c.thumbprint for c in state.my]}}],
+                "took_over": None, "ended": None}
+        found = _read_record(state, LOCK_FILE, ttl)
+        if found is None:  # CreateNew succeeds
+            _write_record(state, LOCK_FILE, mine)
+            result["acquired"] = True
+        elif run_id and found.get("run_id") == run_id:  # this run's already (a repeated request): taken as it is
+            mine = found
+            result["acquired"] = True
+        elif _expired(found, now):
+            found.update(took_over=None, ended={"how": "taken over", "at": certs.iso(now),
+                                                "by": f"run {run_id} from agent {agent}"})
+            mine["took_over"] = found
+            result["took_over"] = found
+            _write_record(state, LOCK_FILE, mine)
+            result["acquired"] = True
+        else:
+            result["held"] = found
+        if result["acquired"]:
+            result["held"] = mine
+    elif action in ("release", "remove"):
+        found = _read_record(state, LOCK_FILE, ttl)
+        if found is None:
+            result["refused"] = "no exbe run holds the lock"
+        else:
+            result["held"] = found
+            allowed = bool(run_id) and found.get("run_id") == run_id
+            if action == "remove":
+                allowed = allowed or bool(data["force"]) or _expired(found, now)
+            if not allowed:
+                result["refused"] = f"the lock is held by {_holder(found)}"
+            else:
+                by = f"run {run_id} from agent {agent}" if action == "release" else f"exbe unlock from agent {agent}"
+                found["ended"] = {"how": "released" if action == "release" else "removed", "at": certs.iso(now),
+                                  "by": by}
+                _write_record(state, LAST_RUN_FILE, found)
+                del state.exbe_files[LOCK_FILE]
+                if action == "remove":
+                    result["removed"] = found
+                else:
+                    result["released"] = True
+    elif action == "note":
+        result["refused"] = _add_entry(state, run_id, ttl, {**(data["entry"] or {}), "at": certs.iso(now)}) or None
+    elif action == "show":
+        result["held"] = _read_record(state, LOCK_FILE, ttl)
+    else:
+        raise StepFailed(f"unknown lock action {action}: use acquire, release, show, remove or note", result)
+    if action != "note":
+        result["last_run"] = _read_record(state, LAST_RUN_FILE, ttl)
+    return False, result
+
+
 #: The sandbox's implementation of each registered step (``exbe.steps.REGISTRY``; a test holds the two equal).
 HANDLERS: dict[str, Callable[..., tuple[bool, dict[str, Any]]]] = {
     "facts": facts, "clone": clone, "trust": trust, "bind": bind, "restart": restart, "cleanup": cleanup,
+    "lock": lock,
 }

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..contract import ContractError, Schema, validate
-from . import bind, cleanup, clone, facts, restart, trust
+from . import bind, cleanup, clone, facts, lock, restart, trust
 
 Describe = Callable[[Mapping[str, Any], bool, bool], str]  # data, changed, dry_run -> one line
 BeforeAfter = Callable[[Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
@@ -41,6 +41,11 @@ class Step:
         return f"{self.name}.ps1.j2"
 
     def check_input(self, data: Mapping[str, Any]) -> None:
+        """A mutating step may also carry the lock context (:func:`exbe.steps.lock.context`): run under the lock,
+        it checks the lock is its run's and journals; without it (a hand-run script, a dry run) it does neither."""
+        if self.mutating and lock.CONTEXT_KEY in data:
+            validate(f"{self.name} input's {lock.CONTEXT_KEY}", data[lock.CONTEXT_KEY], lock.CONTEXT)
+            data = {k: v for k, v in data.items() if k != lock.CONTEXT_KEY}
         validate(f"{self.name} input", data, self.inputs, choices=self.choices)
 
     def check_result(self, envelope: Mapping[str, Any]) -> None:
@@ -55,7 +60,7 @@ def _step(module: Any) -> Step:
                 choices=getattr(module, "CHOICES", {}), mutating=getattr(module, "MUTATING", True))
 
 
-REGISTRY: dict[str, Step] = {s.name: s for s in map(_step, (facts, clone, trust, bind, restart, cleanup))}
+REGISTRY: dict[str, Step] = {s.name: s for s in map(_step, (facts, clone, trust, bind, restart, cleanup, lock))}
 
 
 def get(name: str) -> Step:

@@ -47,9 +47,11 @@ def needed(facts: HostFacts, *, bind_changed: bool) -> str | None:
 
 
 def describe(data: Mapping[str, Any], changed: bool, dry_run: bool) -> str:
+    if dry_run:
+        return f"would run {data.get('method')} (W3SVC is {data.get('w3svc_before')} now)"
     started = list(data.get("started") or [])
-    return (f"{'would run' if dry_run else 'ran'} {data.get('method')}: W3SVC {data.get('w3svc_before')} -> "
-            f"{data.get('w3svc_after')}" + (f" (started {', '.join(started)} after it)" if started else ""))
+    after = f" (started {', '.join(started)} after it)" if started else ""
+    return f"ran {data.get('method')}: W3SVC {data.get('w3svc_before')} -> {data.get('w3svc_after')}{after}"
 
 
 def before_after(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -37,28 +37,3 @@ def test_sandbox_serves_until_stopped_and_writes_an_inventory_exbe_reads(tmp_pat
 def test_mixed_scenarios_cycle_over_the_hosts():
     assert plan_hosts(3, "healthy,sha1_backend") == [("sim-exch01", "healthy"), ("sim-exch02", "sha1_backend"),
                                                      ("sim-exch03", "healthy")]
-
-
-def test_stopping_a_fleet_ends_connections_a_client_kept_alive(tmp_path):
-    """A kept-alive idle connection must not hold a sandbox worker (and so the exiting process) until its idle
-    timeout: the README's first command once hung two minutes at exit that way."""
-    import socket
-
-    from exbe.sandbox.fleet import Fleet
-
-    fleet = Fleet(tmp_path / "state", [("exch01", "healthy")]).start()
-    idle = socket.create_connection(("127.0.0.1", fleet.ports("exch01")["http"]))
-    deadline = time.monotonic() + 10
-    while not _sandbox_workers("exch01") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _sandbox_workers("exch01"), "a worker serves the idle connection"
-    fleet.stop()
-    for worker in _sandbox_workers("exch01"):
-        worker.join(timeout=10)
-    assert not _sandbox_workers("exch01"), "stop ends the workers of idle connections"
-    assert idle.recv(1) == b"", "the client sees its connection closed"
-    idle.close()
-
-
-def _sandbox_workers(host: str) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(f"sbx-{host}_") and t.is_alive()]

@@ -1,0 +1,109 @@
+"""The step summary: the page an admin opens after a run (GitHub ``$GITHUB_STEP_SUMMARY``, Azure DevOps
+``##vso[task.uploadsummary]``).
+
+One heading with the fleet's count per verdict, one table row per server -- verdict (passed / warnings / failed /
+unreachable), the back-end certificate's days left after the run, the failing and the warning checks by name, and
+for a server exbe could not work on, why -- most severe first; then a picture of the fleet's expiry: how many
+back-end certificates are in each band of days left, as a Mermaid pie chart where the page renders Mermaid (GitHub
+Markdown) and as a plain text bar chart in a code block where it does not (Azure DevOps' summary tab).
+
+Every value from a server passes the redactor and :func:`exbe.ci.markdown_code` (control characters visible, no live
+Markdown or HTML); the charts hold only exbe's band names and counts. A page stays under :data:`LIMIT_BYTES` (GitHub
+refuses a step summary over 1 MiB; Azure DevOps publishes none for the attachment, so the same bound applies): when
+the rows would not fit, the least severe ones are left out and a last line says how many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .ci import markdown_table, markdown_text
+from .model import ServerRun
+from .redaction import Redact
+from .report import VERDICTS, backend_days_left, findings, verdict
+
+#: GitHub's limit for one step's summary (1 MiB); exbe keeps its page under it, its closing lines included.
+LIMIT_BYTES = 1024 * 1024
+HEADERS = ("Server", "Verdict", "Back-end days left", "Failing", "Warnings", "Why")
+
+#: Bands of days left, as (label, lowest day in it); the default thresholds (fail below 30, warn below 60) fall on
+#: band edges, so a band never mixes certificates that verify judges differently at the defaults.
+BANDS: tuple[tuple[str, int], ...] = (("expired", -(10**9)), ("1-29 days", 1), ("30-59 days", 30),
+                                      ("60-364 days", 60), ("1 year or more", 365))
+NOT_JUDGED = "not judged"
+_BAR_WIDTH = 40
+
+
+def severity(run: ServerRun) -> tuple[int, float, str]:
+    """Sort key, most severe first: failed, unreachable, warnings, passed; then fewest days left; then the name."""
+    rank = {"failed": 0, "unreachable": 1, "warnings": 2, "passed": 3}[verdict(run)]
+    days = backend_days_left(run)
+    return rank, float("inf") if days is None else days, run.server
+
+
+def band(days: int | None) -> str:
+    """The band a certificate with ``days`` left falls in (:data:`NOT_JUDGED` when verify did not judge it)."""
+    if days is None:
+        return NOT_JUDGED
+    return [label for label, lowest in BANDS if days >= lowest][-1]
+
+
+def expiry_bands(runs: Sequence[ServerRun]) -> dict[str, int]:
+    """How many servers fall in each band, every band present (zero counts too), in order, not judged last."""
+    counts = dict.fromkeys([*(label for label, _ in BANDS), NOT_JUDGED], 0)
+    for run in runs:
+        counts[band(backend_days_left(run))] += 1
+    return counts
+
+
+def render(runs: Sequence[ServerRun], *, mermaid: bool, redact: Redact, task: str | None = None,
+           limit: int = LIMIT_BYTES) -> str:
+    """The page for ``runs``: Markdown with a Mermaid chart (``mermaid``) or a text bar chart."""
+    per_verdict = {name: sum(verdict(run) == name for run in runs) for name in VERDICTS}
+    counts = ", ".join(f"{n} {'with warnings' if name == 'warnings' else name}"
+                       for name, n in per_verdict.items() if n)
+    title = f"exbe {task}" if task else "exbe"
+    head = ["## " + markdown_text(f"{title}: {len(runs)} server(s), {counts or 'none'}"), ""]
+    if any(run.simulated for run in runs):
+        head += ["**SANDBOX**: simulated Exchange servers; nothing ran on Windows.", ""]
+    chart = ["### Back-end certificate expiry", "", *(_mermaid(runs) if mermaid else _text_chart(runs)), ""]
+    ordered = sorted(runs, key=severity)
+    rows = [_row(run) for run in ordered]
+    budget = limit - len("\n".join([*head, *chart]).encode("utf-8")) - 200  # the closing line and the joins
+    lines = [markdown_table(HEADERS, [])]
+    size = len(lines[0].encode("utf-8"))
+    for row in rows:
+        line = markdown_table(HEADERS, [row], redact).splitlines()[-1] + "\n"
+        size += len(line.encode("utf-8"))
+        if size > budget:
+            break
+        lines.append(line)
+    table, kept = "".join(lines), len(lines) - 1
+    tail = [f"{len(rows) - kept} more server(s) not shown: the page would pass the platform's size limit; the JUnit "
+            "report and the JSON run record have every server.", ""] if kept < len(rows) else []
+    return "\n".join([*head, table, *tail, *chart])
+
+
+def _row(run: ServerRun) -> list[str]:
+    """The row's raw values; :func:`exbe.ci.markdown_table` redacts and escapes each cell."""
+    days = backend_days_left(run)
+    why = run.error if run.error_kind else ""  # exbe could not work on it: the one line that says why
+    return [run.server, verdict(run), "" if days is None else str(days),
+            ", ".join(findings(run, "fail")), ", ".join(findings(run, "warn")), why or ""]
+
+
+def _mermaid(runs: Sequence[ServerRun]) -> list[str]:
+    counts = {label: n for label, n in expiry_bands(runs).items() if n}
+    if not counts:
+        return ["No server."]
+    return ["```mermaid", "pie showData", "    title Back-end certificates by days left",
+            *(f'    "{label}" : {n}' for label, n in counts.items()), "```"]
+
+
+def _text_chart(runs: Sequence[ServerRun]) -> list[str]:
+    counts = expiry_bands(runs)
+    most = max(counts.values(), default=0) or 1
+    width = max(len(label) for label in counts)
+    bars = [f"{label.ljust(width)}  {('#' * round(_BAR_WIDTH * n / most)).ljust(_BAR_WIDTH)}  {n}".rstrip()
+            for label, n in counts.items()]
+    return ["Back-end certificates by days left:", "", "```text", *bars, "```"]

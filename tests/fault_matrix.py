@@ -1,0 +1,469 @@
+"""The fault matrix (issue 12, item 8): every sandbox scenario x every fault point x a rerun, judged by reading the
+simulated server's state directly (:mod:`exbe.sandbox.state`), never through exbe.
+
+A case is one scenario on one host with one fault (:mod:`exbe.sandbox.faults`): the run of :data:`COMMAND` with the
+fault, then the same command again without it. Every state the host saves during both runs is checked against the
+state it started in:
+
+* the back-end ``*:444:`` binding is never left empty or invalid (bound to a certificate missing from
+  LocalMachine\\My or without a usable private key) when it was valid before;
+* the Default Web Site's ``:443:`` binding, the certificates with SMTP and the internal transport certificate never
+  change (the matrix never passes ``--smtp move``);
+* no certificate is deleted from My or Root while something uses it (a binding, an Exchange service, the internal
+  transport, the Auth configuration);
+* a run that exits 0 leaves a server that is not broken: 444 bound to a usable, unexpired, strong certificate,
+  127.0.0.1:443 on the same one where the server had that binding, W3SVC and WAS running;
+* the rerun converges: it exits 0 with a server that is not broken, or ends as the scenario must
+  (``MUST_STOP``, ``VERIFY_STILL_FAILS`` of the chain test).
+
+Besides the grid: two renews started at once on one host, and a fleet run cancelled with SIGINT (each a real
+``exbe`` process against a fleet served from this one, so its states are observed too).
+
+``python -m tests.fault_matrix`` (``invoke fault-matrix``) runs the full grid and prints its figures;
+``tests/test_fault_matrix.py`` runs a reduced grid in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import junitparser
+
+from exbe.main import ExbeProgram
+from exbe.sandbox import certs
+from exbe.sandbox.faults import DROP_ENDPOINTS, Faults
+from exbe.sandbox.fleet import MIXED_SCENARIOS, Fleet
+from exbe.sandbox.state import BACKEND_SITE, CSP_PROVIDERS, FRONTEND_SITE, HostState, scenario_names
+
+from .conftest import PASSWORD, USERNAME
+from .test_chain import MUST_STOP, VERIFY_STILL_FAILS
+
+#: The chain every case runs: every step of it (restart and cleanup included), so that every step can fail.
+COMMAND = ("renew", "--restart-iis", "--cleanup", "--min-age", "0")
+HOST = "exch01"
+#: Fault points besides the drops at each request index (those are counted per scenario from a clean run).
+FAULT_POINTS = (
+    *(f"step_fail={step}" for step in ("facts", "clone", "trust", "bind", "restart", "cleanup")),
+    *(f"step_fail={cmdlet}" for cmdlet in ("Get-ExchangeCertificate", "New-ExchangeCertificate")),
+    "bind_com_error",
+    *(f"drop_in_step={step}" for step in ("clone", "trust", "bind", "restart", "cleanup")),
+    "http_500",
+    "operation_timeout",
+    "iisreset_timeout",
+    "exchange_unavailable",
+)
+#: verify's threshold (Settings.fail_days): a server left with fewer days on its back-end certificate is broken.
+FAIL_DAYS = 30
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One case: what broke an invariant, whether the rerun converged, how long it took."""
+
+    case: str
+    code: int
+    rerun_code: int | None = None
+    violations: list[str] = dataclasses.field(default_factory=list)
+    converged: bool = True
+    why_not: str = ""
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class Totals:
+    outcomes: list[Outcome] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def violations(self) -> list[tuple[str, str]]:
+        return [(o.case, v) for o in self.outcomes for v in o.violations]
+
+    @property
+    def non_converging(self) -> list[tuple[str, str]]:
+        return [(o.case, o.why_not) for o in self.outcomes if not o.converged]
+
+    @property
+    def runs(self) -> int:
+        return sum(1 + (o.rerun_code is not None) for o in self.outcomes)
+
+    def text(self) -> str:
+        lines = [f"fault matrix: {len(self.outcomes)} cases, {self.runs} runs, {len(self.violations)} invariant "
+                 f"violations, {len(self.non_converging)} non-converging reruns, {self.seconds:.1f} s"]
+        lines += [f"  VIOLATION {case}: {why}" for case, why in self.violations]
+        lines += [f"  NOT CONVERGED {case}: {why}" for case, why in self.non_converging]
+        return "\n".join(lines)
+
+
+# -- reading the host ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def saved_states() -> Iterator[dict[Path, list[HostState]]]:
+    """Every state a sandbox host of this process saves while inside, by state file: each step that changes the
+    server saves once (exbe.sandbox.host), so this is the server as it was between every two steps."""
+    seen: dict[Path, list[HostState]] = {}
+    real = HostState.save
+
+    def save(self: HostState, path: Path) -> None:
+        real(self, path)
+        seen.setdefault(Path(path), []).append(HostState.from_dict(self.to_dict()))
+
+    HostState.save = save  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        HostState.save = real  # type: ignore[method-assign]
+
+
+def usable(state: HostState, thumbprint: str) -> bool:
+    cert = state.find("My", thumbprint)
+    return cert is not None and cert.key_pem is not None and bool(cert.key_accessible)
+
+
+def backend_hash(state: HostState) -> str:
+    binding = state.https_binding(BACKEND_SITE, 444)
+    return binding.certificate_hash.upper() if binding else ""
+
+
+def in_use(state: HostState) -> set[str]:
+    """Thumbprints something on the server uses."""
+    used = {b.certificate_hash.upper() for site in state.sites.values() for b in site.bindings if b.certificate_hash}
+    used |= {thumb for thumb, services in state.exchange.services.items() if services}
+    used |= {t for t in (state.exchange.internal_transport, state.exchange.auth_current, state.exchange.auth_next) if t}
+    return used
+
+
+def smtp(state: HostState) -> set[str]:
+    return {thumb for thumb, services in state.exchange.services.items() if "SMTP" in services}
+
+
+def public_443(state: HostState) -> str | None:
+    binding = state.https_binding(FRONTEND_SITE, 443)
+    return binding.certificate_hash.upper() if binding else None
+
+
+def violations(before: HostState, states: Sequence[HostState]) -> list[str]:
+    """What the ``states`` a host went through (in order, starting from ``before``) broke."""
+    found: list[str] = []
+    valid_before = usable(before, backend_hash(before))
+    previous = before
+    for n, state in enumerate(states, 1):
+        where = f"state {n} of {len(states)}"
+        bound = backend_hash(state)
+        if valid_before and not usable(state, bound):
+            found.append(f"{where}: *:444: is {'empty' if not bound else f'bound to unusable {bound}'}")
+        if public_443(state) != public_443(before):
+            found.append(f"{where}: Default Web Site :443: changed from {public_443(before)} to {public_443(state)}")
+        if smtp(state) != smtp(before):
+            found.append(f"{where}: SMTP moved from {sorted(smtp(before))} to {sorted(smtp(state))}")
+        if state.exchange.internal_transport != before.exchange.internal_transport:
+            found.append(f"{where}: internal transport changed to {state.exchange.internal_transport}")
+        used = in_use(previous)
+        for store in ("My", "Root"):
+            kept = {c.thumbprint for c in state.store(store)}
+            for gone in sorted({c.thumbprint for c in previous.store(store)} - kept):
+                if gone in used:
+                    found.append(f"{where}: {gone} deleted from {store} while in use")
+        previous = state
+    return found
+
+
+def broken(before: HostState, state: HostState, now: datetime.datetime | None = None) -> list[str]:
+    """Why the server is not fine, read from its state (empty: it is)."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    bound = backend_hash(state)
+    why: list[str] = []
+    cert = state.find("My", bound)
+    if cert is None or not usable(state, bound):
+        why.append(f"*:444: is {'empty' if not bound else f'bound to unusable {bound}'}")
+    else:
+        info = certs.cert_info(cert.pem)
+        if cert.not_after - now < datetime.timedelta(days=FAIL_DAYS):
+            why.append(f"the back-end certificate {bound} expires {cert.not_after:%Y-%m-%d}")
+        if info["signature_algorithm"].lower().startswith(("sha1", "md5")) or info["key_size"] < 2048:
+            why.append(f"the back-end certificate {bound} is weak ({info['signature_algorithm']}, "
+                       f"{info['key_size']} bits)")
+        if cert.provider not in CSP_PROVIDERS:
+            why.append(f"the back-end certificate {bound} has a CNG key ({cert.provider})")
+    loopback = state.https_binding(FRONTEND_SITE, 443, "127.0.0.1")
+    if before.https_binding(FRONTEND_SITE, 443, "127.0.0.1") and (
+            loopback is None or loopback.certificate_hash.upper() != bound):
+        why.append(f"127.0.0.1:443: is on {loopback.certificate_hash if loopback else 'nothing'}, 444 on {bound}")
+    why += [f"{name} is {state.services.get(name)}" for name in ("W3SVC", "WAS")
+            if state.services.get(name) != "Running"]
+    return why
+
+
+# -- running exbe ----------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def credentials() -> Iterator[None]:
+    """The sandbox account in EXBE_USERNAME/EXBE_PASSWORD while inside (restored after)."""
+    saved = {name: os.environ.get(name) for name in ("EXBE_USERNAME", "EXBE_PASSWORD")}
+    os.environ.update(EXBE_USERNAME=USERNAME, EXBE_PASSWORD=PASSWORD)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def write_config(fleet: Fleet, path: Path) -> Path:
+    path.write_text(json.dumps({"exbe": {"inventory": fleet.inventory()}}), encoding="utf-8")
+    return path
+
+
+def exbe(config: Path, *args: str) -> tuple[int, str]:
+    """The `exbe` command line in this process; its exit code and everything it printed. It runs in a thread of its
+    own, where exbe leaves the signals alone: Ctrl-C stops the matrix, not just the case under way."""
+    out = io.StringIO()
+
+    def run() -> int:
+        try:
+            ExbeProgram().run(["exbe", "-f", str(config), *args])
+        except SystemExit as exc:
+            return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        return 0
+
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), ThreadPoolExecutor(1) as thread:
+        code = thread.submit(run).result()
+    return code, out.getvalue()
+
+
+def failed_checks(record: Path) -> set[str]:
+    document = json.loads(record.read_text(encoding="utf-8"))
+    return {c["id"] for server in document["servers"] for step in server["steps"] for c in step.get("checks", [])
+            if c["status"] == "fail"}
+
+
+def converged(scenario: str, code: int, output: str, record: Path, before: HostState, after: HostState) -> str:
+    """Why a rerun did not end as the scenario must ("" when it did)."""
+    if scenario in MUST_STOP:
+        if code == 1 and MUST_STOP[scenario] in output and backend_hash(after) == backend_hash(before):
+            return ""
+        return f"exit {code}; a {scenario} server must stop early saying {MUST_STOP[scenario]!r}, changing nothing"
+    if scenario in VERIFY_STILL_FAILS:
+        failed = failed_checks(record) if record.exists() else set()
+        if code == 1 and failed == VERIFY_STILL_FAILS[scenario] and usable(after, backend_hash(after)):
+            return ""
+        return f"exit {code}, failed checks {sorted(failed)}; expected only {sorted(VERIFY_STILL_FAILS[scenario])}"
+    still = broken(before, after)
+    if code == 0 and not still:
+        return ""
+    return f"exit {code}" + (f"; {'; '.join(still)}" if still else "") + f"; {last_line(output)}"
+
+
+def last_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("exbe:") or "FAILED" in line]
+    return lines[-1][:300] if lines else "(no message)"
+
+
+def run_case(workdir: Path, scenario: str, fault: str) -> tuple[Outcome, dict[str, int]]:
+    """One case; also the HTTP requests per endpoint its faulted run made (how many indices a drop can hit)."""
+    started = time.monotonic()
+    name = f"{scenario} / {fault or 'no fault'}"
+    directory = Path(tempfile.mkdtemp(prefix="case-", dir=workdir))
+    fleet = Fleet(directory / "sandbox", [(HOST, scenario)], faults={HOST: Faults.parse(fault)}, username=USERNAME,
+                  password=PASSWORD)
+    try:
+        with fleet, saved_states() as seen:
+            host = fleet.host(HOST)
+            before = HostState.load(host.state_path)
+            config = write_config(fleet, directory / "exbe.yaml")
+            code, output = exbe(config, *COMMAND, "--server", HOST)
+            counts = {endpoint: host.total_requests(endpoint) for endpoint in DROP_ENDPOINTS}
+            outcome = Outcome(case=name, code=code)
+            states = list(seen.get(host.state_path, []))
+            after = HostState.load(host.state_path)
+            if code == 0 and broken(before, after):
+                outcome.violations.append(f"exit 0 while broken: {'; '.join(broken(before, after))}")
+            host.faults = Faults()
+            record = directory / "rerun.json"
+            outcome.rerun_code, rerun_output = exbe(config, *COMMAND, "--server", HOST, "--json", str(record))
+            states = list(seen.get(host.state_path, []))
+            final = HostState.load(host.state_path)
+            outcome.violations += violations(before, states)
+            outcome.why_not = converged(scenario, outcome.rerun_code, rerun_output, record, before, final)
+            outcome.converged = not outcome.why_not
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome, counts
+
+
+def grid(workdir: Path, scenarios: Sequence[str], points: Sequence[str] = FAULT_POINTS, *,
+         drop_stride: int | None = 1, report: Callable[[Outcome], None] | None = None) -> Totals:
+    """``scenarios`` x (no fault, ``points``, a one-request drop at every ``drop_stride``-th request index of the
+    clean chain on each endpoint; None: no drops), each with its rerun."""
+    totals = Totals()
+    started = time.monotonic()
+    for scenario in scenarios:
+        clean, counts = run_case(workdir, scenario, "")
+        cases = [*points, *(f"drop_request={endpoint}:{n}" for endpoint in DROP_ENDPOINTS
+                            for n in range(1, counts[endpoint] + 1, drop_stride or 1) if drop_stride)]
+        for outcome in [clean, *(run_case(workdir, scenario, fault)[0] for fault in cases)]:
+            totals.outcomes.append(outcome)
+            if report is not None:
+                report(outcome)
+    totals.seconds = time.monotonic() - started
+    return totals
+
+
+# -- two runs at once, and a cancelled run (real `exbe` processes against a fleet served from here) -----------------
+def exbe_process(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    environment = {**os.environ, "EXBE_USERNAME": USERNAME, "EXBE_PASSWORD": PASSWORD, **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "exbe", "-f", str(config), *args], env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def concurrent_renews(workdir: Path, attempt: int = 0) -> Outcome:
+    """Two `renew --force` at once on one healthy host: exactly one changes it, the other reports the lock; never a
+    duplicate certificate or a split binding; then a rerun converges."""
+    started = time.monotonic()
+    directory = Path(tempfile.mkdtemp(prefix="concurrent-", dir=workdir))
+    outcome = Outcome(case=f"two concurrent renews on one host (try {attempt + 1})", code=0)
+    # 150 ms a request: each run takes seconds, far longer than the two processes' start-up differs, so they overlap
+    # (two forced renews one after the other rightly make two certificates)
+    fleet = Fleet(directory / "sandbox", [(HOST, "healthy")], latency_ms=150, username=USERNAME, password=PASSWORD)
+    try:
+        with fleet, saved_states() as seen:
+            host = fleet.host(HOST)
+            before = HostState.load(host.state_path)
+            config = write_config(fleet, directory / "exbe.yaml")
+            records = [directory / f"run{n}.json" for n in (1, 2)]
+            processes = [exbe_process(config, "renew", "--force", "--server", HOST, "--json", str(record))
+                         for record in records]
+            outputs = [process.communicate(timeout=300)[0] for process in processes]
+            after = HostState.load(host.state_path)
+            mine = {c.thumbprint for c in before.my}
+            created = [c.thumbprint for c in after.my if c.thumbprint not in mine]
+            if len(created) > 1:
+                outcome.violations.append(f"duplicate certificates created: {', '.join(created)}")
+            loopback = after.https_binding(FRONTEND_SITE, 443, "127.0.0.1")
+            if loopback and loopback.certificate_hash.upper() != backend_hash(after):
+                outcome.violations.append(f"split binding: 444 on {backend_hash(after)}, 127.0.0.1:443: on "
+                                          f"{loopback.certificate_hash}")
+            changed = [any(s["step"] == "renew" and s["changed"] for srv in json.loads(r.read_text())["servers"]
+                           for s in srv["steps"]) for r in records if r.exists()]
+            if changed.count(True) != 1:
+                said = "; ".join(f"run {n}: {last_line(text)}" for n, text in enumerate(outputs, 1))
+                outcome.violations.append(f"{changed.count(True)} of the two runs renewed the certificate ({said})")
+            if not any("locked" in text.lower() for text in outputs):
+                outcome.violations.append("neither run reported the other's lock")
+            outcome.code = max(process.returncode for process in processes)
+            outcome.violations += violations(before, list(seen.get(host.state_path, [])))
+            record = directory / "rerun.json"
+            outcome.rerun_code, output = exbe(config, "renew", "--server", HOST, "--json", str(record))
+            outcome.why_not = converged("healthy", outcome.rerun_code, output, record, before,
+                                        HostState.load(host.state_path))
+            outcome.converged = not outcome.why_not
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def cancelled_fleet(workdir: Path, delay_s: float, *, hosts: int = 6) -> Outcome:
+    """A fleet `renew` (latency 40 ms, two servers at a time) sent SIGINT after ``delay_s``: it exits 130 with
+    complete JUnit and JSON, every server either finished or marked cancelled, no invariant broken on any host; then
+    a rerun converges on every host."""
+    started = time.monotonic()
+    directory = Path(tempfile.mkdtemp(prefix="cancelled-", dir=workdir))
+    outcome = Outcome(case=f"cancelled fleet run (SIGINT after {delay_s:.1f} s)", code=0)
+    plan = [(f"exch{n + 1:02d}", MIXED_SCENARIOS[n % len(MIXED_SCENARIOS)]) for n in range(hosts)]
+    fleet = Fleet(directory / "sandbox", plan, latency_ms=40, username=USERNAME, password=PASSWORD)
+    try:
+        with fleet, saved_states() as seen:
+            befores = {name: HostState.load(fleet.host(name).state_path) for name, _ in plan}
+            config = write_config(fleet, directory / "exbe.yaml")
+            record, junit = directory / "r.json", directory / "r.xml"
+            process = exbe_process(config, *COMMAND, "--all", "--json", str(record), "--junit", str(junit),
+                                   env={"EXBE_CONCURRENCY": "2"})
+            time.sleep(delay_s)
+            process.send_signal(signal.SIGINT)
+            output = process.communicate(timeout=300)[0]
+            outcome.code = process.returncode
+            outcome.violations += cancelled_reports(process.returncode, output, record, junit, [n for n, _ in plan])
+            for name, _ in plan:
+                outcome.violations += [f"{name}: {v}" for v in
+                                       violations(befores[name], list(seen.get(fleet.host(name).state_path, [])))]
+            rerun = directory / "rerun.json"
+            outcome.rerun_code, output = exbe(config, *COMMAND, "--all", "--json", str(rerun))
+            not_fine = [f"{name}: {'; '.join(broken(befores[name], HostState.load(fleet.host(name).state_path)))}"
+                        for name, _ in plan if broken(befores[name], HostState.load(fleet.host(name).state_path))]
+            if outcome.rerun_code != 0 or not_fine:
+                outcome.converged = False
+                outcome.why_not = f"rerun exit {outcome.rerun_code}; {'; '.join(not_fine) or last_line(output)}"
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def cancelled_reports(code: int, output: str, record: Path, junit: Path, names: list[str]) -> list[str]:
+    """What is wrong with a cancelled run's exit code, line and reports."""
+    found = []
+    if code != 130:
+        found.append(f"exit {code} after SIGINT, not 130")
+    if "exbe: cancelled (exbe received SIGINT)" not in output:
+        found.append("no line saying the run was cancelled")
+    try:
+        servers = {s["server"]: s for s in json.loads(record.read_text(encoding="utf-8"))["servers"]}
+        suites = {suite.name for suite in junitparser.JUnitXml.fromfile(str(junit))}
+    except (OSError, ValueError, junitparser.JUnitXmlError) as exc:
+        return [*found, f"reports unreadable: {exc}"]
+    if sorted(servers) != sorted(names):
+        found.append(f"the JSON record lists {sorted(servers)}, not every server")
+    if len(suites) != len(names):
+        found.append(f"the JUnit file has {len(suites)} suites for {len(names)} servers")
+    for name, server in servers.items():
+        finished = server["error"] is None and any(s["step"] == "verify" for s in server["steps"])
+        if not finished and server.get("error_kind") != "cancelled":
+            found.append(f"{name} neither finished nor is marked cancelled ({server['error']})")
+    return found
+
+
+# -- the full grid ---------------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.fault_matrix", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", action="append", help="only this scenario (repeatable; default: all)")
+    parser.add_argument("--drop-stride", type=int, default=1, help="drop at every n-th request index (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="print the figures only, not each case")
+    args = parser.parse_args(argv)
+
+    def report(outcome: Outcome) -> None:
+        if not args.quiet:
+            mark = "ok" if not outcome.violations and outcome.converged else "BAD"
+            print(f"{mark:3} {outcome.seconds:5.1f}s exit {outcome.code}/{outcome.rerun_code}  {outcome.case}",
+                  flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="exbe-fault-matrix-") as work, credentials():
+        workdir = Path(work)
+        started = time.monotonic()
+        totals = grid(workdir, args.scenario or scenario_names(), drop_stride=args.drop_stride, report=report)
+        for extra in [*(concurrent_renews(workdir, n) for n in range(3)),
+                      *(cancelled_fleet(workdir, delay) for delay in (0.5, 1.5, 3.0))]:
+            totals.outcomes.append(extra)
+            report(extra)
+        totals.seconds = time.monotonic() - started
+    print(totals.text())
+    return 1 if totals.violations or totals.non_converging else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
