@@ -20,13 +20,14 @@ def test(c, args=""):
 @task(help={"quick": "1 and 10 hosts only, 20 ms latency (seconds instead of minutes)",
             "target": "only 100 hosts x 50 ms x concurrency 16",
             "scale": "only 1000 hosts x 50 ms x concurrency 16",
+            "sweep": "100 hosts x 50 ms x concurrency 4, 16 and 64",
             "sandbox_procs": "sandbox processes the fleet is split over (default 2)",
             "exbe_only": "skip the naive approach"})
-def bench(c, quick=False, target=False, scale=False, sandbox_procs=2, exbe_only=False):
+def bench(c, quick=False, target=False, scale=False, sweep=False, sandbox_procs=2, exbe_only=False):
     """Fleet benchmark: exbe vs the naive pool-per-step approach, the sandbox in processes of its own
     (bench/README.md)."""
     flags = [flag for flag, on in (("--quick", quick), ("--target", target), ("--scale", scale),
-                                   ("--exbe-only", exbe_only)) if on]
+                                   ("--sweep", sweep), ("--exbe-only", exbe_only)) if on]
     c.run(f"python -m bench.fleet {' '.join(flags)} --sandbox-procs {int(sandbox_procs)}", pty=False)
 
 

@@ -8,6 +8,7 @@ CPU time and peak memory measured for them are theirs alone.
     python -m bench.fleet --quick    # 1 and 10 hosts at 20 ms (seconds)
     python -m bench.fleet --target   # 100 hosts x 50 ms x concurrency 16
     python -m bench.fleet --scale    # 1000 hosts x 50 ms x concurrency 16
+    python -m bench.fleet --sweep    # 100 hosts x 50 ms x concurrency 4, 16, 64
 
 Writes a table to the console and bench/results/fleet*.json (rows and a summary).
 """
@@ -36,6 +37,7 @@ MATRICES: dict[str, list[tuple[int, int, int]]] = {  # (hosts, latency ms, concu
     "full": [(1, 50, 16), (10, 50, 16), (100, 50, 4), (100, 50, 16), (100, 50, 64), (1000, 50, 16)],
     "quick": [(1, 20, 16), (10, 20, 16)],
     "target": [(100, 50, 16)],
+    "sweep": [(100, 50, 4), (100, 50, 16), (100, 50, 64)],
     "scale": [(1000, 50, 16)],
 }
 
@@ -197,11 +199,12 @@ def main() -> None:
     which.add_argument("--quick", action="store_true", help="1 and 10 hosts at 20 ms")
     which.add_argument("--target", action="store_true", help="only 100 hosts x 50 ms x concurrency 16")
     which.add_argument("--scale", action="store_true", help="only 1000 hosts x 50 ms x concurrency 16")
+    which.add_argument("--sweep", action="store_true", help="100 hosts x 50 ms x concurrency 4, 16 and 64")
     parser.add_argument("--sandbox-procs", type=int, default=2,
                         help="sandbox processes the fleet is split over (default 2)")
     parser.add_argument("--exbe-only", action="store_true", help="skip the naive approach")
     args = parser.parse_args()
-    matrix = "quick" if args.quick else "target" if args.target else "scale" if args.scale else "full"
+    matrix = next((name for name in ("quick", "target", "scale", "sweep") if getattr(args, name)), "full")
     approaches = ("exbe",) if args.exbe_only else ("exbe", "naive")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="exbe-bench-") as tmp:

@@ -27,6 +27,7 @@ from .selection import (
     loopback_binding,
     remove_binding_command,
     short,
+    split_loopback,
     weak_signature,
 )
 from .steps.lock import LockFacts, interrupted_message, leftovers
@@ -197,6 +198,12 @@ def loopback_443(ctx: _Context) -> CheckResult:
     binding = loopback_binding(ctx.facts, ctx.settings)
     if binding is None:
         return CheckResult("loopback_443", "skip", f"{ctx.server}: {site} has no https 127.0.0.1:443: binding")
+    if split_loopback(ctx.facts, ctx.settings, ctx.bound) is not None:
+        return _fail("loopback_443", f"{ctx.server}: {binding.label} carries the self-signed "
+                                     f"{binding.certificate_hash}, not the back-end certificate {ctx.bound} of "
+                                     f"{ctx.settings.backend_site} {BACKEND_LABEL} (a split binding: a superseded or "
+                                     f"duplicate back-end certificate); `exbe bind` moves it to {ctx.bound}",
+                     value=binding.certificate_hash)
     return _binding_valid("loopback_443", ctx, binding)
 
 

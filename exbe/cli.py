@@ -62,6 +62,7 @@ class TaskOptions:
     verbose: bool = False  # the console shows each step's detail (exbe.console)
     run: str | None = None  # `exbe unlock --run R`: remove only that run's lock
     yes: bool = False  # `exbe unlock --yes`: remove whatever lock is there
+    output: str | None = None  # `exbe render --output F`: the hand-run script's file
 
 
 def run_task(c: Any, task: str, options: TaskOptions) -> None:
@@ -284,15 +285,15 @@ def parse_thumbprint(value: str | None) -> str | None:
     return wanted
 
 
-def writable_report(flag: str, value: str | None) -> Path | None:
+def writable_report(flag: str, value: str | None, example: str = "exbe.xml") -> Path | None:
     """The report path of ``flag``, made sure to be writable before anything runs: its directory is created when
     missing, and a path that cannot be written is a usage error (the run would change servers, then lose the
-    record)."""
+    record). ``example`` is the file name suggested when ``value`` is a directory."""
     if not value:
         return None
     path = Path(value)
     if path.is_dir():
-        raise ConfigError(f"{flag} {value!r} is a directory; give a file name, such as {path / 'exbe.xml'}")
+        raise ConfigError(f"{flag} {value!r} is a directory; give a file name, such as {path / example}")
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

@@ -1,15 +1,19 @@
 """What exbe asks the Exchange endpoint (cmdlets, never scripts) and how it reads the answers.
 
-All reads go in ONE pipeline of several statements (one round trip). Objects are told apart by their type names.
+All reads go in ONE pipeline of several statements (one round trip; a second one only when the certificate
+projection below is refused or incomplete). Objects are told apart by their type names.
 
 What crosses the wire (``../shared/real-server-shapes.md`` §2): ``ExchangeCertificate`` derives from
 ``X509Certificate2``, which PowerShell serializes as ``RawData`` only, so a client without Exchange's assemblies gets
 no ``Thumbprint``, ``Services``, ``FriendlyName`` or ``NotAfter`` — in the healthy state and, ``Deserialized.``
 prefixed, in the broken one. exbe reads the thumbprint, subject and dates from ``RawData`` (the thumbprint is the
 SHA-1 of the DER bytes) and takes the property bag only where a server sends one. Service assignments are not in
-``RawData``: exbe asks for them with ``Get-ExchangeCertificate | Select-Object Thumbprint,Services``, evaluated on the
-server on live objects; when the endpoint refuses that projection (unverified either way) the assignments are
-*unknown*, and the decisions take the conservative path.
+``RawData``: exbe asks for the certificates as ``Get-ExchangeCertificate | Select-Object Thumbprint,Services,RawData``,
+evaluated on the server on live objects, so one plain object per certificate carries both and the full objects do
+not cross the wire as well (one object per certificate to deserialize instead of two). When the endpoint refuses that
+projection (unverified either way) or a projected certificate arrives without readable ``RawData`` or ``Services``,
+exbe asks once more for the full objects; assignments that did not arrive are *unknown*, and the decisions take the
+conservative path.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ _TYPES = {
 #: IMAP, POP, IIS, SMTP; 16 = SMTP).
 _SERVICE_FLAGS = (("IMAP", 1), ("POP", 2), ("UM", 4), ("IIS", 8), ("SMTP", 16), ("FEDERATION", 32),
                   ("UMCALLROUTER", 64))
-ASSIGNMENT_PROPERTIES = ["Thumbprint", "Services"]
+#: What exbe reads of each certificate, projected on the server: the assignments (not in ``RawData``) and ``RawData``
+#: (everything else exbe reads of a certificate).
+PROJECTED_PROPERTIES = ["Thumbprint", "Services", "RawData"]
 
 
 def read_statements(server_name: str) -> list[list[Command]]:
@@ -52,21 +58,33 @@ def read_statements(server_name: str) -> list[list[Command]]:
     refuses ``Select-Object``, the terminating error comes after every other answer has arrived."""
     return [
         [("Get-ExchangeServer", {"Identity": server_name})],
-        [("Get-ExchangeCertificate", {"Server": server_name})],
         [("Get-AuthConfig", {})],
         [("Get-SettingOverride", {})],
         [("Get-TransportService", {"Identity": server_name})],
-        [("Get-ExchangeCertificate", {"Server": server_name}), ("Select-Object", {"Property": ASSIGNMENT_PROPERTIES})],
+        [("Get-ExchangeCertificate", {"Server": server_name}), ("Select-Object", {"Property": PROJECTED_PROPERTIES})],
     ]
 
 
+def full_certificates_statement(server_name: str) -> list[list[Command]]:
+    """The fallback of :func:`read_statements`: the certificates as full objects (``RawData`` only on the wire)."""
+    return [[("Get-ExchangeCertificate", {"Server": server_name})]]
+
+
 def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None, list[str]]:
-    """Exchange facts and the error messages the cmdlets wrote; facts None when the reads failed."""
+    """Exchange facts and the error messages the cmdlets wrote; facts None when the reads failed. One round trip,
+    two when the projection was refused or incomplete (then the full objects are read as well)."""
     result = session.run_cmdlets(read_statements(server_name))
     if result.failed and not _projection_refused(result.failed):
         return None, [*result.errors, result.failed]
+    output, errors = list(result.output), list(result.errors)
+    if result.failed or not all(map(_projected_whole, output)):
+        full = session.run_cmdlets(full_certificates_statement(server_name))
+        errors += full.errors
+        if full.failed:
+            return None, [*errors, full.failed]
+        output += full.output
     refused = f"the Exchange endpoint refused Select-Object ({result.failed})" if result.failed else ""
-    return normalise(result, unknown_because=refused), result.errors
+    return normalise(PipelineOutput(output, errors, result.warnings, None), unknown_because=refused), errors
 
 
 def normalise(result: PipelineOutput, *, unknown_because: str = "") -> ExchangeFacts:
@@ -88,9 +106,11 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "") -> ExchangeF
             if cert is not None:
                 certificates[cert.thumbprint] = cert
         elif kind == "projection":
-            thumb = normalise_thumbprint(props.get("Thumbprint"))
-            if thumb and "Services" in props:
-                assignments[thumb] = services(props["Services"])
+            cert = read_certificate(obj)
+            if cert is not None and cert.services is not None:
+                assignments[cert.thumbprint] = cert.services
+            if cert is not None and _whole(cert):
+                certificates.setdefault(cert.thumbprint, cert)
         elif kind == "auth":
             auth = AuthConfig(current=normalise_thumbprint(props.get("CurrentCertificateThumbprint")),
                               next=normalise_thumbprint(props.get("NextCertificateThumbprint")),
@@ -215,6 +235,20 @@ def _props(obj: Any) -> dict[str, Any]:
     props.update(getattr(obj, "adapted_properties", {}) or {})
     props.update(getattr(obj, "extended_properties", {}) or {})
     return props
+
+
+def _whole(cert: ExchangeCertificate) -> bool:
+    """The certificate as exbe reads it, assignments aside: what a projection without readable ``RawData`` lacks."""
+    return cert.subject is not None and cert.not_after is not None and cert.self_signed is not None
+
+
+def _projected_whole(obj: Any) -> bool:
+    """True unless ``obj`` is a projected certificate that lacks something exbe reads (then the full objects are
+    asked for)."""
+    if kind_of(obj) != "projection":
+        return True
+    cert = read_certificate(obj)
+    return cert is not None and cert.services is not None and _whole(cert)
 
 
 def _projection_refused(failure: str) -> bool:

@@ -241,9 +241,10 @@ class ServerFlow:
             # the lock first: a changing task reads the facts it decides with under its lock (same round trip)
             lock_answer, envelope = self._scripts([("lock", self._lock_request(self._first_lock_action())),
                                                    ("facts", facts_step.plan(self.settings))])
+            # before the Exchange read's failure can end the run: a lock taken here is this run's to release
+            lock_warnings = self._lock_answered(lock_answer)
             exchange_read.result()  # a connection failure there (e.g. TLS validation) is the run's failure too
         duration = time.monotonic() - started
-        lock_warnings = self._lock_answered(lock_answer)
         if lock_warnings is None:
             return False
         if not envelope["ok"]:
@@ -649,6 +650,7 @@ class ServerFlow:
         interrupted = found.interrupted()
         notes = [lock_step.interrupted_message(interrupted) + ("; this run converges from the facts" if locking
                                                                else "")] if interrupted else []
+        notes += envelope["warnings"]  # e.g. a %ProgramData%\exbe whose ACL lets others in (lock.ps1.j2)
         if not locking:
             if found.held is not None and not found.held.expired(found.now):
                 notes.append(f"locked by {found.held.holder()}: another exbe run is changing this server")

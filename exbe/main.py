@@ -138,6 +138,9 @@ class ExbeProgram(Program):
             super().parse_tasks()
         except ParseError as exc:
             raise Exit(f"exbe: {unknown_input(exc)}", 2) from None
+        except ValueError as exc:  # Invoke converts a flag whose default is a number while parsing (int("x"))
+            shown = f" (`exbe {wanted} --help` gives each flag's type)" if wanted else ""
+            raise Exit(f"exbe: a flag that takes a whole number got text: {exc}{shown}", 2) from None
 
     def print_help(self) -> None:
         print(f"Usage: {self.binary} [-f FILE] <task> [--options]   ({self.binary} <task> --help for a task's options)")

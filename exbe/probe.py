@@ -12,12 +12,16 @@ import socket
 import ssl
 from typing import Any
 
+from .inventory import _url_host
+
 BACKEND_PATH = "/owa/"
 
 
 def probe_backend(host: str, port: int, timeout: float = 10.0) -> dict[str, Any]:
     """``{"tls": {...}, "http": {...}}`` as exbe.checks expects; a port that cannot be reached gives ``tls`` None
-    with the reason in ``unreachable`` (the checks then skip rather than pass)."""
+    with the reason in ``unreachable`` (the checks then skip rather than pass).
+
+    ``host`` is as the inventory keeps it: a DNS name, an IPv4 address or an IPv6 address without brackets."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     # The back-end certificate is self-signed by design; we compare its thumbprint, not its chain.
     context.check_hostname = False
@@ -28,6 +32,8 @@ def probe_backend(host: str, port: int, timeout: float = 10.0) -> dict[str, Any]
         return {"tls": None, "http": None, "unreachable": f"port {port} on {host} not reachable from this agent: {exc}"}
     try:
         try:
+            # No server name: http.sys serves the *:444: binding by IP and port, whatever name the client sends,
+            # and an IP literal must never go into SNI (RFC 6066, section 3).
             tls = context.wrap_socket(raw, server_hostname=None)
         except (ssl.SSLError, OSError) as exc:
             return {"tls": {"ok": False, "thumbprint": None, "error": f"TLS handshake failed: {exc}"}, "http": None}
@@ -35,14 +41,20 @@ def probe_backend(host: str, port: int, timeout: float = 10.0) -> dict[str, Any]
             der = tls.getpeercert(binary_form=True)
             thumbprint = hashlib.sha1(der).hexdigest().upper() if der else None
             result: dict[str, Any] = {"tls": {"ok": True, "thumbprint": thumbprint, "error": None}}
-            result["http"] = _http_status(tls, host)
+            result["http"] = _http_status(tls, backend_request(host, port))
             return result
     finally:
         raw.close()
 
 
-def _http_status(sock: ssl.SSLSocket, host: str) -> dict[str, Any]:
-    request = f"GET {BACKEND_PATH} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+def backend_request(host: str, port: int) -> bytes:
+    """The unauthenticated GET the probe sends: ``Host`` as RFC 9110 (7.2) wants it, an IPv6 address in brackets
+    and the port unless it is https's default 443."""
+    authority = _url_host(host) if port == 443 else f"{_url_host(host)}:{port}"
+    return f"GET {BACKEND_PATH} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n".encode("ascii")
+
+
+def _http_status(sock: ssl.SSLSocket, request: bytes) -> dict[str, Any]:
     try:
         sock.sendall(request)
         head = b""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .facts import Binding, Certificate, ExchangeFacts, HostFacts
+from .facts import Binding, Certificate, ExchangeFacts, HostFacts, normalise_thumbprint
 from .model import Settings
 
 BACKEND_PORT = 444
@@ -71,10 +71,25 @@ def ip_specific_444(facts: HostFacts) -> list[Binding]:
 
 
 # -- the back-end certificate ------------------------------------------------------------------------------------------
+def backend_like(cert: Certificate, friendly_name: str) -> bool:
+    """Self-signed with exactly this friendly name and not the Auth certificate: what a back-end certificate is."""
+    return cert.self_signed and cert.friendly_name == friendly_name and cert.subject.upper() != AUTH_SUBJECT.upper()
+
+
 def self_signed_exchange_certs(facts: HostFacts, friendly_name: str) -> list[Certificate]:
     """Self-signed certificates of My with exactly this friendly name, the Auth certificate excepted."""
-    return [c for c in facts.certificates
-            if c.self_signed and c.friendly_name == friendly_name and c.subject.upper() != AUTH_SUBJECT.upper()]
+    return [c for c in facts.certificates if backend_like(c, friendly_name)]
+
+
+def split_loopback(facts: HostFacts, settings: Settings, backend: str | None) -> Binding | None:
+    """The loopback ``127.0.0.1:443:`` binding when it carries a back-end-like certificate of My other than
+    ``backend`` (a superseded or duplicate one: a split binding). On real servers that binding carries the back-end
+    certificate when it carries a self-signed one; a CA-issued certificate there is the admin's choice, never split."""
+    loopback = loopback_binding(facts, settings)
+    carried = facts.certificate(loopback.certificate_hash) if loopback else None
+    if loopback is None or carried is None or not backend or carried.thumbprint == normalise_thumbprint(backend):
+        return None
+    return loopback if backend_like(carried, settings.friendly_name) else None
 
 
 def select_backend(facts: HostFacts, settings: Settings) -> Selection:

@@ -178,8 +178,10 @@ OTHER_VARIABLES = {
     "EXBE_RUNTIME_CONFIG": "the `exbe` command's `-f` file when `-f` is not given",
     "EXBE_CI_MASK": "`true`: also ask the CI platform to mask the password (it prints a mask command with the "
                     "password on stdout; not needed for secrets mapped from the platform's secret store)",
-    "EXBE_SANDBOX_KEY_CACHE": "where the sandbox caches generated keys (default: a directory under the system's "
-                              "temporary directory)",
+    "EXBE_SANDBOX_KEY_CACHE": "where the sandbox caches generated keys, owner-only (0700; one owned by another "
+                              "user or a symbolic link is refused and keys are generated each run); default: "
+                              "`exbe/sandbox-keys` in the user's cache directory (`$XDG_CACHE_HOME`, else "
+                              "`~/.cache`; on Windows `%LOCALAPPDATA%`)",
 }
 
 #: The spellings a boolean variable accepts, in any case.

@@ -14,7 +14,15 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
-from .cli import TaskOptions, flag_values, parse_thumbprint, run_task, template_dir
+from .cli import (
+    TaskOptions,
+    flag_values,
+    parse_thumbprint,
+    refuse_flag_controls,
+    run_task,
+    template_dir,
+    writable_report,
+)
 from .config import collection_config
 from .settings import BY_FLAG, SandboxDefaults, flag_help
 
@@ -200,8 +208,11 @@ def render(c: Context, task_name: str | None = None, server: list[str] | None = 
     if not task_name:
         raise Exit("exbe: which script? `exbe render renew` (or verify, trust, bind, cleanup)", code=2)
     try:
+        options = TaskOptions(server=server or [], days=days, force=force, smtp=smtp, no_trust=no_trust,
+                              thumbprint=thumbprint, output=output)
+        refuse_flag_controls(options)
         wanted = parse_thumbprint(thumbprint)
-        options = TaskOptions(days=days, force=force, smtp=smtp, no_trust=no_trust)
+        script = writable_report("--output", output, example=f"{task_name}.ps1")
         loaded = load(c.config, os.environ, flag_values(options))
         for warning in loaded.warnings:
             print(f"exbe: warning: {warning}", file=sys.stderr)
@@ -210,9 +221,8 @@ def render(c: Context, task_name: str | None = None, server: list[str] | None = 
         text = render_manual(task_name, manual_input(settings, thumbprint=wanted), override_dir=template_dir(defaults))
     except (ExbeError, ValueError) as exc:
         raise Exit(f"exbe: {exc}", code=2) from None
-    if output:
-        with open(output, "wb") as handle:
-            handle.write(to_file_bytes(text))
+    if script:
+        script.write_bytes(to_file_bytes(text))
     else:
         sys.stdout.write(text)
 
@@ -245,8 +255,25 @@ def sandbox(c: Context, hosts: int = SANDBOX.hosts, scenarios: str = SANDBOX.sce
         for line in sandbox_catalogue(scenario_overrides(), MIXED_SCENARIOS, FAULT_KINDS):
             print(line)
         return
+    from .errors import ExbeError
     from .sandbox.cli import serve
+    from .sandbox.faults import parse_fleet_faults
+    from .sandbox.fleet import plan_hosts
+    from .settings import Field, fields_of, refuse_controls
 
+    # Every flag is checked before a host starts: a bad one is one line and exit 2, as in every other task.
+    declared = {field.name: field for field in fields_of(SandboxDefaults) if isinstance(field, Field)}
+    try:
+        for name, value in (("hosts", hosts), ("scenarios", scenarios), ("faults", faults),
+                            ("latency_ms", latency_ms), ("state_dir", state_dir)):
+            flag = "--" + name.replace("_", "-")
+            declared[name].checked(declared[name].typed(value, flag), flag)
+        refuse_controls(inventory, "--inventory")
+        plan_hosts(int(hosts), scenarios)
+        parse_fleet_faults(faults)
+        writable_report("--inventory", inventory, example="sandbox-inventory.yaml")
+    except (ExbeError, ValueError) as exc:
+        raise Exit(f"exbe: {exc}", code=2) from None
     serve(hosts=int(hosts), scenarios=scenarios, faults=faults, latency_ms=int(latency_ms), state_dir=state_dir,
           inventory=inventory, https=https, keep=keep)
 

@@ -32,6 +32,7 @@ import datetime
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,7 @@ from exbe.main import ExbeProgram
 from exbe.sandbox import certs
 from exbe.sandbox.faults import DROP_ENDPOINTS, Faults
 from exbe.sandbox.fleet import MIXED_SCENARIOS, Fleet
+from exbe.sandbox.host import SandboxHost
 from exbe.sandbox.state import BACKEND_SITE, CSP_PROVIDERS, FRONTEND_SITE, HostState, scenario_names
 
 from .conftest import PASSWORD, USERNAME
@@ -269,7 +271,11 @@ def converged(scenario: str, code: int, output: str, record: Path, before: HostS
 
 
 def last_line(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.startswith("exbe:") or "FAILED" in line]
+    """What a run said last: its last failed step's line (``exch01  lock  failed  <why>``), else its last ``exbe:``
+    or FAILED line (the recap's "1 FAILED" alone hides why)."""
+    lines = output.splitlines()
+    failed = [line for line in lines if re.match(r"\S+\s+\S+\s+failed\s", line)]
+    lines = failed or [line for line in lines if line.startswith("exbe:") or "FAILED" in line]
     return lines[-1][:300] if lines else "(no message)"
 
 
@@ -331,14 +337,33 @@ def exbe_process(config: Path, *args: str, env: dict[str, str] | None = None) ->
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@contextlib.contextmanager
+def released_together(host: SandboxHost, runs: int, timeout_s: float = 120.0) -> Iterator[None]:
+    """Start ``runs`` exbe processes in the block: the host holds every one at its first WinRM Create (which needs
+    the host) until all have sent theirs, then lets them go at once, so their preflight pipelines, and the lock
+    requests in them, reach the server together. Without it "at once" depends on start-up: a run holds the lock
+    from its preflight to its bind (about 1 s at 150 ms a request), and on a loaded agent two Python processes start
+    0.5 s or more apart, after which the second run rightly finds the lock released and renews again."""
+    def creates() -> int:
+        return host.request_counts().get("winrm", {}).get("Create", 0)
+
+    with host.lock:
+        first = creates()
+        yield
+        deadline = time.monotonic() + timeout_s
+        while creates() - first < runs:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{runs - creates() + first} of {runs} runs never asked {host.name} for a shell")
+            time.sleep(0.01)
+
+
 def concurrent_renews(workdir: Path, attempt: int = 0) -> Outcome:
     """Two `renew --force` at once on one healthy host: exactly one changes it, the other reports the lock; never a
     duplicate certificate or a split binding; then a rerun converges."""
     started = time.monotonic()
     directory = Path(tempfile.mkdtemp(prefix="concurrent-", dir=workdir))
     outcome = Outcome(case=f"two concurrent renews on one host (try {attempt + 1})", code=0)
-    # 150 ms a request: each run takes seconds, far longer than the two processes' start-up differs, so they overlap
-    # (two forced renews one after the other rightly make two certificates)
+    # 150 ms a request, and both runs' lock requests released together (released_together)
     fleet = Fleet(directory / "sandbox", [(HOST, "healthy")], latency_ms=150, username=USERNAME, password=PASSWORD)
     try:
         with fleet, saved_states() as seen:
@@ -346,8 +371,9 @@ def concurrent_renews(workdir: Path, attempt: int = 0) -> Outcome:
             before = HostState.load(host.state_path)
             config = write_config(fleet, directory / "exbe.yaml")
             records = [directory / f"run{n}.json" for n in (1, 2)]
-            processes = [exbe_process(config, "renew", "--force", "--server", HOST, "--json", str(record))
-                         for record in records]
+            with released_together(host, len(records)):
+                processes = [exbe_process(config, "renew", "--force", "--server", HOST, "--json", str(record))
+                             for record in records]
             outputs = [process.communicate(timeout=300)[0] for process in processes]
             after = HostState.load(host.state_path)
             mine = {c.thumbprint for c in before.my}

@@ -2,19 +2,25 @@
 
 The objects come from ``tests.real_shapes`` (CLIXML written in the captured servers' layout, deserialized by pypsrp's
 own Serializer): ``ExchangeCertificate`` carries ``RawData`` only (EMS capture), or ``Deserialized.`` and ``RawData``
-only (the broken-signing capture); service assignments arrive only through the ``Select-Object`` projection.
+only (the broken-signing capture); service assignments arrive only through the ``Select-Object`` projection, which
+carries ``RawData`` too, so the full objects are read only when the projection is refused or incomplete.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 from xml.etree import ElementTree as ET
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pypsrp.serializer import Serializer
 
 from exbe.exchange import (
-    ASSIGNMENT_PROPERTIES,
+    PROJECTED_PROPERTIES,
+    full_certificates_statement,
     kind_of,
     new_certificate,
     normalise,
@@ -24,7 +30,7 @@ from exbe.exchange import (
     services,
 )
 from exbe.facts import ExchangeFacts, iso
-from exbe.transport import PipelineOutput
+from exbe.transport import PipelineOutput, fast_serializer
 from tests.real_shapes import (
     BROKEN_CERTIFICATES,
     BROKEN_CERTS,
@@ -55,13 +61,17 @@ def read(*objects, unknown_because: str = "") -> ExchangeFacts:
     return normalise(PipelineOutput(list(objects), [], [], None), unknown_because=unknown_because)
 
 
-def projection(thumbprint: str, flags: int, *, as_tag: str | None = None):
+def projection(thumbprint: str, flags: int, *, as_tag: str | None = None, der: bytes | None = None):
     """A ``Select-Object Thumbprint,Services`` object; ``as_tag`` "S" or "I32" writes Services as a plain string or
-    bare flags instead of the enum (what a server could plausibly send), still deserialized by pypsrp."""
+    bare flags instead of the enum (what a server could plausibly send); ``der`` adds the ``RawData`` note property
+    as PowerShell serializes a byte[] (``<BA>``, base64): exbe's ``Thumbprint,Services,RawData`` projection. Still
+    deserialized by pypsrp."""
     root = ET.fromstring(projection_clixml(thumbprint, flags))
+    members = root.find("MS")
+    assert members is not None
+    if der is not None:
+        ET.SubElement(members, "BA", N="RawData").text = base64.b64encode(der).decode()
     if as_tag:
-        members = root.find("MS")
-        assert members is not None
         enum = next(e for e in members if e.get("N") == "Services")
         members.remove(enum)
         replacement = ET.SubElement(members, as_tag, N="Services")
@@ -86,15 +96,18 @@ def property_bag(type_name: str, **props):
 
 
 class FakeSession:
-    """Answers ``run_cmdlets`` as transport.Session does: one PipelineOutput for all statements."""
+    """Answers ``run_cmdlets`` as transport.Session does: one PipelineOutput for all statements of a call; a second
+    call (the full objects) gets ``then``."""
 
-    def __init__(self, output: list, *, failed: str | None = None, errors: tuple[str, ...] = ()) -> None:
-        self.output, self.failed, self.errors = output, failed, list(errors)
+    def __init__(self, output: list, *, failed: str | None = None, errors: tuple[str, ...] = (),
+                 then: PipelineOutput | None = None) -> None:
+        self.answers = [PipelineOutput(list(output), list(errors), [], failed),
+                        then or PipelineOutput([], [], [], "a second round trip was not expected")]
         self.statements: list = []
 
     def run_cmdlets(self, statements):
         self.statements.append(statements)
-        return PipelineOutput(list(self.output), list(self.errors), [], self.failed)
+        return self.answers[len(self.statements) - 1]
 
 
 # -- certificates: RawData is all there is -------------------------------------------------------------------------
@@ -210,21 +223,33 @@ def test_a_projection_of_a_certificate_not_listed_adds_nothing():
 
 
 # -- the read pipeline -----------------------------------------------------------------------------------------------
+def projected(server=E19, *, with_der: bool = True) -> list:
+    """The server's certificates as ``Select-Object Thumbprint,Services,RawData`` objects (``with_der`` False: the
+    ``Thumbprint,Services`` objects a server sending no ``RawData`` in the projection would give)."""
+    return [projection(c.thumbprint, c.services or 0, der=c.der if with_der else None) for c in server.certificates]
+
+
 def real_answer(server=E19):
-    """What read_statements gets from a healthy server: certificates (RawData only), Auth config, projection."""
-    return [*EMS_CERTIFICATES(server), one(auth_config_clixml(server)),
-            *(projection(c.thumbprint, c.services or 0) for c in server.certificates)]
+    """What read_statements gets from a healthy server: the Auth config and one projected object per certificate."""
+    return [one(auth_config_clixml(server)), *projected(server)]
 
 
-def test_the_projection_is_the_last_statement_so_a_refusal_comes_after_every_other_answer():
+def full_objects(server=E19) -> PipelineOutput:
+    """The answer to the fallback: the full certificates as they cross the wire (RawData only)."""
+    return PipelineOutput(EMS_CERTIFICATES(server), [], [], None)
+
+
+def test_the_certificates_are_read_once_as_a_projection_with_rawdata_the_last_statement():
+    """A refusal of Select-Object then ends the pipeline after every other answer has arrived."""
     statements = read_statements("EXCH01")
-    assert statements[1] == [("Get-ExchangeCertificate", {"Server": "EXCH01"})]
     assert statements[-1] == [("Get-ExchangeCertificate", {"Server": "EXCH01"}),
-                              ("Select-Object", {"Property": ASSIGNMENT_PROPERTIES})]
-    assert ASSIGNMENT_PROPERTIES == ["Thumbprint", "Services"]
+                              ("Select-Object", {"Property": PROJECTED_PROPERTIES})]
+    assert PROJECTED_PROPERTIES == ["Thumbprint", "Services", "RawData"]
+    assert [("Get-ExchangeCertificate", {"Server": "EXCH01"})] not in statements, "no full objects on the wire"
+    assert full_certificates_statement("EXCH01") == [[("Get-ExchangeCertificate", {"Server": "EXCH01"})]]
 
 
-def test_a_healthy_read_gives_certificates_assignments_and_the_auth_configuration():
+def test_a_healthy_read_gives_certificates_assignments_and_the_auth_configuration_in_one_round_trip():
     session = FakeSession(real_answer())
     facts, errors = read_facts(session, "SOLO-E19A")
     assert errors == [] and session.statements == [read_statements("SOLO-E19A")]
@@ -232,13 +257,33 @@ def test_a_healthy_read_gives_certificates_assignments_and_the_auth_configuratio
     assert {c.thumbprint: c.services for c in facts.certificates} == {
         E19.auth_thumbprint: ("SMTP",), E19.backend_thumbprint: ("IMAP", "POP", "IIS", "SMTP"),
         E19.cert("wmsvc").thumbprint: ()}
+    assert {c.thumbprint: (c.subject, c.not_after, c.self_signed) for c in facts.certificates} == {
+        c.thumbprint: (c.subject, c.not_after, True) for c in E19.certificates}, "from the projected RawData"
     assert (facts.auth.current, facts.auth.next, facts.auth.next_effective) == (E19.auth_thumbprint, None, None)
 
 
-def test_a_pipeline_that_failed_on_select_object_still_gives_facts_with_assignments_unknown():
-    session = FakeSession([*EMS_CERTIFICATES(E19), one(auth_config_clixml(E19))], failed=SELECT_OBJECT_REFUSED,
-                          errors=("a non-terminating error",))
+def test_the_projection_reads_the_same_facts_as_the_full_objects_did():
+    projected_facts, _ = read_facts(FakeSession(real_answer(E16)), "SOLO-E16A")
+    full_objects_facts = read(*EMS_CERTIFICATES(E16), one(auth_config_clixml(E16)), *projected(E16, with_der=False))
+    assert projected_facts == full_objects_facts
+
+
+def test_a_projection_without_rawdata_makes_exbe_read_the_full_objects_and_keep_the_assignments():
+    session = FakeSession([one(auth_config_clixml(E19)), *projected(with_der=False)], then=full_objects())
     facts, errors = read_facts(session, "SOLO-E19A")
+    assert session.statements == [read_statements("SOLO-E19A"), full_certificates_statement("SOLO-E19A")]
+    assert errors == [] and facts.assignments_unknown == ""
+    assert {c.thumbprint: c.services for c in facts.certificates} == {
+        E19.auth_thumbprint: ("SMTP",), E19.backend_thumbprint: ("IMAP", "POP", "IIS", "SMTP"),
+        E19.cert("wmsvc").thumbprint: ()}
+    assert {c.thumbprint: c.subject for c in facts.certificates} == {c.thumbprint: c.subject for c in E19.certificates}
+
+
+def test_a_pipeline_that_failed_on_select_object_reads_the_full_objects_with_assignments_unknown():
+    session = FakeSession([one(auth_config_clixml(E19))], failed=SELECT_OBJECT_REFUSED,
+                          errors=("a non-terminating error",), then=full_objects())
+    facts, errors = read_facts(session, "SOLO-E19A")
+    assert session.statements == [read_statements("SOLO-E19A"), full_certificates_statement("SOLO-E19A")]
     assert facts is not None and errors == ["a non-terminating error"]
     assert {c.thumbprint for c in facts.certificates} == {c.thumbprint for c in E19.certificates}
     assert all(c.services is None for c in facts.certificates)
@@ -246,9 +291,16 @@ def test_a_pipeline_that_failed_on_select_object_still_gives_facts_with_assignme
     assert facts.auth.current == E19.auth_thumbprint, "the earlier statements' answers are kept"
 
 
+def test_when_the_full_objects_cannot_be_read_either_there_are_no_facts_and_every_error():
+    session = FakeSession([one(auth_config_clixml(E19))], failed=SELECT_OBJECT_REFUSED, errors=("first",),
+                          then=PipelineOutput([], ["second"], [], "Access is denied."))
+    assert read_facts(session, "SOLO-E19A") == (None, ["first", "second", "Access is denied."])
+
+
 def test_a_pipeline_that_failed_on_anything_else_gives_no_facts_and_every_error():
-    session = FakeSession([*EMS_CERTIFICATES(E19)], failed="Access is denied.", errors=("first",))
+    session = FakeSession(real_answer(), failed="Access is denied.", errors=("first",))
     assert read_facts(session, "SOLO-E19A") == (None, ["first", "Access is denied."])
+    assert len(session.statements) == 1
 
 
 def test_a_broken_signing_answer_is_read_as_the_certificates_it_lists():
@@ -303,3 +355,56 @@ def test_new_exchange_certificate_output_that_names_no_single_certificate_yields
     assert new_certificate(two, {})[0] is None, "two certificates: which one was created is not known"
     failed = FakeSession([], failed="The certificate could not be created.", errors=("warning-ish error",))
     assert new_certificate(failed, {}) == (None, ["warning-ish error", "The certificate could not be created."])
+
+
+# -- exbe's deserializer hands over exactly what pypsrp's does -------------------------------------------------------
+def as_seen(value):
+    """Everything a reader can see of a deserialized value (types, properties, ToString, nested objects, raw XML)."""
+    if isinstance(value, list):
+        return [as_seen(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_seen(v) for k, v in value.items()}
+    if hasattr(value, "__dict__"):
+        return (type(value).__name__, {k: as_seen(v) for k, v in vars(value).items()})
+    return (type(value).__name__, value)
+
+
+def both_ways(xml_text: str):
+    """``xml_text`` deserialized as a received message is: once by pypsrp's Serializer, once by exbe's."""
+    return [as_seen(serializer.deserialize(xml_text)) for serializer in (Serializer(), fast_serializer())]
+
+
+REAL_WIRE = {
+    "ems-certificate": exchange_certificate_clixml(E19.cert("exchange")),
+    "broken-certificate": exchange_certificate_clixml(E19.cert("exchange"), shape="broken"),
+    "full-certificate": exchange_certificate_clixml(E16.cert("exchange"), shape="full"),
+    "auth-config": auth_config_clixml(E16, next_thumbprint=E16.backend_thumbprint,
+                                      next_effective=datetime.datetime(2026, 6, 2, tzinfo=datetime.timezone.utc)),
+    "projection": projection_clixml(E19.backend_thumbprint, 27),
+}
+
+
+@pytest.mark.parametrize("xml_text", REAL_WIRE.values(), ids=REAL_WIRE.keys())
+def test_every_real_shape_is_deserialized_exactly_as_pypsrp_does(xml_text):
+    reference, exbe = both_ways(xml_text)
+    assert exbe == reference
+
+
+def test_a_projection_with_rawdata_and_shared_references_is_deserialized_exactly_as_pypsrp_does():
+    root = ET.fromstring(projection_clixml(E19.backend_thumbprint, 27))
+    members = root.find("MS")
+    assert members is not None
+    ET.SubElement(members, "BA", N="RawData").text = base64.b64encode(E19.cert("exchange").der).decode()
+    for tag, text in (("B", "true"), ("I64", "-5"), ("DT", "2030-01-01T10:00:00.1234567+01:00"),
+                      ("G", "6a1b8a3e-0b8c-4a56-9b7e-0f3d1b2c4d5e"), ("Db", "1.5"), ("Nil", None)):
+        ET.SubElement(members, tag, N=f"a {tag}").text = text
+    enum = next(e for e in members if e.get("N") == "Services")
+    ET.SubElement(members, "Ref", N="Services again", RefId=enum.get("RefId", ""))
+    reference, exbe = both_ways(ET.tostring(root, encoding="unicode"))
+    assert exbe == reference
+
+
+@given(st.text())
+def test_any_string_comes_back_from_the_wire_exactly_as_pypsrp_reads_it(text):
+    escaped = Serializer()._serialize_string(text)
+    assert fast_serializer()._deserialize_string(escaped) == Serializer()._deserialize_string(escaped)

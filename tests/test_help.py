@@ -98,6 +98,14 @@ def test_a_missing_positional_value_is_one_line_and_exit_code_2(capsys):
     assert err == "exbe: render needs a task name: `exbe render --help` says which\n"
 
 
+def test_text_for_a_number_flag_is_one_line_and_exit_code_2_before_anything_starts(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = exbe(capsys, "sandbox", "--hosts", "x")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "whole number" in err and "exbe sandbox --help" in err
+    assert list(tmp_path.iterdir()) == [], "no fleet was started"
+
+
 def test_an_unknown_task_is_one_line_and_exit_code_2(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = exbe(capsys, "verfy", "--all")

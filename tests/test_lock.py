@@ -9,10 +9,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from exbe.errors import ConnectionFailed
 from exbe.facts import iso
 from exbe.render import TEMPLATE_DIR, render_step
 from exbe.sandbox import windows
@@ -27,6 +29,7 @@ from tests.test_templates_syntax import _allowed_parameters
 from . import sandbox_probe as probe
 from .conftest import PASSWORD, USERNAME
 from .exbe_cli import run_exbe, write_config
+from .fault_matrix import released_together
 
 DEAD_RUN = "dead00000001"
 LOCKED = (r"locked by run (?P<run>\w+) \(renew\) from agent \S+ since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ; "
@@ -83,15 +86,24 @@ def plant_interrupted_run(fleet: Fleet, *, expired: bool, bind_half_done: bool) 
 
 
 # -- two runs at once ------------------------------------------------------------------------------------------------
-def test_two_simultaneous_forced_renewals_change_the_server_once_and_the_other_reports_the_lock(start_fleet, tmp_path):
-    # 150 ms per request: each run holds the lock for seconds, far more than the two processes' start skew
+@pytest.mark.parametrize("skew_s", [0.0, 1.0], ids=["same-start", "second-starts-1s-later"])
+def test_two_simultaneous_forced_renewals_change_the_server_once_and_the_other_reports_the_lock(start_fleet, tmp_path,
+                                                                                                skew_s):
+    # both runs' lock requests reach the server together, however far apart the two processes start (a run holds
+    # the lock about 1 s here: without released_together a 1 s skew made two runs one after the other)
     fleet = start_fleet([("exch01", "healthy")], latency_ms=150)
     before = backend_candidates(fleet)
     config = write_config(fleet, tmp_path / "exbe.yaml")
     env = {**os.environ, "EXBE_USERNAME": USERNAME, "EXBE_PASSWORD": PASSWORD}
-    runs = [subprocess.Popen([sys.executable, "-m", "exbe", "-f", str(config), "renew", "--server", "exch01",
-                              "--force", "--json", str(tmp_path / f"run{i}.json")], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+
+    def start(i: int) -> subprocess.Popen[str]:
+        time.sleep(skew_s if i == 2 else 0.0)
+        return subprocess.Popen([sys.executable, "-m", "exbe", "-f", str(config), "renew", "--server", "exch01",
+                                 "--force", "--json", str(tmp_path / f"run{i}.json")], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    with released_together(fleet.host("exch01"), 2):
+        runs = [start(i) for i in (1, 2)]
     outputs = [run.communicate(timeout=120) for run in runs]
     codes = sorted(run.returncode for run in runs)
     assert codes == [0, 1], outputs
@@ -109,6 +121,24 @@ def test_two_simultaneous_forced_renewals_change_the_server_once_and_the_other_r
                                                                                  LOOPBACK_BINDING) == created.pop(), \
         "no split binding: *:444: and 127.0.0.1:443: carry the one new certificate"
     assert set(files(fleet)) == {LAST_RUN_FILE}, "the winner released its lock"
+
+
+def test_a_run_whose_exchange_endpoint_fails_after_the_lock_was_taken_releases_it(start_fleet, exbe, monkeypatch):
+    """The preflight pipeline takes the lock while Exchange is read beside it: a failure there that ends the run
+    (TLS validation) must not leave the server locked for the TTL."""
+    from exbe import flow as flow_module
+
+    fleet = start_fleet([("exch01", "healthy")])
+
+    def tls_refused(self):
+        raise ConnectionFailed(self.server.name, self.server.name, 443, "tls_validation", detail="self-signed")
+
+    monkeypatch.setattr(flow_module.ServerFlow, "_read_exchange", tls_refused)
+    result = exbe(fleet, "renew", "--server", "exch01")
+    assert result.code != 0
+    assert set(files(fleet)) == {LAST_RUN_FILE} and files(fleet)[LAST_RUN_FILE]["ended"]["how"] == "released"
+    monkeypatch.undo()
+    assert exbe(fleet, "renew", "--server", "exch01").code == 0, "the next run is not blocked"
 
 
 # -- interrupted runs ------------------------------------------------------------------------------------------------
@@ -268,6 +298,29 @@ def test_the_lock_is_created_with_createnew_and_read_and_written_only_under_an_e
     assert "[System.IO.File]::Open($path, $Mode, [System.IO.FileAccess]::ReadWrite, [System.IO.FileShare]::None)" \
         in source
     assert "Open-ExbeLockStream -Mode ([System.IO.FileMode]::CreateNew)" in LOCK_VARIANTS["lock-acquire"]
+
+
+def test_the_exbe_directory_is_created_for_administrators_and_system_only_and_protected_from_inheritance():
+    script = LOCK_VARIANTS["lock-acquire"]
+    create = script.index("[void][System.IO.Directory]::CreateDirectory($path, $security)")
+    assert script.index("$security.SetAccessRuleProtection($true, $false)") < create
+    assert "$owners = @('S-1-5-32-544', 'S-1-5-18')" in script
+    assert script.index("Initialize-ExbeLockDirectory\n") > script.index("function Initialize-ExbeLockDirectory")
+    assert "CreateDirectory($env:ProgramData" not in script, "never with the ACL ProgramData passes on"
+
+
+def test_an_exbe_directory_others_may_write_to_is_a_warning_of_the_run_not_a_failure(start_fleet, exbe, tmp_path):
+    fleet = start_fleet([("exch01", "healthy")])
+    host = fleet.host("exch01")
+    with host.lock:
+        host.state.exbe_directory_acl = ["S-1-5-32-544", "S-1-5-18", "S-1-5-32-545"]  # BUILTIN\Users
+        host.save()
+    record = tmp_path / "r.json"
+    assert exbe(fleet, "renew", "--server", "exch01", "--json", str(record)).code == 0
+    lock_step = steps_of(record)[0]
+    assert lock_step["step"] == "lock" and lock_step["status"] == "ok"
+    assert any(w.startswith("C:\\ProgramData\\exbe also grants access to S-1-5-32-545: a non-admin may be able "
+                            "to create or replace exbe's lock there") for w in lock_step["warnings"]), lock_step
 
 
 #: The first statement of each mutating step that changes the server.

@@ -10,7 +10,8 @@ from exbe.shard import parse_shard
 
 from .pipelines_support import AZURE_NIGHTLY, GITHUB_NIGHTLY, exbe_step, load, nightly_command, steps
 
-DOCUMENTED = ["verify", "--all", "--junit", "reports/exbe-verify.xml", "--json", "reports/exbe-verify.json"]
+DOCUMENTED = ["verify", "--all", "--junit", "reports/exbe-verify.xml", "--json", "reports/exbe-verify.json",
+              "--metrics", "reports/exbe-verify.prom"]
 
 
 def _without(argv: list[str], *options: str) -> list[str]:
@@ -55,9 +56,11 @@ def test_azure_publishes_the_junit_file_the_nightly_command_writes_even_when_ver
     assert publish["condition"] == "succeededOrFailed()"
 
 
-def test_azure_keeps_the_json_run_record_as_a_pipeline_artifact_even_when_verify_fails() -> None:
+def test_azure_keeps_the_json_run_record_and_the_metrics_as_a_pipeline_artifact_even_when_verify_fails() -> None:
     artifact = _task_step(AZURE_NIGHTLY, "PublishPipelineArtifact@1")
-    assert artifact["inputs"]["targetPath"] == _option(nightly_command(AZURE_NIGHTLY), "--json")
+    argv = nightly_command(AZURE_NIGHTLY)
+    published = Path(artifact["inputs"]["targetPath"])
+    assert {Path(_option(argv, "--json")).parent, Path(_option(argv, "--metrics")).parent} == {published}
     assert artifact["condition"] == "succeededOrFailed()"
 
 
@@ -72,11 +75,12 @@ def test_azure_runs_nightly_even_when_nothing_was_committed() -> None:
     assert len(schedule["cron"].split()) == 5
 
 
-def test_github_uploads_and_reports_the_junit_file_the_nightly_command_writes_even_when_verify_fails() -> None:
-    junit = _option(nightly_command(GITHUB_NIGHTLY), "--junit")
+def test_github_uploads_the_reports_the_nightly_command_writes_and_shows_the_junit_even_when_verify_fails() -> None:
+    argv = nightly_command(GITHUB_NIGHTLY)
+    junit = _option(argv, "--junit")
     upload = _task_step(GITHUB_NIGHTLY, "actions/upload-artifact@")
     report = _task_step(GITHUB_NIGHTLY, "mikepenz/action-junit-report@")
-    assert junit in upload["with"]["path"].split()
+    assert {junit, _option(argv, "--json"), _option(argv, "--metrics")} <= set(upload["with"]["path"].split())
     assert report["with"]["report_paths"] == junit
     assert upload["if"] == report["if"] == "always()"
 

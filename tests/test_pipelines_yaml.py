@@ -267,3 +267,19 @@ def test_the_github_example_gates_renew_and_cleanup_but_not_verify() -> None:
     assert gated_by("renew") == {"exchange-backend"}
     assert gated_by("verify") == set()
     assert gated_by("cleanup") == {"exchange-backend-cleanup"}
+
+
+def test_the_documented_unlock_commands_use_the_unlock_tasks_own_flags_and_a_run_id_of_exbes_shape() -> None:
+    """docs/pipelines.md tells how to clear a cancelled job's lock: its commands must run as written."""
+    from exbe.flow import RunOptions
+    from exbe.tasks import ns
+
+    docs = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")
+    command = re.compile(r"exbe(?: -f \S+)?\s+unlock((?:\s+--[a-z-]+(?:\s+[^\s`-]+)?)+)")
+    commands = [" ".join(found.split()) for found in command.findall(docs)]
+    assert any("--run" in command for command in commands), "the docs show `exbe unlock ... --run <id>`"
+    known = {"--" + name for argument in ns["unlock"].get_arguments() for name in argument.names}
+    for given in commands:
+        assert set(re.findall(r"--[a-z-]+", given)) <= known, given
+        for run_id in re.findall(r"--run (\S+)", given):
+            assert re.fullmatch(r"[0-9a-f]{12}", run_id) and len(RunOptions().run_id) == len(run_id), given

@@ -251,6 +251,42 @@ def test_exbe_render_refuses_a_thumbprint_that_is_not_40_hex_digits(
     assert exited.value.code == 2 and "40 hexadecimal digits" in capsys.readouterr().err
 
 
+def _render_exit(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """(exit code, standard error) of `exbe render ARGS`."""
+    with pytest.raises(SystemExit) as exited:
+        ExbeProgram().run(["exbe", "render", *args])
+    return int(exited.value.code or 0), capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["renew\x00.ps1", "renew\x1b[2J.ps1", "renew\n.ps1"])
+def test_exbe_render_refuses_a_control_character_in_the_output_path_in_one_line_writing_nothing(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = _render_exit(capsys, "renew", "--output", str(tmp_path / name))
+    assert (code, err.count("\n")) == (2, 1)
+    assert err.startswith("exbe: --output must not contain control characters, got ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exbe_render_refuses_an_output_path_it_cannot_write_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("a file, not a directory")
+    code, err = _render_exit(capsys, "renew", "--output", "notes.txt/renew.ps1")
+    assert (code, err) == (2, "exbe: --output 'notes.txt/renew.ps1' cannot be written: notes.txt is a file, not a "
+                              "directory; choose another path\n")
+    code, err = _render_exit(capsys, "verify", "--output", str(tmp_path))
+    assert (code, err) == (2, f"exbe: --output {str(tmp_path)!r} is a directory; give a file name, such as "
+                              f"{tmp_path / 'verify.ps1'}\n")
+
+
+def test_exbe_render_output_creates_a_missing_directory_and_writes_the_script_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    ExbeProgram().run(["exbe", "render", "renew", "--output", "scripts/exch01/renew.ps1"])
+    assert (tmp_path / "scripts/exch01/renew.ps1").read_bytes() == to_file_bytes(render_manual("renew", MANUAL))
+
+
 @pytest.mark.parametrize("task", MANUAL_TASKS)
 def test_a_hand_run_script_holds_no_threshold_or_rule_value_of_its_own(task: str) -> None:
     code = _code(render_manual(task, MANUAL))

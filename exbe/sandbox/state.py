@@ -278,6 +278,10 @@ class HostState:
     #: The files of ``%ProgramData%\exbe`` (exbe's lock record ``lock.json`` and ``last-run.json``): name ->
     #: ``{"text": content, "written_at": ISO time}``; see exbe.sandbox.steps for the Windows file semantics.
     exbe_files: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    #: The SIDs that the ACL of ``%ProgramData%\exbe`` allows (None: no such directory yet, or, with exbe_files, one
+    #: whose ACL is not given). exbe creates it with Administrators and SYSTEM only (lock.ps1.j2); a scenario may give
+    #: a looser one, as a directory created by hand.
+    exbe_directory_acl: list[str] | None = None
     #: IIS stops (iisreset, Restart-Service W3SVC/WAS) since this state was loaded: each one ends the runspace pools
     #: of the Exchange endpoint, an IIS application. Runtime only, not part of the JSON.
     iis_restarts: int = 0
@@ -327,6 +331,7 @@ class HostState:
             "allow_internal_untrusted_certs": self.allow_internal_untrusted_certs,
             "exchange": dataclasses.asdict(self.exchange),
             "exbe_files": copy.deepcopy(self.exbe_files),
+            "exbe_directory_acl": copy.copy(self.exbe_directory_acl),
         }
 
     @classmethod
@@ -346,6 +351,7 @@ class HostState:
             allow_internal_untrusted_certs=data.get("allow_internal_untrusted_certs"),
             exchange=ExchangeConfig(**copy.deepcopy(data["exchange"])),
             exbe_files=copy.deepcopy(data.get("exbe_files", {})),
+            exbe_directory_acl=copy.copy(data.get("exbe_directory_acl")),
         )
 
     def save(self, path: Path) -> None:

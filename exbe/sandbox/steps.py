@@ -410,6 +410,24 @@ def cleanup(state: HostState, data: dict[str, Any], faults: Faults, dry_run: boo
 # killed between creating and writing it) reads back as Windows would show it, an unreadable record.
 LOCK_FILE = "lock.json"
 LAST_RUN_FILE = "last-run.json"
+LOCK_DIRECTORY = "C:\\ProgramData\\exbe"
+#: Who the ACL of %ProgramData%\exbe allows when exbe creates it: Administrators and SYSTEM, protected from
+#: inheritance (lock.ps1.j2's Initialize-ExbeLockDirectory; the well-known SIDs are Microsoft's "Well-known SIDs").
+LOCK_DIRECTORY_SIDS = ("S-1-5-32-544", "S-1-5-18")
+
+
+def _lock_directory(state: HostState, warnings: list[str]) -> None:
+    """The template's Initialize-ExbeLockDirectory: create the directory with its own ACL, or warn about a looser one
+    (``HostState.exbe_directory_acl``: the SIDs its ACL allows)."""
+    if state.exbe_directory_acl is None:
+        if not state.exbe_files:  # no directory yet (one with files but no ACL given: nothing known to warn about)
+            state.exbe_directory_acl = list(LOCK_DIRECTORY_SIDS)
+        return
+    others = list(dict.fromkeys(sid for sid in state.exbe_directory_acl if sid not in LOCK_DIRECTORY_SIDS))
+    if others:
+        warnings.append(f"{LOCK_DIRECTORY} also grants access to {', '.join(others)}: a non-admin may be able to "
+                        "create or replace exbe's lock there; allow only Administrators (S-1-5-32-544) and SYSTEM "
+                        "(S-1-5-18)")
 
 
 def _read_record(state: HostState, name: str, ttl_minutes: int) -> dict[str, Any] | None:
@@ -503,6 +521,7 @@ def lock(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
                               "acquired": False, "took_over": None, "released": False, "removed": None,
                               "refused": None}
     if action == "acquire":
+        _lock_directory(state, warnings)
         mine = {"exbe_lock": 1, "run_id": run_id, "agent": agent, "task": data["task"], "started_at": certs.iso(now),
                 "expires_at": certs.iso(now + datetime.timedelta(minutes=ttl)),
                 "journal": [{"at": certs.iso(now), "step": "lock", "phase": "begin",

@@ -1,10 +1,10 @@
 """``bind``: put the certificate on Exchange Back End's all-unassigned https 444 binding (``*:444:``, created only
 when there is none), and on the Default Web Site's loopback binding ``127.0.0.1:443:`` when that carried the old
-back-end certificate. The script acts on the exact binding texts Python found by meaning; it refuses (nothing
-changed) a certificate that is not in My, has no private key, a CNG key or a key that cannot be opened; it records the
-previous hashes and restores them when a change fails; the 444 binding is never left empty, the public 443 binding is
-never touched, and an IP-specific 444 binding is never created. NETWORK SERVICE key access is not needed here
-(http.sys/schannel open the key as SYSTEM); it matters for SMTP only."""
+back-end certificate or another self-signed back-end-like one (a split binding). The script acts on the exact binding
+texts Python found by meaning; it refuses (nothing changed) a certificate that is not in My, has no private key, a CNG
+key or a key that cannot be opened; it records the previous hashes and restores them when a change fails; the 444
+binding is never left empty, the public 443 binding is never touched, and an IP-specific 444 binding is never created.
+NETWORK SERVICE key access is not needed here (http.sys/schannel open the key as SYSTEM); it matters for SMTP only."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..selection import (
     loopback_binding,
     remove_binding_command,
     select_backend,
+    split_loopback,
 )
 
 NAME = "bind"
@@ -35,13 +36,16 @@ _ROLES = {"backend": "the back-end 444 binding", "loopback": "the loopback 127.0
 
 def plan(facts: HostFacts, new_thumbprint: str, settings: Settings) -> dict[str, Any]:
     """The input: the exact binding texts found by meaning. The loopback binding moves only when it
-    carries the old back-end certificate; the Default Web Site's public 443 binding is never part of it."""
+    carries the old back-end certificate, or another self-signed back-end-like one (a split binding,
+    :func:`exbe.selection.split_loopback`); the Default Web Site's public 443 binding is never part of it, nor a
+    CA-issued certificate on the loopback."""
     old = _old_backend(facts, settings)
     backend = backend_binding(facts, settings)
     loopback = loopback_binding(facts, settings)
     new = normalise_thumbprint(new_thumbprint)
     moves_loopback = loopback is not None and loopback.certificate_hash is not None \
-        and loopback.certificate_hash == old and loopback.certificate_hash != new
+        and loopback.certificate_hash != new \
+        and (loopback.certificate_hash == old or split_loopback(facts, settings, new) is not None)
     return {
         "thumbprint": new,
         "backend_site": settings.backend_site,

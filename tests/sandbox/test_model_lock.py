@@ -155,3 +155,22 @@ def test_the_lock_files_survive_a_save_and_load_of_the_host_state(tmp_path):
     take(state, FIRST)
     state.save(tmp_path / "exch01.json")
     assert HostState.load(tmp_path / "exch01.json").exbe_files == state.exbe_files
+
+
+def test_the_first_lock_creates_the_exbe_directory_for_administrators_and_system_only():
+    state = HostState.from_scenario("exch01", "healthy")
+    assert state.exbe_directory_acl is None
+    envelope = run_step(state, "lock", lock.request("acquire", FIRST, "agent", "renew"), Faults())
+    assert envelope["ok"] and envelope["warnings"] == []
+    assert state.exbe_directory_acl == ["S-1-5-32-544", "S-1-5-18"]
+
+
+def test_an_exbe_directory_that_lets_users_in_is_a_warning_and_the_lock_is_still_taken():
+    state = HostState.from_scenario("exch01", "healthy")
+    state.exbe_directory_acl = ["S-1-5-32-544", "S-1-5-18", "S-1-5-32-545", "S-1-3-0"]  # as ProgramData passes on
+    envelope = run_step(state, "lock", lock.request("acquire", FIRST, "agent", "renew"), Faults())
+    assert envelope["ok"] and envelope["data"]["acquired"]
+    assert envelope["warnings"] == [
+        "C:\\ProgramData\\exbe also grants access to S-1-5-32-545, S-1-3-0: a non-admin may be able to create or "
+        "replace exbe's lock there; allow only Administrators (S-1-5-32-544) and SYSTEM (S-1-5-18)"]
+    assert state.exbe_directory_acl == ["S-1-5-32-544", "S-1-5-18", "S-1-5-32-545", "S-1-3-0"]  # never changed
