@@ -80,7 +80,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     from .metrics import write_metrics
     from .model import Settings
     from .redaction import install_log_filter
-    from .report import exit_code, write_json, write_junit
+    from .report import exit_code, verdict, write_json, write_junit
     from .transport import check_auth_available
 
     install_log_filter()
@@ -168,7 +168,8 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     if cancel.requested:
         print(f"exbe: {cancelled_line(runs, cancel)}", file=sys.stderr)
         code = EXIT_CANCELLED
-    reporter.finish("failed" if code else ("warnings" if _has_warnings(runs) else "succeeded"))
+    reporter.finish("failed" if code else ("warnings" if any(verdict(run) == "warnings" for run in runs)
+                                            else "succeeded"))
     if cancel.abandoned:
         # steps still run in worker threads, which the interpreter would wait for at exit: the reports are
         # written and closed, so end now
@@ -351,6 +352,3 @@ def _inventory(entries: list[Any], defaults: Defaults, *, sandbox: bool) -> Iter
         REDACTOR.add(fleet.password)
         yield fleet.inventory(), Credentials(username=fleet.username, password=Secret(fleet.password)), True
 
-
-def _has_warnings(runs: list[Any]) -> bool:
-    return any(c.status == "warn" for run in runs for step in run.steps for c in step.checks)

@@ -78,12 +78,12 @@ class Server:
 
     @property
     def winrm_url(self) -> str:
-        return f"{'https' if self.ssl else 'http'}://{_url_host(self.host)}:{self.port}/wsman"
+        return f"{'https' if self.ssl else 'http'}://{url_host(self.host)}:{self.port}/wsman"
 
     @property
     def exchange_url(self) -> str:
         scheme = "https" if self.exchange_ssl else "http"
-        return f"{scheme}://{_url_host(self.exchange_host)}:{self.exchange_port}/{self.exchange_path}"
+        return f"{scheme}://{url_host(self.exchange_host)}:{self.exchange_port}/{self.exchange_path}"
 
     @property
     def verify(self) -> bool | str:
@@ -104,7 +104,8 @@ class Server:
         return said
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """``host`` as it stands in a URL or a Host header: an IPv6 literal (stored without brackets) in brackets."""
     return f"[{host}]" if ":" in host else host
 
 
@@ -223,7 +224,7 @@ def load_inventory(exbe_cfg: Any, defaults: Defaults | None = None) -> list[Serv
 
 
 def _matches(token: str, server: Server) -> bool:
-    return token.lower() in (server.name.lower(), server.host.lower(), _url_host(server.host).lower())
+    return token.lower() in (server.name.lower(), server.host.lower(), url_host(server.host).lower())
 
 
 def select_servers(

@@ -12,7 +12,7 @@ import socket
 import ssl
 from typing import Any
 
-from .inventory import _url_host
+from .inventory import url_host
 
 BACKEND_PATH = "/owa/"
 
@@ -50,7 +50,7 @@ def probe_backend(host: str, port: int, timeout: float = 10.0) -> dict[str, Any]
 def backend_request(host: str, port: int) -> bytes:
     """The unauthenticated GET the probe sends: ``Host`` as RFC 9110 (7.2) wants it, an IPv6 address in brackets
     and the port unless it is https's default 443."""
-    authority = _url_host(host) if port == 443 else f"{_url_host(host)}:{port}"
+    authority = url_host(host) if port == 443 else f"{url_host(host)}:{port}"
     return f"GET {BACKEND_PATH} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n".encode("ascii")
 
 

@@ -506,3 +506,19 @@ def test_a_summary_too_big_for_the_platform_keeps_the_most_severe_rows_and_says_
     assert markdown.rstrip().endswith("```"), "the chart is always there"
     small = render(runs[:3], mermaid=False, redact=str, limit=1200)
     assert "more server(s) not shown" in small and len(small.encode("utf-8")) <= 1200
+
+
+def test_a_run_whose_only_warning_is_a_steps_ends_the_azure_task_with_issues(start_fleet, tmp_path, capsys,
+                                                                               monkeypatch) -> None:
+    """The task's end state uses the same verdict as the reports: a preflight warning (the Exchange endpoint down)
+    with no warning check is still "succeeded with issues", not a clean success."""
+    from exbe.sandbox.faults import Faults
+
+    from .exbe_cli import run_exbe
+
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(exchange_unavailable=True)})
+    result = run_exbe(fleet, tmp_path, capsys, monkeypatch, "verify", "--all",
+                      env={"TF_BUILD": "True", "AGENT_TEMPDIRECTORY": str(tmp_path)})
+    assert result.code == 0, result.out + result.err
+    ends = [parse_azure(line) for line in result.out.splitlines() if line.startswith("##vso[task.complete")]
+    assert [end[:2] for end in ends] == [("task.complete", {"result": "SucceededWithIssues"})], result.out
