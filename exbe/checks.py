@@ -281,9 +281,13 @@ def serialization_signing(ctx: _Context) -> CheckResult:
     if skipped:
         return skipped
     assert ctx.exchange is not None
+    if ctx.exchange.serialization_signing is None:
+        return CheckResult("serialization_signing", "warn", f"{ctx.server}: the serialization payload signing state "
+                                                            f"is unknown: {ctx.exchange.signing_why}", value=None)
     if not ctx.exchange.serialization_signing:
-        return CheckResult("serialization_signing", "warn", f"{ctx.server}: serialization payload signing is "
-                                                            "disabled by a setting override; enable it", value=False)
+        return CheckResult("serialization_signing", "warn", f"{ctx.server}: serialization payload signing is off "
+                                                            f"({ctx.exchange.signing_why or 'a setting override'}); "
+                                                            "enable it", value=False)
     blinded = exchange_blinded(ctx.facts, ctx.exchange)
     note = f" ({blinded})" if blinded else ""
     return CheckResult("serialization_signing", "pass", f"{ctx.server}: serialization payload signing is "

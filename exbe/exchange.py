@@ -1,7 +1,9 @@
 """What exbe asks the Exchange endpoint (cmdlets, never scripts) and how it reads the answers.
 
 All reads go in ONE pipeline of several statements (one round trip; a second one only when the certificate
-projection below is refused or incomplete). Objects are told apart by their type names.
+projection below is refused or incomplete). Objects are told apart by their type names; each statement's answer is
+read on its own (:mod:`exbe.batch`): on a real server a statement that fails leaves an error record and a missing
+output, the next statement runs and the pipeline completes (``../shared/real-server-shapes.md`` §4).
 
 What crosses the wire (``../shared/real-server-shapes.md`` §2): ``ExchangeCertificate`` derives from
 ``X509Certificate2``, which PowerShell serializes as ``RawData`` only, so a client without Exchange's assemblies gets
@@ -10,10 +12,20 @@ prefixed, in the broken one. exbe reads the thumbprint, subject and dates from `
 SHA-1 of the DER bytes) and takes the property bag only where a server sends one. Service assignments are not in
 ``RawData``: exbe asks for the certificates as ``Get-ExchangeCertificate | Select-Object Thumbprint,Services,RawData``,
 evaluated on the server on live objects, so one plain object per certificate carries both and the full objects do
-not cross the wire as well (one object per certificate to deserialize instead of two). When the endpoint refuses that
-projection (unverified either way) or a projected certificate arrives without readable ``RawData`` or ``Services``,
-exbe asks once more for the full objects; assignments that did not arrive are *unknown*, and the decisions take the
-conservative path.
+not cross the wire as well (one object per certificate to deserialize instead of two).
+
+Why the certificate statement may not answer, told apart from its error records:
+
+* **projection refused** (a record names ``Select-Object``: not in the session, or its ``-Property`` refused as a
+  RestrictedRemoteServer session's proxy does): exbe reads the full objects (certificates from ``RawData``) and the
+  assignments are unknown;
+* **cmdlet not permitted** (``Get-ExchangeCertificate`` cannot be resolved: Exchange builds each session from the
+  account's RBAC roles, so a cmdlet outside them is not there): certificates and assignments are unknown, and exbe
+  says which role grants the cmdlet;
+* anything else: the full objects are tried once; the server's text is reported either way.
+
+None of these is "blinded" (serialization signing with an expired Auth certificate, :mod:`exbe.signing` and
+:func:`exbe.selection.exchange_blinded`), and the server's own error text is always shown as a warning.
 """
 
 from __future__ import annotations
@@ -21,11 +33,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import warnings
+from collections.abc import Callable
 from typing import Any
-from xml.etree import ElementTree
 
 from cryptography import x509
 
+from . import batch, signing
 from .facts import (
     AuthConfig,
     ExchangeCertificate,
@@ -51,11 +64,14 @@ _SERVICE_FLAGS = (("IMAP", 1), ("POP", 2), ("UM", 4), ("IIS", 8), ("SMTP", 16), 
 #: What exbe reads of each certificate, projected on the server: the assignments (not in ``RawData``) and ``RawData``
 #: (everything else exbe reads of a certificate).
 PROJECTED_PROPERTIES = ["Thumbprint", "Services", "RawData"]
+#: The management role that grants each cmdlet exbe runs on the Exchange endpoint, where Microsoft's documentation
+#: names it; for the others exbe says how to find it (``Get-ManagementRole -Cmdlet``, Microsoft's documented way).
+GRANTING_ROLE = {name: "Exchange Server Certificates" for name in (
+    "Get-ExchangeCertificate", "New-ExchangeCertificate", "Enable-ExchangeCertificate")}
 
 
 def read_statements(server_name: str) -> list[list[Command]]:
-    """The read-only statements of preflight/verify, for one server. The projection goes last: if the endpoint
-    refuses ``Select-Object``, the terminating error comes after every other answer has arrived."""
+    """The read-only statements of preflight/verify, for one server, in :data:`READS`' order."""
     return [
         [("Get-ExchangeServer", {"Identity": server_name})],
         [("Get-AuthConfig", {})],
@@ -65,36 +81,105 @@ def read_statements(server_name: str) -> list[list[Command]]:
     ]
 
 
+def _of_kind(kind: str) -> Callable[[Any], bool]:
+    return lambda obj: kind_of(obj) == kind
+
+
+#: How :func:`exbe.batch.read` knows each statement of :func:`read_statements`: what it writes and runs. Overrides
+#: and certificates may be none at all (and a blinded Exchange has been reported to list none).
+READS = (
+    batch.Statement("Get-ExchangeServer", _of_kind("server"), ("Get-ExchangeServer",)),
+    batch.Statement("Get-AuthConfig", _of_kind("auth"), ("Get-AuthConfig",)),
+    batch.Statement("Get-SettingOverride", _of_kind("override"), ("Get-SettingOverride",), writes_output=False),
+    batch.Statement("Get-TransportService", _of_kind("transport"), ("Get-TransportService",)),
+    batch.Statement("Get-ExchangeCertificate | Select-Object", _of_kind("projection"),
+                    ("Get-ExchangeCertificate", "Select-Object"), writes_output=False),
+)
+_FULL = batch.Statement("Get-ExchangeCertificate", _of_kind("certificate"), ("Get-ExchangeCertificate",),
+                        writes_output=False)
+
+
 def full_certificates_statement(server_name: str) -> list[list[Command]]:
     """The fallback of :func:`read_statements`: the certificates as full objects (``RawData`` only on the wire)."""
     return [[("Get-ExchangeCertificate", {"Server": server_name})]]
 
 
 def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None, list[str]]:
-    """Exchange facts and the error messages the cmdlets wrote; facts None when the reads failed. One round trip,
-    two when the projection was refused or incomplete (then the full objects are read as well)."""
-    result = session.run_cmdlets(read_statements(server_name))
-    if result.failed and not _projection_refused(result.failed):
-        return None, [*result.errors, result.failed]
-    output, errors = list(result.output), list(result.errors)
-    if result.failed or not all(map(_projected_whole, output)):
-        full = session.run_cmdlets(full_certificates_statement(server_name))
-        errors += full.errors
-        if full.failed:
-            return None, [*errors, full.failed]
-        output += full.output
-    refused = f"the Exchange endpoint refused Select-Object ({result.failed})" if result.failed else ""
-    return normalise(PipelineOutput(output, errors, result.warnings, None), unknown_because=refused), errors
+    """Exchange facts and the warnings to show (each failed statement with the server's own text); facts None when
+    nothing answered. One round trip, two when the certificates must be read as full objects."""
+    answers = batch.read(READS, session.run_cmdlets(read_statements(server_name)).events)
+    notes = [note for answer in answers for note in _notes(answer)]
+    if not any(answer.output for answer in answers):  # nothing answered (a lost runspace, an unusable endpoint)
+        return None, notes
+    server, auth, overrides, transport, projected = answers
+    unread: dict[str, str] = {}
+    certificates_unknown = ""
+    objects = [*server.output, *auth.output, *overrides.output, *transport.output, *projected.output]
+    refusal = _certificates_refusal(projected)
+    if refusal is not None and refusal[0] == "denied":
+        certificates_unknown = refusal[1]
+    elif refusal is not None or not all(map(_projected_whole, projected.output)):
+        (full,) = batch.read([_FULL], session.run_cmdlets(full_certificates_statement(server_name)).events)
+        notes += _notes(full)
+        objects += full.output
+        if full.failed or full.errors:
+            certificates_unknown = f"Get-ExchangeCertificate failed: {full.why()}"
+    for key, answer in (("server", server), ("auth", auth), ("overrides", overrides), ("transport", transport)):
+        if not answer.clean and not answer.output:
+            unread[key] = f"{answer.statement.name}: {answer.why()}"
+    if certificates_unknown:
+        unread["certificates"] = certificates_unknown
+    because = refusal[1] if refusal is not None else ""
+    facts = normalise(PipelineOutput(objects, [], [], None), unknown_because=because, server_name=server_name,
+                      unread=unread)
+    return facts, notes
 
 
-def normalise(result: PipelineOutput, *, unknown_because: str = "") -> ExchangeFacts:
+def _notes(answer: batch.Answer) -> list[str]:
+    """The warnings one statement's answer gives: its failure, or the records it wrote while answering."""
+    name = answer.statement.name
+    if answer.failed:
+        return [f"Exchange: {name} did not answer: {answer.why()}"]
+    return [f"Exchange: {name}: {error.text}" for error in [*answer.errors, *answer.unplaced]]
+
+
+def _certificates_refusal(answer: batch.Answer) -> tuple[str, str] | None:
+    """Why the certificate statement gave no usable answer, from its records: ("denied", why) when the account may
+    not run Get-ExchangeCertificate, ("refused", why) when the endpoint refused the projection, ("failed", why) for
+    anything else; None when it answered."""
+    records = [*answer.errors, *answer.unplaced]
+    if answer.output or not records:
+        return None  # it answered (its records are reported), or the list is empty
+    denied = next((e for e in records if e.command_not_found and e.names("Get-ExchangeCertificate")), None)
+    if denied is not None:
+        return "denied", not_permitted("Get-ExchangeCertificate", denied.text)
+    refused = next((e for e in records if e.names("Select-Object")), None)
+    if refused is not None:
+        return "refused", f"the Exchange endpoint refused Select-Object ({refused.text})"
+    return "failed", f"the certificate projection did not answer ({answer.why()})"
+
+
+def not_permitted(cmdlet: str, server_text: str) -> str:
+    """A cmdlet the account's RBAC roles do not grant: which one, the role that grants it, and the server's text."""
+    role = GRANTING_ROLE.get(cmdlet)
+    grant = (f"it is in the '{role}' management role" if role
+             else f"`Get-ManagementRole -Cmdlet {cmdlet}` lists the roles that grant it")
+    return (f"{cmdlet} is not permitted for this account on the Exchange endpoint ({server_text}); {grant}: assign "
+            "that role to the account (directly or through a role group)")
+
+
+def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name: str | None = None,
+              unread: dict[str, str] | None = None) -> ExchangeFacts:
     """The objects of :func:`read_statements` as typed facts; ``unknown_because`` says why assignments that did not
-    arrive are missing."""
+    arrive are missing; ``unread`` what could not be read and why (server, auth, overrides, transport,
+    certificates)."""
+    unread = dict(unread or {})
     server: ExchangeServer | None = None
     certificates: dict[str, ExchangeCertificate] = {}
     assignments: dict[str, tuple[str, ...]] = {}
     auth = AuthConfig()
-    signing, internal = True, None
+    overrides: list[dict[str, Any]] = []
+    internal = None
     for obj in result.output:
         kind = kind_of(obj)
         props = _props(obj)
@@ -116,18 +201,24 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "") -> ExchangeF
                               next=normalise_thumbprint(props.get("NextCertificateThumbprint")),
                               next_effective=_time(props.get("NextCertificateEffectiveDate")))
         elif kind == "override":
-            signing = signing and not _disables_signing(props)
+            overrides.append({key: _plain(value) for key, value in props.items()})
         elif kind == "transport":
             internal = normalise_thumbprint(props.get("InternalTransportCertificateThumbprint"))
+    state = signing.judge(server.version if server else None, None if "overrides" in unread else overrides,
+                          (server.name if server else None) or server_name)
+    if state.on is None:
+        unread["signing"] = state.why
     listed = []
     for thumb, cert in certificates.items():
         if thumb in assignments:
             cert = ExchangeCertificate(cert.thumbprint, cert.subject, cert.not_after, cert.self_signed,
                                        assignments[thumb])
         listed.append(cert)
-    facts = ExchangeFacts(server=server, certificates=tuple(listed), auth=auth, serialization_signing=signing,
-                          internal_transport=internal)
+    facts = ExchangeFacts(server=server, certificates=tuple(listed), auth=auth, serialization_signing=state.on,
+                          internal_transport=internal, signing_why=state.why, unread=unread)
     missing = [c.thumbprint for c in listed if c.services is None]
+    if "certificates" in unread:
+        return facts.with_assignments_unknown(unknown_because or unread["certificates"])
     if missing:
         return facts.with_assignments_unknown(
             unknown_because or f"Exchange sent no service assignments for {len(missing)} of {len(listed)} "
@@ -157,18 +248,34 @@ def read_certificate(obj: Any) -> ExchangeCertificate | None:
 def new_certificate(session: Session, params: dict[str, Any]) -> tuple[str | None, list[str]]:
     """New-ExchangeCertificate (self-signed, assigned to no service): the new thumbprint (None when the output
     named none) and any error messages."""
-    result = session.run_cmdlets([[("New-ExchangeCertificate", params)]])
-    errors = [*result.errors, *([result.failed] if result.failed else [])]
-    thumbs = [c.thumbprint for c in map(read_certificate, result.output) if c is not None]
-    return (thumbs[0] if len(thumbs) == 1 else None), errors
+    (answer,) = batch.read([_CHANGE["New-ExchangeCertificate"]],
+                           session.run_cmdlets([[("New-ExchangeCertificate", params)]]).events)
+    thumbs = [c.thumbprint for c in map(read_certificate, answer.output) if c is not None]
+    return (thumbs[0] if len(thumbs) == 1 else None), _errors(answer)
 
 
 def enable_smtp(session: Session, server_name: str, thumbprint: str) -> list[str]:
     """Enable-ExchangeCertificate -Services SMTP (grants NETWORK SERVICE key access, publishes for direct trust)."""
-    result = session.run_cmdlets([[("Enable-ExchangeCertificate",
-                                    {"Server": server_name, "Thumbprint": thumbprint, "Services": "SMTP",
-                                     "Force": True})]])
-    return [*result.errors, *([result.failed] if result.failed else [])]
+    (answer,) = batch.read([_CHANGE["Enable-ExchangeCertificate"]], session.run_cmdlets(
+        [[("Enable-ExchangeCertificate", {"Server": server_name, "Thumbprint": thumbprint, "Services": "SMTP",
+                                          "Force": True})]]).events)
+    return _errors(answer)
+
+
+#: The changing cmdlets, one statement each: New-ExchangeCertificate writes the new certificate; Enable writes
+#: nothing, so only its records tell.
+_CHANGE = {
+    "New-ExchangeCertificate": batch.Statement("New-ExchangeCertificate", lambda obj: True,
+                                               ("New-ExchangeCertificate",), writes_output=False),
+    "Enable-ExchangeCertificate": batch.Statement("Enable-ExchangeCertificate", lambda obj: True,
+                                                  ("Enable-ExchangeCertificate",), writes_output=False),
+}
+
+
+def _errors(answer: batch.Answer) -> list[str]:
+    """A changing cmdlet's error texts; one it could not run says which role grants it."""
+    return [not_permitted(answer.statement.name, e.text) if e.command_not_found and e.names(answer.statement.name)
+            else e.text for e in [*answer.errors, *answer.unplaced]]
 
 
 # -- reading deserialized objects ------------------------------------------------------------------------------------
@@ -251,10 +358,6 @@ def _projected_whole(obj: Any) -> bool:
     return cert is not None and cert.services is not None and _whole(cert)
 
 
-def _projection_refused(failure: str) -> bool:
-    return "select-object" in failure.lower()
-
-
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -268,29 +371,12 @@ def _time(value: Any) -> datetime.datetime | None:
         return None
 
 
-def _disables_signing(props: dict[str, Any]) -> bool:
-    if str(props.get("SectionName", "")).lower() != "enableserializationdatasigning":
-        return False
-    return any(p.replace(" ", "").lower() == "enabled=false" for p in _strings(props.get("Parameters")))
-
-
-def _strings(value: Any) -> list[str]:
-    """A multi-valued property as text items. ``Parameters`` is a ``MultiValuedProperty`1[System.String]`` (E19
-    GetSettingOverride.xml); pypsrp 0.9.1 does not know that type and hands back an object whose ``property_sets``
-    hold the ``<LST>`` element as raw XML text."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [s for item in value for s in _strings(item)]
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("<LST"):
-            try:
-                return [item.text or "" for item in ElementTree.fromstring(text) if item.tag.endswith("S")]
-            except ElementTree.ParseError:
-                return [text]
-        return [text]
-    nested = getattr(value, "property_sets", None)
-    if nested:
-        return _strings(list(nested))
-    return [str(value)]
+def _plain(value: Any) -> Any:
+    """A property value as the signing judgement reads it: text for enums and objects (their ToString), lists and
+    multi-valued properties kept for :func:`exbe.signing.strings`."""
+    if value is None or isinstance(value, (str, int, list, tuple)):
+        return value
+    if getattr(value, "property_sets", None):
+        return value
+    text = getattr(value, "to_string", None)
+    return str(text) if text is not None else str(value)

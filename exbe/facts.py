@@ -241,9 +241,13 @@ class ExchangeFacts:
     server: ExchangeServer | None
     certificates: tuple[ExchangeCertificate, ...]
     auth: AuthConfig
-    serialization_signing: bool
+    serialization_signing: bool | None  # None: unknown (exbe.signing; ``signing_why`` says why)
     internal_transport: str | None
     assignments_unknown: str = ""
+    signing_why: str = ""
+    #: what the Exchange endpoint did not answer, and why (keys: server, auth, overrides, transport, certificates,
+    #: signing): unknown, never taken for empty
+    unread: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def certificate(self, thumbprint: str | None) -> ExchangeCertificate | None:
         wanted = normalise_thumbprint(thumbprint)
@@ -261,7 +265,7 @@ class ExchangeFacts:
                 return iso(value)
             if isinstance(value, tuple):
                 return [plain(v) for v in value]
-            if isinstance(value, dict):
+            if isinstance(value, Mapping):
                 return {k: plain(v) for k, v in value.items()}
             return value
         return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
@@ -284,6 +288,9 @@ class ExchangeFacts:
             auth=AuthConfig(current=normalise_thumbprint(auth.get("current")),
                             next=normalise_thumbprint(auth.get("next")),
                             next_effective=when(auth.get("next_effective"))),
-            serialization_signing=bool(data.get("serialization_signing", True)),
+            serialization_signing=None if data.get("serialization_signing", True) is None
+            else bool(data.get("serialization_signing", True)),
             internal_transport=normalise_thumbprint(data.get("internal_transport")),
-            assignments_unknown=str(data.get("assignments_unknown") or ""))
+            assignments_unknown=str(data.get("assignments_unknown") or ""),
+            signing_why=str(data.get("signing_why") or ""),
+            unread={str(k): str(v) for k, v in (data.get("unread") or {}).items()})

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import checks, contract, exchange, plan, steps
+from . import batch, checks, contract, exchange, plan, steps
 from .errors import ConfigError, ConnectionFailed
 from .facts import Certificate, ExchangeFacts, HostFacts, iso
 from .model import CheckResult, ServerRun, Settings, StepResult, StepStatus
@@ -153,6 +153,7 @@ class ServerFlow:
         self.facts: HostFacts | None = None
         self.exchange: ExchangeFacts | None = None
         self.exchange_reason = ""
+        self.exchange_notes: list[str] = []  # warnings of the last Exchange read (statements that did not answer)
         self.credentials_refused = False  # the server refused the logon (lockout safety, run_fleet)
         self.selected: Certificate | None = None
         self.stage = "connect"  # the step under way: an unexpected exception fails this one
@@ -532,9 +533,9 @@ class ServerFlow:
 
     def _read_exchange(self) -> None:
         try:
-            self.exchange, errors = exchange.read_facts(self.session, self.server.name)
+            self.exchange, self.exchange_notes = exchange.read_facts(self.session, self.server.name)
             if self.exchange is None:
-                self.exchange_reason = "; ".join(errors) or "the Exchange cmdlets failed"
+                self.exchange_reason = "; ".join(self.exchange_notes) or "the Exchange cmdlets failed"
         except ConnectionFailed as exc:
             if exc.kind not in EXCHANGE_DOWN_KINDS:
                 raise
@@ -543,13 +544,14 @@ class ServerFlow:
     def _exchange_warnings(self) -> list[str]:
         if self.exchange is None:
             return [f"Exchange endpoint not used: {self.exchange_reason}"]
+        notes = list(self.exchange_notes)  # the server's own words for what did not answer
         blinded = exchange_blinded(self._facts(), self.exchange)
         if blinded:
-            return [f"{blinded}: working from the certificate store; service assignments unknown"]
+            return [*notes, f"{blinded}: working from the certificate store; service assignments unknown"]
         if self.exchange.assignments_unknown:
-            return [f"service assignments unknown ({self.exchange.assignments_unknown}): SMTP is not moved and "
-                    "cleanup keeps every superseded certificate"]
-        return []
+            return [*notes, f"service assignments unknown ({self.exchange.assignments_unknown}): SMTP is not moved "
+                            "and cleanup keeps every superseded certificate"]
+        return notes
 
     def _facts(self) -> HostFacts:
         assert self.facts is not None, "preflight reads the facts first"
@@ -586,20 +588,19 @@ class ServerFlow:
         scripts = [render_step(step, data, override_dir=self.options.template_dir) for step, data in planned]
         # a pipeline that only reads is sent again if its connection drops; one that changes something never is
         result = self.session.run_scripts(scripts, repeatable=not any(steps.get(step).mutating for step, _ in planned))
-        decoded = contract.envelopes(result.output)
+        # each statement's own answer (exbe.batch): a failed one leaves a record and no envelope, the rest run on
         envelopes = []
-        for index, (step, _) in enumerate(planned):
-            # its envelope is the one that names it (the lock step may run twice: the n-th names the n-th)
-            nth = sum(1 for earlier, _ in planned[:index] if earlier == step)
+        for (step, _), answer in zip(planned, batch.step_answers([step for step, _ in planned], result.events),
+                                     strict=True):
             try:
-                envelope = contract.one_result(step, [e for e in decoded if e.get("step") == step][nth:nth + 1])
+                envelope = contract.one_result(step, answer.output)
                 steps.get(step).check_result(envelope)
-                envelopes.append(envelope)
             except contract.ContractError as exc:
-                reason = result.failed or str(exc)
-                envelopes.append(contract.make_result(step, ok=False, error=reason, dry_run=self.settings.dry_run))
-        for envelope in envelopes:
-            envelope["warnings"] = [*envelope["warnings"], *result.errors, *result.warnings]
+                reason = answer.why() if answer.failed else str(exc)
+                envelope = contract.make_result(step, ok=False, error=reason, dry_run=self.settings.dry_run)
+            records = [] if answer.failed else [e.text for e in [*answer.errors, *answer.unplaced]]
+            envelope["warnings"] = [*envelope["warnings"], *records, *result.warnings]
+            envelopes.append(envelope)
         return envelopes
 
     # -- the lock (exbe.steps.lock) ----------------------------------------------------------------------------------

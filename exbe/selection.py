@@ -131,18 +131,24 @@ def exchange_blinded(facts: HostFacts, exchange: ExchangeFacts | None) -> str:
     fails. Judged from the Auth configuration and the store, not from the shape of the answer."""
     if exchange is None:
         return ""
-    if not exchange.certificates and facts.certificates:
+    if not exchange.certificates and facts.certificates and "certificates" not in exchange.unread:
         return ("Get-ExchangeCertificate returned no certificates while LocalMachine\\My holds some "
                 "(serialization signing with an expired Auth certificate?)")
-    if exchange.serialization_signing:
-        auth = facts.certificate(exchange.auth.current)
-        if auth is None:
-            return (f"serialization signing is on and the Auth certificate {short(exchange.auth.current)} is not in "
-                    "LocalMachine\\My, so Exchange's certificate cmdlets cannot sign their answers")
-        if auth.not_after <= facts.now:
-            return (f"the Auth certificate {short(auth.thumbprint)} expired on {auth.not_after.date()} and "
-                    "serialization signing is on, so Exchange's certificate cmdlets cannot sign their answers")
-    return ""
+    if exchange.serialization_signing is False:
+        return ""
+    if "auth" in exchange.unread:  # which Auth certificate signs is unknown: Exchange's answers cannot be trusted
+        return (f"the Auth configuration could not be read ({exchange.unread['auth']}) and serialization signing is "
+                f"{'on' if exchange.serialization_signing else 'of unknown state'}, so Exchange's certificate "
+                "cmdlets may not be able to sign their answers")
+    auth = facts.certificate(exchange.auth.current)
+    if auth is not None and auth.not_after > facts.now:
+        return ""
+    broken = (f"the Auth certificate {short(exchange.auth.current)} is not in LocalMachine\\My" if auth is None
+              else f"the Auth certificate {short(auth.thumbprint)} expired on {auth.not_after.date()}")
+    if exchange.serialization_signing is None:
+        return (f"{broken} and the serialization signing state is unknown ({exchange.signing_why}), so Exchange's "
+                "certificate cmdlets may not be able to sign their answers")
+    return f"{broken} and serialization signing is on, so Exchange's certificate cmdlets cannot sign their answers"
 
 
 def assignments_unknown(facts: HostFacts, exchange: ExchangeFacts | None) -> str:

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .batch import Event, ServerError
 from .contract import READ_ONLY_CMDLETS
 from .errors import ConfigError, ConnectionFailed
 
@@ -47,12 +48,18 @@ RETRY_DELAY_S = 0.5
 
 @dataclasses.dataclass
 class PipelineOutput:
-    """What one pipeline returned: output objects, error-stream messages, and the terminating error if it failed."""
+    """What one pipeline returned: output objects, error-stream messages, and the terminating error if it failed.
+
+    ``events`` is the output and error streams in arrival order (what :func:`exbe.batch.read` needs to tell each
+    statement's answer). A pipeline of several statements runs as PowerShell's batch and ends Completed when a
+    statement fails (exbe.batch), so ``failed`` is set only by a single statement's terminating error or a lost
+    runspace; its record is the last of ``events`` too."""
 
     output: list[Any]
     errors: list[str]
     warnings: list[str]
     failed: str | None  # message of the terminating error, None when the pipeline completed
+    events: list[Event] = dataclasses.field(default_factory=list)
 
 
 def preload() -> None:
@@ -145,11 +152,15 @@ class Session:
             output = ps.output
             errors = [_error_text(e) for e in ps.streams.error]
             warnings = [str(w) for w in ps.streams.warning]
+            events: list[Event] = [(kind, server_error(item) if kind == "error" else item)
+                                   for kind, item in ps.events]
             failed = None
             if ps.had_errors:
                 failed = errors[-1] if errors else "the pipeline failed with a terminating error"
                 errors = errors[:-1] if errors else errors
-            return PipelineOutput(list(output), errors, warnings, failed)
+                if not ps.streams.error:  # a Failed state without its record: the failure is still an event
+                    events.append(("error", ServerError(failed)))
+            return PipelineOutput(list(output), errors, warnings, failed, events)
 
     @staticmethod
     def _run(pool: Any, build: Callable[[Any], None]) -> Any:
@@ -373,6 +384,8 @@ def _shared_powershell() -> Any:
     library's ElementTree, which builds new elements from the command objects every time, so the copy only costs
     (8-10% of a fleet run's CPU, issue 16)."""
     from pypsrp.complex_objects import Pipeline
+    from pypsrp.exceptions import WSManFaultError
+    from pypsrp.messages import MessageType
     from pypsrp.powershell import PowerShell
 
     class SharedStatements(Pipeline):
@@ -387,11 +400,43 @@ def _shared_powershell() -> Any:
             return statements[:-1]
 
     class SharedPowerShell(PowerShell):
+        """... that also keeps its output and error records in arrival order (``events``): pypsrp keeps them in
+        two lists, and which statement of a batch wrote a record is read from where it arrived (exbe.batch)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.events: list[tuple[str, Any]] = []
+
         def _invoke(self, msg: Any) -> None:
             given = msg.pipeline
             msg.pipeline = SharedStatements(is_nested=given.is_nested, cmds=given.commands, history=given.history,
                                             redirect_err_to_out=given.redirect_err_to_out)
             super()._invoke(msg)
+
+        # pypsrp's _parse_responses keeps each handler's return value in message order: these return the record
+        def _process_error_record(self, message: Any) -> Any:
+            super()._process_error_record(message)
+            return ("error", message.data)
+
+        def _process_pipeline_state(self, message: Any) -> Any:
+            super()._process_pipeline_state(message)
+            record = message.data.error_record
+            return ("error", record) if record is not None else None
+
+        def poll_invoke(self, timeout: int | None = None) -> None:
+            """pypsrp 0.9.1's poll_invoke, recording ``events`` as the messages come."""
+            try:
+                responses = self.runspace_pool._receive(self.id, timeout=timeout)
+            except WSManFaultError as err:
+                if err.code != 2150858793:  # the operation timeout: poll again
+                    raise
+                responses = []
+            for message_type, value in responses:
+                if message_type == MessageType.PIPELINE_OUTPUT:
+                    self.output.append(value.data.data)
+                    self.events.append(("output", value.data.data))
+                elif message_type in (MessageType.ERROR_RECORD, MessageType.PIPELINE_STATE) and value is not None:
+                    self.events.append(value)
 
     return SharedPowerShell
 
@@ -486,6 +531,20 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
+
+
+def server_error(record: Any) -> ServerError:
+    """A pypsrp ErrorRecord as exbe.batch reads it: its text and what names the command that wrote it."""
+    def text(value: Any) -> str:
+        return "" if value is None or str(value) == "None" else str(value)
+    exception_types = [str(t) for t in getattr(getattr(record, "exception", None), "types", None) or []]
+    return ServerError(
+        text=_error_text(record),
+        error_id=text(getattr(record, "fq_error", None)),
+        reason=text(getattr(record, "reason", None)) or (exception_types[0].rpartition(".")[2]
+                                                         if exception_types else ""),
+        target=text(getattr(record, "target_name", None)),
+        command=text(getattr(record, "invocation_name", None)) or text(getattr(record, "activity", None)))
 
 
 def _error_text(record: Any) -> str:

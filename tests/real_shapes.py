@@ -560,3 +560,65 @@ def EMS_CERTIFICATES(server: RealServer) -> list[Any]:  # noqa: N802 - named lik
 
 
 BROKEN_CERTIFICATES: list[Any] = [deserialize(exchange_certificate_clixml(c, shape="broken"))[0] for c in BROKEN_CERTS]
+
+
+# -- Get-ExchangeServer and Get-SettingOverride (added for serialization signing by build, issue 20) ------------------
+#: The ExchangeServer type names as EMS shows them (.../E19/Exchange/GetExchangeServer.xml names the server; the
+#: hierarchy below the first name is the sandbox's and a belief).
+EXCHANGE_SERVER_TYPES = ["Microsoft.Exchange.Data.Directory.Management.ExchangeServer",
+                         "Microsoft.Exchange.Data.Directory.Management.ADPresentationObject",
+                         "Microsoft.Exchange.Data.Directory.ADObject", "Microsoft.Exchange.Data.Directory.ADRawEntry",
+                         "Microsoft.Exchange.Data.ConfigurableObject", "System.Object"]
+SETTING_OVERRIDE_TYPES = ["Microsoft.Exchange.Data.Directory.SystemConfiguration.ConfigurationSettings.SettingOverride",
+                          "Microsoft.Exchange.Data.Directory.SystemConfiguration.ADConfigurationObject",
+                          "Microsoft.Exchange.Data.Directory.ADObject", "System.Object"]
+_MVP_STRING = ["Microsoft.Exchange.Data.MultiValuedProperty`1[[System.String, mscorlib, Version=4.0.0.0, "
+               "Culture=neutral, PublicKeyToken=b77a5c561934e089]]", "Microsoft.Exchange.Data.MultiValuedPropertyBase",
+               "System.Object"]
+
+
+def exchange_build(server: RealServer) -> str:
+    """The captured server's Exchange build (servers.json ``exchange_build``: 15.2.922.7 is 2019 CU10, 15.1.2375.7
+    2016 CU22; both older than the January 2023 SU that brought serialization signing)."""
+    return str(_DOC["servers"][server.name]["exchange_build"])
+
+
+def exchange_server_clixml(server: RealServer, *, build: str | None = None) -> str:
+    """``Get-ExchangeServer`` as EMS serializes it: a property bag whose ``AdminDisplayVersion`` is a ServerVersion
+    object with ToString ``Version 15.2 (Build 922.7)`` (Exchange's own format). Only what exbe reads is written."""
+    major, minor, number, revision = (int(n) for n in (build or exchange_build(server)).split("."))
+    stream = _Stream()
+    root = stream.obj(None, None, EXCHANGE_SERVER_TYPES, server.computer_name)
+    props = ET.SubElement(root, "Props")
+    _value(props, "S", "Name", server.computer_name)
+    _value(props, "S", "Fqdn", server.fqdn)
+    version = stream.obj(props, "AdminDisplayVersion", ["Microsoft.Exchange.Data.ServerVersion", "System.Object"],
+                         f"Version {major}.{minor} (Build {number}.{revision})")
+    version_props = ET.SubElement(version, "Props")
+    for name, value in (("Major", major), ("Minor", minor), ("Build", number), ("Revision", revision)):
+        _value(version_props, "I32", name, value)
+    _members(root, server.origin, _serialization_data("ExchangeServer", server.name))
+    return _text(root)
+
+
+def setting_override_clixml(name: str, *, component: str = "Data", section: str = "EnableSerializationDataSigning",
+                            parameters: tuple[str, ...] = ("Enabled=True",), servers: tuple[str, ...] = ()) -> str:
+    """One ``Get-SettingOverride`` object (.../E19/Exchange/GetSettingOverride.xml layout): ``Parameters`` and
+    ``Server`` as ``MultiValuedProperty`1[System.String]`` (``Server`` $null when organization-wide), ``Status``
+    the SettingOverrideStatus enum (Accepted)."""
+    stream = _Stream()
+    root = stream.obj(None, None, SETTING_OVERRIDE_TYPES, name)
+    props = ET.SubElement(root, "Props")
+    _value(props, "S", "Name", name)
+    _value(props, "S", "ComponentName", component)
+    _value(props, "S", "SectionName", section)
+    for prop, items in (("Parameters", parameters), ("Server", servers)):
+        if not items and prop == "Server":
+            _value(props, "Nil", prop, None)
+            continue
+        values = ET.SubElement(stream.obj(props, prop, _MVP_STRING, None), "LST")
+        for item in items:
+            _value(values, "S", None, item)
+    stream.enum(props, "Status", "Microsoft.Exchange.Data.Directory.SystemConfiguration.ConfigurationSettings."
+                                 "SettingOverrideStatus", "Accepted", 3)
+    return _text(root)

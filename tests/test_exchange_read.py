@@ -4,6 +4,10 @@ The objects come from ``tests.real_shapes`` (CLIXML written in the captured serv
 own Serializer): ``ExchangeCertificate`` carries ``RawData`` only (EMS capture), or ``Deserialized.`` and ``RawData``
 only (the broken-signing capture); service assignments arrive only through the ``Select-Object`` projection, which
 carries ``RawData`` too, so the full objects are read only when the projection is refused or incomplete.
+
+The read is one pipeline of five statements, which a real server runs as PowerShell's batch: a statement that fails
+leaves an error record and a missing output, the others answer and the pipeline completes. So every answer here is a
+stream in arrival order (objects and error records), as pypsrp receives it, and the pipeline never "fails".
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pypsrp.serializer import Serializer
 
+from exbe.batch import ServerError
 from exbe.exchange import (
     PROJECTED_PROPERTIES,
     full_certificates_statement,
@@ -29,7 +34,8 @@ from exbe.exchange import (
     read_statements,
     services,
 )
-from exbe.facts import ExchangeFacts, iso
+from exbe.facts import ExchangeFacts, HostFacts, iso
+from exbe.selection import exchange_blinded
 from exbe.transport import PipelineOutput, fast_serializer
 from tests.real_shapes import (
     BROKEN_CERTIFICATES,
@@ -40,8 +46,11 @@ from tests.real_shapes import (
     PROJECTION_TYPES,
     auth_config_clixml,
     deserialize,
+    exchange_build,
     exchange_certificate_clixml,
+    exchange_server_clixml,
     projection_clixml,
+    setting_override_clixml,
 )
 
 CERTIFICATE_TYPE = "Microsoft.Exchange.Management.SystemConfigurationTasks.ExchangeCertificate"
@@ -95,18 +104,49 @@ def property_bag(type_name: str, **props):
                f"<Props>{text}</Props></Obj>")
 
 
-class FakeSession:
-    """Answers ``run_cmdlets`` as transport.Session does: one PipelineOutput for all statements of a call; a second
-    call (the full objects) gets ``then``."""
+def not_recognized(name: str) -> ServerError:
+    """What PowerShell writes for a command the session does not have (CommandNotFoundException): on Exchange's
+    endpoint, a cmdlet the account's roles do not grant, or Select-Object when the endpoint hides it."""
+    return ServerError(f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or "
+                       "operable program. Check the spelling of the name, or if a path was included, verify that the "
+                       "path is correct and try again.", error_id="CommandNotFoundException",
+                       reason="CommandNotFoundException", target=name)
 
-    def __init__(self, output: list, *, failed: str | None = None, errors: tuple[str, ...] = (),
-                 then: PipelineOutput | None = None) -> None:
-        self.answers = [PipelineOutput(list(output), list(errors), [], failed),
-                        then or PipelineOutput([], [], [], "a second round trip was not expected")]
+
+#: What a RestrictedRemoteServer session's Select-Object proxy answers to -Property Thumbprint (its ValidateSet).
+SELECT_PROPERTY_REFUSED = ServerError(
+    "Cannot validate argument on parameter 'Property'. The argument \"Thumbprint\" does not belong to the set "
+    "\"ModuleName,Namespace,OutputType,Count,HelpUri,Name,CommandType,ResolvedCommandName,DefaultParameterSet,"
+    "CmdletBinding,Parameters\" specified by the ValidateSet attribute. Supply an argument that is in the set and then "
+    "try the command again.", error_id="ParameterArgumentValidationError,Select-Object",
+    reason="ParameterBindingValidationException", command="Select-Object")
+
+
+def stream(*items) -> PipelineOutput:
+    """A pipeline's answer as pypsrp receives it: objects and error records (:class:`ServerError`) in arrival order;
+    the pipeline completed (a batch does, whatever its statements did)."""
+    events = [("error", item) if isinstance(item, ServerError) else ("output", item) for item in items]
+    return PipelineOutput([i for k, i in events if k == "output"], [i.text for k, i in events if k == "error"], [],
+                          None, events)
+
+
+def failed_pipeline(*items, failed: ServerError) -> PipelineOutput:
+    """A pipeline that ended Failed (one statement's terminating error, or a lost runspace): its record comes last."""
+    answer = stream(*items, failed)
+    return PipelineOutput(answer.output, answer.errors[:-1], [], failed.text, answer.events)
+
+
+class FakeSession:
+    """Answers ``run_cmdlets`` as transport.Session does, one answer per call (the first: the five reads; a second:
+    the full objects). A call no answer was given for is a test failure."""
+
+    def __init__(self, *answers: PipelineOutput) -> None:
+        self.answers = list(answers)
         self.statements: list = []
 
     def run_cmdlets(self, statements):
         self.statements.append(statements)
+        assert len(self.statements) <= len(self.answers), f"an unexpected round trip: {statements}"
         return self.answers[len(self.statements) - 1]
 
 
@@ -229,14 +269,23 @@ def projected(server=E19, *, with_der: bool = True) -> list:
     return [projection(c.thumbprint, c.services or 0, der=c.der if with_der else None) for c in server.certificates]
 
 
-def real_answer(server=E19):
-    """What read_statements gets from a healthy server: the Auth config and one projected object per certificate."""
-    return [one(auth_config_clixml(server)), *projected(server)]
+def transport(server=E19):
+    """Get-TransportService's object (no capture: a property bag with the documented property)."""
+    return property_bag("Microsoft.Exchange.Data.Directory.SystemConfiguration.TransportServer",
+                        InternalTransportCertificateThumbprint=server.auth_thumbprint)
+
+
+def real_answer(server=E19, *, build: str | None = None, certificates: list | None = None,
+                overrides: tuple = ()) -> list:
+    """What read_statements gets from a healthy server, statement by statement: Get-ExchangeServer, Get-AuthConfig,
+    the setting overrides, Get-TransportService and one projected object per certificate."""
+    return [one(exchange_server_clixml(server, build=build)), one(auth_config_clixml(server)), *overrides,
+            transport(server), *(projected(server) if certificates is None else certificates)]
 
 
 def full_objects(server=E19) -> PipelineOutput:
     """The answer to the fallback: the full certificates as they cross the wire (RawData only)."""
-    return PipelineOutput(EMS_CERTIFICATES(server), [], [], None)
+    return stream(*EMS_CERTIFICATES(server))
 
 
 def test_the_certificates_are_read_once_as_a_projection_with_rawdata_the_last_statement():
@@ -250,26 +299,29 @@ def test_the_certificates_are_read_once_as_a_projection_with_rawdata_the_last_st
 
 
 def test_a_healthy_read_gives_certificates_assignments_and_the_auth_configuration_in_one_round_trip():
-    session = FakeSession(real_answer())
+    session = FakeSession(stream(*real_answer()))
     facts, errors = read_facts(session, "SOLO-E19A")
     assert errors == [] and session.statements == [read_statements("SOLO-E19A")]
-    assert facts.assignments_unknown == ""
+    assert facts.assignments_unknown == "" and facts.unread == {}
     assert {c.thumbprint: c.services for c in facts.certificates} == {
         E19.auth_thumbprint: ("SMTP",), E19.backend_thumbprint: ("IMAP", "POP", "IIS", "SMTP"),
         E19.cert("wmsvc").thumbprint: ()}
     assert {c.thumbprint: (c.subject, c.not_after, c.self_signed) for c in facts.certificates} == {
         c.thumbprint: (c.subject, c.not_after, True) for c in E19.certificates}, "from the projected RawData"
     assert (facts.auth.current, facts.auth.next, facts.auth.next_effective) == (E19.auth_thumbprint, None, None)
+    assert facts.internal_transport == E19.auth_thumbprint
+    assert facts.server.version == "Version 15.2 (Build 922.7)"
 
 
 def test_the_projection_reads_the_same_facts_as_the_full_objects_did():
-    projected_facts, _ = read_facts(FakeSession(real_answer(E16)), "SOLO-E16A")
-    full_objects_facts = read(*EMS_CERTIFICATES(E16), one(auth_config_clixml(E16)), *projected(E16, with_der=False))
+    projected_facts, _ = read_facts(FakeSession(stream(*real_answer(E16))), "SOLO-E16A")
+    full_objects_facts = read(one(exchange_server_clixml(E16)), *EMS_CERTIFICATES(E16), one(auth_config_clixml(E16)),
+                              transport(E16), *projected(E16, with_der=False))
     assert projected_facts == full_objects_facts
 
 
 def test_a_projection_without_rawdata_makes_exbe_read_the_full_objects_and_keep_the_assignments():
-    session = FakeSession([one(auth_config_clixml(E19)), *projected(with_der=False)], then=full_objects())
+    session = FakeSession(stream(*real_answer(certificates=projected(with_der=False))), full_objects())
     facts, errors = read_facts(session, "SOLO-E19A")
     assert session.statements == [read_statements("SOLO-E19A"), full_certificates_statement("SOLO-E19A")]
     assert errors == [] and facts.assignments_unknown == ""
@@ -279,28 +331,73 @@ def test_a_projection_without_rawdata_makes_exbe_read_the_full_objects_and_keep_
     assert {c.thumbprint: c.subject for c in facts.certificates} == {c.thumbprint: c.subject for c in E19.certificates}
 
 
-def test_a_pipeline_that_failed_on_select_object_reads_the_full_objects_with_assignments_unknown():
-    session = FakeSession([one(auth_config_clixml(E19))], failed=SELECT_OBJECT_REFUSED,
-                          errors=("a non-terminating error",), then=full_objects())
-    facts, errors = read_facts(session, "SOLO-E19A")
+def store_of(server=E19) -> HostFacts:
+    """The certificate store as the facts step reads it on the captured server (every certificate of My), today."""
+    return HostFacts.parse(server.facts_data(datetime.datetime.now(datetime.timezone.utc)))
+
+
+@pytest.mark.parametrize("refusal", [not_recognized("Select-Object"), SELECT_PROPERTY_REFUSED],
+                         ids=["select-object-hidden", "restricted-property-set"])
+def test_a_refused_projection_is_an_error_record_and_exbe_reads_the_full_objects_with_assignments_unknown(refusal):
+    """The batch goes on after the refusal: every other statement answered; the certificates come from RawData."""
+    session = FakeSession(stream(*real_answer(certificates=[refusal])), full_objects())
+    facts, warnings = read_facts(session, "SOLO-E19A")
     assert session.statements == [read_statements("SOLO-E19A"), full_certificates_statement("SOLO-E19A")]
-    assert facts is not None and errors == ["a non-terminating error"]
     assert {c.thumbprint for c in facts.certificates} == {c.thumbprint for c in E19.certificates}
     assert all(c.services is None for c in facts.certificates)
-    assert facts.assignments_unknown.startswith("the Exchange endpoint refused Select-Object (The term 'Select-Object'")
-    assert facts.auth.current == E19.auth_thumbprint, "the earlier statements' answers are kept"
+    assert facts.assignments_unknown == f"the Exchange endpoint refused Select-Object ({refusal.text})"
+    assert facts.auth.current == E19.auth_thumbprint and facts.internal_transport == E19.auth_thumbprint
+    assert warnings == [f"Exchange: Get-ExchangeCertificate | Select-Object did not answer: {refusal.text}"], \
+        "the server's own text, as a warning"
+    assert exchange_blinded(store_of(), facts) == "", "a refused projection is not serialization signing"
 
 
-def test_when_the_full_objects_cannot_be_read_either_there_are_no_facts_and_every_error():
-    session = FakeSession([one(auth_config_clixml(E19))], failed=SELECT_OBJECT_REFUSED, errors=("first",),
-                          then=PipelineOutput([], ["second"], [], "Access is denied."))
-    assert read_facts(session, "SOLO-E19A") == (None, ["first", "second", "Access is denied."])
+def test_get_exchange_certificate_not_permitted_says_which_role_grants_it_and_is_not_blindness():
+    """Exchange builds the session from the account's RBAC roles: a cmdlet outside them cannot be resolved."""
+    session = FakeSession(stream(*real_answer(certificates=[not_recognized("Get-ExchangeCertificate")])))
+    facts, warnings = read_facts(session, "SOLO-E19A")
+    assert len(session.statements) == 1, "the full objects need the same cmdlet: not asked for"
+    assert facts.certificates == () and "certificates" in facts.unread
+    assert facts.assignments_unknown.startswith(
+        "Get-ExchangeCertificate is not permitted for this account on the Exchange endpoint (The term "
+        "'Get-ExchangeCertificate' is not recognized")
+    assert "'Exchange Server Certificates' management role" in facts.assignments_unknown
+    assert warnings == ["Exchange: Get-ExchangeCertificate | Select-Object did not answer: "
+                        + not_recognized("Get-ExchangeCertificate").text]
+    store = store_of()
+    assert store.certificates, "the store holds certificates while Exchange listed none"
+    assert exchange_blinded(store, facts) == "", "an empty list that never was a list is not blindness"
 
 
-def test_a_pipeline_that_failed_on_anything_else_gives_no_facts_and_every_error():
-    session = FakeSession(real_answer(), failed="Access is denied.", errors=("first",))
-    assert read_facts(session, "SOLO-E19A") == (None, ["first", "Access is denied."])
-    assert len(session.statements) == 1
+def test_a_failed_middle_statement_leaves_the_others_answers_and_its_own_unknown():
+    denied = not_recognized("Get-AuthConfig")
+    answer = real_answer()
+    session = FakeSession(stream(answer[0], denied, *answer[2:]))
+    facts, warnings = read_facts(session, "SOLO-E19A")
+    assert facts.auth.current is None and facts.unread["auth"] == f"Get-AuthConfig: {denied.text}"
+    assert facts.assignments_unknown == "" and len(facts.certificates) == 3
+    assert warnings == [f"Exchange: Get-AuthConfig did not answer: {denied.text}"]
+
+
+def test_when_the_full_objects_cannot_be_read_either_certificates_are_unknown_with_every_server_text():
+    lost = ServerError("The I/O operation has been aborted.", reason="PSRemotingTransportException")
+    session = FakeSession(stream(*real_answer(certificates=[not_recognized("Select-Object")])),
+                          failed_pipeline(failed=lost))
+    facts, warnings = read_facts(session, "SOLO-E19A")
+    assert facts.certificates == () and facts.unread["certificates"] == f"Get-ExchangeCertificate failed: {lost.text}"
+    assert warnings[-1] == f"Exchange: Get-ExchangeCertificate did not answer: {lost.text}"
+    assert facts.assignments_unknown.startswith("the Exchange endpoint refused Select-Object")
+
+
+def test_when_no_statement_answers_there_are_no_facts_and_every_server_text():
+    lost = ServerError("The runspace was lost.")
+    facts, warnings = read_facts(FakeSession(failed_pipeline(failed=lost)), "SOLO-E19A")
+    assert facts is None
+    assert warnings == ["Exchange: Get-ExchangeServer did not answer: The runspace was lost.",
+                        "Exchange: Get-AuthConfig did not answer: no answer and no error record (it did not run, or "
+                        "wrote nothing)",
+                        "Exchange: Get-TransportService did not answer: no answer and no error record (it did not "
+                        "run, or wrote nothing)"], "the batch stopped in the first statement; the others never ran"
 
 
 def test_a_broken_signing_answer_is_read_as_the_certificates_it_lists():
@@ -324,37 +421,101 @@ def test_the_internal_transport_certificate_comes_from_the_transport_server_obje
     assert facts.internal_transport == "EF01"
 
 
-def test_serialization_signing_is_on_unless_an_override_disables_it():
-    assert read().serialization_signing is True
-    override = "Microsoft.Exchange.Data.Directory.SystemConfiguration.SettingOverride"
-    assert read(property_bag(override, SectionName="EnableSerializationDataSigning",
-                             Parameters=["Enabled=False"])).serialization_signing is False
-    assert read(property_bag(override, SectionName="EnableSerializationDataSigning",
-                             Parameters=["Enabled=True"])).serialization_signing is True
-    assert read(property_bag(override, SectionName="SomethingElse",
-                             Parameters=["Enabled=False"])).serialization_signing is True
+# -- serialization signing, judged as HealthChecker does -------------------------------------------------------------
+def signing_of(build: str, *overrides) -> ExchangeFacts:
+    return read(one(exchange_server_clixml(E19, build=build)), *(one(o) for o in overrides))
+
+
+@pytest.mark.parametrize(("build", "state"), [
+    ("15.2.922.7", False),  # 2019 CU10, the captured server: never received the January 2023 SU
+    ("15.1.2375.7", False),  # 2016 CU22, the captured server
+    ("15.2.1118.21", False),  # 2019 CU12 Jan23SU: available, off by default
+    ("15.1.2507.34", False),  # 2016 CU23 Oct23SU
+    ("15.2.1118.40", True),  # 2019 CU12 Nov23SU: on by default
+    ("15.2.1258.28", True),  # 2019 CU13 Nov23SU
+    ("15.1.2507.35", True),  # 2016 CU23 Nov23SU
+    ("15.2.1544.4", True),  # 2019 CU14, released after it
+    ("15.2.2562.17", True),  # Exchange SE RTM
+], ids=lambda value: str(value))
+def test_signing_by_build_without_overrides(build, state):
+    facts = signing_of(build)
+    assert facts.serialization_signing is state and facts.signing_why
+
+
+def test_only_a_data_enableserializationdatasigning_override_for_this_server_or_the_organization_counts():
+    on_before_nov = "15.2.1118.21"
+    enable = setting_override_clixml("EnableSigning", parameters=("Enabled=True",))
+    assert signing_of(on_before_nov, enable).serialization_signing is True
+    assert signing_of(on_before_nov, setting_override_clixml(
+        "Other", servers=("SOLO-E19A",))).serialization_signing is True, "scoped to this server"
+    assert signing_of(on_before_nov, setting_override_clixml(
+        "ElseWhere", servers=("OTHER-EX01",))).serialization_signing is False, "scoped to another server"
+    assert signing_of(on_before_nov, setting_override_clixml(
+        "WrongComponent", component="Other")).serialization_signing is False
+    assert signing_of("15.2.2562.17", setting_override_clixml(
+        "Disable", parameters=("Enabled=False",))).serialization_signing is False
+
+
+def test_several_overrides_make_the_state_unknown_and_it_is_said():
+    facts = signing_of("15.2.2562.17", setting_override_clixml("A", parameters=("Enabled=False",)),
+                       setting_override_clixml("B", parameters=("Enabled=True",)))
+    assert facts.serialization_signing is None
+    assert facts.unread["signing"] == facts.signing_why == ("several setting overrides apply (A, B); HealthChecker "
+                                                             "calls that unknown too")
+
+
+def test_without_the_build_the_state_is_unknown():
+    facts = read()
+    assert facts.serialization_signing is None and "build is unknown" in facts.signing_why
+
+
+def test_a_pre_november_2023_build_with_an_expired_auth_certificate_is_not_blinded():
+    """The captured 2019 server (CU10, 15.2.922.7): its Auth certificate expired on 2024-11-06, and its build never
+    had serialization signing; judging it blinded would clone needlessly and keep every old certificate."""
+    assert exchange_build(E19) == "15.2.922.7"
+    facts, warnings = read_facts(FakeSession(stream(*real_answer())), "SOLO-E19A")
+    store = store_of()
+    auth = store.certificate(facts.auth.current)
+    assert auth is not None and auth.not_after < store.now, "the captured Auth certificate has expired"
+    assert facts.serialization_signing is False and "predates the January 2023" in facts.signing_why
+    assert exchange_blinded(store, facts) == ""
+    nov23, _ = read_facts(FakeSession(stream(*real_answer(build="15.2.1118.40"))), "SOLO-E19A")
+    assert "expired" in exchange_blinded(store, nov23), "from the November 2023 SU the same server is blinded"
+    unknown = read(one(exchange_server_clixml(E19, build="15.2.2562.17")),
+                   one(setting_override_clixml("A", parameters=("Enabled=False",))),
+                   one(setting_override_clixml("B", parameters=("Enabled=True",))), one(auth_config_clixml(E19)),
+                   *EMS_CERTIFICATES(E19))
+    assert "unknown" in exchange_blinded(store, unknown) and "may not" in exchange_blinded(store, unknown)
 
 
 def test_the_read_facts_survive_the_run_record_round_trip():
-    facts, _ = read_facts(FakeSession(real_answer(E16)), "SOLO-E16A")
+    facts, _ = read_facts(FakeSession(stream(*real_answer(E16))), "SOLO-E16A")
     assert ExchangeFacts.from_dict(facts.to_dict()) == facts
+    denied, _ = read_facts(FakeSession(stream(*real_answer(certificates=[not_recognized("Get-ExchangeCertificate")]))),
+                           "SOLO-E19A")
+    assert ExchangeFacts.from_dict(denied.to_dict()) == denied
 
 
 # -- New-ExchangeCertificate ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", ["ems", "broken", "full"])
 def test_new_exchange_certificate_output_with_rawdata_only_yields_the_thumbprint(shape):
     real = E19.cert("exchange")
-    session = FakeSession([one(exchange_certificate_clixml(real, shape=shape))])
+    session = FakeSession(stream(one(exchange_certificate_clixml(real, shape=shape))))
     assert new_certificate(session, {"Services": "None"}) == (real.thumbprint, [])
     assert session.statements == [[[("New-ExchangeCertificate", {"Services": "None"})]]]
 
 
 def test_new_exchange_certificate_output_that_names_no_single_certificate_yields_none_and_the_errors():
-    assert new_certificate(FakeSession([]), {}) == (None, [])
-    two = FakeSession(EMS_CERTIFICATES(E19)[:2])
+    assert new_certificate(FakeSession(stream()), {}) == (None, [])
+    two = FakeSession(stream(*EMS_CERTIFICATES(E19)[:2]))
     assert new_certificate(two, {})[0] is None, "two certificates: which one was created is not known"
-    failed = FakeSession([], failed="The certificate could not be created.", errors=("warning-ish error",))
+    failed = FakeSession(failed_pipeline(ServerError("warning-ish error"),
+                                         failed=ServerError("The certificate could not be created.")))
     assert new_certificate(failed, {}) == (None, ["warning-ish error", "The certificate could not be created."])
+    denied = FakeSession(failed_pipeline(failed=not_recognized("New-ExchangeCertificate")))
+    (message,) = new_certificate(denied, {})[1]
+    assert message.startswith("New-ExchangeCertificate is not permitted for this account") and \
+        "'Exchange Server Certificates' management role" in message
 
 
 # -- exbe's deserializer hands over exactly what pypsrp's does -------------------------------------------------------

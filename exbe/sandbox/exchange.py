@@ -47,7 +47,7 @@ import datetime
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 
@@ -158,12 +158,12 @@ def run_pipeline(state: HostState, commands: list[tuple[str, dict[str, Any]]], f
     expose is a ``CommandNotFoundException`` (a terminating error). Anything else the sandbox does not model is a
     terminating error saying so.
     """
-    resolved = [(_resolve(state, name), params) for name, params in commands]
+    resolved = [(_resolve(state, name, faults), params) for name, params in commands]
     names = [name for name, _ in resolved]
     if len(resolved) == 1 and names[0] in PARAMETERS:
         return run_cmdlet(state, names[0], resolved[0][1], faults, runspace_id=runspace_id)
     if len(resolved) == 2 and names[0] in PARAMETERS and names[0].startswith("Get-") and names[1] == "Select-Object":
-        properties = _select_properties(resolved[1][1])
+        properties = _written_by("Select-Object", lambda: _select_properties(resolved[1][1]))
         produced = _invoke(state, names[0], resolved[0][1])
         return dataclasses.replace(produced, output=[_select(obj, properties) for obj in produced.output])
     raise TerminatingError(ErrorInfo(
@@ -184,14 +184,34 @@ def run_cmdlet(state: HostState, name: str, params: dict[str, Any], faults: Faul
 
 
 def _invoke(state: HostState, cmdlet: str, params: dict[str, Any]) -> Outcome:
-    """The cmdlet's own result: :class:`Live` objects and non-terminating errors."""
-    return _CMDLETS[cmdlet](_Exchange(state), _bind(cmdlet, params))
+    """The cmdlet's own result: :class:`Live` objects and non-terminating errors, each record naming the cmdlet as
+    its CategoryInfo.Activity (as PowerShell fills it for a record a command wrote)."""
+    produced = _written_by(cmdlet, lambda: _CMDLETS[cmdlet](_Exchange(state), _bind(cmdlet, params)))
+    return dataclasses.replace(produced, errors=[dataclasses.replace(e, activity=e.activity or cmdlet)
+                                                 for e in produced.errors])
 
 
-def _resolve(state: HostState, name: str) -> str:
+_T = TypeVar("_T")
+
+
+def _written_by(cmdlet: str, action: Callable[[], _T]) -> _T:
+    """Run ``action``; a terminating error it raises names ``cmdlet`` as the command that wrote it."""
+    try:
+        return action()
+    except TerminatingError as exc:
+        exc.info.activity = exc.info.activity or cmdlet
+        raise
+
+
+def _resolve(state: HostState, name: str, faults: Faults) -> str:
+    """The command's name as the endpoint knows it. Exchange builds each session from the cmdlets of the account's
+    RBAC roles: a cmdlet outside them is not in the session at all, so PowerShell cannot resolve it
+    (``CommandNotFoundException``, fault ``exchange_denied``)."""
     visible = [*PARAMETERS, *RESTRICTED_VISIBLE]
     if state.exchange.select_object == "refused":
         visible.remove("Select-Object")
+    denied = {d.strip().lower() for d in (faults.exchange_denied or "").split("+")}
+    visible = [v for v in visible if v.lower() not in denied]
     canonical = next((c for c in visible if c.lower() == name.lower()), None)
     if canonical is None:
         raise TerminatingError(command_not_found(name))

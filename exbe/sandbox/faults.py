@@ -10,11 +10,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from .records import ErrorInfo
+
 #: The endpoints drop_request counts on (exbe.sandbox.server.ENDPOINTS' counter names).
 DROP_ENDPOINTS = ("winrm", "exchange")
 #: kind -> (type of value, description)
 FAULT_KINDS: dict[str, tuple[type, str]] = {
-    "step_fail": (str, "the named WinRM step (or Exchange cmdlet) ends in a terminating error record"),
+    "step_fail": (str, "the named WinRM step (or Exchange cmdlet) ends in a terminating error record: in a pipeline "
+                       "of several statements the record goes to the error stream and the next statement runs (as "
+                       "PowerShell's batch does); a pipeline of one statement ends Failed"),
+    "runspace_lost": (str, "the runspace is lost while the named WinRM step (or Exchange cmdlet) runs: the whole "
+                           "pipeline ends Failed, however many statements it holds"),
+    "exchange_denied": (str, "CMDLET[+CMDLET...]: the Exchange account's RBAC roles do not grant these cmdlets, so "
+                             "Exchange's session does not contain them (CommandNotFoundException)"),
     "bind_com_error": (bool, "binding a certificate fails with IIS's COM error 0x80070520 (no usable private key)"),
     "iisreset_timeout": (bool, "iisreset/Restart-Service times out and leaves W3SVC stopped; TLS on 444 still answers"),
     "drop_after": (int, "the HTTP connection is dropped (no response) from request number N+1 on"),
@@ -37,6 +45,8 @@ class Faults:
     """The faults active on one host. All off by default."""
 
     step_fail: str | None = None
+    runspace_lost: str | None = None
+    exchange_denied: str | None = None
     bind_com_error: bool = False
     iisreset_timeout: bool = False
     drop_after: int | None = None
@@ -109,3 +119,10 @@ def parse_fleet_faults(spec: str | None) -> dict[str, Faults]:
             host, body = "*", part
         result[host.strip()] = Faults.parse(body)
     return result
+
+
+def runspace_lost(where: str) -> ErrorInfo:
+    """The record of fault ``runspace_lost``: says it is the sandbox's (no capture of a real lost runspace's text)."""
+    return ErrorInfo(f"The runspace was lost while '{where}' ran (fault runspace_lost injected by the exbe sandbox).",
+                     error_id="SandboxRunspaceLost", category="OperationStopped",
+                     exception_type="System.Management.Automation.Runspaces.InvalidRunspaceStateException")

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import contract
 from . import exchange, steps, windows
-from .faults import Faults
+from .faults import Faults, runspace_lost
 from .psrp import DropConnection, Shell
 from .records import (
     NO_LANGUAGE_MESSAGE,
@@ -31,6 +31,7 @@ from .records import (
     UNRECOGNISED_SCRIPT_MESSAGE,
     ErrorInfo,
     Outcome,
+    RunspaceLost,
     TerminatingError,
 )
 from .state import HostState
@@ -172,7 +173,10 @@ class SandboxHost:
         name = next((n for n, _, _ in statement if failing and failing.lower() == n.lower()), None)
         if name is not None:
             raise TerminatingError(ErrorInfo(f"{name} failed (fault injected by the exbe sandbox).",
-                                             error_id=f"SandboxFault,{name}"))
+                                             error_id=f"SandboxFault,{name}", activity=name))
+        lost = self.faults.runspace_lost
+        if lost and any(lost.lower() == n.lower() for n, _, _ in statement):
+            raise RunspaceLost(runspace_lost(lost))
         commands = [(name, params) for name, _, params in statement]
         return self._mutate(lambda: exchange.run_pipeline(self.state, commands, self.faults,
                                                           runspace_id=runspace_id))
@@ -202,6 +206,8 @@ class SandboxHost:
             raise TerminatingError(ErrorInfo(UNRECOGNISED_SCRIPT_MESSAGE.format(reason=reason),
                                              error_id="SandboxCannotExecute", category="NotImplemented"))
         step, data = contract.parse_script(text)
+        if self.faults.runspace_lost == step:
+            raise RunspaceLost(runspace_lost(step))
         if self.faults.step_fail == step:
             raise TerminatingError(ErrorInfo(f"The exbe step '{step}' failed: fault injected by the exbe sandbox.",
                                              error_id=f"SandboxFault,{step}"))

@@ -4,6 +4,23 @@ A :class:`Shell` owns one ``ServerRunspacePool``. psrpcore gives each pool a sin
 drains it after every event and routes payloads by pipeline id into per-command queues, so a Receive for one
 command never returns another's output (two pipelines of one pool can run at once). The commands themselves are
 executed by an :class:`Executor` (the simulated host) in Python.
+
+Several statements in one pipeline run as PowerShell's *batch* does (``../shared/real-server-shapes.md`` §4). The
+facts, from PowerShell's source (``src/System.Management.Automation/engine/hostifaces/PowerShell.cs`` and
+``engine/remoting/server/ServerPowerShellDriver.cs``; the 5.x-era engine behaves the same):
+
+* the server builds the pipeline's statements as ``ExtraCommands`` (``SetupAsyncBatchExecution``, from the commands
+  marked ``IsEndOfStatement``) and, its runspace pool being local, runs them one by one
+  (``BeginBatchInvoke`` -> ``BatchInvocationCallback`` / ``BatchInvocationWorkItem``);
+* a statement whose invocation throws (a terminating error) is caught there: ``AppendExceptionToErrorStream`` adds
+  its ErrorRecord (the exception's own, else an ``InvalidOperation`` one) to the error stream and the remaining
+  statements run, unless the invocation settings' ErrorActionPreference is Stop;
+* ``ServerPowerShellDriver.PrepInvoke`` builds those settings without an ErrorActionPreference, and the batch code
+  reads a missing one as Continue (``?? ActionPreference.Continue``): on a remoting server the batch goes on;
+* so the pipeline ends Completed with the record in the error stream and the failed statement's output missing.
+
+A pipeline of ONE statement is no batch: its terminating error fails the pipeline (state Failed with the record).
+A lost runspace (fault ``runspace_lost``) fails the whole pipeline whatever it holds.
 """
 
 from __future__ import annotations
@@ -38,7 +55,7 @@ from psrpcore.types._enum import PSEnumMeta
 from psrpcore.types._serializer import _serialize_string
 
 from . import wsman
-from .records import EnumValue, ErrorInfo, Outcome, SandboxObject, TerminatingError
+from .records import EnumValue, ErrorInfo, Outcome, RunspaceLost, SandboxObject, TerminatingError
 
 #: Bytes of PSRP fragments per Receive response (WinRM's MaxEnvelopeSize is 500 KiB for protocol 2.2+).
 RECEIVE_CHUNK = 256 * 1024
@@ -177,11 +194,20 @@ class Shell:
             statements[-1].append((str(cmd.command_text), bool(cmd.is_script), params))
             if cmd.end_of_statement:
                 statements.append([])
+        statements = [s for s in statements if s]
+        batch = len(statements) > 1
         pipeline.start()
         try:
-            # statement by statement: a terminating error ends the pipeline after what earlier statements wrote
-            for statement in (s for s in statements if s):
-                outcome = self._executor.execute(self.configuration, statement, self._pool.runspace_pool_id)
+            for statement in statements:
+                try:
+                    outcome = self._executor.execute(self.configuration, statement, self._pool.runspace_pool_id)
+                except RunspaceLost:
+                    raise
+                except TerminatingError as exc:
+                    if not batch:
+                        raise
+                    _write_error(pipeline, exc.info)  # AppendExceptionToErrorStream; the batch goes on
+                    continue
                 _write(pipeline, outcome)
         except TerminatingError as exc:
             pipeline._change_state(PSInvocationState.Failed, error=_error_record(exc.info))  # no public call (0.3.1)
@@ -196,13 +222,21 @@ def _write(pipeline: ServerPipeline, outcome: Outcome) -> None:
     for item in outcome.output:
         pipeline.write_output(to_psobject(item))
     for error in outcome.errors:
-        pipeline.write_error(
-            _exception(error),
-            ErrorCategoryInfo(Category=_category(error), Reason=error.exception_type.rpartition(".")[2]),
-            target_object=error.target, fully_qualified_error_id=error.error_id,
-        )
+        _write_error(pipeline, error)
     for warning in outcome.warnings:
         pipeline.write_warning(warning)
+
+
+def _write_error(pipeline: ServerPipeline, error: ErrorInfo) -> None:
+    pipeline.write_error(_exception(error), _category_info(error), target_object=error.target,
+                         fully_qualified_error_id=error.error_id)
+
+
+def _category_info(info: ErrorInfo) -> ErrorCategoryInfo:
+    """CategoryInfo as PowerShell fills it: Reason the exception's type name, TargetName the target, Activity the
+    command that wrote the record (empty when no command ran, as for CommandNotFoundException)."""
+    return ErrorCategoryInfo(Category=_category(info), Reason=info.exception_type.rpartition(".")[2],
+                             TargetName=info.target or "", Activity=info.activity or "")
 
 
 def to_psobject(value: Any, sent: dict[int, PSObject] | None = None) -> Any:
@@ -270,7 +304,7 @@ def _category(info: ErrorInfo) -> ErrorCategory:
 def _error_record(info: ErrorInfo) -> ErrorRecord:
     return ErrorRecord(
         Exception=_exception(info),
-        CategoryInfo=ErrorCategoryInfo(Category=_category(info), Reason=info.exception_type.rpartition(".")[2]),
+        CategoryInfo=_category_info(info),
         FullyQualifiedErrorId=info.error_id,
         TargetObject=info.target,
     )

@@ -59,14 +59,20 @@ class ErrorInfo:
     category: str = "NotSpecified"
     exception_type: str = "System.Management.Automation.RuntimeException"
     target: str | None = None
+    activity: str | None = None  # CategoryInfo.Activity: the command that wrote it
 
 
 class TerminatingError(Exception):
-    """The command ends the pipeline in the Failed state with this error record."""
+    """The statement ends in a terminating error with this record: in a batch (several statements) the record goes
+    to the error stream and the next statement runs; a single statement's pipeline ends Failed (exbe.sandbox.psrp)."""
 
     def __init__(self, info: ErrorInfo) -> None:
         super().__init__(info.message)
         self.info = info
+
+
+class RunspaceLost(TerminatingError):
+    """The runspace is gone while a statement runs: the whole pipeline ends Failed, batch or not."""
 
 
 @dataclasses.dataclass

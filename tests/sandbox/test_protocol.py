@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from pypsrp.complex_objects import GenericComplexObject
+from pypsrp.complex_objects import GenericComplexObject, PSInvocationState
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError, WSManFaultError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import WSMan
@@ -158,15 +158,81 @@ def test_pypsrp_gets_auth_config_as_an_adapted_property_bag(fleet):
     assert auth.extended_properties.keys() == REMOTING | {"SerializationData"}
 
 
-def test_a_refused_select_object_ends_the_pipeline_after_the_earlier_statements_output(start_fleet):
+def test_a_refused_select_object_is_an_error_record_and_the_pipeline_completes(start_fleet):
+    """PowerShell's batch (real-server-shapes.md §4): the refused statement leaves its record, the batch goes on."""
     fleet = start_fleet([("exch01", "select_refused")])
     with exchange_pool(fleet) as pool:
         ps = exchange_reads(pool)
-    assert ps.had_errors, "a terminating error: the pipeline failed"
-    assert "The term 'Select-Object' is not recognized as the name of a cmdlet" in str(ps.streams.error[0])
+    assert not ps.had_errors and ps.state == PSInvocationState.COMPLETED, "one statement's error never fails a batch"
+    (record,) = ps.streams.error
+    assert "The term 'Select-Object' is not recognized as the name of a cmdlet" in str(record)
+    assert (record.fq_error, record.target_name, record.reason) == (
+        "CommandNotFoundException", "Select-Object", "CommandNotFoundException")
     assert len(of_type(ps.output, "ExchangeCertificate")) == len(my_thumbprints(fleet))
     assert len(of_type(ps.output, "AuthConfig")) == 1
     assert not [o for o in ps.output if o.types[0].startswith("Selected.")]
+
+
+def batch_of(pool: RunspacePool, *statements: list[tuple[str, dict]]) -> PowerShell:
+    ps = PowerShell(pool)
+    for index, commands in enumerate(statements):
+        if index:
+            ps.add_statement()
+        for name, params in commands:
+            ps.add_cmdlet(name).add_parameters(params)
+    ps.invoke()
+    return ps
+
+
+def test_a_failing_statement_in_the_middle_leaves_its_record_and_the_next_statements_run(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(exchange_denied="Get-AuthConfig")})
+    with exchange_pool(fleet) as pool:
+        ps = batch_of(pool, [("Get-ExchangeServer", {"Identity": "exch01"})], [("Get-AuthConfig", {})],
+                      [("Get-ExchangeCertificate", {"Server": "exch01"})])
+    assert ps.state == PSInvocationState.COMPLETED and not ps.had_errors
+    (record,) = ps.streams.error
+    assert record.target_name == "Get-AuthConfig" and "'Get-AuthConfig' is not recognized" in str(record)
+    assert len(of_type(ps.output, "ExchangeServer")) == 1, "the statement before it answered"
+    assert len(of_type(ps.output, "ExchangeCertificate")) == len(my_thumbprints(fleet)), "the one after it ran"
+    assert not of_type(ps.output, "AuthConfig")
+
+
+def test_a_cmdlet_error_names_the_cmdlet_that_wrote_it(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")])
+    with exchange_pool(fleet) as pool:
+        ps = batch_of(pool, [("Get-ExchangeServer", {"Identity": "nosuch"})], [("Get-AuthConfig", {})])
+    (record,) = ps.streams.error
+    assert record.activity == "Get-ExchangeServer" and not ps.had_errors
+
+
+def test_a_single_statement_is_no_batch_its_terminating_error_fails_the_pipeline(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(exchange_denied="Get-AuthConfig")})
+    with exchange_pool(fleet) as pool:
+        ps = batch_of(pool, [("Get-AuthConfig", {})])
+    assert ps.had_errors and ps.state == PSInvocationState.FAILED
+    assert "'Get-AuthConfig' is not recognized" in str(ps.streams.error[-1])
+
+
+def test_a_lost_runspace_fails_the_whole_pipeline_batch_or_not(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(runspace_lost="facts")})
+    with RunspacePool(wsman(fleet)) as pool:
+        ps = PowerShell(pool)
+        ps.add_script(render_step("facts", FACTS_INPUT)).add_statement().add_script(render_step("facts", FACTS_INPUT))
+        ps.invoke()
+    assert ps.had_errors and ps.state == PSInvocationState.FAILED and ps.output == []
+    assert "runspace_lost" in str(ps.streams.error[-1])
+
+
+def test_a_winrm_step_that_breaks_in_a_batch_lets_the_next_step_answer(start_fleet):
+    fleet = start_fleet([("exch01", "healthy")], faults={"exch01": Faults(step_fail="trust")})
+    with RunspacePool(wsman(fleet)) as pool:
+        ps = PowerShell(pool)
+        ps.add_script(render_step("trust", {"thumbprint": "AB" * 20, "dry_run": True})).add_statement()
+        ps.add_script(render_step("facts", FACTS_INPUT))
+        ps.invoke()
+    assert not ps.had_errors and ps.state == PSInvocationState.COMPLETED
+    assert "fault injected" in str(ps.streams.error[0])
+    assert [e["step"] for e in contract.envelopes(ps.output)] == ["facts"]
 
 
 @pytest.mark.parametrize("command", ["Where-Object", "ForEach-Object"])
