@@ -257,8 +257,8 @@ def test_the_job_summary_counts_what_the_step_script_driver_reported(tmp_path: P
     assert "| live-http.xml | not written |" in text
 
 
-def test_the_serializer_probe_reports_every_certificate_object_and_what_exbe_reads_from_it(start_fleet, tmp_path,
-                                                                                          monkeypatch) -> None:
+def test_the_serializer_probe_passes_on_an_endpoint_shaped_like_exchanges_and_reports_each_statement(
+        start_fleet, tmp_path, monkeypatch) -> None:
     fleet = start_fleet([("exch01", "healthy")])
     config = write_config(fleet, tmp_path / "exbe.yaml")
     monkeypatch.setenv("EXBE_USERNAME", fleet.username)
@@ -267,10 +267,60 @@ def test_the_serializer_probe_reports_every_certificate_object_and_what_exbe_rea
     assert helper("serializer_probe").main(["--config", str(config), "--server", "exch01", "--out", str(out)]) == 0
     probed = json.loads(out.read_text(encoding="utf-8"))
     in_my = {c["thumbprint"] for c in probe.facts(fleet)["certificates"]}
-    assert probed["objects"] and {o["exbe_thumbprint"] for o in probed["objects"]} <= in_my
-    assert all(o["exbe_kind"] == "certificate" and "RawData" in o["adapted_properties"] + o["extended_properties"]
-               for o in probed["objects"])
+    projected = [o for o in probed["objects"] if o["exbe_kind"] == "projection"]
+    assert {o["exbe_thumbprint"] for o in projected} == in_my
+    assert all({"Thumbprint", "Services", "RawData"} <= set(o["extended_properties"]) for o in projected)
+    assert all(o["exbe_services"] is not None for o in projected), "the assignments arrive with the projection"
+    assert {o["exbe_thumbprint"] for o in probed["objects"] if o["exbe_kind"] == "certificate"} == in_my
+    refused = next(a for a in probed["statements"] if a["statement"] == "Get-ChildItem")
+    assert refused["errors"][0]["reason"] == "CommandNotFoundException" and refused["errors"][0]["target"] == \
+        "Get-ChildItem", "a built-in Exchange keeps private"
+    assert probed["pipeline_failed"] is None and probed["problems"] == []
     assert fleet.password not in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("scenario", "faults", "problem"), [
+    ("select_refused", None, "no projected certificate arrived"),
+    ("healthy", {"runspace_lost": "Get-ChildItem"}, "the pipeline failed"),
+], ids=["restricted-like-endpoint", "a-failing-statement-fails-the-pipeline"])
+def test_the_serializer_probe_fails_where_the_endpoint_is_not_shaped_like_exchanges(start_fleet, tmp_path, monkeypatch,
+                                                                                   scenario, faults, problem) -> None:
+    from exbe.sandbox.faults import Faults
+
+    fleet = start_fleet([("exch01", scenario)], faults={"exch01": Faults(**faults)} if faults else None)
+    config = write_config(fleet, tmp_path / "exbe.yaml")
+    monkeypatch.setenv("EXBE_USERNAME", fleet.username)
+    monkeypatch.setenv("EXBE_PASSWORD", fleet.password)
+    out = tmp_path / "serializer.json"
+    assert helper("serializer_probe").main(["--config", str(config), "--server", "exch01", "--out", str(out)]) == 1
+    assert any(p.startswith(problem) for p in json.loads(out.read_text(encoding="utf-8"))["problems"])
+
+
+def test_the_stand_in_is_shaped_like_exchanges_endpoint_not_a_restricted_remote_server() -> None:
+    """real-server-shapes.md §4: Default session type, built-ins private but five, NoLanguage; a RestrictedRemoteServer
+    session's Select-Object proxy would refuse the projection Exchange allows."""
+    text = (HELPERS / "register-exchange-standin.ps1").read_text(encoding="utf-8")
+    assert "RestrictedRemoteServer'" not in text and "-SessionType 'Default'" in text
+    assert "-LanguageMode 'NoLanguage'" in text and "-VisibleCmdlets $builtins" in text
+    builtins = re.search(r"\$builtins = @\(([^)]*)\)", text)
+    assert builtins is not None
+    assert sorted(re.findall(r"'([\w-]+)'", builtins.group(1))) == sorted(
+        ["Out-Default", "Get-FormatData", "Select-Object", "Measure-Object", "Exit-PSSession"])
+    assert "AllowedServices" in text and "Add-Member -MemberType NoteProperty -Name Services" in text
+
+
+def test_the_stand_in_step_is_a_verdict_and_the_runner_is_prepared_for_a_slow_first_runspace(
+        workflow: dict[str, Any], inventory: list[Any]) -> None:
+    steps = job_steps(workflow)
+    standin = next(step for step in steps if "serializer_probe.py" in script(step))
+    assert "continue-on-error" not in standin, "the projection arriving is asserted, not observed"
+    cleanup = next(i for i, step in enumerate(steps) if "Remove the image's extra PowerShell modules" in
+                   step.get("name", ""))
+    winrm = next(i for i, step in enumerate(steps) if "setup-winrm.ps1" in script(step))
+    assert cleanup < winrm, "pypsrp's CI removes the modules before WinRM is used"
+    for module in ("AWSPowerShell", "SqlServer", "Microsoft.*"):
+        assert f"'{module}'" in script(steps[cleanup])
+    assert all(server.read_timeout >= 180 and server.operation_timeout >= 120 for server in inventory)
 
 
 def test_the_workflows_record_checks_hold_on_a_real_record_and_name_what_differs(start_fleet, tmp_path, capsys,
