@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING
 
-from . import report
+from . import report, winconsole
 from .errors import CONNECTION_KINDS
 from .redaction import REDACTOR, Redact, clean
 
@@ -64,7 +64,7 @@ def colour_wanted(env: Mapping[str, str], stream: IO[str]) -> bool:
 
 def _isatty(stream: IO[str]) -> bool:
     try:
-        return stream.isatty()
+        return stream.isatty() and winconsole.ansi_ready(stream)  # a Windows console in virtual-terminal mode
     except (AttributeError, ValueError):  # a closed or unusual stream is no terminal
         return False
 

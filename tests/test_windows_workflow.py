@@ -323,6 +323,15 @@ def test_the_stand_in_step_is_a_verdict_and_the_runner_is_prepared_for_a_slow_fi
     assert all(server.read_timeout >= 180 and server.operation_timeout >= 120 for server in inventory)
 
 
+def test_exbe_colours_its_lines_in_the_runners_log_only_when_asked(workflow: dict[str, Any]) -> None:
+    """The runner reads a step's output through a pipe: exbe colours there only with FORCE_COLOR, and the job shows
+    how exbe's console check (exbe.winconsole) sees that pipe."""
+    (preflight,) = [step for step, argv, _ in exbe_commands(workflow) if argv[3] == "preflight"
+                    and "runner-http" in flag(argv, "--server")]
+    assert preflight["env"]["FORCE_COLOR"] == "1"
+    assert "winconsole.ansi_ready(sys.stdout)" in script(preflight)
+
+
 def test_the_workflows_record_checks_hold_on_a_real_record_and_name_what_differs(start_fleet, tmp_path, capsys,
                                                                                 monkeypatch) -> None:
     fleet = start_fleet([("exch01", "healthy")])

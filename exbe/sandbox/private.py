@@ -4,12 +4,19 @@ The sandbox writes a password (``credentials.env``, the NTLM account file), priv
 CA key, host state with the keys of its certificates, the 444 listener's PEM files) and caches keys between runs.
 Each file is created with mode 0600 in the ``open`` call itself, never chmodded afterwards, so there is no moment at
 which another user could open it; directories holding them are created 0700.
+
+On Windows POSIX modes mean nothing to NTFS: a new file takes the ACL its directory passes on. Python applies an
+access-control list (the current user and Administrators only, inherited by what is created inside) to a directory
+``os.mkdir`` creates with mode 0o700, from 3.10.15, 3.11.10, 3.12.4 and 3.13 (CVE-2024-4030, python/cpython#118486);
+so on Windows the sandbox refuses an older Python, and a directory that already existed keeps the ACL it has
+(docs/security.md says to give the sandbox a new one).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 import threading
 from pathlib import Path
 
@@ -44,6 +51,9 @@ def private_dir(path: Path) -> Path:
     existing one of ours is narrowed to 0700; one owned by another user, or a symbolic link, is refused
     (:class:`PermissionError`): whoever controls it could read or replace what goes in."""
     path = Path(path)
+    if sys.platform == "win32" and not owner_only_on_windows(sys.version_info):
+        raise PermissionError(f"{path}: this Python ({sys.version.split()[0]}) cannot make an owner-only directory "
+                              "on Windows; use Python 3.10.15, 3.11.10, 3.12.4, 3.13 or later")
     path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
@@ -53,3 +63,10 @@ def private_dir(path: Path) -> Path:
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(path, DIR_MODE)
     return path
+
+
+def owner_only_on_windows(version: tuple[int, ...]) -> bool:
+    """Whether this Python's ``os.mkdir(mode=0o700)`` gives a Windows directory an owner-only ACL."""
+    fixed = {(3, 10): 15, (3, 11): 10, (3, 12): 4}
+    major_minor, micro = tuple(version[:2]), version[2]
+    return major_minor >= (3, 13) or (major_minor in fixed and micro >= fixed[major_minor])
