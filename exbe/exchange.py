@@ -122,7 +122,7 @@ def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None
         (full,) = batch.read([_FULL], session.run_cmdlets(full_certificates_statement(server_name)).events)
         notes += _notes(full)
         objects += full.output
-        if full.failed or full.errors:
+        if full.failed:  # records beside objects (one certificate it could not read) are notes, not a failure
             certificates_unknown = f"Get-ExchangeCertificate failed: {full.why()}"
     for key, answer in (("server", server), ("auth", auth), ("overrides", overrides), ("transport", transport)):
         if not answer.clean and not answer.output:
@@ -138,6 +138,11 @@ def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None
 def _notes(answer: batch.Answer) -> list[str]:
     """The warnings one statement's answer gives: its failure, or the records it wrote while answering."""
     name = answer.statement.name
+    denied = next(((command, e) for e in answer.errors if e.command_not_found
+                   for command in answer.statement.commands if command != "Select-Object" and e.names(command)),
+                  None)  # Select-Object is PowerShell's, not a role's: refused, it is the projection refused
+    if answer.failed and denied is not None:
+        return [f"Exchange: {name} did not answer: {not_permitted(denied[0], denied[1].text)}"]
     if answer.failed:
         return [f"Exchange: {name} did not answer: {answer.why()}"]
     return [f"Exchange: {name}: {error.text}" for error in [*answer.errors, *answer.unplaced]]

@@ -29,6 +29,7 @@ from exbe.exchange import (
     kind_of,
     new_certificate,
     normalise,
+    not_permitted,
     read_certificate,
     read_facts,
     read_statements,
@@ -363,7 +364,7 @@ def test_get_exchange_certificate_not_permitted_says_which_role_grants_it_and_is
         "'Get-ExchangeCertificate' is not recognized")
     assert "'Exchange Server Certificates' management role" in facts.assignments_unknown
     assert warnings == ["Exchange: Get-ExchangeCertificate | Select-Object did not answer: "
-                        + not_recognized("Get-ExchangeCertificate").text]
+                        + not_permitted("Get-ExchangeCertificate", not_recognized("Get-ExchangeCertificate").text)]
     store = store_of()
     assert store.certificates, "the store holds certificates while Exchange listed none"
     assert exchange_blinded(store, facts) == "", "an empty list that never was a list is not blindness"
@@ -376,7 +377,9 @@ def test_a_failed_middle_statement_leaves_the_others_answers_and_its_own_unknown
     facts, warnings = read_facts(session, "SOLO-E19A")
     assert facts.auth.current is None and facts.unread["auth"] == f"Get-AuthConfig: {denied.text}"
     assert facts.assignments_unknown == "" and len(facts.certificates) == 3
-    assert warnings == [f"Exchange: Get-AuthConfig did not answer: {denied.text}"]
+    assert warnings == ["Exchange: Get-AuthConfig did not answer: Get-AuthConfig is not permitted for this account "
+                        f"on the Exchange endpoint ({denied.text}); `Get-ManagementRole -Cmdlet Get-AuthConfig` lists "
+                        "the roles that grant it: assign that role to the account (directly or through a role group)"]
 
 
 def test_when_the_full_objects_cannot_be_read_either_certificates_are_unknown_with_every_server_text():
@@ -387,6 +390,16 @@ def test_when_the_full_objects_cannot_be_read_either_certificates_are_unknown_wi
     assert facts.certificates == () and facts.unread["certificates"] == f"Get-ExchangeCertificate failed: {lost.text}"
     assert warnings[-1] == f"Exchange: Get-ExchangeCertificate did not answer: {lost.text}"
     assert facts.assignments_unknown.startswith("the Exchange endpoint refused Select-Object")
+
+
+def test_a_record_beside_the_full_objects_is_a_note_and_the_certificates_are_read():
+    unreadable = ServerError("The certificate with thumbprint AB could not be read.",
+                             command="Get-ExchangeCertificate")
+    session = FakeSession(stream(*real_answer(certificates=[not_recognized("Select-Object")])),
+                          stream(*EMS_CERTIFICATES(E19), unreadable))
+    facts, warnings = read_facts(session, "SOLO-E19A")
+    assert len(facts.certificates) == 3 and "certificates" not in facts.unread
+    assert warnings[-1] == f"Exchange: Get-ExchangeCertificate: {unreadable.text}"
 
 
 def test_when_no_statement_answers_there_are_no_facts_and_every_server_text():
