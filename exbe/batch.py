@@ -162,11 +162,6 @@ def _candidates(statements: Sequence[Statement], owner: list[int | None], positi
     return list(range(low, max(low, high) + 1))
 
 
-def failed_statements(answers: Sequence[Answer]) -> list[Answer]:
-    """The statements that did not answer."""
-    return [answer for answer in answers if answer.failed]
-
-
 def step_answers(steps: Sequence[str], events: Sequence[Event]) -> list[Answer]:
     """The answers of a pipeline of exbe's step scripts (``steps`` in order; a step may appear twice, the lock):
     each answer's output is the decoded result envelopes that name its step. Every template ends with its
