@@ -239,3 +239,33 @@ def test_facts_have_the_shape_of_the_facts_step(server: RealServer):
     assert facts["services"] == {"W3SVC": "Running", "WAS": "Running"}
     auth = next(c for c in facts["certificates"] if c["thumbprint"] == server.auth_thumbprint)
     assert auth["dns_names"] == ["Microsoft Exchange Server Auth Certificate"]  # DnsNameList falls back to the CN
+
+
+# -- Get-ExchangeServer and Get-SettingOverride (serialization signing by build, issue 20) ----------------------------
+@pytest.mark.parametrize(("server", "build", "text"), [(E19, "15.2.922.7", "Version 15.2 (Build 922.7)"),
+                                                       (E16, "15.1.2375.7", "Version 15.1 (Build 2375.7)")],
+                         ids=["e19", "e16"])
+def test_the_exchange_server_fixture_carries_the_captured_build_as_exchange_writes_it(server, build, text):
+    from tests.real_shapes import EXCHANGE_SERVER_TYPES, exchange_build, exchange_server_clixml
+
+    assert exchange_build(server) == build
+    (obj,) = deserialize(exchange_server_clixml(server))
+    assert obj.types == EXCHANGE_SERVER_TYPES
+    version = obj.adapted_properties["AdminDisplayVersion"]
+    assert version.to_string == text and [version.adapted_properties[k] for k in ("Major", "Minor", "Build",
+                                                                                  "Revision")] == [
+        int(n) for n in build.split(".")]
+    assert obj.adapted_properties["Name"] == server.computer_name
+
+
+def test_a_setting_override_keeps_its_parameters_and_servers_as_multi_valued_properties():
+    from tests.real_shapes import SETTING_OVERRIDE_TYPES, setting_override_clixml
+
+    (obj,) = deserialize(setting_override_clixml("Scoped", parameters=("Enabled=False",), servers=("EX01", "EX02")))
+    props = obj.adapted_properties
+    assert obj.types == SETTING_OVERRIDE_TYPES and props["ComponentName"] == "Data"
+    assert props["Parameters"].property_sets == ["<LST><S>Enabled=False</S></LST>"], "raw <LST> text, as pypsrp does"
+    assert props["Server"].property_sets == ["<LST><S>EX01</S><S>EX02</S></LST>"]
+    assert str(props["Status"]) == "Accepted"
+    (organization,) = deserialize(setting_override_clixml("Org"))
+    assert organization.adapted_properties["Server"] is None, "organization-wide: no server list"
