@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any, Literal
 
 from .facts import Certificate, ExchangeFacts, HostFacts
-from .model import Settings
+from .run_settings import Settings
 from .selection import (
     MIN_KEY_SIZE,
     exchange_blinded,

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..contract import ListOf
 from ..facts import HostFacts, normalise_thumbprint
-from ..model import Settings
+from ..run_settings import Settings
 from ..selection import (
     SelectionError,
     backend_binding,
