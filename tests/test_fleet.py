@@ -9,10 +9,12 @@ import threading
 import junitparser
 import pytest
 
-from exbe import flow as flow_module
+from exbe import jobs, server_run
 from exbe.config import Credentials, load_inventory
-from exbe.flow import RunOptions, ServerFlow, fail_unexpectedly, unexpected_message
+from exbe.fleet import RunOptions, fail_unexpectedly, unexpected_message
+from exbe.jobs.backend import BackendJob
 from exbe.model import ServerRun, Settings
+from exbe.server_run import ServerJob
 from exbe.transport import Session
 
 from .exbe_cli import run_exbe
@@ -31,14 +33,14 @@ def exbe(tmp_path, capsys, monkeypatch):
 def fleet_runs(monkeypatch):
     """What ``run_fleet`` returned to the command line, captured on the way."""
     returned: list[list[ServerRun]] = []
-    real = flow_module.run_fleet
+    real = jobs.run_fleet
 
     def capture(*args, **kwargs):
         runs = real(*args, **kwargs)
         returned.append(runs)
         return runs
 
-    monkeypatch.setattr(flow_module, "run_fleet", capture)
+    monkeypatch.setattr(jobs, "run_fleet", capture)
     return returned
 
 
@@ -79,7 +81,7 @@ def test_an_exception_raised_inside_one_servers_session_fails_only_that_server(s
                 raise ValueError("Invalid header value b'exch\\x0102'\nsecond line")
             return super().run_scripts(scripts, **options)
 
-    monkeypatch.setattr(flow_module, "Session", OneBrokenSession)
+    monkeypatch.setattr(server_run, "Session", OneBrokenSession)
     result, servers, suites = renew_all(fleet, exbe, tmp_path)
 
     assert result.code == 1
@@ -99,14 +101,14 @@ def test_an_exception_raised_inside_one_servers_session_fails_only_that_server(s
 def test_a_bug_in_one_servers_chain_keeps_its_earlier_steps_and_fails_the_step_under_way(start_fleet, exbe, tmp_path,
                                                                                           monkeypatch, fleet_runs):
     fleet = start_fleet(HOSTS)
-    real = flow_module.ServerFlow._scripts
+    real = ServerJob.scripts
 
     def scripts(self, planned, **options):
         if self.server.name == "exch01" and any(step == "bind" for step, _ in planned):
             raise KeyError("backend_binding")
         return real(self, planned, **options)
 
-    monkeypatch.setattr(flow_module.ServerFlow, "_scripts", scripts)
+    monkeypatch.setattr(ServerJob, "scripts", scripts)
     result, servers, suites = renew_all(fleet, exbe, tmp_path)
 
     assert result.code == 1 and len(fleet_runs[0]) == 3 and len(suites) == 3
@@ -118,7 +120,7 @@ def test_a_bug_in_one_servers_chain_keeps_its_earlier_steps_and_fails_the_step_u
     assert_the_others_completed(servers, "exch01")
 
 
-def test_a_server_whose_flow_cannot_even_be_built_fails_at_connect_and_the_others_go_on(start_fleet, exbe, tmp_path,
+def test_a_server_whose_job_cannot_even_be_built_fails_at_connect_and_the_others_go_on(start_fleet, exbe, tmp_path,
                                                                                         monkeypatch, fleet_runs):
     fleet = start_fleet(HOSTS)
 
@@ -127,7 +129,7 @@ def test_a_server_whose_flow_cannot_even_be_built_fails_at_connect_and_the_other
             raise _Broken("no session for you")
         return Session(server, credentials)
 
-    monkeypatch.setattr(flow_module, "Session", session)
+    monkeypatch.setattr(server_run, "Session", session)
     result, servers, suites = renew_all(fleet, exbe, tmp_path)
 
     assert result.code == 1 and len(fleet_runs[0]) == 3 and len(suites) == 3
@@ -180,13 +182,13 @@ def test_keyboard_interrupt_is_not_swallowed_as_one_servers_failure(start_fleet,
     fleet = start_fleet([("exch01", "healthy")])
     server = load_inventory({"inventory": fleet.inventory()})[0]
 
-    def interrupted(self, planned):
+    def interrupted(self, planned, **options):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ServerFlow, "_scripts", interrupted)
-    flow = ServerFlow(server, Credentials(), Settings(), RunOptions(), lambda *a: None, threading.Lock())
+    monkeypatch.setattr(ServerJob, "scripts", interrupted)
+    job = BackendJob(server, "verify", Credentials(), Settings(), RunOptions(), lambda *a: None, threading.Lock())
     with pytest.raises(KeyboardInterrupt):
-        flow.execute("verify")
+        job.execute()
 
 
 def test_once_a_server_refuses_the_credentials_exbe_does_not_try_them_on_the_rest(start_fleet, exbe, tmp_path,

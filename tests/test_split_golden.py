@@ -96,8 +96,8 @@ def test_a_mixed_fleets_reports_are_what_they_were_before_the_split(task, start_
     for thumb in _THUMB.findall(json.dumps(record, sort_keys=True) + (tmp_path / "r.xml").read_text("utf-8")):
         names.setdefault(thumb.upper(), f"<thumb{len(names)}>")
     got = {"code": result.code,
-           "requests": {name: {endpoint: fleet.host(name).total_requests(endpoint) for endpoint in ("winrm", "exchange")}
-                        for name, _ in HOSTS},
+           "requests": {name: {endpoint: fleet.host(name).total_requests(endpoint)
+                               for endpoint in ("winrm", "exchange")} for name, _ in HOSTS},
            "json": _normalise(record, names, str(tmp_path)),
            "junit": _junit(tmp_path / "r.xml", names, str(tmp_path)).splitlines()}
     golden = GOLDEN / f"mixed-{task}.json"
