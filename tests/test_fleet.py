@@ -9,11 +9,12 @@ import threading
 import junitparser
 import pytest
 
+from exbe import fleet as fleet_module
 from exbe import jobs, server_run
 from exbe.config import Credentials, load_inventory
 from exbe.fleet import RunOptions, fail_unexpectedly, unexpected_message
 from exbe.jobs.backend import BackendJob
-from exbe.model import ServerRun, Settings
+from exbe.model import ServerRun, Settings, StepResult
 from exbe.server_run import ServerJob
 from exbe.transport import Session
 
@@ -215,3 +216,70 @@ def test_keep_going_tries_every_server_with_refused_credentials(start_fleet, exb
     result = exbe(fleet, "verify", "--all", "--keep-going", "--json", str(record), password="Wr0ng-password")
     assert result.code == 1
     assert all("authentication failed" in s["error"] for s in json.loads(record.read_text())["servers"])
+
+
+# -- the fleet runs any per-server job (exbe.fleet) -------------------------------------------------------------------
+class _Job:
+    """A job that is not the back-end chain: it records one step, or refuses the logon, or raises."""
+
+    def __init__(self, server, outcome: str) -> None:
+        self.run = fleet_module.new_run(server)
+        self.stage = "connect"
+        self.credentials_refused = outcome == "refused"
+        self.outcome = outcome
+
+    def execute(self) -> ServerRun:
+        if self.outcome == "raises":
+            self.stage = "publish"
+            raise RuntimeError("boom")
+        status = "failed" if self.outcome == "refused" else "ok"
+        self.run.steps.append(StepResult(server=self.run.server, step="publish", status=status, message="done"))
+        return self.run
+
+
+def _servers(count: int):
+    return load_inventory({"inventory": [f"exch0{n}" for n in range(1, count + 1)]})
+
+
+def test_the_fleet_runs_any_job_and_isolates_a_server_whose_job_raises():
+    outcomes = {"exch01": "ok", "exch02": "raises", "exch03": "ok"}
+    runs = fleet_module.run_fleet(_servers(3), lambda server, gate: _Job(server, outcomes[server.name]), RunOptions(),
+                                  lambda *a: None, concurrency=2)
+    assert [(r.server, [(s.step, s.status) for s in r.steps]) for r in runs] == [
+        ("exch01", [("publish", "ok")]), ("exch02", [("publish", "failed")]), ("exch03", [("publish", "ok")])]
+    assert runs[1].error == "unexpected error: RuntimeError: boom"
+
+
+def test_after_a_refused_logon_the_fleet_starts_no_further_server_unless_keep_going():
+    started: list[str] = []
+
+    def start(server, gate):
+        started.append(server.name)
+        return _Job(server, "refused")
+
+    runs = fleet_module.run_fleet(_servers(3), start, RunOptions(), lambda *a: None, concurrency=1)
+    assert started == ["exch01"]
+    assert [r.error_kind for r in runs] == [None, "not_attempted", "not_attempted"]
+    started.clear()
+    fleet_module.run_fleet(_servers(3), start, RunOptions(keep_going=True), lambda *a: None, concurrency=1)
+    assert started == ["exch01", "exch02", "exch03"]
+
+
+def test_a_cancel_before_a_server_starts_leaves_it_untouched_and_reported_cancelled():
+    options = RunOptions()
+    options.cancel.request("exbe received SIGINT", 60.0)
+    started: list[str] = []
+    runs = fleet_module.run_fleet(_servers(2), lambda server, gate: started.append(server.name) or _Job(server, "ok"),
+                                  options, lambda *a: None, concurrency=2)
+    assert started == [] and [r.error_kind for r in runs] == ["cancelled", "cancelled"]
+
+
+def test_every_job_shares_one_restart_gate_across_the_fleet():
+    gates: set[int] = set()
+
+    def start(server, gate):
+        gates.add(id(gate))
+        return _Job(server, "ok")
+
+    fleet_module.run_fleet(_servers(3), start, RunOptions(), lambda *a: None, concurrency=3)
+    assert len(gates) == 1
