@@ -324,8 +324,9 @@ def _restorer(state: HostState, site: str, info: str, previous: str | None, faul
 # -- restart ---------------------------------------------------------------------------------------------------------
 def restart(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
             warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
-    """The restart command, the wait for W3SVC, then one start attempt (``ServiceController.Start`` and a bounded
-    ``WaitForStatus``) for each of WAS and W3SVC it left stopped; ok only when W3SVC runs at the end."""
+    """The restart command, a wait while WAS/W3SVC are pending, then one start attempt for each of them it left not
+    running (a StopPending one waited for until Stopped, ``ServiceController.Start``, a bounded ``WaitForStatus``
+    Running); ok only when W3SVC runs at the end."""
     method = data.get("method") or "iisreset"
     before = windows.service_status(state, "W3SVC")
     result: dict[str, Any] = {"method": method, "w3svc_before": before, "w3svc_after": before,
@@ -355,14 +356,25 @@ def restart(state: HostState, data: dict[str, Any], faults: Faults, dry_run: boo
 
 def _start_stopped(state: HostState, faults: Faults, method: str, timeout: int, result: dict[str, Any],
                    warnings: list[str]) -> None:
-    """One start attempt for each service the restart left stopped, WAS first (W3SVC depends on it)."""
-    stopped = [name for name in ("WAS", "W3SVC") if windows.service_status(state, name) != "Running"]
+    """The template's settling wait, then one start attempt for each service the restart left not running, WAS first
+    (W3SVC depends on it): a StopPending one is waited for until Stopped, a Stopped one started, then the bounded wait
+    for Running."""
+    stopped = []
+    for name in ("WAS", "W3SVC"):
+        windows.settle(state, name)
+        if windows.service_status(state, name) != "Running":
+            stopped.append(name)
     result["stopped_after_restart"] = stopped
     for name in stopped:
         if windows.service_status(state, name) == "Running":
             continue
         try:
-            windows.start_service(state, faults, name, timeout)
+            if windows.service_status(state, name) == "StopPending":
+                windows.wait_for_status(state, name, "Stopped", timeout)
+            if windows.service_status(state, name) == "Stopped":
+                windows.start_service(state, faults, name, timeout)
+            else:
+                windows.wait_for_status(state, name, "Running", timeout)
         except windows.WindowsCallError as exc:
             warnings.append(f"starting {name} failed: {_one_line(str(exc))}")
         if windows.service_status(state, name) == "Running":

@@ -176,12 +176,14 @@ def service_status(state: HostState, name: str) -> str:
 
 
 def iisreset(state: HostState, faults: Faults, timeout_seconds: int) -> None:
-    """``iisreset /timeout:<n>``: stops and starts IIS; under ``iisreset_timeout`` W3SVC is left Stopped.
-    Either way IIS stopped, so every runspace pool of the Exchange endpoint ended (``iis_restarts``)."""
+    """``iisreset /noforce /timeout:<n>``: stops and starts IIS; under ``iisreset_timeout`` W3SVC is left Stopped,
+    under ``iisreset_stop_pending`` the stop timed out and W3SVC is left StopPending (real-server-shapes.md §4: a
+    timed-out ``iisreset /noforce`` may leave it so; the stop completes later). Either way IIS stopped, so every
+    runspace pool of the Exchange endpoint ended (``iis_restarts``)."""
     state.iis_restarts += 1
     state.services["WAS"] = "Running"
-    if faults.iisreset_timeout:
-        state.services["W3SVC"] = "Stopped"
+    if faults.iisreset_timeout or faults.iisreset_stop_pending:
+        state.services["W3SVC"] = "StopPending" if faults.iisreset_stop_pending else "Stopped"
         raise WindowsCallError(ErrorInfo(
             f"Attempting stop... Restart attempt failed. The IIS Admin Service or the World Wide Web Publishing "
             f"Service, or a service dependent on them failed to start within {timeout_seconds} seconds.",
@@ -190,8 +192,9 @@ def iisreset(state: HostState, faults: Faults, timeout_seconds: int) -> None:
 
 
 def restart_services(state: HostState, faults: Faults) -> None:
-    """``Restart-Service WAS,W3SVC -Force``; under ``iisreset_timeout`` W3SVC does not come back. The Exchange
-    endpoint's runspace pools end either way (``iis_restarts``)."""
+    """``Restart-Service WAS,W3SVC -Force``; under ``iisreset_timeout`` W3SVC does not come back (the fault
+    ``iisreset_stop_pending`` concerns iisreset only). The Exchange endpoint's runspace pools end either way
+    (``iis_restarts``)."""
     state.iis_restarts += 1
     state.services["WAS"] = "Running"
     if faults.iisreset_timeout:
@@ -204,13 +207,45 @@ def restart_services(state: HostState, faults: Faults) -> None:
     state.services["W3SVC"] = "Running"
 
 
+#: A pending state and the state it ends in when the pending operation completes.
+_PENDING = {"StopPending": "Stopped", "StartPending": "Running"}
+
+
+def settle(state: HostState, name: str) -> None:
+    """Time passing while the script polls: a pending stop or start completes (the sandbox does not model a service
+    hung in a pending state)."""
+    status = service_status(state, name)
+    state.services[name] = _PENDING.get(status, status)
+
+
+def wait_for_status(state: HostState, name: str, wanted: str, timeout_seconds: int) -> None:
+    """``$service.WaitForStatus(<wanted>, <timeout>)``: it only waits, it changes nothing. A pending operation that
+    ends in ``wanted`` completes; any other state times out (.NET's ``System.ServiceProcess.TimeoutException``), so
+    waiting for Running never starts a StopPending or Stopped service."""
+    status = service_status(state, name)
+    if _PENDING.get(status) == wanted:
+        state.services[name] = wanted
+    elif status != wanted:
+        raise WindowsCallError(ErrorInfo(
+            'Exception calling "WaitForStatus" with "2" argument(s): "Time out has expired and the operation has not '
+            'been completed."', error_id="TimeoutException", category="NotSpecified",
+            exception_type="System.Management.Automation.MethodInvocationException", target=name))
+
+
 def start_service(state: HostState, faults: Faults, name: str, timeout_seconds: int) -> None:
     """``$service.Start()`` then ``$service.WaitForStatus('Running', <timeout>)`` on ``Get-Service <name>``: what
     ``Start-Service`` does, with a bounded wait. Starting W3SVC starts WAS first (its dependency).
 
+    ``Start()`` of a service that is not Stopped fails: StartService answers ERROR_SERVICE_ALREADY_RUNNING for a
+    service in any other state (Microsoft's StartService reference), which .NET reports as "Cannot start service".
     Under ``iisreset_timeout`` W3SVC does not start: the fault models a W3SVC that cannot start, the cause that made
     the restart time out, so one more attempt fails the same way (the wait times out, W3SVC stays Stopped). WAS
     starts either way."""
+    if service_status(state, name) != "Stopped":
+        raise WindowsCallError(ErrorInfo(
+            f'Exception calling "Start" with "0" argument(s): "Cannot start service {name} on computer \'.\'."',
+            error_id="InvalidOperationException", category="NotSpecified",
+            exception_type="System.Management.Automation.MethodInvocationException", target=name))
     if name == "W3SVC":
         state.services["WAS"] = "Running"
     if name == "W3SVC" and faults.iisreset_timeout:
