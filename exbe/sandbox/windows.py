@@ -15,11 +15,12 @@ False), whatever the provider. exbe's clone template then adds the ACL rule itse
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from . import certs
 from .faults import Faults
 from .records import ErrorInfo
-from .state import CNG_PROVIDER, Binding, HostState, StoredCert, provider_type, utcnow
+from .state import CNG_PROVIDER, Binding, HostState, StoredCert, utcnow
 
 LOGON_SESSION_MESSAGE = "A specified logon session does not exist. (Exception from HRESULT: 0x80070520)"
 NOT_FOUND_MESSAGE = "Cannot find object or property. (Exception from HRESULT: 0x80092004)"
@@ -48,12 +49,20 @@ def add_certificate(state: HostState, store: str, cert: StoredCert) -> bool:
     return True
 
 
-def remove_certificate(state: HostState, store: str, thumbprint: str) -> bool:
-    """``X509Store.Remove`` (with its key, for My). Returns True when something was removed."""
+def remove_certificate(state: HostState, store: str, thumbprint: str, *, delete_key: bool = False) -> bool:
+    """``Remove-Item <certificate>``, with ``-DeleteKey`` when ``delete_key``. Returns True when something was removed.
+
+    ``-DeleteKey`` "deletes the associated private key" (Microsoft's Certificate provider reference): the key
+    container goes, so every other certificate of My whose key lived there keeps its key provider information but no
+    longer opens its key (as a deleted container reads: keyset does not exist)."""
     found = state.find(store, thumbprint)
     if found is None:
         return False
     state.store(store).remove(found)
+    if delete_key and found.key_container:
+        for other in state.my:
+            if other.key_container == found.key_container:
+                other.key_accessible = False
     return True
 
 
@@ -102,10 +111,50 @@ def key_problem(cert: StoredCert) -> str | None:
 
 
 def is_cng(cert: StoredCert) -> bool:
-    return provider_type(cert.provider) == "CNG"
+    return cert.provider_type == "CNG"
 
 
 # -- IIS -------------------------------------------------------------------------------------------------------------
+def ssl_binding_name(binding: Binding) -> str | None:
+    """The name of the http.sys SSL binding an IIS https binding makes (its ``IIS:\\SslBindings`` child): an SNI
+    binding (sslFlags bit 1) is keyed by port and host name, ``!443!mail.contoso.com``, any other by address and
+    port, ``0.0.0.0!444`` for all unassigned (real-server-shapes.md §4). A Central Certificate Store binding (bit 2)
+    takes its certificate from the store's share: None, no certificate of My."""
+    if binding.ssl_flags & 2:
+        return None
+    if binding.ssl_flags & 1:
+        return f"!{binding.port}!{binding.host_header}"
+    address = "0.0.0.0" if binding.all_unassigned else binding.address.strip("[]")
+    return f"{address}!{binding.port}"
+
+
+def ssl_bindings(state: HostState) -> dict[str, str]:
+    """``Get-ChildItem IIS:\\SslBindings``: name -> thumbprint of every http.sys SSL binding, those the https
+    bindings of every IIS site make and the others (WMSvc's, ``HostState.ssl_bindings``)."""
+    found: dict[str, str] = {}
+    for site in state.sites.values():
+        for binding in site.bindings:
+            name = ssl_binding_name(binding) if binding.protocol == "https" else None
+            if name and binding.certificate_hash:
+                found.setdefault(name, binding.certificate_hash)
+    return {**found, **state.ssl_bindings}
+
+
+def binding_hash(state: HostState, binding: Binding) -> str:
+    """What the templates' Get-ExbeBindingHash reads for a binding: the certificate of the http.sys SSL binding it
+    makes ("" for a Central Certificate Store binding)."""
+    name = ssl_binding_name(binding)
+    if name is None:
+        return ""
+    return ssl_bindings(state).get(name) or binding.certificate_hash
+
+
+def winrm_listeners(state: HostState) -> list[dict[str, Any]]:
+    """``Get-ChildItem WSMan:\\localhost\\Listener`` and each listener's settings (Transport, Address, Port,
+    CertificateThumbprint: empty for an HTTP listener)."""
+    return [dict(listener) for listener in state.winrm_listeners]
+
+
 # Bindings are looked up by meaning (HostState.binding / https_binding): ":443:" and "*:443:" are one binding.
 def site_exists(state: HostState, site: str) -> bool:
     return site in state.sites
@@ -257,7 +306,8 @@ def start_service(state: HostState, faults: Faults, name: str, timeout_seconds: 
     state.services[name] = "Running"
 
 
-def allow_internal_untrusted_certs(state: HostState) -> int | None:
+def allow_internal_untrusted_certs(state: HostState) -> int | str | None:
     """``Get-ItemProperty HKLM:\\SYSTEM\\CurrentControlSet\\Services\\MSExchange OWA`` value
-    ``AllowInternalUntrustedCerts`` (None when absent)."""
+    ``AllowInternalUntrustedCerts`` as PowerShell hands it over: an int for a REG_DWORD, a str for a REG_SZ (None
+    when absent)."""
     return state.allow_internal_untrusted_certs
