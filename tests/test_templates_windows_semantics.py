@@ -85,3 +85,21 @@ def test_restart_never_waits_for_running_on_a_service_that_is_stopping():
     attempt = function(RESTART, "Start-ExbeStoppedService")
     assert attempt.index("WaitForStatus('Stopped'") < attempt.index("$service.Start()") \
         < attempt.index("WaitForStatus('Running'")
+
+
+def test_a_csp_key_that_does_not_open_is_judged_csp_and_the_check_says_its_name_is_unknown():
+    """The facts of a CSP key that does not open carry its kind but no provider name (Get-ExbeKeyInfo); the sandbox
+    reports it so, and the key-provider check never writes a CSP named None."""
+    from exbe.checks import run_checks
+    from exbe.facts import HostFacts
+    from exbe.sandbox.faults import Faults
+    from exbe.sandbox.state import BACKEND_SITE, HostState
+    from exbe.sandbox.steps import run_step
+    from exbe.steps import facts
+
+    state = HostState.from_scenario("exch01", "healthy")
+    state.find("My", state.https_binding(BACKEND_SITE, 444).certificate_hash).key_accessible = False
+    host = HostFacts.parse(run_step(state, "facts", facts.plan(Settings()), Faults())["data"])
+    check = next(c for c in run_checks(host, None, None, Settings()) if c.id == "backend_key_provider")
+    assert (check.status, check.value) == ("pass", None)
+    assert check.message.endswith("back-end key in a CSP (its provider name is unknown: the key does not open)")
