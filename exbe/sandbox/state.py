@@ -125,8 +125,10 @@ class StoredCert:
     key_accessible: bool | None = None
     network_service_read: bool = False
     exportable: bool = False
-    #: Whether the key's provider information names a CryptoAPI CSP (a non-zero provider type), None: judged from
-    #: the provider's name (:data:`CSP_PROVIDERS`). A vendor's CSP is a CSP whatever its name.
+    #: Whether the key's provider information names a CryptoAPI CSP (a non-zero provider type; Microsoft's
+    #: CRYPT_KEY_PROV_INFO reference: "If this member is zero, the key container is one of the CNG key storage
+    #: providers"), None: judged from the provider's name (:data:`CSP_PROVIDERS`). A vendor's CSP is a CSP whatever
+    #: its name.
     legacy_csp: bool | None = None
 
     @property
