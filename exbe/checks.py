@@ -148,7 +148,9 @@ def backend_key_provider(ctx: _Context) -> CheckResult:
         return _fail("backend_key_provider",
                      f"{ctx.server} back-end certificate {short(ctx.bound)} has a CNG key ({provider}); Exchange "
                      "needs a legacy CSP (KB 3032024); renew with `exbe renew`", value=provider)
-    return CheckResult("backend_key_provider", "pass", f"{ctx.server} back-end key in a CSP ({provider})",
+    # A CSP key that does not open has no provider name to read (its kind comes from the key's provider type).
+    where = provider or "its provider name is unknown: the key does not open"
+    return CheckResult("backend_key_provider", "pass", f"{ctx.server} back-end key in a CSP ({where})",
                        value=provider)
 
 

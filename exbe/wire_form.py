@@ -54,6 +54,7 @@ def _segments(text: str) -> list[_Segment]:
             if text.startswith("\n", i + 1):
                 kind, end = "continuation", i + 1
             else:
+                _refuse_escaped_blank_before_comment(text, i)
                 i += 2  # an escaped character is code
                 continue
         elif ch == "#" or (ch == "<" and text.startswith("#", i + 1)):
@@ -86,6 +87,14 @@ def _segments(text: str) -> list[_Segment]:
     if n > code_start:
         segments.append(_Segment("code", code_start, n))
     return segments
+
+
+def _refuse_escaped_blank_before_comment(text: str, i: int) -> None:
+    """A blank or tab escaped by the backtick at ``i`` is argument text, so a ``#`` or ``<#`` right after it is text
+    too (``Write-Output a` #b`` writes ``a #b``; real-server-shapes.md §4): this reader would take it for a comment,
+    so it refuses rather than cut the argument short."""
+    if i + 1 < len(text) and text[i + 1] in _BLANKS and text.startswith(("#", "<#"), i + 2):
+        raise UnsupportedScript(f"a backtick-escaped blank before '#' at offset {i}")
 
 
 def _comment_end(text: str, i: int) -> int:
@@ -149,6 +158,7 @@ def _subexpression_end(text: str, j: int) -> int:
     while j < n:
         c = text[j]
         if c == "`":
+            _refuse_escaped_blank_before_comment(text, j)
             j += 2
         elif c == "@" and j + 1 < n and text[j + 1] in _QUOTES:
             j = _here_string_end(text, j) or j + 1
@@ -261,7 +271,7 @@ def prune_functions(text: str) -> str:
     structure = re.sub(r"`.|\$\{(?:`.|[^}])*\}", lambda m: re.sub(r"[^\n]", " ", m.group()), structure, flags=re.S)
     words = _masked(text, segments, frozenset({"comment"}))
     functions = _top_level_functions(structure)
-    if not functions:
+    if not functions or _computed_invocation(text, structure):
         return text
     defined = {f.name.lower() for f in functions}
     seen_texts: set[str] = set()
@@ -298,6 +308,50 @@ def prune_functions(text: str) -> str:
         last = end
     kept.append(text[last:])
     return "".join(kept)
+
+
+#: The call operator ``&`` or dot-sourcing ``.`` in command position (a ``&`` after ``>`` is a redirection such as
+#: ``2>&1``); what follows is read from the text, where strings are not blanked.
+_INVOCATION = re.compile(r"(?<![>\w$.])&|(?:^|(?<=[;|{(=]))[ \t]*\.(?=[ \t])", re.MULTILINE)
+#: Commands that run text as code or look commands up by a name built at run time.
+_DYNAMIC_COMMANDS = re.compile(r"(?<![\w-])(?:Invoke-Expression|iex|InvokeCommand|InvokeScript|NewScriptBlock"
+                               r"|ScriptBlock\]::Create)(?![\w-])", re.IGNORECASE)
+
+
+def _computed_invocation(text: str, structure: str) -> str | None:
+    """Where the script may call a command whose name it computes (``& ('Get-' + $n)``, ``& $name``,
+    ``Invoke-Expression``), or None: no static reading sees which function that reaches (real-server-shapes.md §4),
+    so nothing may be pruned. A call of a bare name, a literal string or a script block, and ``& $variable`` where
+    every assignment of the variable is a script block literal, are static. ``structure`` is ``text`` with strings
+    and comments blanked."""
+    dynamic = _DYNAMIC_COMMANDS.search(structure)
+    if dynamic:
+        return dynamic.group()
+    for match in _INVOCATION.finditer(structure):
+        at = match.end()
+        while at < len(text) and text[at] in _BLANKS:
+            at += 1
+        target = text[at:at + 1]
+        if target == "{" or re.match(r"[A-Za-z_]", target) or target in _SINGLE_QUOTES:
+            continue
+        if target in _DOUBLE_QUOTES:
+            literal = text[at:_string_end(text, at)]
+            if "$" not in literal and "`" not in literal:
+                continue
+        elif target == "$":
+            name = re.match(r"\$(?:script:|global:|local:)?(\w+)", text[at:])
+            if name and _always_a_script_block(structure, name.group(1)):
+                continue
+        line_end = text.find("\n", at)
+        return text[match.start():line_end if line_end >= 0 else len(text)].strip()
+    return None
+
+
+def _always_a_script_block(structure: str, variable: str) -> bool:
+    """Every assignment of ``$variable`` in the script is a script block literal (and there is at least one)."""
+    assignments = re.findall(r"\$(?:script:|global:|local:)?" + re.escape(variable) + r"[ \t]*=(?!=)[ \t]*(\S?)",
+                             structure, flags=re.IGNORECASE)
+    return bool(assignments) and all(first == "{" for first in assignments)
 
 
 def _top_level_functions(structure: str) -> list[_Function]:

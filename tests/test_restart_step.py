@@ -82,6 +82,40 @@ def test_a_restart_that_left_both_services_stopped_starts_was_then_w3svc(monkeyp
     assert line == "ran iisreset: W3SVC Running -> Running (started WAS, W3SVC after it)"
 
 
+def test_a_w3svc_left_stop_pending_by_a_timed_out_iisreset_is_waited_for_until_stopped_then_started():
+    """real-server-shapes.md §4: after a timed-out ``iisreset /noforce`` W3SVC may stay StopPending; waiting for
+    Running never starts it. The step waits for Stopped, starts it, waits for Running."""
+    state = HostState.from_scenario("exch01", "healthy")
+    envelope = restart_on(state, Faults(iisreset_stop_pending=True))
+    assert envelope["ok"] and envelope["changed"], envelope["error"]
+    assert envelope["data"]["stopped_after_restart"] == ["W3SVC"] and envelope["data"]["started"] == ["W3SVC"]
+    assert (envelope["data"]["w3svc_after"], envelope["data"]["was_after"]) == ("Running", "Running")
+    assert state.services["W3SVC"] == "Running"
+
+
+def test_waiting_for_running_never_starts_a_stop_pending_or_stopped_service_and_start_refuses_a_stopping_one():
+    state = HostState.from_scenario("exch01", "healthy")
+    state.services["W3SVC"] = "StopPending"
+    with pytest.raises(windows.WindowsCallError, match="Time out has expired"):
+        windows.wait_for_status(state, "W3SVC", "Running", 60)
+    with pytest.raises(windows.WindowsCallError, match="Cannot start service W3SVC"):
+        windows.start_service(state, Faults(), "W3SVC", 60)
+    assert state.services["W3SVC"] == "StopPending"
+    windows.wait_for_status(state, "W3SVC", "Stopped", 60)
+    windows.start_service(state, Faults(), "W3SVC", 60)
+    assert state.services["W3SVC"] == "Running"
+
+
+def test_the_template_waits_for_stopped_before_it_starts_and_for_running_after():
+    source = (TEMPLATE_DIR / "restart.ps1.j2").read_text(encoding="utf-8")
+    attempt = source[source.index("function Start-ExbeStoppedService"):source.index("function Invoke-ExbeRestart")]
+    order = [attempt.index(call) for call in ("$service.WaitForStatus('Stopped', $bound)", "$service.Start()",
+                                              "$service.WaitForStatus('Running', $bound)")]
+    assert order == sorted(order)
+    assert "if ($service.Status -eq 'StopPending')" in attempt
+    assert "WaitForStatus('Running'" not in source.replace(attempt, ""), "no wait for Running outside the attempt"
+
+
 def test_starting_w3svc_starts_its_dependency_was_too():
     state = HostState.from_scenario("exch01", "healthy")
     state.services.update(WAS="Stopped", W3SVC="Stopped")
@@ -108,7 +142,7 @@ def test_the_template_reports_every_key_of_the_result_schema_and_tries_each_serv
     assert set(re.findall(r"(\w+) = ", initial.group(1))) == set(restart.RESULT)
     assert "foreach ($name in @('WAS', 'W3SVC'))" in source, "WAS first, as the sandbox"
     assert source.count("Start-ExbeStoppedService -Name") == 1 and source.count("$service.Start()") == 1
-    assert "WaitForStatus('Running', [System.TimeSpan]::FromSeconds($TimeoutSeconds))" in source, "a bounded wait"
+    assert "$bound = [System.TimeSpan]::FromSeconds($TimeoutSeconds)" in source, "a bounded wait"
 
 
 # -- --restart-iis on the command line: when needed, or =always ------------------------------------------------------

@@ -219,3 +219,47 @@ def test_pruning_leaves_text_it_cannot_read_for_sure_alone() -> None:
     assert prune_functions(unbalanced) == unbalanced
     glued = "function Get-A {\n    return 1\n}\nWrite-Output a#b\n"
     assert prune_functions(glued) == glued
+
+
+@pytest.mark.parametrize("text", [
+    "Write-Output a` #b\n",  # PowerShell writes 'a #b': the escaped blank makes '#b' argument text
+    "Write-Output a`\t<# b #>\n",
+    "$a = \"$(Write-Output a` #b)\"\n",
+])
+def test_the_compactor_refuses_a_hash_after_a_backtick_escaped_blank(text: str) -> None:
+    with pytest.raises(UnsupportedScript):
+        compact(text)
+
+
+def test_an_override_template_with_an_escaped_blank_before_a_hash_travels_readable(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATE_DIR, templates)
+    trust = templates / "trust.ps1.j2"
+    trust.write_text(trust.read_text().replace(
+        "$thumbprint = [string]$Doc.thumbprint", "$thumbprint = [string]$Doc.thumbprint\n    Write-Verbose a` #b"))
+    wire = render_step("trust", TRUST, override_dir=templates)
+    assert "Write-Verbose a` #b" in wire
+    assert wire == render_step("trust", TRUST, override_dir=templates, readable=True)
+
+
+LIBRARY_OF_TWO = "function Get-ExbeA {\n    return 1\n}\n\nfunction Get-ExbeB {\n    return 2\n}\n\n"
+
+
+@pytest.mark.parametrize("call", [
+    "$n = 'B'\n& ('Get-Exbe' + $n)\n",
+    "$n = 'Get-ExbeB'\n& $n\n",
+    "& \"Get-Exbe$n\"\n",
+    ". $n\n",
+    "Invoke-Expression ('Get-Exbe' + 'B')\n",
+    "$f = { Get-ExbeA }\n$f = 'Get-ExbeB'\n& $f\n",
+])
+def test_pruning_keeps_every_function_when_a_call_computes_its_name(call: str) -> None:
+    script = LIBRARY_OF_TWO + "Get-ExbeA\n" + call
+    assert prune_functions(script) == script
+
+
+@pytest.mark.parametrize("call", ["& 'Get-ExbeA'\n", "$f = { Get-ExbeA }\n& $f\n", "Get-ExbeA 2>&1\n",
+                                  "& { Get-ExbeA }\n"])
+def test_pruning_still_drops_unused_functions_behind_static_calls(call: str) -> None:
+    pruned = prune_functions(LIBRARY_OF_TWO + call)
+    assert set(pwsh.functions(pruned)) == {"Get-ExbeA"}

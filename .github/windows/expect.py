@@ -2,13 +2,14 @@
 
     python .github/windows/expect.py RECORD --exit CODE [--expect-exit N] [STEP=STATUS ...] [STEP~TEXT ...]
         [--unchanged] [--method clone|exchange] [--check ID=STATUS ...] [--warning TEXT] [--served-as RECORD]
-        [--exchange-read]
+        [--exchange-read] [--replaced backend|loopback ...]
 
 ``STEP=STATUS``: the step has that status on every server of the record; ``STEP~TEXT``: its message contains TEXT;
 ``--unchanged``: no step changed anything; ``--method``: how renew renewed; ``--check``: a verify check's status;
 ``--warning``: some step warned with TEXT; ``--served-as``: port 444 served the same certificate as in that other
-record's verify; ``--exchange-read``: preflight read the Exchange endpoint. Prints each failed expectation and exits 1
-when there is one.
+record's verify; ``--exchange-read``: preflight read the Exchange endpoint; ``--replaced``: bind replaced the
+certificate the binding already carried (``backend``: ``*:444:``, ``loopback``: ``127.0.0.1:443:``) with the bound one.
+Prints each failed expectation and exits 1 when there is one.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def problems(record: dict[str, Any], args: argparse.Namespace) -> list[str]:
                              f"{got and got['message']}")
         if args.warning and not any(args.warning in w for step in server["steps"] for w in step["warnings"]):
             found.append(f"{name}: no step warned {args.warning!r}")
+        found += [f"{name}: {problem}" for problem in not_replaced(steps.get("bind"), args.replaced)]
         if args.exchange_read and not (steps.get("preflight", {}).get("data") or {}).get("exchange"):
             found.append(f"{name}: preflight did not read the Exchange endpoint: {steps.get('preflight')}")
     if args.served_as:
@@ -63,6 +65,17 @@ def problems(record: dict[str, Any], args: argparse.Namespace) -> list[str]:
         if not earlier or served(record) != earlier:
             found.append(f"port 444 served {served(record)}, expected {earlier} as in {args.served_as}")
     return found
+
+
+def not_replaced(bind: dict[str, Any] | None, roles: list[str]) -> list[str]:
+    """Why bind did not replace, on each of ``roles``, a certificate the binding carried with the one it bound."""
+    if not roles:
+        return []
+    data = (bind or {}).get("data") or {}
+    wanted, before, after = data.get("thumbprint"), data.get("before") or {}, data.get("after") or {}
+    return [f"bind did not replace the certificate of the {role} binding: {before.get(role)} -> {after.get(role)}, "
+            f"bound {wanted}" for role in roles
+            if not (wanted and before.get(role) and before.get(role) != wanted and after.get(role) == wanted)]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--warning")
     parser.add_argument("--served-as", type=Path)
     parser.add_argument("--exchange-read", action="store_true")
+    parser.add_argument("--replaced", action="append", default=[], choices=("backend", "loopback"))
     return parser
 
 

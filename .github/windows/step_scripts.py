@@ -12,7 +12,9 @@ one (UTF-8 with BOM) and run with ``powershell.exe -File``:
 The inputs are planned the way exbe's flow plans them, from this machine's own facts (the facts script runs
 first): the mutating steps with ``dry_run`` (``-WhatIf``), trust and bind also for real with the certificate
 already trusted and bound, so they take their real path and change nothing, and exbe's lock shown, taken and
-released. Every rendered script, the hand-run
+released. Then the one real change: a replacement round trip on the non-SNI ``*:444:`` and ``127.0.0.1:443:``
+bindings (a CSP clone bound on both, the original bound back, the clone cleaned up), each step checked against
+the bindings it reports before and after. Every rendered script, the hand-run
 ones included, must also parse with no error in 5.1's own parser. With PowerShell 7 (``pwsh``) on the machine, a step
 script must refuse to run there with one failed envelope. Results go to a JUnit file (junitparser, of the
 test extras), one test case per run.
@@ -90,6 +92,64 @@ def plan_runs(host: HostFacts) -> list[Planned]:
     if missing:
         raise AssertionError(f"no run planned for the step(s) {', '.join(sorted(missing))}")
     return planned
+
+
+def replacement_round_trip(run: Runner, work: Path, host: HostFacts) -> list[TestCase]:
+    """Bind a fresh CSP clone of the bound certificate on ``*:444:`` and ``127.0.0.1:443:`` (which carry the bound
+    one, as on the captured servers), bind the original back, remove the clone: the bind template's replacement of
+    a certificate a binding already carries, run for real. The runner is left as it was."""
+    original = select_backend(host, Settings()).thumbprint
+    cases: list[TestCase] = []
+    clone_thumbprint: str | None = None
+
+    def step(name: str, step_name: str, data: dict[str, Any], check: Callable[[dict[str, Any]], str | None]) -> bool:
+        started = time.monotonic()
+        try:
+            envelope, output = run_script(run, work, name, step_name, render_step(step_name, data))
+            failure = check(envelope) if envelope["ok"] else f"the envelope is not ok: {envelope['error']}"
+        except AssertionError as exc:
+            failure, output = str(exc), ""
+        cases.append(case(name, started, failure, output))
+        return failure is None
+
+    def cloned(envelope: dict[str, Any]) -> str | None:
+        nonlocal clone_thumbprint
+        clone_thumbprint = envelope["data"]["new_thumbprint"]
+        return None if envelope["data"]["provider_type"] == "CSP" else f"the clone is not a CSP key: {envelope}"
+
+    selected = host.certificate(original)
+    assert selected is not None
+    if not step("clone for the replacement round trip", "clone", clone.plan(selected, dry_run=False), cloned):
+        return cases
+    assert clone_thumbprint is not None
+    for name, thumbprint, replaced in (("bind, replacing the certificate of *:444: and 127.0.0.1:443:",
+                                        clone_thumbprint, original),
+                                       ("bind, putting the original back on both", original, clone_thumbprint)):
+        now = read_facts(run, work)
+        if not step(name, "bind", bind.plan(now, thumbprint, Settings()),
+                    lambda envelope, t=thumbprint, r=replaced: replaced_both(envelope, r, t)):
+            break
+    step("cleanup of the clone", "cleanup", cleanup.step_input([clone_thumbprint], Settings()),
+         lambda envelope: None if envelope["data"]["removed_my"] == [clone_thumbprint]
+         else f"the clone was not removed: {envelope['data']}")
+    return cases
+
+
+def replaced_both(envelope: dict[str, Any], before: str, after: str) -> str | None:
+    """Why a bind envelope does not show both bindings moved from ``before`` to ``after`` (None when it does)."""
+    data = envelope["data"]
+    wanted = ({"backend": before, "loopback": before}, {"backend": after, "loopback": after})
+    got = (data.get("before"), data.get("after"))
+    if not envelope["changed"] or got != wanted:
+        return f"expected before/after {wanted}, the bind step reported {got} (changed: {envelope['changed']})"
+    return None
+
+
+def read_facts(run: Runner, work: Path) -> HostFacts:
+    envelope, output = run_script(run, work, "facts", "facts", render_step("facts", facts.plan(Settings())))
+    if not envelope["ok"]:
+        raise AssertionError(f"the facts script failed: {envelope['error']}\n{output}")
+    return HostFacts.parse(envelope["data"])
 
 
 def check_output(step: str, stdout: str) -> dict[str, Any]:
@@ -199,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             except AssertionError as exc:
                 failure, output = str(exc), ""
             cases.append(case(planned.name + label, started, failure, output))
+
+    cases += replacement_round_trip(run, args.work, host)
 
     for task in MANUAL_TASKS:
         rendered[f"manual {task}"] = render_manual(task, manual_input(Settings()))

@@ -25,6 +25,7 @@ FAULT_KINDS: dict[str, tuple[type, str]] = {
                              "Exchange's session does not contain them (CommandNotFoundException)"),
     "bind_com_error": (bool, "binding a certificate fails with IIS's COM error 0x80070520 (no usable private key)"),
     "iisreset_timeout": (bool, "iisreset/Restart-Service times out and leaves W3SVC stopped; TLS on 444 still answers"),
+    "iisreset_stop_pending": (bool, "iisreset /noforce times out while stopping W3SVC and leaves it StopPending"),
     "drop_after": (int, "the HTTP connection is dropped (no response) from request number N+1 on"),
     "drop_in_step": (str, "the connection drops while the named step runs (after its change is applied)"),
     "drop_request": (str, "ENDPOINT:N (winrm or exchange): only that endpoint's N-th HTTP request (from 1, "
@@ -49,6 +50,7 @@ class Faults:
     exchange_denied: str | None = None
     bind_com_error: bool = False
     iisreset_timeout: bool = False
+    iisreset_stop_pending: bool = False
     drop_after: int | None = None
     drop_in_step: str | None = None
     drop_request: str | None = None

@@ -7,20 +7,30 @@ A scenario (``scenarios.json``) is the baseline plus a few overrides. The vocabu
                                  the self-signed "Microsoft Exchange" certificate, the CA-issued Default Web Site
                                  certificate, the Exchange Auth certificate: ``days_left``, ``days_total``,
                                  ``key_size``, ``hash`` (sha256|sha1|md5), ``provider`` (a CSP name or "Microsoft
-                                 Software Key Storage Provider" = CNG), ``key_accessible``, ``services`` (Exchange
+                                 Software Key Storage Provider" = CNG), ``legacy_csp`` (whether the key's provider
+                                 information names a CryptoAPI CSP, a vendor's CSP too; by default judged from the
+                                 provider's name), ``key_accessible``, ``services`` (Exchange
                                  service assignment), ``root_copy`` (a copy in LocalMachine\\Root), ``in_store``
                                  (false: the certificate existed, bindings still carry its hash, but My lacks it).
-``extra_backend_certs``          a list of further self-signed "Microsoft Exchange" certificates (same fields).
+``extra_backend_certs``          a list of further self-signed "Microsoft Exchange" certificates (same fields, and
+                                 ``key_of``: a role whose private key, and so key container, it shares, as a
+                                 certificate renewed with the same key does).
 ``bindings``                     per site, IIS bindingInformation (``IP:port:hostheader``) -> a certificate role
                                  (``"backend"``, ``"public"``, ``"auth"``: an https binding carrying that
                                  certificate) | ``"empty"`` (https, no hash) | ``"http"`` (an http binding) |
-                                 ``null`` (no such binding). Entries are read in order and matched by meaning
+                                 ``null`` (no such binding), or ``{"role": ..., "ssl_flags": n}`` (sslFlags: 1 SNI,
+                                 2 Central Certificate Store). Entries are read in order and matched by meaning
                                  (``:443:`` and ``*:443:`` are the same binding): a later entry replaces an earlier
                                  one of the same meaning, so an override may use either spelling.
 ``sites``                        per site ``hsts_enabled``, ``hsts_header`` (a ``Strict-Transport-Security``
                                  custom response header), ``extended_protection`` (None|Allow|Require).
 ``services``                     Windows service states (W3SVC, WAS).
-``allow_internal_untrusted_certs``  the MSExchange OWA registry value, null when absent.
+``allow_internal_untrusted_certs``  the MSExchange OWA registry value, null when absent (a number is a REG_DWORD,
+                                 a string a REG_SZ).
+``ssl_bindings``                 further http.sys SSL bindings that no IIS site binding makes (WMSvc's
+                                 ``0.0.0.0!8172``): name -> a certificate role.
+``winrm_listeners``              WinRM listeners: ``transport``, ``address``, ``port``, ``certificate`` (a role, for
+                                 an HTTPS listener).
 ``exchange``                     ``version``, ``edition``, ``signing`` (false adds the override that disables
                                  serialization signing), ``internal_transport`` (a role), ``events`` (event ids),
                                  ``wire`` (how ExchangeCertificate objects cross the wire: ``"rawdata"``, the
@@ -36,6 +46,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -114,6 +125,11 @@ class StoredCert:
     key_accessible: bool | None = None
     network_service_read: bool = False
     exportable: bool = False
+    #: Whether the key's provider information names a CryptoAPI CSP (a non-zero provider type; Microsoft's
+    #: CRYPT_KEY_PROV_INFO reference: "If this member is zero, the key container is one of the CNG key storage
+    #: providers"), None: judged from the provider's name (:data:`CSP_PROVIDERS`). A vendor's CSP is a CSP whatever
+    #: its name.
+    legacy_csp: bool | None = None
 
     @property
     def thumbprint(self) -> str:
@@ -121,7 +137,20 @@ class StoredCert:
 
     @property
     def provider_type(self) -> str | None:
-        return provider_type(self.provider) if self.key_pem else None
+        """CSP or CNG as the key's provider information says (what exbe's templates read), None without a key."""
+        if not self.key_pem:
+            return None
+        if self.legacy_csp is None:
+            return provider_type(self.provider)
+        return "CSP" if self.legacy_csp else "CNG"
+
+    @property
+    def key_container(self) -> str | None:
+        """The key's unique container name (its file under MachineKeys or Crypto\\Keys): one key, one container;
+        certificates that share a key share it (``key_of``)."""
+        if not self.key_pem:
+            return None
+        return hashlib.sha1(self.key_pem.encode("ascii")).hexdigest()
 
     @property
     def info(self) -> dict[str, Any]:
@@ -177,6 +206,8 @@ class Binding:
     binding_information: str
     certificate_hash: str = ""
     certificate_store: str = ""
+    #: IIS sslFlags: bit 1 (1) SNI, bit 2 (2) Central Certificate Store.
+    ssl_flags: int = 0
 
     @property
     def address(self) -> str:
@@ -272,7 +303,7 @@ class HostState:
     root: list[StoredCert]
     sites: dict[str, Site]
     services: dict[str, str]
-    allow_internal_untrusted_certs: int | None
+    allow_internal_untrusted_certs: int | str | None
     exchange: ExchangeConfig
     powershell_version: str = "5.1.17763.1"
     #: The files of ``%ProgramData%\exbe`` (exbe's lock record ``lock.json`` and ``last-run.json``): name ->
@@ -285,6 +316,11 @@ class HostState:
     #: IIS stops (iisreset, Restart-Service W3SVC/WAS) since this state was loaded: each one ends the runspace pools
     #: of the Exchange endpoint, an IIS application. Runtime only, not part of the JSON.
     iis_restarts: int = 0
+    #: http.sys SSL bindings that no IIS site binding makes (``IIS:\SslBindings`` name -> thumbprint), e.g. WMSvc's.
+    ssl_bindings: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: WinRM listeners (``WSMan:\localhost\Listener``): ``Transport``, ``Address``, ``Port``,
+    #: ``CertificateThumbprint`` as the WSMan provider names them.
+    winrm_listeners: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     # -- queries -----------------------------------------------------------------------------------------------------
     def store(self, name: str) -> list[StoredCert]:
@@ -332,6 +368,8 @@ class HostState:
             "exchange": dataclasses.asdict(self.exchange),
             "exbe_files": copy.deepcopy(self.exbe_files),
             "exbe_directory_acl": copy.copy(self.exbe_directory_acl),
+            "ssl_bindings": dict(self.ssl_bindings),
+            "winrm_listeners": copy.deepcopy(self.winrm_listeners),
         }
 
     @classmethod
@@ -352,6 +390,8 @@ class HostState:
             exchange=ExchangeConfig(**copy.deepcopy(data["exchange"])),
             exbe_files=copy.deepcopy(data.get("exbe_files", {})),
             exbe_directory_acl=copy.copy(data.get("exbe_directory_acl")),
+            ssl_bindings=dict(data.get("ssl_bindings", {})),
+            winrm_listeners=copy.deepcopy(data.get("winrm_listeners", [])),
         )
 
     def save(self, path: Path) -> None:
@@ -426,8 +466,11 @@ class _Builder:
         self._add("backend", spec["backend"], key_index=0)
         self._add("public", spec["public"], key_index=1)
         self._add("auth", spec["auth"], key_index=2)
+        key_indexes = {"backend": 0, "public": 1, "auth": 2}
         for n, extra in enumerate(spec["extra_backend_certs"]):
-            self._add(f"extra{n}", _merge(spec["backend"] | {"in_store": True}, extra), key_index=3 + n)
+            role = f"extra{n}"
+            key_indexes[role] = key_indexes[extra["key_of"]] if "key_of" in extra else 3 + n
+            self._add(role, _merge(spec["backend"] | {"in_store": True}, extra), key_index=key_indexes[role])
         issuing_ca = certs.contoso_issuing_ca()
         self.root.append(StoredCert(pem=issuing_ca.ca_pem, friendly_name="Contoso Issuing CA"))
         exchange_spec = spec["exchange"]
@@ -459,14 +502,21 @@ class _Builder:
             site = sites.setdefault(site_name, Site(name=site_name))
             for info, role in bindings.items():
                 self._bind(site, info, role)
+        ssl_bindings = {name: self._thumb(role) or "" for name, role in spec.get("ssl_bindings", {}).items()}
+        listeners = [{"Transport": listener["transport"], "Address": listener["address"], "Port": listener["port"],
+                      "CertificateThumbprint": self._thumb(listener.get("certificate")) or ""}
+                     for listener in spec.get("winrm_listeners", [])]
         return HostState(
             host=self.host, scenario=self.scenario, computer_name=self.name, fqdn=self.fqdn,
             my=self.my, root=self.root, sites=sites, services=dict(spec["services"]),
             allow_internal_untrusted_certs=spec["allow_internal_untrusted_certs"], exchange=exchange,
+            ssl_bindings=ssl_bindings, winrm_listeners=listeners,
         )
 
-    def _bind(self, site: Site, info: str, role: str | None) -> None:
+    def _bind(self, site: Site, info: str, entry: str | dict[str, Any] | None) -> None:
         """One ``bindings`` entry: replaces a binding of the same meaning (either protocol) in its place."""
+        role = entry.get("role") if isinstance(entry, dict) else entry
+        ssl_flags = int(entry.get("ssl_flags", 0)) if isinstance(entry, dict) else 0
         index = next((n for n, b in enumerate(site.bindings) if same_binding(b.binding_information, info)), None)
         if role is None:
             if index is not None:
@@ -476,7 +526,7 @@ class _Builder:
             binding = Binding("http", info)
         else:
             thumb = "" if role == "empty" else self._thumb(role) or ""
-            binding = Binding("https", info, thumb, CERTIFICATE_STORE if thumb else "")
+            binding = Binding("https", info, thumb, CERTIFICATE_STORE if thumb else "", ssl_flags)
         if index is None:
             site.bindings.append(binding)
         else:
@@ -506,7 +556,7 @@ class _Builder:
             friendly = spec.get("friendly_name", "Microsoft Exchange")
         provider = spec.get("provider", CSP_PROVIDER)
         cert = StoredCert(pem=pem, key_pem=key, friendly_name=friendly, provider=provider,
-                          key_accessible=spec.get("key_accessible", True),
+                          legacy_csp=spec.get("legacy_csp"), key_accessible=spec.get("key_accessible", True),
                           network_service_read="SMTP" in spec.get("services", []) or role == "auth",
                           exportable=role == "auth")
         self.roles[role] = cert

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -117,12 +118,27 @@ def facts(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
         "certificates": [cert_facts(c) for c in state.my],
         "root": [{k: c.info[k] for k in ("thumbprint", "subject", "not_after")} for c in state.root],
         "bindings": [{"site": site, "protocol": b.protocol, "binding_information": b.binding_information,
-                      "certificate_hash": b.certificate_hash, "certificate_store": b.certificate_store}
+                      "certificate_hash": windows.binding_hash(state, b), "certificate_store": b.certificate_store,
+                      "ssl_flags": b.ssl_flags}
                      for site in sites for b in windows.https_bindings(state, site)],
         "sites": {site: _site_facts(state, site) for site in sites},
         "services": {name: windows.service_status(state, name) for name in ("W3SVC", "WAS")},
-        "allow_internal_untrusted_certs": windows.allow_internal_untrusted_certs(state),
+        "allow_internal_untrusted_certs": _registry_integer(
+            "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\MSExchange OWA\\AllowInternalUntrustedCerts",
+            windows.allow_internal_untrusted_certs(state), warnings),
     }
+
+
+def _registry_integer(name: str, value: int | str | None, warnings: list[str]) -> int | None:
+    """The template's ConvertTo-ExbeRegistryInteger: a REG_DWORD's number, a REG_SZ's text when it is an integer;
+    other text is unknown, with a warning (absent: None, no warning)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if re.fullmatch(r"-?[0-9]{1,18}", text):
+        return int(text)
+    warnings.append(f"{name} is not a number ({_one_line(str(value))}): read as unknown")
+    return None
 
 
 def _site_facts(state: HostState, name: str) -> dict[str, Any]:
@@ -137,8 +153,10 @@ def cert_facts(cert: Any) -> dict[str, Any]:
     """The contract's CERT object for one certificate of My."""
     info = cert.info
     has_key = cert.key_pem is not None
+    # A key that does not open has no provider name to report, only its kind (Get-ExbeKeyInfo).
     merged = {**info, "friendly_name": cert.friendly_name, "has_private_key": has_key,
-              "provider": cert.provider if has_key else None, "provider_type": cert.provider_type,
+              "provider": cert.provider if has_key and cert.key_accessible else None,
+              "provider_type": cert.provider_type,
               "key_accessible": bool(cert.key_accessible) if has_key else None}
     return {k: merged[k] for k in _CERT_FIELDS}
 
@@ -324,8 +342,9 @@ def _restorer(state: HostState, site: str, info: str, previous: str | None, faul
 # -- restart ---------------------------------------------------------------------------------------------------------
 def restart(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
             warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
-    """The restart command, the wait for W3SVC, then one start attempt (``ServiceController.Start`` and a bounded
-    ``WaitForStatus``) for each of WAS and W3SVC it left stopped; ok only when W3SVC runs at the end."""
+    """The restart command, a wait while WAS/W3SVC are pending, then one start attempt for each of them it left not
+    running (a StopPending one waited for until Stopped, ``ServiceController.Start``, a bounded ``WaitForStatus``
+    Running); ok only when W3SVC runs at the end."""
     method = data.get("method") or "iisreset"
     before = windows.service_status(state, "W3SVC")
     result: dict[str, Any] = {"method": method, "w3svc_before": before, "w3svc_after": before,
@@ -355,14 +374,25 @@ def restart(state: HostState, data: dict[str, Any], faults: Faults, dry_run: boo
 
 def _start_stopped(state: HostState, faults: Faults, method: str, timeout: int, result: dict[str, Any],
                    warnings: list[str]) -> None:
-    """One start attempt for each service the restart left stopped, WAS first (W3SVC depends on it)."""
-    stopped = [name for name in ("WAS", "W3SVC") if windows.service_status(state, name) != "Running"]
+    """The template's settling wait, then one start attempt for each service the restart left not running, WAS first
+    (W3SVC depends on it): a StopPending one is waited for until Stopped, a Stopped one started, then the bounded wait
+    for Running."""
+    stopped = []
+    for name in ("WAS", "W3SVC"):
+        windows.settle(state, name)
+        if windows.service_status(state, name) != "Running":
+            stopped.append(name)
     result["stopped_after_restart"] = stopped
     for name in stopped:
         if windows.service_status(state, name) == "Running":
             continue
         try:
-            windows.start_service(state, faults, name, timeout)
+            if windows.service_status(state, name) == "StopPending":
+                windows.wait_for_status(state, name, "Stopped", timeout)
+            if windows.service_status(state, name) == "Stopped":
+                windows.start_service(state, faults, name, timeout)
+            else:
+                windows.wait_for_status(state, name, "Running", timeout)
         except windows.WindowsCallError as exc:
             warnings.append(f"starting {name} failed: {_one_line(str(exc))}")
         if windows.service_status(state, name) == "Running":
@@ -375,28 +405,65 @@ def _start_stopped(state: HostState, faults: Faults, method: str, timeout: int, 
 # -- cleanup ---------------------------------------------------------------------------------------------------------
 def cleanup(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
             warnings: list[str], journal: Journal) -> tuple[bool, dict[str, Any]]:
+    """The template's Invoke-ExbeCleanup: a certificate in use anywhere (:func:`certificate_uses`) is refused with
+    where; a removed one leaves its key when another certificate of My shares the key container (``-DeleteKey``
+    deletes the container: real-server-shapes.md §4), said in ``kept_keys``."""
     wanted = [str(t).replace(" ", "").upper() for t in data.get("thumbprints") or []]
     sites = [data.get("backend_site") or BACKEND_SITE, data.get("frontend_site") or FRONTEND_SITE]
-    bound: dict[str, list[str]] = {}
-    for site in sites:
-        for binding in windows.https_bindings(state, site):
-            if binding.certificate_hash:
-                bound.setdefault(binding.certificate_hash.upper(), []).append(
-                    f"{site} {binding.binding_information}")
-    result: dict[str, Any] = {"removed_my": [], "removed_root": [], "refused": []}
+    uses = certificate_uses(state, sites)
+    result: dict[str, Any] = {"removed_my": [], "removed_root": [], "refused": [], "kept_keys": []}
     if not dry_run:
         journal.enter("cleanup", f"remove superseded certificates {', '.join(wanted)}",
-                      {"bound": {t: where[-1] for t, where in bound.items()}}, "clean up", result)
+                      {"bound": {t: ", ".join(where) for t, where in uses.items()}}, "clean up", result)
+    containers: dict[str, list[str]] = {}
+    for cert in state.my:
+        if cert.key_container:
+            containers.setdefault(cert.key_container, []).append(cert.thumbprint)
     for thumb in dict.fromkeys(wanted):
-        if thumb in bound:
-            result["refused"].append({"thumbprint": thumb, "reason": f"bound to {', '.join(bound[thumb])}"})
+        if thumb in uses:
+            result["refused"].append({"thumbprint": thumb, "reason": f"in use: {', '.join(uses[thumb])}"})
             continue
-        for store, key in (("My", "removed_my"), ("Root", "removed_root")):
-            if windows.get_certificate(state, store, thumb) is not None:
-                if not dry_run:
-                    windows.remove_certificate(state, store, thumb)
-                result[key].append(thumb)
+        mine = windows.get_certificate(state, "My", thumb)
+        if mine is not None:
+            sharers = [t for t in containers.get(mine.key_container or "", []) if t != thumb]
+            if sharers:
+                result["kept_keys"].append({"thumbprint": thumb, "reason": f"its key container is shared with "
+                                                                           f"{', '.join(sharers)}: the key stays"})
+            if not dry_run:
+                windows.remove_certificate(state, "My", thumb, delete_key=not sharers)
+            for holders in containers.values():
+                if thumb in holders:
+                    holders.remove(thumb)
+            result["removed_my"].append(thumb)
+        if windows.get_certificate(state, "Root", thumb) is not None:
+            if not dry_run:
+                windows.remove_certificate(state, "Root", thumb)
+            result["removed_root"].append(thumb)
     return bool(result["removed_my"] or result["removed_root"]), result
+
+
+def certificate_uses(state: HostState, sites: list[str]) -> dict[str, list[str]]:
+    """The template's Get-ExbeCertificateUses: thumbprint -> where it serves TLS. An https binding of either site,
+    any other http.sys SSL binding (a third site, WMSvc; one a site binding already named is not repeated) and any
+    WinRM listener (``CertificateThumbprint``): real-server-shapes.md §4."""
+    uses: dict[str, list[str]] = {}
+
+    def add(thumb: str, where: str) -> None:
+        key = thumb.replace(" ", "").upper()
+        if key and where not in uses.get(key, []):
+            uses.setdefault(key, []).append(where)
+    for site in sites:
+        for binding in windows.https_bindings(state, site):
+            add(windows.binding_hash(state, binding), f"bound to {site} https {binding.binding_information}")
+    named = set(uses)
+    for name, thumb in windows.ssl_bindings(state).items():
+        if thumb.upper() not in named:
+            add(thumb, f"the http.sys SSL binding {name}")
+    for listener in windows.winrm_listeners(state):
+        if listener.get("CertificateThumbprint"):
+            add(str(listener["CertificateThumbprint"]),
+                f"the WinRM {listener['Transport']} listener {listener['Address']}:{listener['Port']}")
+    return uses
 
 
 # -- lock and journal (ps_templates/_lock.ps1.j2, lock.ps1.j2) -------------------------------------------------------

@@ -15,11 +15,12 @@ False), whatever the provider. exbe's clone template then adds the ACL rule itse
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from . import certs
 from .faults import Faults
 from .records import ErrorInfo
-from .state import CNG_PROVIDER, Binding, HostState, StoredCert, provider_type, utcnow
+from .state import CNG_PROVIDER, Binding, HostState, StoredCert, utcnow
 
 LOGON_SESSION_MESSAGE = "A specified logon session does not exist. (Exception from HRESULT: 0x80070520)"
 NOT_FOUND_MESSAGE = "Cannot find object or property. (Exception from HRESULT: 0x80092004)"
@@ -48,12 +49,20 @@ def add_certificate(state: HostState, store: str, cert: StoredCert) -> bool:
     return True
 
 
-def remove_certificate(state: HostState, store: str, thumbprint: str) -> bool:
-    """``X509Store.Remove`` (with its key, for My). Returns True when something was removed."""
+def remove_certificate(state: HostState, store: str, thumbprint: str, *, delete_key: bool = False) -> bool:
+    """``Remove-Item <certificate>``, with ``-DeleteKey`` when ``delete_key``. Returns True when something was removed.
+
+    ``-DeleteKey`` "deletes the associated private key" (Microsoft's Certificate provider reference): the key
+    container goes, so every other certificate of My whose key lived there keeps its key provider information but no
+    longer opens its key (as a deleted container reads: keyset does not exist)."""
     found = state.find(store, thumbprint)
     if found is None:
         return False
     state.store(store).remove(found)
+    if delete_key and found.key_container:
+        for other in state.my:
+            if other.key_container == found.key_container:
+                other.key_accessible = False
     return True
 
 
@@ -102,10 +111,50 @@ def key_problem(cert: StoredCert) -> str | None:
 
 
 def is_cng(cert: StoredCert) -> bool:
-    return provider_type(cert.provider) == "CNG"
+    return cert.provider_type == "CNG"
 
 
 # -- IIS -------------------------------------------------------------------------------------------------------------
+def ssl_binding_name(binding: Binding) -> str | None:
+    """The name of the http.sys SSL binding an IIS https binding makes (its ``IIS:\\SslBindings`` child): an SNI
+    binding (sslFlags bit 1) is keyed by port and host name, ``!443!mail.contoso.com``, any other by address and
+    port, ``0.0.0.0!444`` for all unassigned (real-server-shapes.md §4). A Central Certificate Store binding (bit 2)
+    takes its certificate from the store's share: None, no certificate of My."""
+    if binding.ssl_flags & 2:
+        return None
+    if binding.ssl_flags & 1:
+        return f"!{binding.port}!{binding.host_header}"
+    address = "0.0.0.0" if binding.all_unassigned else binding.address.strip("[]")
+    return f"{address}!{binding.port}"
+
+
+def ssl_bindings(state: HostState) -> dict[str, str]:
+    """``Get-ChildItem IIS:\\SslBindings``: name -> thumbprint of every http.sys SSL binding, those the https
+    bindings of every IIS site make and the others (WMSvc's, ``HostState.ssl_bindings``)."""
+    found: dict[str, str] = {}
+    for site in state.sites.values():
+        for binding in site.bindings:
+            name = ssl_binding_name(binding) if binding.protocol == "https" else None
+            if name and binding.certificate_hash:
+                found.setdefault(name, binding.certificate_hash)
+    return {**found, **state.ssl_bindings}
+
+
+def binding_hash(state: HostState, binding: Binding) -> str:
+    """What the templates' Get-ExbeBindingHash reads for a binding: the certificate of the http.sys SSL binding it
+    makes ("" for a Central Certificate Store binding)."""
+    name = ssl_binding_name(binding)
+    if name is None:
+        return ""
+    return ssl_bindings(state).get(name) or binding.certificate_hash
+
+
+def winrm_listeners(state: HostState) -> list[dict[str, Any]]:
+    """``Get-ChildItem WSMan:\\localhost\\Listener`` and each listener's settings (Transport, Address, Port,
+    CertificateThumbprint: empty for an HTTP listener)."""
+    return [dict(listener) for listener in state.winrm_listeners]
+
+
 # Bindings are looked up by meaning (HostState.binding / https_binding): ":443:" and "*:443:" are one binding.
 def site_exists(state: HostState, site: str) -> bool:
     return site in state.sites
@@ -176,12 +225,14 @@ def service_status(state: HostState, name: str) -> str:
 
 
 def iisreset(state: HostState, faults: Faults, timeout_seconds: int) -> None:
-    """``iisreset /timeout:<n>``: stops and starts IIS; under ``iisreset_timeout`` W3SVC is left Stopped.
-    Either way IIS stopped, so every runspace pool of the Exchange endpoint ended (``iis_restarts``)."""
+    """``iisreset /noforce /timeout:<n>``: stops and starts IIS; under ``iisreset_timeout`` W3SVC is left Stopped,
+    under ``iisreset_stop_pending`` the stop timed out and W3SVC is left StopPending (real-server-shapes.md §4: a
+    timed-out ``iisreset /noforce`` may leave it so; the stop completes later). Either way IIS stopped, so every
+    runspace pool of the Exchange endpoint ended (``iis_restarts``)."""
     state.iis_restarts += 1
     state.services["WAS"] = "Running"
-    if faults.iisreset_timeout:
-        state.services["W3SVC"] = "Stopped"
+    if faults.iisreset_timeout or faults.iisreset_stop_pending:
+        state.services["W3SVC"] = "StopPending" if faults.iisreset_stop_pending else "Stopped"
         raise WindowsCallError(ErrorInfo(
             f"Attempting stop... Restart attempt failed. The IIS Admin Service or the World Wide Web Publishing "
             f"Service, or a service dependent on them failed to start within {timeout_seconds} seconds.",
@@ -190,8 +241,9 @@ def iisreset(state: HostState, faults: Faults, timeout_seconds: int) -> None:
 
 
 def restart_services(state: HostState, faults: Faults) -> None:
-    """``Restart-Service WAS,W3SVC -Force``; under ``iisreset_timeout`` W3SVC does not come back. The Exchange
-    endpoint's runspace pools end either way (``iis_restarts``)."""
+    """``Restart-Service WAS,W3SVC -Force``; under ``iisreset_timeout`` W3SVC does not come back (the fault
+    ``iisreset_stop_pending`` concerns iisreset only). The Exchange endpoint's runspace pools end either way
+    (``iis_restarts``)."""
     state.iis_restarts += 1
     state.services["WAS"] = "Running"
     if faults.iisreset_timeout:
@@ -204,13 +256,45 @@ def restart_services(state: HostState, faults: Faults) -> None:
     state.services["W3SVC"] = "Running"
 
 
+#: A pending state and the state it ends in when the pending operation completes.
+_PENDING = {"StopPending": "Stopped", "StartPending": "Running"}
+
+
+def settle(state: HostState, name: str) -> None:
+    """Time passing while the script polls: a pending stop or start completes (the sandbox does not model a service
+    hung in a pending state)."""
+    status = service_status(state, name)
+    state.services[name] = _PENDING.get(status, status)
+
+
+def wait_for_status(state: HostState, name: str, wanted: str, timeout_seconds: int) -> None:
+    """``$service.WaitForStatus(<wanted>, <timeout>)``: it only waits, it changes nothing. A pending operation that
+    ends in ``wanted`` completes; any other state times out (.NET's ``System.ServiceProcess.TimeoutException``), so
+    waiting for Running never starts a StopPending or Stopped service."""
+    status = service_status(state, name)
+    if _PENDING.get(status) == wanted:
+        state.services[name] = wanted
+    elif status != wanted:
+        raise WindowsCallError(ErrorInfo(
+            'Exception calling "WaitForStatus" with "2" argument(s): "Time out has expired and the operation has not '
+            'been completed."', error_id="TimeoutException", category="NotSpecified",
+            exception_type="System.Management.Automation.MethodInvocationException", target=name))
+
+
 def start_service(state: HostState, faults: Faults, name: str, timeout_seconds: int) -> None:
     """``$service.Start()`` then ``$service.WaitForStatus('Running', <timeout>)`` on ``Get-Service <name>``: what
     ``Start-Service`` does, with a bounded wait. Starting W3SVC starts WAS first (its dependency).
 
+    ``Start()`` of a service that is not Stopped fails: StartService answers ERROR_SERVICE_ALREADY_RUNNING for a
+    service in any other state (Microsoft's StartService reference), which .NET reports as "Cannot start service".
     Under ``iisreset_timeout`` W3SVC does not start: the fault models a W3SVC that cannot start, the cause that made
     the restart time out, so one more attempt fails the same way (the wait times out, W3SVC stays Stopped). WAS
     starts either way."""
+    if service_status(state, name) != "Stopped":
+        raise WindowsCallError(ErrorInfo(
+            f'Exception calling "Start" with "0" argument(s): "Cannot start service {name} on computer \'.\'."',
+            error_id="InvalidOperationException", category="NotSpecified",
+            exception_type="System.Management.Automation.MethodInvocationException", target=name))
     if name == "W3SVC":
         state.services["WAS"] = "Running"
     if name == "W3SVC" and faults.iisreset_timeout:
@@ -222,7 +306,8 @@ def start_service(state: HostState, faults: Faults, name: str, timeout_seconds: 
     state.services[name] = "Running"
 
 
-def allow_internal_untrusted_certs(state: HostState) -> int | None:
+def allow_internal_untrusted_certs(state: HostState) -> int | str | None:
     """``Get-ItemProperty HKLM:\\SYSTEM\\CurrentControlSet\\Services\\MSExchange OWA`` value
-    ``AllowInternalUntrustedCerts`` (None when absent)."""
+    ``AllowInternalUntrustedCerts`` as PowerShell hands it over: an int for a REG_DWORD, a str for a REG_SZ (None
+    when absent)."""
     return state.allow_internal_untrusted_certs

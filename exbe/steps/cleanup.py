@@ -1,6 +1,8 @@
 """``cleanup``: remove superseded self-signed back-end certificates (and Root copies) that nothing uses any more,
-chosen by exbe from the facts of both endpoints; the script re-checks every https binding of both sites just before
-removing and refuses a bound certificate."""
+chosen by exbe from the facts of both endpoints. Just before removing, the script re-reads what serves TLS with a
+certificate (every https binding of both sites, every http.sys SSL binding: a third site, WMSvc; every WinRM
+listener) and refuses one in use, with where (``refused``); a certificate whose key container another certificate
+of My shares is removed without its key (``kept_keys``), as ``Remove-Item -DeleteKey`` deletes the container."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from ..selection import AUTH_SUBJECT, assignments_unknown, backend_binding, self
 NAME = "cleanup"
 SUMMARY = "remove superseded back-end certificates and Root copies that nothing uses"
 INPUTS = {"thumbprints": (ListOf(str),), "backend_site": (str,), "frontend_site": (str,), "dry_run": (bool,)}
-RESULT = {"removed_my": (ListOf(str),), "removed_root": (ListOf(str),), "refused": (ListOf(dict),)}
+RESULT = {"removed_my": (ListOf(str),), "removed_root": (ListOf(str),), "refused": (ListOf(dict),),
+          "kept_keys": (ListOf(dict),)}
 
 
 def step_input(remove: list[str], settings: Settings) -> dict[str, Any]:
@@ -113,10 +116,15 @@ def _keep_reason(facts: HostFacts, cert: Certificate, bound: Certificate, exchan
 
 def describe(data: Mapping[str, Any], changed: bool, dry_run: bool) -> str:
     removed_my, removed_root = list(data.get("removed_my") or []), list(data.get("removed_root") or [])
+    refused = [f"{r.get('thumbprint')} ({r.get('reason')})" for r in data.get("refused") or []]
+    kept_keys = [f"{k.get('thumbprint')} ({k.get('reason')})" for k in data.get("kept_keys") or []]
+    kept = f"; kept {len(refused)} in use: {'; '.join(refused)}" if refused else ""
+    keys = f"; removed without the key: {'; '.join(kept_keys)}" if kept_keys else ""
     if not (removed_my or removed_root):
-        return "nothing to remove"
+        return f"nothing to remove{kept}"
     return (f"{'would remove' if dry_run else 'removed'} {len(removed_my)} certificate(s) from LocalMachine\\My and "
-            f"{len(removed_root)} from LocalMachine\\Root: {', '.join(dict.fromkeys(removed_my + removed_root))}")
+            f"{len(removed_root)} from LocalMachine\\Root: {', '.join(dict.fromkeys(removed_my + removed_root))}"
+            f"{keys}{kept}")
 
 
 def before_after(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

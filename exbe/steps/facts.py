@@ -1,6 +1,11 @@
 """``facts``: read LocalMachine\\My and Root, the https bindings and the sites of both IIS sites, W3SVC/WAS, and the
 MSExchange OWA ``AllowInternalUntrustedCerts`` value. Read only; preflight and verify. The data is what
-:class:`exbe.facts.HostFacts` parses (certificate, binding and site shapes are documented there)."""
+:class:`exbe.facts.HostFacts` parses (certificate, binding and site shapes are documented there).
+
+A binding's certificate is the one http.sys serves for it: an SNI binding's (``ssl_flags`` 1) from its
+``!port!host`` entry, none of My for a Central Certificate Store binding (``ssl_flags`` 2). A key's ``provider_type``
+comes from its provider information, not from the API that opened it; the registry value is read whatever its type
+(text that is no integer: null and a warning)."""
 
 from __future__ import annotations
 

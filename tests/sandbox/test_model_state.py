@@ -18,6 +18,7 @@ from exbe.sandbox.state import (
     BACKEND_SITE,
     CNG_PROVIDER,
     CSP_PROVIDER,
+    CSP_PROVIDERS,
     FRONTEND_BINDING,
     FRONTEND_SITE,
     LOOPBACK_BINDING,
@@ -129,6 +130,15 @@ SCENARIO_PROPERTIES = {
     == ["*:80:", "*:443:", "127.0.0.1:80:", "127.0.0.1:443:"],
     "exchange_full_wire": lambda s: s.exchange.wire == "full",
     "select_refused": lambda s: s.exchange.select_object == "refused",
+    "superseded_in_use_elsewhere": lambda s: len(backend_candidates(s)) == 6
+    and any(listener["Transport"] == "HTTPS" and listener["CertificateThumbprint"] for listener in s.winrm_listeners)
+    and s.binding("Contoso Intranet", "*:8443:") is not None and "0.0.0.0!8172" in s.ssl_bindings
+    and sum(c.key_container == s.find("My", backend_hash(s)).key_container for c in s.my) == 2,
+    "sni_and_ccs_bindings": lambda s: [b.ssl_flags for b in s.sites[FRONTEND_SITE].bindings if b.host_header]
+    == [1, 2],
+    "untrusted_internal_as_text": lambda s: s.allow_internal_untrusted_certs == "0",
+    "legacy_csp_vendor": lambda s: s.find("My", backend_hash(s)).provider_type == "CSP"
+    and s.find("My", backend_hash(s)).provider not in CSP_PROVIDERS,
 }
 
 

@@ -90,7 +90,8 @@ def test_facts_report_exactly_the_fields_of_the_contract_and_change_nothing():
                    "provider_type", "key_accessible", "dns_names", "self_signed"}
     assert all(set(c) == cert_fields for c in data["certificates"])
     assert all(set(r) == {"thumbprint", "subject", "not_after"} for r in data["root"])
-    assert all(set(b) == {"site", "protocol", "binding_information", "certificate_hash", "certificate_store"}
+    assert all(set(b) == {"site", "protocol", "binding_information", "certificate_hash", "certificate_store",
+                          "ssl_flags"}
                for b in data["bindings"])
     assert data["sites"][BACKEND_SITE] == {"exists": True, "hsts_enabled": False, "hsts_header": False,
                                            "extended_protection": "Require"}
@@ -404,7 +405,7 @@ def test_cleanup_removes_superseded_certificates_from_my_and_root_dry_run_first(
     assert dry["ok"] and dry["changed"] and snapshot(state) == before
     real = step(state, "cleanup", thumbprints=superseded, dry_run=False, **SITES)
     assert real["ok"] and real["changed"]
-    assert real["data"] == {"removed_my": superseded, "removed_root": in_root, "refused": []}
+    assert real["data"] == {"removed_my": superseded, "removed_root": in_root, "refused": [], "kept_keys": []}
     assert all(state.find("My", t) is None and state.find("Root", t) is None for t in superseded)
     again = step(state, "cleanup", thumbprints=superseded, dry_run=False, **SITES)
     assert again["ok"] and not again["changed"]
@@ -417,11 +418,114 @@ def test_cleanup_refuses_a_certificate_that_is_still_bound_and_removes_the_other
     result = step(state, "cleanup", thumbprints=[thumb, expired], dry_run=False, **SITES)
     assert result["ok"] and result["changed"] and result["data"]["removed_my"] == [expired]
     assert result["data"]["refused"][0]["thumbprint"] == thumb
-    assert "Exchange Back End *:444:" in result["data"]["refused"][0]["reason"]
+    assert "bound to Exchange Back End https *:444:" in result["data"]["refused"][0]["reason"]
     assert state.find("My", thumb) is not None
+
+
+# A certificate serving TLS anywhere, not only on the two Exchange sites, is in use (real-server-shapes.md §4).
+def in_use_elsewhere() -> tuple[HostState, dict[str, str]]:
+    state = host("superseded_in_use_elsewhere")
+    winrm = next(listener["CertificateThumbprint"] for listener in state.winrm_listeners
+                 if listener["Transport"] == "HTTPS")
+    bound = backend_thumb(state)
+    shared = next(c.thumbprint for c in state.my if c.thumbprint != bound
+                  and c.key_container == state.find("My", bound).key_container)
+    roles = {"winrm": winrm, "third_site": state.binding("Contoso Intranet", "*:8443:").certificate_hash,
+             "wmsvc": state.ssl_bindings["0.0.0.0!8172"], "shared_key": shared}
+    roles["unused"] = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange"
+                           and c.thumbprint not in {bound, *roles.values()})
+    return state, roles
+
+
+def test_cleanup_keeps_a_certificate_on_a_winrm_listener_a_third_site_or_wmsvc_and_says_where():
+    state, roles = in_use_elsewhere()
+    wanted = [roles["winrm"], roles["third_site"], roles["wmsvc"], roles["unused"]]
+    result = step(state, "cleanup", thumbprints=wanted, dry_run=False, **SITES)
+    assert result["ok"] and result["changed"]
+    reasons = {r["thumbprint"]: r["reason"] for r in result["data"]["refused"]}
+    assert reasons == {roles["winrm"]: "in use: the WinRM HTTPS listener *:5986",
+                       roles["third_site"]: "in use: the http.sys SSL binding 0.0.0.0!8443",
+                       roles["wmsvc"]: "in use: the http.sys SSL binding 0.0.0.0!8172"}
+    assert result["data"]["removed_my"] == [roles["unused"]] and result["data"]["kept_keys"] == []
+    assert all(state.find("My", roles[r]) is not None for r in ("winrm", "third_site", "wmsvc"))
+    assert state.find("My", roles["unused"]) is None
+
+
+def test_cleanup_removes_a_certificate_sharing_the_kept_ones_key_container_without_deleting_the_key():
+    state, roles = in_use_elsewhere()
+    bound = backend_thumb(state)
+    result = step(state, "cleanup", thumbprints=[roles["shared_key"], roles["unused"]], dry_run=False, **SITES)
+    assert result["ok"] and result["data"]["removed_my"] == [roles["shared_key"], roles["unused"]]
+    assert result["data"]["kept_keys"] == [{"thumbprint": roles["shared_key"],
+                                            "reason": f"its key container is shared with {bound}: the key stays"}]
+    assert state.find("My", bound).key_accessible, "the bound certificate still opens its key"
+    facts = step(state, "facts", friendly_name="Microsoft Exchange", **SITES)["data"]
+    assert next(c for c in facts["certificates"] if c["thumbprint"] == bound)["key_accessible"] is True
+
+
+def test_delete_key_takes_the_container_from_every_certificate_that_shares_it():
+    """What cleanup avoids: ``Remove-Item -DeleteKey`` deletes the container (the Certificate provider's reference)."""
+    from exbe.sandbox import windows
+    state, roles = in_use_elsewhere()
+    windows.remove_certificate(state, "My", roles["shared_key"], delete_key=True)
+    assert state.find("My", backend_thumb(state)).key_accessible is False
+
+
+def test_the_cleanup_summary_names_what_stayed_in_use_and_which_keys_stayed():
+    from exbe.steps import get
+    state, roles = in_use_elsewhere()
+    result = step(state, "cleanup", thumbprints=[roles["winrm"], roles["shared_key"]], dry_run=False, **SITES)
+    get("cleanup").check_result(result)
+    line = get("cleanup").describe(result["data"], result["changed"], False)
+    assert f"removed without the key: {roles['shared_key']} (its key container is shared with" in line
+    assert f"kept 1 in use: {roles['winrm']} (in use: the WinRM HTTPS listener *:5986)" in line
 
 
 # -- faults ----------------------------------------------------------------------------------------------------------
 def test_the_step_fail_fault_is_a_terminating_error():
     with pytest.raises(TerminatingError, match="bind"):
         run_step(host(), "bind", {"thumbprint": "AB" * 20, "dry_run": True}, Faults(step_fail="bind"))
+
+
+# -- what facts read (issue 20, item 6) --------------------------------------------------------------------------------
+def test_facts_read_an_sni_binding_from_its_own_http_sys_entry_and_a_central_store_binding_as_carrying_none_of_my():
+    """real-server-shapes.md §4: sslFlags bit 1 lives in http.sys as !port!host, bit 2 takes no certificate of My;
+    neither is the 0.0.0.0!443 certificate of the public binding."""
+    state = host("sni_and_ccs_bindings")
+    superseded = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange"
+                      and c.thumbprint != backend_thumb(state))
+    bindings = {b["binding_information"]: b for b in step(state, "facts", friendly_name="Microsoft Exchange",
+                                                          **SITES)["data"]["bindings"]}
+    sni, ccs = bindings["*:443:legacy.contoso.com"], bindings["*:443:ccs.contoso.com"]
+    assert (sni["certificate_hash"], sni["ssl_flags"]) == (superseded, 1)
+    assert (ccs["certificate_hash"], ccs["ssl_flags"]) == ("", 2)
+    assert bindings[":443:"]["certificate_hash"] == hash_of(public(state))
+
+
+def test_cleanup_refuses_a_certificate_an_sni_binding_carries():
+    state = host("sni_and_ccs_bindings")
+    superseded = next(c.thumbprint for c in state.my if c.friendly_name == "Microsoft Exchange"
+                      and c.thumbprint != backend_thumb(state))
+    result = step(state, "cleanup", thumbprints=[superseded], dry_run=False, **SITES)
+    assert result["data"]["refused"] == [{"thumbprint": superseded,
+                                          "reason": "in use: bound to Default Web Site https *:443:legacy.contoso.com"}]
+
+
+@pytest.mark.parametrize("value,read,warned", [(0, 0, False), ("0", 0, False), (" 1 ", 1, False),
+                                               ("false", None, True), (None, None, False)])
+def test_facts_read_allow_internal_untrusted_certs_whatever_its_registry_type(value, read, warned):
+    state = host()
+    state.allow_internal_untrusted_certs = value
+    result = step(state, "facts", friendly_name="Microsoft Exchange", **SITES)
+    assert result["ok"] and result["data"]["allow_internal_untrusted_certs"] == read
+    assert any("AllowInternalUntrustedCerts is not a number" in w for w in result["warnings"]) == warned
+
+
+def test_a_vendor_csp_key_is_a_csp_key_and_bind_accepts_it():
+    """CSP or CNG comes from the key's provider information, not from a list of Microsoft's provider names."""
+    state = host("legacy_csp_vendor")
+    thumb = backend_thumb(state)
+    facts = step(state, "facts", friendly_name="Microsoft Exchange", **SITES)["data"]
+    assert next(c for c in facts["certificates"] if c["thumbprint"] == thumb)["provider_type"] == "CSP"
+    result = step(state, "bind", **bind_input(state, thumb))
+    assert result["ok"] and not result["changed"], result["error"]

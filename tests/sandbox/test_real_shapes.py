@@ -127,7 +127,9 @@ def test_the_default_bindings_are_spelled_as_the_captured_servers_report_them(se
 def test_every_scenario_keeps_the_real_spellings_of_the_bindings_it_does_not_change_on_purpose():
     real = {spelling[:3] for spelling in REAL_BINDINGS}
     on_purpose = {"star_443": {(FRONTEND_SITE, "https", "*:443:")},
-                  "ip_specific_444": {(BACKEND_SITE, "https", "10.0.0.5:444:")}}
+                  "ip_specific_444": {(BACKEND_SITE, "https", "10.0.0.5:444:")},
+                  "sni_and_ccs_bindings": {(FRONTEND_SITE, "https", "*:443:legacy.contoso.com"),
+                                           (FRONTEND_SITE, "https", "*:443:ccs.contoso.com")}}
     for scenario in scenario_names():
         state = HostState.from_scenario("exch01", scenario)
         bindings = [(site, b) for site in (FRONTEND_SITE, BACKEND_SITE) for b in state.sites[site].bindings]
