@@ -401,16 +401,13 @@ def test_pointed_at_a_sandbox_fleet_the_read_only_live_tests_pass(start_fleet, t
         env.update({"EXBE_LIVE_EXCHANGE": "1", "EXBE_LIVE_EXCHANGE_PORT": str(ports["http"])})
     else:
         env["EXBE_LIVE_EXCHANGE_PORT"] = str(closed_port())
-    started = time.monotonic()
     proc, outcomes = run_live_suite(tmp_path, env)
-    took = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     read_only = {name: outcome for name, outcome in outcomes.items() if "ALLOW_CHANGES" not in outcome}
     changing = {name: outcome for name, outcome in outcomes.items() if "ALLOW_CHANGES" in outcome}
     assert len(read_only) >= 6 and set(read_only.values()) == {"passed"}, read_only
     assert changing and all(outcome.startswith("skipped: changes the host") for outcome in changing.values())
     assert fleet.password not in proc.stdout + proc.stderr
-    assert took < 60, f"the read-only live suite took {took:.1f} s on the sandbox"
 
 
 def test_once_the_host_refuses_the_credentials_the_live_suite_starts_no_further_exbe_command(start_fleet,
