@@ -20,7 +20,6 @@ StepResults and the current facts.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from . import contract, exchange, steps
 from .errors import ConnectionFailed
 from .facts import ExchangeFacts, HostFacts
-from .fleet import Cancelled, Progress, RunOptions, fail_unexpectedly, mark_cancelled, new_run
+from .fleet import Cancelled, Fleetwide, Progress, RunOptions, fail_unexpectedly, mark_cancelled, new_run
 from .lock import Planned, ServerLock
 from .model import ServerRun, Settings, StepResult
 from .render import render_step
@@ -44,7 +43,7 @@ log = logging.getLogger("exbe.run")
 #: The ConnectionFailed kinds that mean "the Exchange endpoint is not usable": the job works from the certificate
 #: store without it (another kind, e.g. TLS validation refused, fails the server).
 EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth", "no_credentials", "timeout",
-                       "protocol", "dropped"}
+                       "protocol", "server_error", "dropped"}
 
 
 class ServerJob:
@@ -54,13 +53,13 @@ class ServerJob:
     LOCKING_TASKS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, server: Server, task: str, credentials: Credentials, settings: Settings, options: RunOptions,
-                 progress: Progress, restart_gate: threading.Lock) -> None:
+                 progress: Progress, fleetwide: Fleetwide) -> None:
         self.server = server
         self.task = task
         self.settings = settings
         self.options = options
         self.progress = progress
-        self.restart_gate = restart_gate  # one restart in the fleet at a time (exbe.fleet)
+        self.fleetwide = fleetwide  # the restart gate (one IIS restart in the fleet at a time), the first logon
         self.session = Session(server, credentials)
         self.run = new_run(server)
         self.facts: HostFacts | None = None
@@ -124,6 +123,7 @@ class ServerJob:
         """The first pipeline: the lock (taken by a changing task, else looked at) and the facts, with the Exchange
         endpoint read beside it. Returns the lock's warnings (None: this server stops here, the lock step recorded)
         and the facts envelope."""
+        self.log_on()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"exbe-{self.server.name}-exchange") as side:
             exchange_read = side.submit(self.read_exchange)
             # the lock first: a changing task reads the facts it decides with under its lock (same round trip)
@@ -135,6 +135,19 @@ class ServerJob:
                 self.record(result)
             exchange_read.result()  # a connection failure there (e.g. TLS validation) is the run's failure too
         return lock_warnings, envelope
+
+    def log_on(self) -> None:
+        """Open the WinRM endpoint (authentication, the pool's Create) before anything else of this server: the
+        fleet's other servers wait for the run's first logon (:class:`exbe.fleet.FirstLogon`), and the Exchange
+        endpoint is not tried with credentials WinRM refused. A refusal raises ConnectionFailed ("auth")."""
+        try:
+            self.session.open("winrm")
+        except ConnectionFailed as exc:
+            if exc.kind == "auth":
+                self.credentials_refused = True
+                self.fleetwide.first_logon.decided(self.server.name)
+            raise
+        self.fleetwide.first_logon.decided()
 
     def read_exchange(self) -> None:
         """Read the Exchange endpoint's facts into ``self.exchange`` (None with ``exchange_reason`` when it is

@@ -174,3 +174,26 @@ def test_a_run_cancelled_after_the_bind_does_not_restart_iis(start_fleet, exbe, 
     with host.lock:
         assert host.state.iis_restarts == 0
 
+
+@pytest.mark.parametrize("scenario", ["binding_empty", "binding_removed_by_update"])
+def test_a_renewal_interrupted_before_its_bind_on_a_server_without_a_444_certificate_converges_on_the_next_run(
+        start_fleet, exbe, tmp_path, monkeypatch, scenario):
+    """444 carries nothing, so after the interruption LocalMachine\\My holds two back-end candidates: the next run
+    binds the one the interrupted run made (its journal names it), with no human and no third certificate."""
+    fleet = start_fleet([("exch01", scenario)])
+    cancel_after(monkeypatch, "renew")
+    record = tmp_path / "cancelled.json"
+    assert exbe(fleet, "renew", "--server", "exch01", "--force", "--json", str(record)).code == 130
+    new = json.loads(record.read_text())["servers"][0]["new_thumbprint"]
+    assert new
+    monkeypatch.undo()
+    state_file = fleet.host("exch01").state_path
+    mine = {c.thumbprint for c in HostState.load(state_file).my}
+
+    rerun = tmp_path / "rerun.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--json", str(rerun))
+    assert result.code == 0, result.out + result.err
+    after = HostState.load(state_file)
+    assert after.https_binding(BACKEND_SITE, 444).certificate_hash == new, "the interrupted run's certificate"
+    assert {c.thumbprint for c in after.my} == mine, "no further certificate"
+    assert exbe(fleet, "verify", "--server", "exch01").code == 0
