@@ -165,6 +165,11 @@ class ServerJob(Protocol):
 
     def execute(self) -> ServerRun: ...
 
+    def abandoned(self) -> list[str]:
+        """The fleet stopped waiting for it: release what it holds on the server, beside its running step; the
+        warnings to report."""
+        ...
+
 
 #: Builds one server's job; the second argument is what the fleet shares with every job.
 StartJob = Callable[["Server", Fleetwide], ServerJob]
@@ -292,9 +297,27 @@ def run_fleet(servers: list[Server], start: StartJob, options: RunOptions, progr
                 cancel.abandon()
     finally:
         pool.shutdown(wait=not cancel.abandoned, cancel_futures=True)
-    return [future.result() if future.done() and not future.cancelled() else _unfinished(server, jobs.get(index),
+    runs = [future.result() if future.done() and not future.cancelled() else _unfinished(server, jobs.get(index),
                                                                                          cancel.reason)
             for index, (future, server) in enumerate(zip(futures, servers, strict=True))]
+    left = [(run, job) for run, future, job in zip(runs, futures, [jobs.get(i) for i in range(len(servers))],
+                                                    strict=True)
+            if job is not None and not (future.done() and not future.cancelled())]
+    if left:  # abandoned while a step ran: each releases its lock on a new connection, all at once
+        with ThreadPoolExecutor(max_workers=len(left), thread_name_prefix="exbe-abandoned") as releases:
+            for (run, _), said in zip(left, releases.map(lambda item: _abandon(item[1], item[0], options.run_id),
+                                                         left), strict=True):
+                run.warnings.extend(said)
+    return runs
+
+
+def _abandon(job: ServerJob, run: ServerRun, run_id: str) -> list[str]:
+    try:
+        return job.abandoned()
+    except Exception as exc:  # noqa: BLE001 - the report is written whatever this comes to
+        log.debug("%s: releasing an abandoned server's lock failed", run.server, exc_info=True)
+        return [f"exbe stopped waiting and could not release the lock of run {run_id} ({unexpected_message(exc)}); "
+                f"`exbe unlock --server {run.server} --run {run_id}` removes it"]
 
 
 def _unfinished(server: Server, job: ServerJob | None, reason: str) -> ServerRun:

@@ -56,6 +56,7 @@ class ServerLock:
         self._note: dict[str, Any] | None = None  # a journal entry for the next pipeline (a change without script)
         self._released_early = False  # released with the bind, as no restart was expected: a restart retakes it
         self._maybe_held = False  # an acquire whose answer was lost: the lock may be this run's though not known so
+        self.released = False  # a release of this run's lock was answered
 
     # -- the first pipeline ------------------------------------------------------------------------------------------
     def first_statement(self) -> tuple[str, dict[str, Any]]:
@@ -184,8 +185,18 @@ class ServerLock:
                        f"({lock_step.TTL_MINUTES} minutes after its last step); `exbe unlock --server {self.server} "
                        f"--run {self.run_id}` removes it")
 
-    def _release_unknown(self, run: RunPipeline, fresh_connection: Callable[[], None]) -> None:
+    def release_abandoned(self, run: RunPipeline, stage: str) -> None:
+        """exbe stopped waiting for this run's ``stage`` (a second signal): a lock it took, or may have taken, is
+        released through ``run`` (a fresh connection, beside the running step) with this run's id; when that fails,
+        the exact command that removes it is said."""
+        if self.taking and not self.released:
+            self._release_unknown(run, lambda: None, abandoned=stage)
+
+    def _release_unknown(self, run: RunPipeline, fresh_connection: Callable[[], None], *,
+                         abandoned: str | None = None) -> None:
         self._maybe_held = False
+        why = (f"exbe stopped waiting for {abandoned}" if abandoned is not None
+               else "the answer to exbe's lock request was lost")
         failure = ""
         try:
             fresh_connection()
@@ -196,16 +207,15 @@ class ServerLock:
             failure = unexpected_message(exc)
         else:
             if envelope["ok"] and envelope["data"].get("released"):
-                self._warn(f"the answer to exbe's lock request was lost; the lock run {self.run_id} had taken was "
-                           "released on a new connection")
+                self._warn(f"{why}; the lock run {self.run_id} had taken was released on a new connection")
                 return
             if envelope["ok"]:
                 return  # no lock of this run's: the request never took it
             failure = str(envelope["error"])
         log.debug("%s: releasing a lock whose taking went unanswered failed: %s", self.server, failure)
-        self._warn(f"the answer to exbe's lock request was lost and releasing it failed too ({failure}): the lock "
-                   f"of run {self.run_id} may stay on {self.server} until it expires ({lock_step.TTL_MINUTES} "
-                   f"minutes); `exbe unlock --server {self.server} --run {self.run_id}` removes it")
+        self._warn(f"{why} and releasing the lock failed ({failure}): the lock of run {self.run_id} may stay on "
+                   f"{self.server} until it expires ({lock_step.TTL_MINUTES} minutes); `exbe unlock --server "
+                   f"{self.server} --run {self.run_id}` removes it")
 
     # -- exbe unlock -------------------------------------------------------------------------------------------------
     def removal(self, run_id: str | None, force: bool) -> tuple[str, dict[str, Any]]:
@@ -243,6 +253,7 @@ class ServerLock:
         refused = envelope["data"].get("refused") if envelope["ok"] else None
         if envelope["ok"] and action == "release" and envelope["data"].get("released"):
             self.held = False
+            self.released = True
             self._released_early = stage == "bind"
             return
         if action == "acquire":

@@ -61,6 +61,7 @@ class ServerJob:
         self.progress = progress
         self.fleetwide = fleetwide  # the restart gate (one IIS restart in the fleet at a time), the first logon
         self.session = Session(server, credentials)
+        self._credentials = credentials
         self.run = new_run(server)
         self.facts: HostFacts | None = None
         self.exchange: ExchangeFacts | None = None
@@ -167,10 +168,22 @@ class ServerJob:
         its step's result schema; failures (and answers that break the contract) as failed envelopes."""
         return self.lock.pipeline(self._run_planned, planned, release=release, retake=retake, stage=self.stage)
 
-    def _run_planned(self, planned: Planned) -> list[dict[str, Any]]:
+    def abandoned(self) -> list[str]:
+        """The fleet stopped waiting for this server (a second signal) while ``self.stage`` ran: release this run's
+        lock on a session of its own, beside the step still running (the release carries the run id, so it removes
+        only this run's lock); the warnings to report (the exact unlock command when that failed)."""
+        said: list[str] = []
+        own = ServerLock(self.server.name, self.options.run_id, self.task, taking=self.lock.taking, warn=said.append)
+        own.released = self.lock.released
+        with Session(self.server, self._credentials) as fresh:
+            own.release_abandoned(lambda planned: self._run_planned(planned, session=fresh), self.stage)
+        return said
+
+    def _run_planned(self, planned: Planned, session: Session | None = None) -> list[dict[str, Any]]:
         scripts = [render_step(step, data, override_dir=self.options.template_dir) for step, data in planned]
         # a pipeline that only reads is sent again if its connection drops; one that changes something never is
-        result = self.session.run_scripts(scripts, repeatable=not any(steps.get(step).mutating for step, _ in planned))
+        result = (session or self.session).run_scripts(
+            scripts, repeatable=not any(steps.get(step).mutating for step, _ in planned))
         decoded = contract.envelopes(result.output)
         envelopes = []
         for index, (step, _) in enumerate(planned):

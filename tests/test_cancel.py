@@ -17,6 +17,7 @@ import pytest
 
 from exbe import jobs
 from exbe.sandbox.state import BACKEND_SITE, HostState
+from exbe.sandbox.steps import LOCK_FILE
 
 from .exbe_cli import run_exbe
 
@@ -110,6 +111,10 @@ def test_a_second_signal_stops_waiting_for_running_steps_and_still_writes_whole_
     assert unknown == ["sim-exch01", "sim-exch02"], "the servers left running: their current step's outcome unknown"
     for name in unknown:
         assert servers[name]["error_kind"] == "cancelled"
+        lock = HostState.load(tmp_path / "sandbox" / f"{name}.json").exbe_files.get(LOCK_FILE)
+        said = " ".join(servers[name]["warnings"])
+        assert lock is None or f"`exbe unlock --server {name} --run {json.loads(lock['text'])['run_id']}`" in said, \
+            f"{name}: its lock stays for 30 minutes, unreported"
         assert f"exbe verify --server {name}" in servers[name]["error"]
     assert "left running (outcome unknown)" in err
 
