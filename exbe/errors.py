@@ -83,7 +83,7 @@ CONNECTION_KINDS: dict[str, tuple[str, str]] = {
     ),
     "timeout": (
         "the server did not answer in time",
-        "check the server's load, or raise exbe.defaults.connect_timeout / operation_timeout",
+        "check the server's load, or raise the setting named above (per server in the inventory, or exbe.defaults)",
     ),
     "dropped": (
         "the server closed the connection",
@@ -92,6 +92,11 @@ CONNECTION_KINDS: dict[str, tuple[str, str]] = {
     "unavailable": (
         "the endpoint answered 503 Service Unavailable",
         "check that W3SVC/WinRM (and, for the Exchange endpoint, the MSExchange PowerShell app pool) are running",
+    ),
+    "server_error": (
+        "the endpoint answered HTTP 500 with a WSMan fault",
+        "the WinRM service on the server failed the request (its event log Microsoft-Windows-WinRM/Operational says "
+        "why); run exbe again, and check the server's WinRM service if it persists",
     ),
     "protocol": (
         "the endpoint did not speak WinRM/PSRP as expected",

@@ -17,6 +17,7 @@ import pytest
 
 from exbe import jobs
 from exbe.sandbox.state import BACKEND_SITE, HostState
+from exbe.sandbox.steps import LOCK_FILE
 
 from .exbe_cli import run_exbe
 
@@ -110,6 +111,10 @@ def test_a_second_signal_stops_waiting_for_running_steps_and_still_writes_whole_
     assert unknown == ["sim-exch01", "sim-exch02"], "the servers left running: their current step's outcome unknown"
     for name in unknown:
         assert servers[name]["error_kind"] == "cancelled"
+        lock = HostState.load(tmp_path / "sandbox" / f"{name}.json").exbe_files.get(LOCK_FILE)
+        said = " ".join(servers[name]["warnings"])
+        assert lock is None or f"`exbe unlock --server {name} --run {json.loads(lock['text'])['run_id']}`" in said, \
+            f"{name}: its lock stays for 30 minutes, unreported"
         assert f"exbe verify --server {name}" in servers[name]["error"]
     assert "left running (outcome unknown)" in err
 
@@ -174,3 +179,36 @@ def test_a_run_cancelled_after_the_bind_does_not_restart_iis(start_fleet, exbe, 
     with host.lock:
         assert host.state.iis_restarts == 0
 
+
+@pytest.mark.parametrize("scenario", ["binding_empty", "binding_removed_by_update"])
+def test_a_renewal_interrupted_before_its_bind_on_a_server_without_a_444_certificate_converges_on_the_next_run(
+        start_fleet, exbe, tmp_path, monkeypatch, scenario):
+    """444 carries nothing, so after the interruption LocalMachine\\My holds two back-end candidates: the next run
+    binds the one the interrupted run made (its journal names it), with no human and no third certificate."""
+    fleet = start_fleet([("exch01", scenario)])
+    cancel_after(monkeypatch, "renew")
+    record = tmp_path / "cancelled.json"
+    assert exbe(fleet, "renew", "--server", "exch01", "--force", "--json", str(record)).code == 130
+    new = json.loads(record.read_text())["servers"][0]["new_thumbprint"]
+    assert new
+    monkeypatch.undo()
+    state_file = fleet.host("exch01").state_path
+    mine = {c.thumbprint for c in HostState.load(state_file).my}
+
+    rerun = tmp_path / "rerun.json"
+    result = exbe(fleet, "renew", "--server", "exch01", "--json", str(rerun))
+    assert result.code == 0, result.out + result.err
+    after = HostState.load(state_file)
+    assert after.https_binding(BACKEND_SITE, 444).certificate_hash == new, "the interrupted run's certificate"
+    assert {c.thumbprint for c in after.my} == mine, "no further certificate"
+    assert exbe(fleet, "verify", "--server", "exch01").code == 0
+
+
+def test_json_and_junit_call_a_cancelled_server_cancelled_not_unreachable(start_fleet, exbe, tmp_path, monkeypatch):
+    fleet = start_fleet([("exch01", "backend_expiring")])
+    cancel_after(monkeypatch, "renew")
+    record, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    assert exbe(fleet, "renew", "--server", "exch01", "--json", str(record), "--junit", str(junit)).code == 130
+    assert json.loads(record.read_text())["servers"][0]["verdict"] == "cancelled"
+    (suite,) = junitparser.JUnitXml.fromfile(str(junit))
+    assert {p.name: p.value for p in suite.properties()}.get("verdict") == "cancelled"

@@ -7,11 +7,10 @@ A job is a :class:`exbe.server_run.ServerJob` subclass (its docstring says how o
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..fleet import Progress, RunOptions, run_fleet
+from ..fleet import Fleetwide, Progress, RunOptions, run_fleet
 from ..model import ServerRun, Settings
 from ..server_run import ServerJob
 from . import backend
@@ -33,7 +32,7 @@ def run_job(servers: list[Server], task: str, credentials: Credentials, settings
         raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     job = JOBS[task]
 
-    def start(server: Server, restart_gate: threading.Lock) -> ServerJob:
-        return job(server, task, credentials, settings, options, progress, restart_gate)
+    def start(server: Server, fleetwide: Fleetwide) -> ServerJob:
+        return job(server, task, credentials, settings, options, progress, fleetwide)
 
     return run_fleet(servers, start, options, progress, concurrency)
