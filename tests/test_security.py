@@ -64,7 +64,7 @@ from exbe.redaction import (
     secret_forms,
     visible_controls,
 )
-from exbe.render import MANUAL_TASKS
+from exbe.render import MANUAL_TASKS, TemplateDirError, check_template_dir
 from exbe.report import write_json, write_junit
 from exbe.sandbox.fleet import Fleet
 from exbe.settings import SETTINGS
@@ -771,3 +771,117 @@ def test_the_suite_figures(written, end_to_end, flag_runs, capsys):
     if target:
         Path(target).write_text(text, encoding="utf-8")
     assert findings == 0
+
+
+# =====================================================================================================================
+# Second round (issue 25): templates that read agent files, printed commands that carry server text, the lock folder,
+# hostile configuration files, writes through links, credentials that cannot be sent. Each table below is one channel
+# of hostile inputs; the figures test counts them (ROUND_TWO).
+# =====================================================================================================================
+
+#: The password of the second round's runs, and a file of the agent that holds it (as an environment or a key would).
+AGENT_SECRET = "Agent-Secret-Value-9137"
+
+
+def _render_verify(config: Path, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
+    return _run_cli(["exbe", "-f", str(config), "render", "verify"],
+                    {"EXBE_USERNAME": USER, "EXBE_PASSWORD": AGENT_SECRET, **(environ or {})})
+
+
+def _override_including(folder: Path, name: str) -> Path:
+    """An override directory whose hand-run verify script includes ``name`` (NULs of an environment block made
+    blanks, so the script renders), and the configuration file that names it."""
+    templates = folder / "templates"
+    templates.mkdir()
+    shipped = (Path(__file__).parent.parent / "ps_templates" / "manual_verify.ps1.j2").read_text(encoding="utf-8")
+    include = '{% set x %}{% include "' + name + '" %}{% endset %}{{ x|replace("\\x00", " ") }}'
+    (templates / "manual_verify.ps1.j2").write_text(shipped.replace("# Read only:", f"# {include}"), encoding="utf-8")
+    config = folder / "exbe.json"
+    config.write_text(json.dumps({"exbe": {"inventory": ["exch01"], "defaults": {"template_dir": str(templates)}}}),
+                      encoding="utf-8")
+    return config
+
+
+def _plant_link_to_environment(templates: Path, secret: Path) -> str:
+    os.symlink("/proc/self/environ", templates / "_env.ps1.j2")
+    return "_env.ps1.j2"
+
+
+def _plant_link_to_a_file(templates: Path, secret: Path) -> str:
+    os.symlink(secret, templates / "_secret.ps1.j2")
+    return "_secret.ps1.j2"
+
+
+def _plant_linked_folder(templates: Path, secret: Path) -> str:
+    os.symlink(secret.parent, templates / "linked")
+    return f"linked/{secret.name}"
+
+
+def _plant_hard_link(templates: Path, secret: Path) -> str:
+    os.link(secret, templates / "_hard.ps1.j2")
+    return "_hard.ps1.j2"
+
+
+def _plant_other_file(templates: Path, secret: Path) -> str:
+    (templates / "secret.txt").write_text(secret.read_text(encoding="utf-8"), encoding="utf-8")
+    return "secret.txt"
+
+
+def _plant_parent_path(templates: Path, secret: Path) -> str:
+    return f"../{secret.name}"
+
+
+def _plant_override_is_a_link(templates: Path, secret: Path) -> str:
+    (templates / "manual_verify.ps1.j2").unlink()
+    os.symlink(secret, templates / "manual_verify.ps1.j2")
+    return ""
+
+
+#: Ways an override directory could carry a file of the agent into a script (the include each one needs).
+TEMPLATE_PLANTS: dict[str, Callable[[Path, Path], str]] = {
+    "a link to /proc/self/environ": _plant_link_to_environment,
+    "a link to a file outside the directory": _plant_link_to_a_file,
+    "a linked folder": _plant_linked_folder,
+    "a hard link to a file outside": _plant_hard_link,
+    "a file that is not a *.j2 template": _plant_other_file,
+    "a path out of the directory (..)": _plant_parent_path,
+    "the override template itself a link": _plant_override_is_a_link,
+}
+
+
+@pytest.mark.parametrize("plant", TEMPLATE_PLANTS)
+def test_an_override_directory_carries_no_file_of_the_agent_into_a_script(tmp_path, plant):
+    """The finding: a link in the override directory pointing at /proc/self/environ made `exbe render` print
+    EXBE_PASSWORD; step scripts use the same loader. Every way in is refused in one line, exit code 2."""
+    secret = tmp_path / "agent-secret.ps1.j2"
+    secret.write_text(f"EXBE_PASSWORD={AGENT_SECRET}\n", encoding="utf-8")
+    config = _override_including(tmp_path, "")
+    templates = tmp_path / "templates"
+    name = TEMPLATE_PLANTS[plant](templates, secret)
+    text = (templates / "manual_verify.ps1.j2")
+    if name:
+        text.write_text(text.read_text(encoding="utf-8").replace('include ""', f'include "{name}"'), encoding="utf-8")
+    code, out, err = _render_verify(config)
+    assert AGENT_SECRET not in out + err
+    assert code == 2, out[-300:] + err
+    [line] = err.splitlines()
+    assert line.startswith(f"exbe: template override directory {str(templates)!r} ") and "Traceback" not in err
+    with pytest.raises(TemplateDirError):  # what a run checks before contacting any server (step scripts)
+        check_template_dir(templates)
+
+
+#: Override templates Jinja or exbe rejects: each one line and exit code 2, not a traceback.
+REJECTED_TEMPLATES = {"a syntax error": "{% if %}\n", "an undefined variable": "{{ nothing }}\n",
+                      "a reach for Python": '{{ "".__class__.__mro__ }}\n', "no input document": "Write-Output 1\n"}
+
+
+@pytest.mark.parametrize("template", REJECTED_TEMPLATES)
+def test_a_rejected_override_template_is_one_line_and_exit_code_2(tmp_path, template):
+    config = _override_including(tmp_path, "")
+    templates = tmp_path / "templates"
+    (templates / "manual_verify.ps1.j2").write_text(REJECTED_TEMPLATES[template], encoding="utf-8")
+    code, out, err = _render_verify(config)
+    assert code == 2 and "Traceback" not in err, err
+    [line] = err.splitlines()
+    assert line.startswith(f"exbe: template override directory {str(templates)!r} holds ")
+    assert visible_controls(line, keep="") == line
