@@ -31,6 +31,7 @@ from .errors import ConfigError, ConnectionFailed
 from .facts import Certificate, ExchangeFacts, HostFacts, iso
 from .model import CheckResult, ServerRun, Settings, StepResult, StepStatus
 from .probe import probe_backend
+from .quoting import unlock_command, verify_command
 from .render import render_step
 from .selection import (
     BACKEND_LABEL,
@@ -622,7 +623,7 @@ class ServerFlow:
                                     message="no exbe run holds the lock on this server", data=envelope["data"]))
         else:
             self._fail("unlock", f"not removed: locked by {found.held.holder()}; last step {found.held.last_step()}. "
-                       f"`exbe unlock --server {self.server.name} --run {found.held.run_id}` removes that run's lock "
+                       f"{unlock_command(self.server.name, found.held.run_id)} removes that run's lock "
                        "(or --yes, whatever holds it)", 0.0)
 
     def _first_lock_action(self) -> str:
@@ -659,7 +660,7 @@ class ServerFlow:
             held = found.held
             self._fail("lock", f"locked by {held.holder() if held else 'another run'}: nothing was changed on this "
                        "server; wait for that run, or remove its lock with "
-                       f"`exbe unlock --server {self.server.name}` once it is gone", 0.0, warnings=notes)
+                       f"{unlock_command(self.server.name)} once it is gone", 0.0, warnings=notes)
             return None
         self.lock_held = True
         mine = found.held
@@ -715,8 +716,8 @@ class ServerFlow:
         if self.lock_held:
             self.run.warnings.append(
                 f"exbe's lock of run {self.options.run_id} stays on {self.server.name} until it expires "
-                f"({lock_step.TTL_MINUTES} minutes after its last step); `exbe unlock --server {self.server.name} "
-                f"--run {self.options.run_id}` removes it")
+                f"({lock_step.TTL_MINUTES} minutes after its last step); "
+                f"{unlock_command(self.server.name, self.options.run_id)} removes it")
 
     def _last_change(self, stage: str, planned: list[tuple[str, dict[str, Any]]] | None = None) -> bool:
         """Whether ``stage`` is the last change this run makes, so its pipeline carries the lock's release: in the
@@ -872,11 +873,11 @@ def mark_cancelled(run: ServerRun, stage: str | None, reason: str, *, running: b
         step, message = "connect", f"cancelled before exbe started on this server ({reason}); nothing was done on it"
     elif running:
         step, message = stage, (f"cancelled while {stage} was running ({reason}) and exbe stopped waiting: the "
-                                f"outcome of {stage} is unknown; `exbe verify --server {run.server}` shows where the "
+                                f"outcome of {stage} is unknown; {verify_command(run.server)} shows where the "
                                 "server stands")
     else:
         step, message = stage, (f"cancelled before {stage} started ({reason}); the steps before it ran whole; "
-                                f"`exbe verify --server {run.server}` shows where the server stands")
+                                f"{verify_command(run.server)} shows where the server stands")
     run.error, run.error_kind = message, "cancelled"
     run.steps.append(StepResult(server=run.server, step=step, status="skipped", message=message))
 

@@ -43,6 +43,7 @@ from typing import Literal
 from . import __version__
 from .errors import ExbeError
 from .model import CheckResult, ServerRun, StepResult
+from .quoting import verify_command
 from .redaction import REDACTOR, VOCABULARY, Redact, clean, redact_values
 
 EXIT_OK = 0
@@ -326,7 +327,7 @@ def _check_case(server: str, check: CheckResult, seconds: float, redact: Redact)
     todo = advice(check.message)
     if check.status == "fail":
         body = [message, *evidence, f"what to do: {_xml(todo, redact)}" if todo else
-                f"what to do: fix what the message names, then run `exbe verify --server {server}`"]
+                f"what to do: fix what the message names, then run {verify_command(server)}"]
         ET.SubElement(case, "failure", message=message, type=_word(check.id, redact)).text = "\n".join(body)
     elif check.status == "skip":
         ET.SubElement(case, "skipped", message=message)

@@ -17,6 +17,7 @@ import dataclasses
 
 from .facts import Binding, Certificate, ExchangeFacts, HostFacts, normalise_thumbprint
 from .model import Settings
+from .quoting import powershell_command
 
 BACKEND_PORT = 444
 FRONTEND_PORT = 443
@@ -167,9 +168,9 @@ def new_exchange_key_size(old_key_size: int) -> int:
 def remove_binding_command(binding: Binding) -> str:
     """The WebAdministration command that removes an IP-specific binding (IPv6 addresses in brackets, as IIS
     writes them)."""
-    address = f"\"[{binding.address}]\"" if ":" in binding.address else binding.address
-    return (f"Remove-WebBinding -Name \"{binding.site}\" -IPAddress {address} -Port {binding.port} "
-            "-Protocol https")
+    address = f"[{binding.address}]" if ":" in binding.address else binding.address
+    return powershell_command("Remove-WebBinding", ("Name", binding.site), ("IPAddress", address),
+                              ("Port", binding.port or ""), ("Protocol", "https"))
 
 
 def short(thumbprint: str | None) -> str:

@@ -21,12 +21,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import datetime
 import html
 import io
 import json
 import logging
 import os
 import re
+import shlex
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -38,6 +40,7 @@ from xml.sax.saxutils import escape as xml_escape
 import junitparser
 import pytest
 
+from exbe import quoting
 from exbe.ci import (
     AzureReporter,
     CiReporter,
@@ -67,8 +70,10 @@ from exbe.redaction import (
 from exbe.render import MANUAL_TASKS, TemplateDirError, check_template_dir
 from exbe.report import write_json, write_junit
 from exbe.sandbox.fleet import Fleet
+from exbe.sandbox.state import Binding as SandboxBinding
 from exbe.settings import SETTINGS
 from exbe.transport import check_auth_available
+from tests import pwsh
 
 USER = "CONTOSO\\svc-exbe"
 OLD, NEW = "BFDC0014BC99FCAD6B3F728F6C46BEE7B762FB39", "3E587C8F4A02A8361B6D705E38C453660118D23E"
@@ -885,3 +890,170 @@ def test_a_rejected_override_template_is_one_line_and_exit_code_2(tmp_path, temp
     [line] = err.splitlines()
     assert line.startswith(f"exbe: template override directory {str(templates)!r} holds ")
     assert visible_controls(line, keep="") == line
+
+
+# -- printed commands: server text quoted for the shell the command is meant for ------------------------------------
+#: Run ids a local user could write into %ProgramData%\exbe\lock.json for exbe to print in `exbe unlock --run ...`.
+HOSTILE_RUN_IDS = ["x; touch pwned #", "$(touch pwned)", "`touch pwned`", "a'b\"c d", "x' --yes '", "~root/*", "$HOME",
+                   "x\\", "\u2019; touch pwned"]
+#: Run ids no quoting makes safe to show (control characters; a leading '-', which exbe's command line reads as an
+#: option whatever the quoting): exbe prints no command for them.
+UNPRINTABLE_RUN_IDS = ["x\ntouch pwned", "\x1b[31mred", "a\u202eb", "--yes", "-rf"]
+#: IIS site names and binding addresses a server could report for an IP-specific 444 binding.
+HOSTILE_BINDINGS = [("Evil'; Remove-Item C:\\ -Recurse; '", "10.0.0.5"),
+                    ("Site $(Stop-Computer) `whoami` \"x\"", "10.0.0.6"),
+                    ("Site \u2019; Stop-Computer; \u2018", "10.0.0.7"),
+                    ("Exchange Back End", "10.0.0.8';Stop-Computer;'"),
+                    ("Exchange Back End", "10.0.0.9$(Stop-Computer)")]
+
+
+def _plant_lock(fleet: Fleet, name: str, run_id: str) -> None:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    record = {"exbe_lock": 1, "run_id": run_id, "agent": "planted", "task": "renew",
+              "started_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "expires_at": (now + datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), "journal": []}
+    fleet.host(name).state.exbe_files["lock.json"] = {"text": json.dumps(record),
+                                                      "written_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _printed_exbe_commands(text: str) -> list[str]:
+    """The `exbe ...` commands a message tells the admin to run (between the backticks around them)."""
+    found = []
+    for end in re.finditer(r"` (?:removes|once|shows)", text):
+        start = text.rfind("`exbe ", 0, end.start())
+        if start >= 0:
+            found.append(text[start + 1:end.start()])
+    return found
+
+
+@pytest.fixture(scope="module")
+def unlock_runs(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str, int, str]]:
+    """`exbe unlock --server exch01` against a server whose lock file a local user planted, for each run id, then the
+    printed command run as an admin would paste it: (run id, the refusal, exit code of the pasted command, the lock
+    record left)."""
+    folder = tmp_path_factory.mktemp("unlock")
+    results = []
+    with Fleet(folder / "sandbox", [("exch01", "healthy")], username=USER, password=AGENT_SECRET) as fleet:
+        config = folder / "exbe.json"
+        config.write_text(json.dumps({"exbe": {"inventory": fleet.inventory()}}), encoding="utf-8")
+        credentials = {"EXBE_USERNAME": USER, "EXBE_PASSWORD": AGENT_SECRET}
+        for run_id in HOSTILE_RUN_IDS + UNPRINTABLE_RUN_IDS:
+            _plant_lock(fleet, "exch01", run_id)
+            record = folder / "unlock.json"
+            code, out, err = _run_cli(["exbe", "-f", str(config), "unlock", "--server", "exch01", "--json",
+                                       str(record)], credentials)
+            [server] = json.loads(record.read_text(encoding="utf-8"))["servers"]
+            message = next(step["message"] for step in server["steps"] if step["step"] == "unlock")
+            pasted = -1
+            for command in _printed_exbe_commands(message):
+                try:
+                    argv = shlex.split(command)
+                except ValueError as exc:
+                    raise AssertionError(f"{command!r} does not split: {exc}; the message: {message!r}") from None
+                pasted, _, _ = _run_cli([*argv[:1], "-f", str(config), *argv[1:]], credentials)
+            left = fleet.host("exch01").state.exbe_files.get("lock.json", {}).get("text", "")
+            results.append((run_id, message, pasted, left))
+            fleet.host("exch01").state.exbe_files.clear()
+    return results
+
+
+def test_the_unlock_command_printed_for_a_planted_lock_removes_exactly_that_lock_when_pasted(unlock_runs):
+    """The finding: a non-admin on the server plants lock.json and chooses the command exbe prints. Quoted for the
+    shell, the run id stays one argument: pasted into a POSIX shell the command removes that lock and does nothing
+    else."""
+    for run_id, message, pasted, left in unlock_runs[:len(HOSTILE_RUN_IDS)]:
+        [command] = _printed_exbe_commands(message)
+        argv = shlex.split(command)
+        assert argv == ["exbe", "unlock", "--server=exch01", f"--run={run_id}"], (run_id, command)
+        assert pasted == 0 and left == "", (run_id, command)
+
+
+def test_no_command_is_printed_for_a_run_id_no_quoting_makes_safe(unlock_runs):
+    for run_id, message, _, left in unlock_runs[len(HOSTILE_RUN_IDS):]:
+        assert _printed_exbe_commands(message) == [] and "(the command is not shown: the --run value " in message, (
+            run_id, message)
+        assert left, "no command, so nothing pasted, nothing removed (the record keeps the run id as data)"
+
+
+def _powershell_arguments(command: str) -> list[tuple[str, str]]:
+    """``(parameter, value)`` of one PowerShell command as tree-sitter-pwsh tokenizes it; each value must be one
+    verbatim (single-quoted) string or a number."""
+    assert pwsh.syntax_errors(command) == [], command
+    [found] = [node for node in pwsh._walk(pwsh.parse(command).root_node) if node.type == "command"]
+    elements = next(child for child in found.children if child.type == "command_elements")
+    arguments, parameter = [], None
+    for child in elements.children:
+        if child.type == "command_parameter":
+            parameter = pwsh._text(child)
+        elif child.type != "command_argument_sep":
+            literals = [n for n in pwsh._walk(child) if n.type in (
+                "verbatim_string_characters", "decimal_integer_literal", "expandable_string_literal", "variable")]
+            assert len(literals) == 1 and literals[0].type != "expandable_string_literal", (command,
+                                                                                            pwsh._text(child))
+            text = pwsh._text(literals[0])
+            if literals[0].type == "verbatim_string_characters":
+                assert text[0] in quoting.POWERSHELL_SINGLE_QUOTES and text[-1] in quoting.POWERSHELL_SINGLE_QUOTES
+                text = re.sub(f"([{quoting.POWERSHELL_SINGLE_QUOTES}])\\1", r"\1", text[1:-1])
+            arguments.append((str(parameter), text))
+    return arguments
+
+
+_QUOTE = f"[{quoting.POWERSHELL_SINGLE_QUOTES}]"
+#: A Remove-WebBinding command as exbe prints it: parameters with a number or a single-quoted string each.
+_REMOVE_BINDING = re.compile(rf"Remove-WebBinding(?: -\w+ (?:\d+|{_QUOTE}(?:[^{quoting.POWERSHELL_SINGLE_QUOTES}]"
+                             rf"|{_QUOTE}{_QUOTE})*{_QUOTE}))+")
+
+
+@pytest.fixture(scope="module")
+def binding_runs(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str, list[str]]]:
+    """`exbe verify` and `exbe bind` against a server reporting each hostile IP-specific 444 binding on its back-end
+    site (named by the server, and by the admin's backend_site): (site, address, the Remove-WebBinding commands in
+    every message of the JSON records)."""
+    folder = tmp_path_factory.mktemp("bindings")
+    results = []
+    with Fleet(folder / "sandbox", [("exch01", "healthy")], username=USER, password=AGENT_SECRET) as fleet:
+        credentials = {"EXBE_USERNAME": USER, "EXBE_PASSWORD": AGENT_SECRET}
+        state = fleet.host("exch01").state
+        for site, address in HOSTILE_BINDINGS:
+            config = folder / "exbe.json"
+            config.write_text(json.dumps({"exbe": {"inventory": fleet.inventory(),
+                                                   "defaults": {"backend_site": site}}}), encoding="utf-8")
+            backend = state.sites.pop("Exchange Back End")
+            state.sites[site] = dataclasses.replace(backend, name=site,
+                                                    bindings=[*backend.bindings,
+                                                              SandboxBinding("https", f"{address}:444:")])
+            commands = []
+            for task in ("verify", "bind"):
+                record = folder / f"{task}.json"
+                _run_cli(["exbe", "-f", str(config), task, "--all", "--json", str(record)], credentials)
+                text = "\n".join(_values("json", record.read_text(encoding="utf-8")))
+                commands += _REMOVE_BINDING.findall(text)
+            del state.sites[site]
+            state.sites["Exchange Back End"] = backend
+            results.append((site, address, commands))
+    return results
+
+
+def test_the_remove_binding_command_keeps_each_server_value_one_powershell_argument(binding_runs):
+    for site, address, commands in binding_runs:
+        assert len(commands) >= 2, (site, address, "verify's check and bind's blocker each print one")
+        for command in commands:
+            assert _powershell_arguments(command) == [("-Name", site), ("-IPAddress", address), ("-Port", "444"),
+                                                      ("-Protocol", "https")], command
+
+
+@pytest.mark.parametrize("value", [*HOSTILE_RUN_IDS, *(s for s, _ in HOSTILE_BINDINGS)])
+def test_every_quoted_value_is_one_argument_to_both_shells(value):
+    assert shlex.split(quoting.exbe_command("verify", ("--server", value)).strip("`")) == [
+        "exbe", "verify", f"--server={value}"]
+    assert _powershell_arguments(quoting.powershell_command("Remove-WebBinding", ("Name", value))) == [
+        ("-Name", value)]
+
+
+@pytest.mark.parametrize("value", UNPRINTABLE_RUN_IDS)
+def test_a_value_no_quoting_makes_safe_is_never_printed(value):
+    commands = [quoting.exbe_command("unlock", ("--run", value))]
+    if not value.startswith("-"):  # a quoted string is never a parameter to PowerShell
+        commands.append(quoting.powershell_command("Remove-WebBinding", ("Name", value)))
+    for command in commands:
+        assert value not in command and "(the command is not shown: " in command
