@@ -57,15 +57,16 @@ def powershell(value: Value, what: str = "value") -> str:
 
 
 def exbe_command(task: str, *flags: tuple[str, Value]) -> str:
-    """```exbe TASK --flag=VALUE …``` (in backticks, as messages show commands) for a POSIX shell, each
-    ``--flag=value`` one quoted word. When a value cannot be quoted, a sentence instead of the command, without
-    backticks: ``exbe unlock (the command is not shown: the --run value holds control characters)``."""
+    """```exbe TASK --flag VALUE …``` (in backticks, as messages show commands) for a POSIX shell, each value one
+    quoted word. A value that cannot be quoted (or starts with ``-``, which Invoke's parser takes for a flag
+    whatever the quoting) gives a sentence instead of the command, without backticks:
+    ``exbe unlock (the command is not shown: the --run value holds control characters)``."""
     try:
         words = []
         for flag, value in flags:
-            if str(value).startswith("-"):  # Invoke's parser reads `--run=--yes` as the flag --yes
+            if str(value).startswith("-"):  # Invoke's parser reads `--run --yes` (or `--run=--yes`) as the flag
                 raise Unquotable(f"the {flag} value starts with '-', which exbe's command line reads as an option")
-            words.append(posix(f"{flag}={value}", f"{flag} value"))
+            words += [flag, posix(value, f"{flag} value")]
     except Unquotable as exc:
         return f"exbe {task} (the command is not shown: {exc})"
     return "`" + " ".join(["exbe", task, *words]) + "`"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import dataclasses
 import datetime
 import html
@@ -964,7 +965,7 @@ def test_the_unlock_command_printed_for_a_planted_lock_removes_exactly_that_lock
     for run_id, message, pasted, left in unlock_runs[:len(HOSTILE_RUN_IDS)]:
         [command] = _printed_exbe_commands(message)
         argv = shlex.split(command)
-        assert argv == ["exbe", "unlock", "--server=exch01", f"--run={run_id}"], (run_id, command)
+        assert argv == ["exbe", "unlock", "--server", "exch01", "--run", run_id], (run_id, command)
         assert pasted == 0 and left == "", (run_id, command)
 
 
@@ -1045,7 +1046,7 @@ def test_the_remove_binding_command_keeps_each_server_value_one_powershell_argum
 @pytest.mark.parametrize("value", [*HOSTILE_RUN_IDS, *(s for s, _ in HOSTILE_BINDINGS)])
 def test_every_quoted_value_is_one_argument_to_both_shells(value):
     assert shlex.split(quoting.exbe_command("verify", ("--server", value)).strip("`")) == [
-        "exbe", "verify", f"--server={value}"]
+        "exbe", "verify", "--server", value]
     assert _powershell_arguments(quoting.powershell_command("Remove-WebBinding", ("Name", value))) == [
         ("-Name", value)]
 
@@ -1057,3 +1058,62 @@ def test_a_value_no_quoting_makes_safe_is_never_printed(value):
         commands.append(quoting.powershell_command("Remove-WebBinding", ("Name", value)))
     for command in commands:
         assert value not in command and "(the command is not shown: " in command
+
+
+# -- the lock folder %ProgramData%\exbe: a local user can create it first, or plant a junction ------------------------
+#: A local non-admin's SID (RID 1001), the creator and so the owner of what they plant.
+LOCAL_USER_SID = "S-1-5-21-3623811015-3361044348-30300820-1001"
+_FORGED = json.dumps({"exbe_lock": 1, "run_id": "forged", "agent": "mallory", "task": "renew",
+                      "started_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-01T00:30:00Z",
+                      "journal": [{"step": "lock", "phase": "begin", "replaces": {"my": []}}],
+                      "ended": {"how": "removed"}})
+
+
+def _plant_folder_owner(state: Any) -> None:
+    state.exbe_directory_place = {"owner": LOCAL_USER_SID}
+    state.exbe_directory_acl = ["S-1-5-32-544", "S-1-5-18"]  # an ACL that looks right does not make it exbe's
+
+
+def _plant_folder_junction(state: Any) -> None:
+    state.exbe_directory_place = {"reparse": "C:\\Users\\mallory\\exbe"}
+
+
+def _plant_lock_file_owner(state: Any) -> None:
+    state.exbe_files["lock.json"] = {"text": _FORGED, "written_at": "2026-01-01T00:00:00Z", "owner": LOCAL_USER_SID}
+
+
+def _plant_journal_link(state: Any) -> None:
+    state.exbe_files["last-run.json"] = {"text": _FORGED, "written_at": "2026-01-01T00:00:00Z",
+                                         "reparse": "C:\\Windows\\System32\\drivers\\etc\\hosts"}
+
+
+#: What a local user could plant in %ProgramData%\exbe before exbe's first run, and the words of the refusal.
+LOCK_PLANTS: dict[str, tuple[Callable[[Any], None], str]] = {
+    "a folder a user created (owner)": (_plant_folder_owner, f"C:\\ProgramData\\exbe is owned by {LOCAL_USER_SID}"),
+    "a junction in place of the folder": (_plant_folder_junction, "C:\\ProgramData\\exbe is a junction or a link"),
+    "a lock file a user owns": (_plant_lock_file_owner, f"lock.json is owned by {LOCAL_USER_SID}"),
+    "a journal file that is a link": (_plant_journal_link, "last-run.json is a junction or a link"),
+}
+
+
+@pytest.mark.parametrize("plant", LOCK_PLANTS)
+def test_a_planted_lock_folder_or_file_fails_the_run_before_anything_changes(tmp_path, plant):
+    """The finding: %ProgramData%\\exbe was trusted when it existed, with only a warning; a local non-admin could
+    forge the journal exbe acts on or redirect its writes. Each planted place fails the lock step with the reason,
+    and the server is left as it was."""
+    with Fleet(tmp_path / "sandbox", [("exch01", "backend_expiring")], username=USER,
+               password=AGENT_SECRET) as fleet:
+        state = fleet.host("exch01").state
+        do, words = LOCK_PLANTS[plant]
+        do(state)
+        before = [cert.thumbprint for cert in state.my], copy.deepcopy(state.sites)
+        config, record = tmp_path / "exbe.json", tmp_path / "renew.json"
+        config.write_text(json.dumps({"exbe": {"inventory": fleet.inventory()}}), encoding="utf-8")
+        code, out, err = _run_cli(["exbe", "-f", str(config), "renew", "--all", "--json", str(record)],
+                                  {"EXBE_USERNAME": USER, "EXBE_PASSWORD": AGENT_SECRET})
+        assert code == 1, out[-600:] + err
+        [server] = json.loads(record.read_text(encoding="utf-8"))["servers"]
+        [lock] = [step for step in server["steps"] if step["step"] == "lock"]
+        assert lock["status"] == "failed" and words in lock["message"] and "nothing was changed" in lock["message"]
+        assert [step["step"] for step in server["steps"]] == ["lock"]
+        assert ([cert.thumbprint for cert in state.my], state.sites) == before
