@@ -28,10 +28,11 @@ from typing import Any
 
 from invoke.config import Config, merge_dicts
 
+from . import config_files
 from .errors import ConfigError
 from .inventory import Server, load_inventory, select_servers
 from .redaction import REDACTOR, Secret
-from .settings import Defaults, read_environment, read_file, read_flags, refuse_controls, resolve, subtree
+from .settings import Defaults, read_environment, read_file, read_flags, refuse_controls, resolve, shown, subtree
 
 __all__ = ["Credentials", "ExbeConfig", "Loaded", "Server", "collection_config", "load", "load_inventory",
            "select_servers"]
@@ -52,6 +53,22 @@ class ExbeConfig(Config):
     @staticmethod
     def global_defaults() -> dict[str, Any]:
         return merge_dicts(Config.global_defaults(), collection_config())
+
+    def load_runtime(self, merge: bool = True) -> None:
+        """The ``-f`` file: one whose name Invoke has no loader for is one line, not Invoke's traceback."""
+        path = getattr(self, "_runtime_path", None)
+        if path is not None and os.path.splitext(str(path))[1].lstrip(".") not in self._file_suffixes:
+            raise ConfigError(f"config file {shown(str(path))} must be a YAML or JSON file: its name must end in "
+                              f"{', '.join('.' + suffix for suffix in self._file_suffixes)}")
+        super().load_runtime(merge)
+
+    def _load_yaml(self, path: os.PathLike[Any]) -> Any:
+        return config_files.read_yaml(os.fspath(path))
+
+    _load_yml = _load_yaml
+
+    def _load_json(self, path: os.PathLike[Any]) -> Any:
+        return config_files.read_json(os.fspath(path))
 
     def load_shell_env(self) -> None:
         """Nothing: Invoke would map ``EXBE_EXBE_DEFAULTS_...`` onto the subtree with its casting rules; exbe reads

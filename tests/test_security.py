@@ -399,6 +399,12 @@ PATHS = ["PowerShell?x=1", "PowerShell#x", "../wsman", "Power%53hell", "Power Sh
 
 STRING_SETTINGS = [known for known in SETTINGS if known.field.kind is str]
 
+#: A value no string setting, key, variable or flag takes (issue 25: exchange_path, --run and EXBE_USERNAME took
+#: 100 KB values).
+OVERSIZED = ["x" * 100_000]
+#: Every text no string input may hold.
+BAD_TEXTS = [*CONTROLS, *OVERSIZED]
+
 
 @dataclasses.dataclass(frozen=True)
 class Hostile:
@@ -429,15 +435,15 @@ def file_inputs() -> list[Hostile]:
     """Hostile values in exbe.yaml: inventory keys and every string setting under exbe.defaults."""
     entry = "server 'exch01' (exbe.inventory[0])"
     found = [Hostile("file", f"{entry}: {key}", _load_file([{"name": "exch01", key: value}]))
-             for key in ("host", "exchange_host") for value in HOSTS + CONTROLS]
+             for key in ("host", "exchange_host") for value in HOSTS + BAD_TEXTS]
     found += [Hostile("file", "exbe.inventory[0]: name", _load_file([{"name": value, "host": "exch01"}]))
-              for value in [*CONTROLS, "n" * 64]]
+              for value in [*BAD_TEXTS, "n" * 64]]
     found += [Hostile("file", f"{entry}: {key}", _load_file([{"name": "exch01", key: value}]))
-              for key, values in (("groups", [[c] for c in CONTROLS]), ("ca_file", CONTROLS),
-                                  ("exchange_path", PATHS + CONTROLS))
+              for key, values in (("groups", [[c] for c in BAD_TEXTS]), ("ca_file", BAD_TEXTS),
+                                  ("exchange_path", PATHS + BAD_TEXTS))
               for value in values]
     found += [Hostile("file", known.key, _load_file(["exch01"], _nested(known.path, value)))
-              for known in STRING_SETTINGS for value in CONTROLS]
+              for known in STRING_SETTINGS for value in BAD_TEXTS]
     found += [Hostile("file", "exbe.defaults.cert_validation", _load_file(["exch01"], {"cert_validation": False})),
               Hostile("file", "server 'lab01' (exbe.inventory[0]): cert_validation: false is refused with Basic",
                       _load_file([{"name": "lab01", "auth": "basic", "ssl": True, "exchange_ssl": True,
@@ -449,23 +455,23 @@ def file_inputs() -> list[Hostile]:
 def environment_inputs() -> list[Hostile]:
     """Hostile values in EXBE_* variables: every string setting, the fleet-wide TLS switch, the user name."""
     found = [Hostile("environment", known.env, _load_env({known.env: value}))
-             for known in STRING_SETTINGS for value in CONTROLS]
+             for known in STRING_SETTINGS for value in BAD_TEXTS]
     found += [Hostile("environment", "EXBE_CERT_VALIDATION", _load_env({"EXBE_CERT_VALIDATION": value}))
               for value in ("false", "0", "no", "off")]
     found += [Hostile("environment", "EXBE_USERNAME",
                       lambda value=value: Credentials.from_env({"EXBE_USERNAME": value, "EXBE_PASSWORD": "Pa55-w0rd!"}))
-              for value in CONTROLS]
+              for value in BAD_TEXTS]
     return found
 
 
 #: The task flags that take text, and a task that takes each.
 TEXT_FLAGS = {"--server": "renew", "--group": "renew", "--shard": "renew", "--days": "renew", "--min-age": "renew",
-              "--smtp": "renew", "--junit": "renew", "--json": "renew", "--thumbprint": "bind"}
+              "--smtp": "renew", "--junit": "renew", "--json": "renew", "--thumbprint": "bind", "--run": "unlock"}
 
 
 def flag_inputs() -> list[tuple[str, str, str]]:
-    """(task, flag, value) for every text flag and every control text."""
-    return [(task, flag, value) for flag, task in TEXT_FLAGS.items() for value in CONTROLS]
+    """(task, flag, value) for every text flag and every bad text."""
+    return [(task, flag, value) for flag, task in TEXT_FLAGS.items() for value in BAD_TEXTS]
 
 
 def _refusal(hostile: Hostile) -> str | None:
@@ -1117,3 +1123,93 @@ def test_a_planted_lock_folder_or_file_fails_the_run_before_anything_changes(tmp
         assert lock["status"] == "failed" and words in lock["message"] and "nothing was changed" in lock["message"]
         assert [step["step"] for step in server["steps"]] == ["lock"]
         assert ([cert.thumbprint for cert in state.my], state.sites) == before
+
+
+# -- configuration files: budgets, names exbe cannot read, keys echoed escaped ----------------------------------------
+def _alias_bomb() -> str:
+    """The billion laughs in YAML: nine levels of nine aliases, 9**9 values from under 500 bytes."""
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    return "\n".join(lines) + "\nexbe: {inventory: [*i]}\n"
+
+
+#: Configuration files exbe must refuse in one line and exit code 2: (file name, content; None: no file).
+CONFIG_FILES: dict[str, tuple[str, str | None]] = {
+    "the billion laughs (alias bomb)": ("bomb.yaml", _alias_bomb()),
+    "nesting 5000 deep (YAML)": ("deep.yaml", "[" * 5000 + "]" * 5000),
+    "nesting 5000 deep (JSON)": ("deep.json", "[" * 5000 + "]" * 5000),
+    "a 5 MB file": ("big.yaml", "exbe: {inventory: [exch01]}\n" + "#" * 5_000_000 + "\n"),
+    "a name that is not YAML or JSON": ("exbe.txt", "exbe: {inventory: [exch01]}\n"),
+    "a name without a suffix": ("exbe", "exbe: {inventory: [exch01]}\n"),
+    "a name over 255 characters": ("x" * 300 + ".yaml", None),
+    "a folder": ("folder.yaml", None),
+    "a raw control character": ("control.yaml", "exbe: {inventory: [exch01]}\n# \x1b[2J\x07\n"),
+    "an unknown key under exbe, with ESC": ("key1.yaml", "exbe: {inventory: [exch01], \"x\\e[2Jy\": 1}\n"),
+    "an unknown setting, with ESC": ("key2.yaml", "exbe: {inventory: [exch01], defaults: {\"x\\e[2Jy\": 1}}\n"),
+    "an unknown sandbox setting, with a bidi control": (
+        "key3.yaml", "exbe: {inventory: [exch01], defaults: {sandbox: {\"x\\u202ey\": 1}}}\n"),
+    "an unknown inventory key, with BEL": ("key4.yaml", "exbe: {inventory: [{name: exch01, \"x\\ay\": 1}]}\n"),
+    "a 100 KB exchange_path": ("long.yaml", json.dumps({"exbe": {"inventory": [
+        {"name": "exch01", "exchange_path": "p" * 100_000}]}})),
+}
+
+
+def _one_line_usage_error(code: int, out: str, err: str) -> str | None:
+    """None when a run ended as a bad input must: exit code 2, one printable line on stderr, no traceback."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    if code != 2:
+        return f"exit code {code}: {err[-300:]!r}"
+    if len(lines) != 1 or "Traceback" in out + err:
+        return f"said {err[-300:]!r}"
+    if visible_controls(out + err, keep="\n") != out + err:
+        return f"raw control characters in {err!r}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def config_file_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str]]:
+    """`exbe -f FILE verify --all` for each of CONFIG_FILES (each refused before any server is contacted), and the
+    alias bomb as ~/.exbe.yaml."""
+    folder = tmp_path_factory.mktemp("config-files")
+    runs = {}
+    for label, (name, content) in CONFIG_FILES.items():
+        path = folder / name
+        if name == "folder.yaml":
+            path.mkdir()
+        elif content is not None:
+            path.write_text(content, encoding="utf-8")
+        try:
+            runs[label] = _run_cli(["exbe", "-f", str(path), "verify", "--all"], {})
+        except Exception as exc:  # noqa: BLE001 - a crash is the finding (exbe's entry point would print a traceback)
+            runs[label] = (1, "", f"Traceback: {type(exc).__name__}: {exc}")
+    home = folder / "home"
+    home.mkdir()
+    (home / ".exbe.yaml").write_text(_alias_bomb(), encoding="utf-8")
+    runs["the alias bomb as ~/.exbe.yaml"] = _run_cli(["exbe", "verify", "--all"], {"HOME": str(home)})
+    return runs
+
+
+@pytest.mark.parametrize("label", [*CONFIG_FILES, "the alias bomb as ~/.exbe.yaml"])
+def test_a_configuration_file_exbe_cannot_take_is_one_line_and_exit_code_2(config_file_runs, label):
+    """The findings: a 488-byte alias bomb cost 52 s and 1 GB, then a traceback; -f with a non-YAML name and paths
+    over 255 characters ended in tracebacks; unknown keys reached stderr with raw control characters."""
+    assert _one_line_usage_error(*config_file_runs[label]) is None
+    if "bomb" in label:
+        assert "once its aliases are expanded" in config_file_runs[label][2]
+
+
+#: EXBE_* variables exbe does not read, whose names a pipeline could fill with control characters.
+HOSTILE_VARIABLE_NAMES = ["EXBE_FOO\x1b[31m", "EXBE_\u202eSSAP", "EXBE_X\x07\x9b2J"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_VARIABLE_NAMES)
+def test_an_unknown_variable_name_is_echoed_with_its_control_characters_escaped(name):
+    code, out, err = _run_cli(["exbe", "render", "verify"], {name: "1"})
+    assert code == 0 and "is not a variable exbe reads" in err
+    assert visible_controls(err, keep="\n") == err
+
+
+def test_a_former_variable_name_with_control_characters_is_refused_escaped():
+    code, out, err = _run_cli(["exbe", "render", "verify"], {"EXBE_EXBE_DEFAULTS_\x1b[2JDAYS": "1"})
+    assert _one_line_usage_error(code, out, err) is None
