@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from invoke.exceptions import Exit
 
 from .errors import ConfigError, ExbeError
 from .redaction import REDACTOR
+from .safe_write import refuse_link
 
 if TYPE_CHECKING:
     from .flow import Cancel
@@ -301,6 +301,7 @@ def writable_report(flag: str, value: str | None, example: str = "exbe.xml") -> 
     if not ancestor.is_dir():
         raise ConfigError(f"{flag} {value!r} cannot be written: {ancestor} is a file, not a directory; choose "
                           "another path")
+    refuse_link(path, flag)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         existed = path.exists()
@@ -345,7 +346,7 @@ def _inventory(entries: list[Any], defaults: Defaults, *, sandbox: bool) -> Iter
         faults = parse_fleet_faults(sandbox_settings.faults)
     except ValueError as exc:
         raise ConfigError(f"{exc} (exbe.defaults.sandbox.faults or EXBE_SANDBOX_FAULTS)") from None
-    state_dir = Path(sandbox_settings.state_dir or tempfile.mkdtemp(prefix="exbe-sandbox-"))
+    state_dir = Path(sandbox_settings.state_dir) if sandbox_settings.state_dir else None  # None: removed at the end
     fleet = Fleet(state_dir, hosts, faults=faults, latency_ms=sandbox_settings.latency_ms,
                   fresh=sandbox_settings.fresh)
     with fleet:

@@ -175,8 +175,10 @@ class Credentials:
         return cls(username, Secret(password) if password else None)
 
     def check(self, servers: Iterable[Server]) -> None:
-        """Refuse servers whose authentication method cannot use the agent's logon when no credentials are set."""
+        """Refuse servers whose authentication method cannot use the agent's logon when no credentials are set, and
+        Basic authentication with credentials it cannot send (:meth:`check_basic`)."""
         if not self.uses_logon:
+            self.check_basic(servers)
             return
         for server in servers:
             if server.auth in NEEDS_EXPLICIT_CREDENTIALS:
@@ -184,3 +186,18 @@ class Credentials:
                     f"server {server.name!r} uses {server.auth} authentication, which needs EXBE_USERNAME and "
                     "EXBE_PASSWORD in the environment"
                 )
+
+    def check_basic(self, servers: Iterable[Server]) -> None:
+        """HTTP Basic sends ``user:password`` encoded as Latin-1 (requests, which pypsrp uses); a character outside it
+        would fail while the header is built -- an error that quoted the character and its position in the
+        password. So such credentials are refused before anything is sent, naming no character and no position."""
+        basic = [server.name for server in servers if server.auth == "basic"]
+        if not basic or self.username is None or self.password is None:
+            return
+        for name, value in ((USERNAME_VAR, self.username), (PASSWORD_VAR, self.password.reveal())):
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ConfigError(f"{name} holds a character that HTTP Basic authentication cannot send (it carries "
+                                  f"Latin-1 only), and server {basic[0]!r} uses auth: basic; use negotiate, ntlm or "
+                                  "kerberos for it, or an account whose name and password are Latin-1") from None

@@ -28,6 +28,7 @@ from . import __version__, contract, steps
 from .contract import ListOf, Schema
 from .errors import ConfigError
 from .redaction import visible_controls
+from .safe_write import is_link
 from .wire_form import UnsupportedScript, compact, prune_functions
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def check_template_dir(path: Path | str) -> Path:
     for folder, directories, files in os.walk(real, followlinks=False):
         for name in [*directories, *files]:
             entry = Path(folder, name)
-            if _is_link(entry):
+            if is_link(entry):
                 raise TemplateDirError(path, f"holds {_shown_name(real, entry)}, a link: override templates are read "
                                              "only as regular files inside the directory; replace the link by a copy")
             if name.endswith(".j2") and name in files:
@@ -126,20 +127,6 @@ def check_template_dir(path: Path | str) -> Path:
 MAX_TEMPLATE_BYTES = 1024 * 1024
 
 
-def _is_link(path: Path) -> bool:
-    """A symbolic link, or on Windows a junction (``os.path.isjunction``, Python 3.12; ``lstat``'s reparse tag
-    before)."""
-    if os.path.islink(path):
-        return True
-    isjunction = getattr(os.path, "isjunction", None)
-    if isjunction is not None:
-        return bool(isjunction(path))
-    try:
-        return bool(getattr(os.lstat(path), "st_reparse_tag", 0))
-    except OSError:
-        return False
-
-
 def _shown_name(directory: Path, entry: Path) -> str:
     return repr(visible_controls(entry.relative_to(directory).as_posix()))
 
@@ -154,7 +141,7 @@ def _read_override(directory: Path, pieces: tuple[str, ...] | list[str], shown: 
     for piece in pieces:
         path = path / piece
         checked = os.lstat(path)  # FileNotFoundError: no such template here
-        if _is_link(path):
+        if is_link(path):
             raise TemplateDirError(shown, f"holds {_shown_name(directory, path)}, a link: override templates are read "
                                           "only as regular files inside the directory; replace the link by a copy")
     assert checked is not None

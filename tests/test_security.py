@@ -31,6 +31,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -1213,3 +1214,121 @@ def test_an_unknown_variable_name_is_echoed_with_its_control_characters_escaped(
 def test_a_former_variable_name_with_control_characters_is_refused_escaped():
     code, out, err = _run_cli(["exbe", "render", "verify"], {"EXBE_EXBE_DEFAULTS_\x1b[2JDAYS": "1"})
     assert _one_line_usage_error(code, out, err) is None
+
+
+# -- writes through links: reports and `render --output` ---------------------------------------------------------------
+#: The flags that name a file exbe writes, and the task that takes each.
+WRITE_FLAGS = {"--junit": ["verify", "--all"], "--json": ["verify", "--all"], "--metrics": ["verify", "--all"],
+               "--output": ["render", "verify"]}
+
+
+def _plant_link_to_victim(folder: Path, name: str) -> tuple[Path, Path]:
+    victim = folder / "victim" / "authorized_keys"
+    victim.parent.mkdir(parents=True, exist_ok=True)
+    victim.write_text("ssh-ed25519 AAAA the agent's own key\n", encoding="utf-8")
+    link = folder / name
+    os.symlink(victim, link)
+    return link, victim
+
+
+def _plant_dangling_link(folder: Path, name: str) -> tuple[Path, Path]:
+    target = folder / "elsewhere" / "cron.d-exbe"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    link = folder / name
+    os.symlink(target, link)
+    return link, target
+
+
+LINK_PLANTS: dict[str, Callable[[Path, str], tuple[Path, Path]]] = {
+    "a link to an existing file": _plant_link_to_victim, "a link to a file not there yet": _plant_dangling_link}
+
+
+@pytest.mark.parametrize("plant", LINK_PLANTS)
+@pytest.mark.parametrize("flag", WRITE_FLAGS)
+def test_no_report_or_script_is_written_through_a_link(tmp_path, flag, plant):
+    """The finding: `render --output` and the report paths wrote through symbolic links. A link is refused in one
+    line before anything runs, and what it points at stays as it was."""
+    config = tmp_path / "exbe.json"
+    config.write_text(json.dumps({"exbe": {"inventory": [{"name": "exch01", "host": "exch01.contoso.invalid"}]}}),
+                      encoding="utf-8")
+    link, target = LINK_PLANTS[plant](tmp_path, "report.out")
+    before = target.read_bytes() if target.exists() else None
+    task, *rest = WRITE_FLAGS[flag]
+    code, out, err = _run_cli(["exbe", "-f", str(config), task, *rest, flag, str(link)], {})
+    assert _one_line_usage_error(code, out, err) is None
+    assert "is a symbolic link" in err and "exbe does not write through links" in err
+    assert (target.read_bytes() if target.exists() else None) == before
+    assert os.path.islink(link)
+
+
+def test_a_report_whose_path_becomes_a_link_during_the_run_is_not_written_through_it(tmp_path):
+    """The check before the run is not the only one: the writers refuse a link too (a report written after a run
+    whose path was swapped meanwhile)."""
+    link, victim = _plant_link_to_victim(tmp_path, "run.xml")
+    with pytest.raises(OSError, match="is a symbolic link"):
+        write_junit(fleet("Correct-Horse-Battery-Staple-42"), link, redact=Redactor().redact)
+    with pytest.raises(OSError, match="is a symbolic link"):
+        write_json(fleet("Correct-Horse-Battery-Staple-42"), link, redact=Redactor().redact)
+    assert victim.read_text(encoding="utf-8") == "ssh-ed25519 AAAA the agent's own key\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.xml", "victim"], "no temporary file left"
+
+
+def test_the_links_target_is_written_when_the_admin_names_it(tmp_path):
+    link, victim = _plant_link_to_victim(tmp_path, "verify.ps1")
+    code, out, err = _run_cli(["exbe", "render", "verify", "--output", str(victim)], {})
+    assert code == 0, err
+    assert victim.read_bytes().startswith(b"\xef\xbb\xbf# exbe-step: manual_verify")
+    assert os.path.islink(link) and link.read_bytes() == victim.read_bytes()
+
+
+# -- `--sandbox` leaves nothing behind ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("outcome", ["a run that passes", "a run stopped by a bad --server"])
+def test_the_sandbox_removes_its_temporary_folder_whatever_the_outcome(tmp_path, monkeypatch, outcome):
+    """The finding: `--sandbox` left its password and keys in a temporary folder after each run."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.chdir(tmp_path)
+    selection = ["--all"] if outcome == "a run that passes" else ["--server", "no-such-server"]
+    code, out, err = _run_cli(["exbe", "verify", "--sandbox", *selection],
+                              {"EXBE_SANDBOX_HOSTS": "1", "EXBE_SANDBOX_SCENARIOS": "healthy"})
+    assert code == (0 if outcome == "a run that passes" else 2), out[-500:] + err
+    assert list(temporary.iterdir()) == []
+
+
+# -- Basic authentication with a password it cannot send -----------------------------------------------------------
+#: Passwords with a character outside Latin-1, where it sits first, inside and last.
+NON_LATIN1_PASSWORDS = ["\u20acuro-Secret-2026", "Pass\u2013word-Secret", "Secret-Password-\U0001f511"]
+
+
+@pytest.mark.parametrize("password", NON_LATIN1_PASSWORDS)
+def test_basic_with_a_password_it_cannot_send_is_refused_before_sending_naming_no_character(tmp_path, password):
+    """The finding: a Basic password with a non-Latin-1 character was revealed by position in the error."""
+    config = tmp_path / "exbe.json"
+    config.write_text(json.dumps({"exbe": {"inventory": [{"name": "lab01", "host": "127.0.0.1", "port": 9,
+                                                          "auth": "basic", "ssl": True, "exchange_ssl": True}]}}),
+                      encoding="utf-8")
+    code, out, err = _run_cli(["exbe", "-f", str(config), "verify", "--all"],
+                              {"EXBE_USERNAME": "admin", "EXBE_PASSWORD": password})
+    assert _one_line_usage_error(code, out, err) is None
+    assert err == ("exbe: EXBE_PASSWORD holds a character that HTTP Basic authentication cannot send (it carries "
+                   "Latin-1 only), and server 'lab01' uses auth: basic; use negotiate, ntlm or kerberos for it, or an "
+                   "account whose name and password are Latin-1\n"), "no character, no position"
+
+
+# -- masking leaves exbe's own words alone -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("password", "value", "text"), [("true", True, "true"), ("false", False, "false"),
+                                                        ("60", 60, "60"), ("null", ["a", None], '["a", null]')])
+def test_masking_never_replaces_the_text_exbe_writes_for_a_typed_value(tmp_path, password, value, text):
+    """The finding: with EXBE_PASSWORD=true, JUnit's evidence `value: true` became `value: ***`. A boolean, a number
+    or null is exbe's own text, never the password; the same word as a string from a server is masked."""
+    redactor = Redactor()
+    redactor.add(password, username=USER)
+    run = ServerRun(server="exch01", host="exch01", started_at="2026-06-01T08:00:00Z", steps=[
+        StepResult("exch01", "verify", "failed", "1 check(s) failed", checks=[
+            CheckResult("w3svc_running", "fail", "W3SVC is stopped", value=value),
+            CheckResult("root_copy", "fail", "said by the server", value=password)])])
+    write_junit([run], tmp_path / "run.xml", redact=redactor.redact)
+    junit = (tmp_path / "run.xml").read_text(encoding="utf-8")
+    assert f"value: {xml_escape(text)}" in junit
+    assert f"value: {xml_escape(json.dumps(MASK))}" in junit, "the password as a string is masked"
