@@ -72,6 +72,15 @@ def exbe_command(task: str, *flags: tuple[str, Value]) -> str:
     return "`" + " ".join(["exbe", task, *words]) + "`"
 
 
+def posix_command(*words: str) -> str:
+    """A command line for a POSIX shell, every word quoted (``. '/path/credentials.env'``); when a word cannot be
+    quoted, a sentence instead of the command."""
+    try:
+        return " ".join(posix(word, "path") for word in words)
+    except Unquotable as exc:
+        return f"{words[0]} (the command is not shown: {exc})"
+
+
 def powershell_command(name: str, *parameters: tuple[str, Value]) -> str:
     """A cmdlet call ``name -Parameter 'value' …``; when a value cannot be quoted, a sentence instead of the
     command."""

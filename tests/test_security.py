@@ -32,6 +32,7 @@ import re
 import shlex
 import sys
 import tempfile
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -1092,6 +1093,34 @@ def test_a_value_no_quoting_makes_safe_is_never_printed(value):
         assert value not in command and "(the command is not shown: " in command
 
 
+#: Folder names an admin could give `exbe sandbox` (--state-dir, --inventory), in the commands it prints.
+HOSTILE_PATH_PARTS = ["state $(touch pwned)", "it's `id`", "a;b&c|d"]
+
+
+@pytest.mark.parametrize("part", HOSTILE_PATH_PARTS)
+def test_the_commands_exbe_sandbox_prints_keep_each_path_one_word(tmp_path, capsys, part):
+    _check_sandbox_printed(tmp_path, part)
+    capsys.readouterr()
+
+
+def _check_sandbox_printed(tmp_path: Path, part: str) -> None:
+    from exbe.sandbox.cli import serve
+
+    folder = tmp_path / part
+    stop = threading.Event()
+    stop.set()
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), _process_redactor_restored():
+        serve(hosts=1, scenarios="healthy", faults="", latency_ms=0, state_dir=str(folder / "state"),
+              inventory=str(folder / "inventory.yaml"), https=False, keep=False, stop=stop)
+    lines = output.getvalue().splitlines()
+    [credentials] = [line.split("   ")[0].removeprefix("credentials: ") for line in lines
+                     if line.startswith("credentials: ")]
+    assert shlex.split(credentials) == [".", str(folder / "state" / "credentials.env")], credentials
+    [command] = [line.strip().split("      ")[0] for line in lines if line.strip().startswith("exbe -f ")]
+    assert shlex.split(command) == ["exbe", "-f", str(folder / "inventory.yaml"), "verify", "--all"], command
+
+
 # -- the lock folder %ProgramData%\exbe: a local user can create it first, or plant a junction ------------------------
 #: A local non-admin's SID (RID 1001), the creator and so the owner of what they plant.
 LOCAL_USER_SID = "S-1-5-21-3623811015-3361044348-30300820-1001"
@@ -1432,6 +1461,8 @@ def round_two(tmp_path_factory: pytest.TempPathFactory, unlock_runs, binding_run
             (_check_unlock_printed, (run,)) for run in unlock_runs],
         "IIS binding text in printed Remove-WebBinding commands (sandbox, tree-sitter-pwsh)": [
             (_check_binding_printed, (run,)) for run in binding_runs],
+        "admin paths in the commands `exbe sandbox` prints (shlex)": [
+            (_check_sandbox_printed, (fresh(), part)) for part in HOSTILE_PATH_PARTS],
         "lock folder %ProgramData%\\exbe and its files (sandbox: owner, junction, link)": [
             (_check_lock_plant, (fresh(), plant)) for plant in LOCK_PLANTS],
         "configuration files (-f, ~/.exbe.yaml: alias bomb, size, nesting, names, keys)": [
