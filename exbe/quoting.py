@@ -93,9 +93,10 @@ def powershell_command(name: str, *parameters: tuple[str, Value]) -> str:
     return " ".join(parts)
 
 
-def unlock_command(server: str, run_id: str | None = None) -> str:
-    """``exbe unlock --server S [--run R]``: the run id often comes from the server's lock file."""
-    return exbe_command("unlock", ("--server", server), *((("--run", run_id),) if run_id is not None else ()))
+def unlock_command(server: str, run_id: str | None = None, *, any_lock: bool = False) -> str:
+    """``exbe unlock --server S [--run R | --yes]``: the run id often comes from the server's lock file."""
+    command = exbe_command("unlock", ("--server", server), *((("--run", run_id),) if run_id is not None else ()))
+    return f"{command[:-1]} --yes`" if any_lock and command.endswith("`") else command
 
 
 def verify_command(server: str) -> str:

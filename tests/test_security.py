@@ -1084,6 +1084,13 @@ def test_every_quoted_value_is_one_argument_to_both_shells(value):
         ("-Name", value)]
 
 
+@pytest.mark.parametrize("server", ["exch01", "exch 01;x", "exch$(id)"])
+def test_the_unlock_commands_keep_the_server_one_argument_with_run_or_yes(server):
+    for command, tail in [(quoting.unlock_command(server), []), (quoting.unlock_command(server, "r1"), ["--run", "r1"]),
+                          (quoting.unlock_command(server, any_lock=True), ["--yes"])]:
+        assert shlex.split(command.strip("`")) == ["exbe", "unlock", "--server", server, *tail], command
+
+
 @pytest.mark.parametrize("value", UNPRINTABLE_RUN_IDS)
 def test_a_value_no_quoting_makes_safe_is_never_printed(value):
     commands = [quoting.exbe_command("unlock", ("--run", value))]
