@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from .redaction import REDACTOR, Redact, clean
+from .safe_write import write_atomically
 
 if TYPE_CHECKING:
     from .model import ServerRun
@@ -222,7 +223,7 @@ class AzureReporter(CiReporter):
         if not temp:
             return
         path = Path(temp) / f"exbe-summary-{secrets.token_hex(4)}.md"
-        path.write_text(markdown, encoding="utf-8")
+        write_atomically(path, markdown.encode("utf-8"), "the step summary")
         self._write(f"##vso[task.uploadsummary]{azure_escape(str(path))}")
 
     def finish(self, status: str) -> None:

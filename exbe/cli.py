@@ -10,7 +10,6 @@ import functools
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from invoke.exceptions import Exit
 
 from .errors import ConfigError, ExbeError
 from .redaction import REDACTOR
+from .safe_write import refuse_link
 from .signals import EXIT_CANCELLED, cancel_on_signals
 
 if TYPE_CHECKING:
@@ -268,6 +268,7 @@ def writable_report(flag: str, value: str | None, example: str = "exbe.xml") -> 
     if not ancestor.is_dir():
         raise ConfigError(f"{flag} {value!r} cannot be written: {ancestor} is a file, not a directory; choose "
                           "another path")
+    refuse_link(path, flag)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         existed = path.exists()
@@ -312,7 +313,7 @@ def _inventory(entries: list[Any], defaults: Defaults, *, sandbox: bool) -> Iter
         faults = parse_fleet_faults(sandbox_settings.faults)
     except ValueError as exc:
         raise ConfigError(f"{exc} (exbe.defaults.sandbox.faults or EXBE_SANDBOX_FAULTS)") from None
-    state_dir = Path(sandbox_settings.state_dir or tempfile.mkdtemp(prefix="exbe-sandbox-"))
+    state_dir = Path(sandbox_settings.state_dir) if sandbox_settings.state_dir else None  # None: removed at the end
     fleet = Fleet(state_dir, hosts, faults=faults, latency_ms=sandbox_settings.latency_ms,
                   fresh=sandbox_settings.fresh)
     with fleet:

@@ -28,10 +28,11 @@ from typing import Any
 
 from invoke.config import Config, merge_dicts
 
+from . import config_files
 from .errors import ConfigError
 from .inventory import Server, load_inventory, select_servers
 from .redaction import REDACTOR, Secret
-from .settings import Defaults, read_environment, read_file, read_flags, refuse_controls, resolve, subtree
+from .settings import Defaults, read_environment, read_file, read_flags, refuse_controls, resolve, shown, subtree
 
 __all__ = ["Credentials", "ExbeConfig", "Loaded", "Server", "collection_config", "load", "load_inventory",
            "select_servers"]
@@ -52,6 +53,22 @@ class ExbeConfig(Config):
     @staticmethod
     def global_defaults() -> dict[str, Any]:
         return merge_dicts(Config.global_defaults(), collection_config())
+
+    def load_runtime(self, merge: bool = True) -> None:
+        """The ``-f`` file: one whose name Invoke has no loader for is one line, not Invoke's traceback."""
+        path = getattr(self, "_runtime_path", None)
+        if path is not None and os.path.splitext(str(path))[1].lstrip(".") not in self._file_suffixes:
+            raise ConfigError(f"config file {shown(str(path))} must be a YAML or JSON file: its name must end in "
+                              f"{', '.join('.' + suffix for suffix in self._file_suffixes)}")
+        super().load_runtime(merge)
+
+    def _load_yaml(self, path: os.PathLike[Any]) -> Any:
+        return config_files.read_yaml(os.fspath(path))
+
+    _load_yml = _load_yaml
+
+    def _load_json(self, path: os.PathLike[Any]) -> Any:
+        return config_files.read_json(os.fspath(path))
 
     def load_shell_env(self) -> None:
         """Nothing: Invoke would map ``EXBE_EXBE_DEFAULTS_...`` onto the subtree with its casting rules; exbe reads
@@ -158,8 +175,10 @@ class Credentials:
         return cls(username, Secret(password) if password else None)
 
     def check(self, servers: Iterable[Server]) -> None:
-        """Refuse servers whose authentication method cannot use the agent's logon when no credentials are set."""
+        """Refuse servers whose authentication method cannot use the agent's logon when no credentials are set, and
+        Basic authentication with credentials it cannot send (:meth:`check_basic`)."""
         if not self.uses_logon:
+            self.check_basic(servers)
             return
         for server in servers:
             if server.auth in NEEDS_EXPLICIT_CREDENTIALS:
@@ -167,3 +186,18 @@ class Credentials:
                     f"server {server.name!r} uses {server.auth} authentication, which needs EXBE_USERNAME and "
                     "EXBE_PASSWORD in the environment"
                 )
+
+    def check_basic(self, servers: Iterable[Server]) -> None:
+        """HTTP Basic sends ``user:password`` encoded as Latin-1 (requests, which pypsrp uses); a character outside it
+        would fail while the header is built -- an error that quoted the character and its position in the
+        password. So such credentials are refused before anything is sent, naming no character and no position."""
+        basic = [server.name for server in servers if server.auth == "basic"]
+        if not basic or self.username is None or self.password is None:
+            return
+        for name, value in ((USERNAME_VAR, self.username), (PASSWORD_VAR, self.password.reveal())):
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ConfigError(f"{name} holds a character that HTTP Basic authentication cannot send (it carries "
+                                  f"Latin-1 only), and server {basic[0]!r} uses auth: basic; use negotiate, ntlm or "
+                                  "kerberos for it, or an account whose name and password are Latin-1") from None

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .facts import iso
 from .model import ServerRun, StepResult
+from .quoting import unlock_command, verify_command
 from .steps import restart as restart_step
 from .transport import preload
 
@@ -211,11 +212,11 @@ def mark_cancelled(run: ServerRun, stage: str | None, reason: str, *, running: b
         step, message = "connect", f"cancelled before exbe started on this server ({reason}); nothing was done on it"
     elif running:
         step, message = stage, (f"cancelled while {stage} was running ({reason}) and exbe stopped waiting: the "
-                                f"outcome of {stage} is unknown; `exbe verify --server {run.server}` shows where the "
+                                f"outcome of {stage} is unknown; {verify_command(run.server)} shows where the "
                                 "server stands")
     else:
         step, message = stage, (f"cancelled before {stage} started ({reason}); the steps before it ran whole; "
-                                f"`exbe verify --server {run.server}` shows where the server stands")
+                                f"{verify_command(run.server)} shows where the server stands")
     run.error, run.error_kind = message, "cancelled"
     run.steps.append(StepResult(server=run.server, step=step, status="skipped", message=message))
 
@@ -317,7 +318,7 @@ def _abandon(job: ServerJob, run: ServerRun, run_id: str) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - the report is written whatever this comes to
         log.debug("%s: releasing an abandoned server's lock failed", run.server, exc_info=True)
         return [f"exbe stopped waiting and could not release the lock of run {run_id} ({unexpected_message(exc)}); "
-                f"`exbe unlock --server {run.server} --run {run_id}` removes it"]
+                f"{unlock_command(run.server, run_id)} removes it"]
 
 
 def _unfinished(server: Server, job: ServerJob | None, reason: str) -> ServerRun:

@@ -23,6 +23,7 @@ from .errors import ConnectionFailed
 from .facts import HostFacts, iso
 from .fleet import unexpected_message
 from .model import StepResult
+from .quoting import unlock_command
 from .steps import lock as lock_step
 
 log = logging.getLogger("exbe.lock")
@@ -85,10 +86,11 @@ class ServerLock:
             return None, notes
         if not found.acquired:
             held = found.held
-            unlock = f"--run {held.run_id}" if held and held.run_id else "--yes"
+            unlock = unlock_command(self.server, held.run_id) if held and held.run_id else \
+                unlock_command(self.server, any_lock=True)
             return self._failed(f"locked by {held.holder() if held else 'another run'}: nothing was changed on this "
                                 "server; wait for that run, or remove its lock with "
-                                f"`exbe unlock --server {self.server} {unlock}` once it is gone", warnings=notes), None
+                                f"{unlock} once it is gone", warnings=notes), None
         self.held = True
         mine = found.held
         if found.took_over is not None:
@@ -184,8 +186,8 @@ class ServerLock:
                 break
         if self.held:
             self._warn(f"exbe's lock of run {self.run_id} stays on {self.server} until it expires "
-                       f"({lock_step.TTL_MINUTES} minutes after its last step); `exbe unlock --server {self.server} "
-                       f"--run {self.run_id}` removes it")
+                       f"({lock_step.TTL_MINUTES} minutes after its last step); "
+                       f"{unlock_command(self.server, self.run_id)} removes it")
 
     def release_abandoned(self, run: RunPipeline, stage: str) -> None:
         """exbe stopped waiting for this run's ``stage`` (a second signal): a lock it took, or may have taken, is
@@ -216,8 +218,8 @@ class ServerLock:
             failure = str(envelope["error"])
         log.debug("%s: releasing a lock whose taking went unanswered failed: %s", self.server, failure)
         self._warn(f"{why} and releasing the lock failed ({failure}): the lock of run {self.run_id} may stay on "
-                   f"{self.server} until it expires ({lock_step.TTL_MINUTES} minutes); `exbe unlock --server "
-                   f"{self.server} --run {self.run_id}` removes it")
+                   f"{self.server} until it expires ({lock_step.TTL_MINUTES} minutes); "
+                   f"{unlock_command(self.server, self.run_id)} removes it")
 
     # -- exbe unlock -------------------------------------------------------------------------------------------------
     def removal(self, run_id: str | None, force: bool) -> tuple[str, dict[str, Any]]:
@@ -238,7 +240,7 @@ class ServerLock:
             return StepResult(server=self.server, step="unlock", status="ok",
                               message="no exbe run holds the lock on this server", data=envelope["data"])
         return self._failed(f"not removed: locked by {found.held.holder()}; last step {found.held.last_step()}. "
-                            f"`exbe unlock --server {self.server} --run {found.held.run_id}` removes that run's lock "
+                            f"{unlock_command(self.server, found.held.run_id)} removes that run's lock "
                             "(or --yes, whatever holds it)", step="unlock")
 
     # -- inside ------------------------------------------------------------------------------------------------------

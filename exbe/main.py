@@ -98,6 +98,10 @@ class ExbeProgram(Program):
     def namespace(self, value: Collection | None) -> None:
         self._namespace = value
 
+    def create_config(self) -> None:
+        with _as_exit():  # Invoke reads /etc/exbe.yaml and ~/.exbe.yaml here: a bad one is one line, exit code 2
+            super().create_config()
+
     def parse_collection(self) -> None:
         super().parse_collection()
         with _as_exit():

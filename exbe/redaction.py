@@ -50,6 +50,9 @@ MIN_SUBSTRING_LENGTH = 8
 
 #: exbe's own words for outcomes. They are the same whatever the password is, so they can reveal nothing, and a
 #: value that is one of them is never masked: a gate reading ``"status": "failed"`` reads it whatever the password.
+#: The rule behind the list: masking applies to *text* that came from outside (a server, a library, a file). What
+#: exbe writes itself from its own closed sets -- these words, and the text of a typed value, ``true``, ``60``,
+#: ``null`` (:func:`typed_text`) -- is never the password and is never masked.
 VOCABULARY = frozenset({"ok", "changed", "failed", "skipped", "pass", "warn", "fail", "skip", "passed",
                         "passed with warnings", "FAILED"})
 
@@ -195,6 +198,14 @@ def redact_values(value: Any, redact: Redact) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
     return redact(str(value))
+
+
+def typed_text(value: Any, redact: Redact, *, sort_keys: bool = False) -> str:
+    """A JSON-like value as one line of report text: each string in it masked (:func:`redact_values`), everything
+    else as JSON writes it. Only the strings can hold a secret: ``true``, ``60`` or ``null`` is exbe's text for a
+    typed value, never the password, so it is not masked (``EXBE_PASSWORD=true`` once turned JUnit's ``value: true``
+    into ``value: ***``). JSON escapes control characters itself."""
+    return json.dumps(redact_values(value, redact), sort_keys=sort_keys)
 
 
 # -- control characters ----------------------------------------------------------------------------------------------

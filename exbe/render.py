@@ -13,18 +13,22 @@ import functools
 import hashlib
 import logging
 import os
+import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2 import meta
+from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import __version__, contract, steps
 from .contract import ListOf, Schema
 from .errors import ConfigError
+from .redaction import visible_controls
+from .safe_write import is_link
 from .wire_form import UnsupportedScript, compact, prune_functions
 
 if TYPE_CHECKING:
@@ -93,23 +97,119 @@ class TemplateDirError(ConfigError, ValueError):
 
 
 def check_template_dir(path: Path | str) -> Path:
-    """``path`` as a template override directory, or :class:`TemplateDirError` (for configuration loading too)."""
+    """``path`` as a template override directory, or :class:`TemplateDirError` (for configuration loading too): it
+    must exist, be a directory, and hold no symbolic link (or junction) and no template Jinja cannot parse. The path
+    the admin names may itself be a link: it is resolved once, and nothing under it is followed."""
     path = Path(path)
     if not path.exists():
         raise TemplateDirError(path, "does not exist")
     if not path.is_dir():
         raise TemplateDirError(path, "is not a directory")
+    real = Path(os.path.realpath(path))
+    for folder, directories, files in os.walk(real, followlinks=False):
+        for name in [*directories, *files]:
+            entry = Path(folder, name)
+            if is_link(entry):
+                raise TemplateDirError(path, f"holds {_shown_name(real, entry)}, a link: override templates are read "
+                                             "only as regular files inside the directory; replace the link by a copy")
+            if name.endswith(".j2") and name in files:
+                try:
+                    _PARSER.parse(_read_override(real, entry.relative_to(real).parts, path))
+                except jinja2.TemplateSyntaxError as exc:
+                    raise TemplateDirError(path, f"holds {_shown_name(real, entry)}, which Jinja cannot parse "
+                                                 f"(line {exc.lineno}: {visible_controls(exc.message or '')})") \
+                        from None
+    check_templates(path)
     return path
 
 
+#: The largest override template read (the biggest shipped one is under 30 KB).
+MAX_TEMPLATE_BYTES = 1024 * 1024
+
+
+def _shown_name(directory: Path, entry: Path) -> str:
+    return repr(visible_controls(entry.relative_to(directory).as_posix()))
+
+
+def _read_override(directory: Path, pieces: tuple[str, ...] | list[str], shown: Path) -> str:
+    """The text of the template ``pieces`` under ``directory``, read without following any link: each component is
+    checked with ``lstat``, the file opened with ``O_NOFOLLOW`` where the system has it, and the open file must be
+    the one checked (same device and inode); a regular file with no other hard link, within
+    :data:`MAX_TEMPLATE_BYTES`. :class:`FileNotFoundError` when there is no such template."""
+    path = directory
+    checked = None
+    for piece in pieces:
+        path = path / piece
+        checked = os.lstat(path)  # FileNotFoundError: no such template here
+        if is_link(path):
+            raise TemplateDirError(shown, f"holds {_shown_name(directory, path)}, a link: override templates are read "
+                                          "only as regular files inside the directory; replace the link by a copy")
+    assert checked is not None
+    name = _shown_name(directory, path)
+    if not stat.S_ISREG(checked.st_mode):
+        if stat.S_ISDIR(checked.st_mode):
+            raise FileNotFoundError(path)
+        raise TemplateDirError(shown, f"holds {name}, which is not a regular file")
+    if checked.st_nlink > 1:
+        raise TemplateDirError(shown, f"holds {name}, a file with other hard links: override templates are read only "
+                                      "as files of their own; replace it by a copy")
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        if (opened.st_dev, opened.st_ino) != (checked.st_dev, checked.st_ino):
+            raise TemplateDirError(shown, f"holds {name}, which changed while it was read")
+        data = handle.read(MAX_TEMPLATE_BYTES + 1)
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise TemplateDirError(shown, f"holds {name}, larger than {MAX_TEMPLATE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TemplateDirError(shown, f"holds {name}, which is not UTF-8 text") from None
+
+
+class _OverrideLoader(jinja2.FileSystemLoader):
+    """The override directory first, then the shipped templates. From the override directory only ``*.j2`` names
+    are read, each by :func:`_read_override`: no link is followed, so no file of the agent outside the directory
+    (``/proc/self/environ``, a key, a secret file) can become part of a script."""
+
+    def __init__(self, override: Path, shown: Path) -> None:
+        super().__init__([str(override), str(TEMPLATE_DIR)])
+        self.override = override
+        self.shown = shown
+        self.shipped = jinja2.FileSystemLoader(str(TEMPLATE_DIR))
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        pieces = split_template_path(template)  # refuses '..'
+        if template.endswith(".j2"):
+            try:
+                source = _read_override(self.override, pieces, self.shown)
+            except FileNotFoundError:
+                pass
+            else:
+                path = os.path.join(self.override, *pieces)
+                stamp = os.lstat(path).st_mtime_ns
+
+                def uptodate() -> bool:
+                    try:
+                        return os.lstat(path).st_mtime_ns == stamp
+                    except OSError:
+                        return False
+
+                return source, path, uptodate
+        return self.shipped.get_source(environment, template)
+
+
 @functools.lru_cache(maxsize=8)
-def _environment(search_path: tuple[str, ...]) -> jinja2.Environment:
+def _environment(override: str | None, shown: str | None) -> jinja2.Environment:
     """A sandboxed environment for every rendering, shipped templates included: a template reads the variables it
     is given and the templates it includes, and cannot reach Python (attributes starting with ``_``, ``mro``,
     ``__globals__``, ``str.format`` on arbitrary objects, mutating methods). The shipped templates need nothing the
-    sandbox forbids, so one kind of environment serves both and an override cannot do more than a shipped one."""
+    sandbox forbids, so one kind of environment serves both and an override cannot do more than a shipped one. An
+    override directory is read through :class:`_OverrideLoader` (no link followed, ``*.j2`` only)."""
+    loader = (jinja2.FileSystemLoader([str(TEMPLATE_DIR)]) if override is None or shown is None
+              else _OverrideLoader(Path(override), Path(shown)))
     return ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(list(search_path)),
+        loader=loader,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -124,8 +224,10 @@ def _env(override_dir: Path | None) -> jinja2.Environment:
     """Templates in ``override_dir`` win over the shipped ones, name by name; a missing directory is an error
     (:class:`TemplateDirError`), never silently the shipped templates."""
     if override_dir is None:
-        return _environment((str(TEMPLATE_DIR),))
-    return _environment((str(check_template_dir(override_dir)), str(TEMPLATE_DIR)))
+        return _environment(None, None)
+    if not override_dir.is_dir():
+        check_template_dir(override_dir)  # says what is wrong
+    return _environment(os.path.realpath(override_dir), str(override_dir))
 
 
 _PARSER = jinja2.Environment()  # parsing only: finds extends/include names, renders nothing
@@ -166,11 +268,36 @@ def render_step(step: str, data: Mapping[str, Any], *, override_dir: Path | None
 
     The default is the wire form exbe sends (:func:`compact`); ``readable`` keeps comments and indentation. Both
     carry only the functions the step uses (:func:`prune_functions`)."""
+    steps.get(step).check_input(data)
+    return _step_rendering(step, override_dir).script(contract.encode_input(data), readable=readable)
+
+
+def _step_rendering(step: str, override_dir: Path | None) -> _Rendering:
     declared = steps.get(step)
-    declared.check_input(data)
-    rendering = _rendering(_env(override_dir), step, ("_base.ps1.j2", declared.template),
-                           (("step", step), ("mutating", declared.mutating)), wire=True)
-    return rendering.script(contract.encode_input(data), readable=readable)
+    return _rendering(_env(override_dir), step, ("_base.ps1.j2", declared.template),
+                      (("step", step), ("mutating", declared.mutating)), wire=True)
+
+
+def _manual_rendering(task: str, override_dir: Path | None) -> _Rendering:
+    return _rendering(_env(override_dir), f"manual_{task}", (f"manual_{task}.ps1.j2",),
+                      (("step", f"manual_{task}"),), wire=False)
+
+
+def check_templates(override_dir: Path) -> None:
+    """Every step script and hand-run script rendered once with ``override_dir`` (the renderings are cached, so a run
+    pays nothing more): a template Jinja refuses, that names an undefined variable or that misplaces the input
+    document is a :class:`TemplateDirError` before any server is contacted, not a failure on each of them."""
+    try:
+        for step in steps.REGISTRY:
+            _step_rendering(step, override_dir)
+        for task in MANUAL_TASKS:
+            _manual_rendering(task, override_dir)
+    except TemplateDirError:
+        raise
+    except (jinja2.TemplateError, ValueError) as exc:
+        where = f" ({exc.name}, line {exc.lineno})" if isinstance(exc, jinja2.TemplateSyntaxError) else ""
+        raise TemplateDirError(override_dir, f"holds a template exbe cannot render{where}: "
+                                             f"{visible_controls(' '.join(str(exc).split()))[:200]}") from None
 
 
 def render_manual(task: str, data: Mapping[str, Any], *, override_dir: Path | None = None) -> str:
@@ -178,9 +305,9 @@ def render_manual(task: str, data: Mapping[str, Any], *, override_dir: Path | No
     if task not in MANUAL_TASKS:
         raise ValueError(f"unknown task {task!r} for a hand-run script; known: {', '.join(MANUAL_TASKS)}")
     contract.validate(f"manual {task} input", data, MANUAL_INPUT, choices=MANUAL_CHOICES)
-    rendering = _rendering(_env(override_dir), f"manual_{task}", (f"manual_{task}.ps1.j2",),
-                           (("step", f"manual_{task}"),), wire=False)
-    return rendering.script(contract.encode_input(data), readable=True)
+    if override_dir is not None:
+        check_template_dir(override_dir)  # an admin's one script: every override checked, one line when refused
+    return _manual_rendering(task, override_dir).script(contract.encode_input(data), readable=True)
 
 
 def is_exbe_rendering(text: str) -> tuple[bool, str]:

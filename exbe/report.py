@@ -29,21 +29,19 @@ naming the report and the path; the caller prints it and still exits non-zero.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import re
-import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from . import __version__
+from . import __version__, safe_write
 from .errors import ExbeError
 from .model import CheckResult, ServerRun, StepResult
-from .redaction import REDACTOR, VOCABULARY, Redact, clean, redact_values
+from .quoting import verify_command
+from .redaction import REDACTOR, VOCABULARY, Redact, clean, redact_values, typed_text
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -168,32 +166,12 @@ def advice(message: str) -> str | None:
 
 
 def write_atomically(path: Path, text: str, kind: str) -> None:
-    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` through a temporary file beside it and a rename; any
-    OSError becomes :class:`ReportWriteError` and leaves no temporary file behind."""
-    path = Path(path)
-    temporary: Path | None = None
+    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` whole or not at all, never through a link
+    (:func:`exbe.safe_write.write_atomically`); any OSError becomes :class:`ReportWriteError`."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        while temporary is None:
-            candidate = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-            try:  # created by exbe alone (O_EXCL), with the permissions a plain write would give (0666 less umask)
-                descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                                     0o666)
-            except FileExistsError:
-                continue
-            temporary = candidate
-        with open(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-        if isinstance(exc, OSError):
-            raise ReportWriteError(kind, path, exc) from exc
-        raise
+        safe_write.write_atomically(Path(path), text.encode("utf-8"), f"the {kind} report")
+    except OSError as exc:
+        raise ReportWriteError(kind, Path(path), exc) from exc
 
 
 # -- JUnit -----------------------------------------------------------------------------------------------------------
@@ -307,7 +285,7 @@ def _step_case(server: str, step: StepResult, redact: Redact) -> ET.Element:
     case = _case(server, _word(step.step, redact), step.duration_s)
     message = _xml(step.message, redact)
     lines = [*(f"WARNING: {_xml(w, redact)}" for w in step.warnings),
-             *(f"{key}: {_xml(json.dumps(redact_values(value, redact), sort_keys=True), redact)}"
+             *(f"{key}: {typed_text(value, redact, sort_keys=True)}"
                for key, value in (("before", step.before), ("after", step.after)) if value)]
     if step.status == "failed":
         todo = advice(step.message)
@@ -325,13 +303,13 @@ def _step_case(server: str, step: StepResult, redact: Redact) -> ET.Element:
 def _check_case(server: str, check: CheckResult, seconds: float, redact: Redact) -> ET.Element:
     case = _case(server, _word(check.id, redact), seconds)
     message = _xml(check.message, redact)
-    evidence = [*([f"value: {_xml(json.dumps(redact_values(check.value, redact)), redact)}"]
+    evidence = [*([f"value: {typed_text(check.value, redact)}"]
                   if check.value is not None else []),
                 *([f"evidence: {_xml(check.details, redact)}"] if check.details else [])]
     todo = advice(check.message)
     if check.status == "fail":
         body = [message, *evidence, f"what to do: {_xml(todo, redact)}" if todo else
-                f"what to do: fix what the message names, then run `exbe verify --server {server}`"]
+                f"what to do: fix what the message names, then run {verify_command(server)}"]
         ET.SubElement(case, "failure", message=message, type=_word(check.id, redact)).text = "\n".join(body)
     elif check.status == "skip":
         ET.SubElement(case, "skipped", message=message)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from .facts import Binding, Certificate, ExchangeFacts, HostFacts, normalise_thumbprint
+from .quoting import powershell_command
 from .run_settings import Settings
 
 BACKEND_PORT = 444
@@ -182,9 +183,9 @@ def new_exchange_key_size(old_key_size: int) -> int:
 def remove_binding_command(binding: Binding) -> str:
     """The WebAdministration command that removes an IP-specific binding (IPv6 addresses in brackets, as IIS
     writes them)."""
-    address = f"\"[{binding.address}]\"" if ":" in binding.address else binding.address
-    return (f"Remove-WebBinding -Name \"{binding.site}\" -IPAddress {address} -Port {binding.port} "
-            "-Protocol https")
+    address = f"[{binding.address}]" if ":" in binding.address else binding.address
+    return powershell_command("Remove-WebBinding", ("Name", binding.site), ("IPAddress", address),
+                              ("Port", binding.port or ""), ("Protocol", "https"))
 
 
 def short(thumbprint: str | None) -> str:

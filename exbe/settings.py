@@ -285,12 +285,28 @@ class Field:
             raise _must(label, f"be printable and at most {limit} characters long", text, hint)
 
 
+#: The longest string exbe takes from a file, a variable or a flag (a setting with ``max_length`` allows less): a
+#: name, a path, a URL path or an account fits; a 100 KB value is a mistake or an attack, never a setting.
+TEXT_LIMIT = 1024
+
+
 def refuse_controls(text: str, label: str, hint: str = "") -> None:
     """Control characters (NUL, ESC, newlines, DEL, C1, bidi controls...) are refused in every string exbe is given,
     whatever its source (file, environment, flag): they would end up in PowerShell parameters, URLs, log lines and
-    reports. The set is the one :func:`exbe.redaction.visible_controls` shows escaped in every output."""
+    reports. The set is the one :func:`exbe.redaction.visible_controls` shows escaped in every output. So is a
+    string longer than :data:`TEXT_LIMIT`."""
     if visible_controls(text, keep="") != text:
         raise _must(label, "not contain control characters", text, hint)
+    if len(text) > TEXT_LIMIT:
+        raise _must(label, f"be at most {TEXT_LIMIT} characters long", text, hint)
+
+
+def named(key: object) -> str:
+    """A name exbe did not expect (a key of a file, a variable's name) as a message shows it: as it is when it is
+    short and printable, else its ``repr`` with control characters escaped, cut short (:func:`shown`)."""
+    if isinstance(key, str) and visible_controls(key, keep="") == key and len(key) <= SHOWN_CHARACTERS:
+        return key
+    return shown(key)
 
 
 #: How much of a refused value an error line shows.
@@ -410,7 +426,7 @@ def subtree(exbe_cfg: Any) -> dict[str, Any]:
         raise ConfigError("exbe must be a mapping with 'inventory' and 'defaults'")
     unknown = sorted(set(tree) - {"inventory", "defaults"}, key=str)
     if unknown:
-        raise ConfigError(f"unknown setting exbe.{unknown[0]}; exbe holds only 'inventory' and 'defaults'")
+        raise ConfigError(f"unknown setting exbe.{named(unknown[0])}; exbe holds only 'inventory' and 'defaults'")
     return tree
 
 
@@ -418,7 +434,7 @@ def read_file(given: Any, where: str = "exbe.defaults", cls: type = Defaults, pr
     """The settings a configuration file gives under ``exbe.defaults``, type-checked."""
     given = plain(given) if given is not None else {}
     if not isinstance(given, dict):
-        raise ConfigError(f"{where} must be a mapping, got {given!r}")
+        raise ConfigError(f"{where} must be a mapping, got {shown(given)}")
     items = {item.name if isinstance(item, Field) else item[0]: item for item in fields_of(cls)}
     layer: Layer = {}
     for key, value in given.items():
@@ -429,8 +445,7 @@ def read_file(given: Any, where: str = "exbe.defaults", cls: type = Defaults, pr
                 raise ConfigError(f"{where}.{key} is refused: {PER_SERVER_ONLY[path]}")
             if path in REMOVED:
                 raise ConfigError(f"{where}.{key} was removed: {REMOVED[path]}; delete it from the file")
-            named = key if isinstance(key, str) and key.isprintable() and len(key) <= SHOWN_CHARACTERS else shown(key)
-            raise ConfigError(f"unknown setting {where}.{named}; known: {', '.join(items)}")
+            raise ConfigError(f"unknown setting {where}.{named(key)}; known: {', '.join(items)}")
         if isinstance(item, Field):
             layer[prefix + key] = (item.typed(value, f"{where}.{key}"), f"{where}.{key}")
         else:
@@ -462,18 +477,19 @@ def read_environment(environ: Mapping[str, str]) -> tuple[Layer, list[str]]:
         else:
             close = difflib.get_close_matches(name, [*BY_ENV, *OTHER_VARIABLES], n=1)
             guess = f"; did you mean {close[0]}?" if close else ""
-            warnings.append(f"{name} is not a variable exbe reads, ignored{guess} (docs/configuration.md lists them)")
+            warnings.append(f"{named(name)} is not a variable exbe reads, ignored{guess} (docs/configuration.md lists "
+                            "them)")
     return layer, warnings
 
 
 def _former_name(name: str) -> str:
     path = name.split("_EXBE_", 1)[1] if name.startswith("INVOKE_") else name[len("EXBE_EXBE_"):]
     if path == "INVENTORY" or path.startswith("INVENTORY_"):
-        return (f"{name}: the inventory cannot come from the environment; list the servers under exbe.inventory in "
-                "exbe.yaml")
+        return (f"{named(name)}: the inventory cannot come from the environment; list the servers under "
+                "exbe.inventory in exbe.yaml")
     current = BY_ENV.get("EXBE_" + path.removeprefix("DEFAULTS_"))
     instead = f"set {current.env} instead" if current else "settings are EXBE_<SETTING>, such as EXBE_DAYS"
-    return f"{name} is no longer read: {instead} (docs/configuration.md)"
+    return f"{named(name)} is no longer read: {instead} (docs/configuration.md)"
 
 
 def read_flags(flags: Mapping[str, Any]) -> Layer:

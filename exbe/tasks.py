@@ -204,6 +204,7 @@ def render(c: Context, task_name: str | None = None, server: list[str] | None = 
     from .errors import ExbeError
     from .model import Settings
     from .render import manual_input, render_manual, to_file_bytes
+    from .safe_write import write_atomically
 
     if not task_name:
         raise Exit("exbe: which script? `exbe render renew` (or verify, trust, bind, cleanup)", code=2)
@@ -222,7 +223,7 @@ def render(c: Context, task_name: str | None = None, server: list[str] | None = 
     except (ExbeError, ValueError) as exc:
         raise Exit(f"exbe: {exc}", code=2) from None
     if script:
-        script.write_bytes(to_file_bytes(text))
+        write_atomically(script, to_file_bytes(text), "--output")
     else:
         sys.stdout.write(text)
 

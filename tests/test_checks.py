@@ -160,7 +160,7 @@ def test_an_ip_specific_444_binding_fails_with_the_command_that_removes_it():
     result = check("no_ip_specific_444", facts, exchange)
     assert result.status == "fail" and result.value == ["10.0.0.5:444:"]
     assert result.message.endswith(
-        'Remove-WebBinding -Name "Exchange Back End" -IPAddress 10.0.0.5 -Port 444 -Protocol https')
+        "Remove-WebBinding -Name 'Exchange Back End' -IPAddress '10.0.0.5' -Port 444 -Protocol 'https'")
 
 
 def test_an_ipv6_444_binding_is_ip_specific_too_and_an_empty_address_is_not():

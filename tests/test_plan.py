@@ -279,7 +279,8 @@ def test_nothing_blocks_binding_on_a_normal_server():
 def test_an_ip_specific_444_binding_blocks_binding_with_the_command_that_removes_it():
     (blocker,) = bind.blockers(load_typed("ip_specific_444")[0])
     assert "IP-specific 444 binding 10.0.0.5:444:" in blocker
-    assert blocker.endswith('Remove-WebBinding -Name "Exchange Back End" -IPAddress 10.0.0.5 -Port 444 -Protocol https')
+    assert blocker.endswith(
+        "Remove-WebBinding -Name 'Exchange Back End' -IPAddress '10.0.0.5' -Port 444 -Protocol 'https'")
 
 
 def test_an_ipv6_444_binding_blocks_binding_too():

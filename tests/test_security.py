@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import dataclasses
+import datetime
 import html
 import io
 import json
 import logging
 import os
 import re
+import shlex
 import sys
+import tempfile
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +43,7 @@ from xml.sax.saxutils import escape as xml_escape
 import junitparser
 import pytest
 
+from exbe import quoting
 from exbe.ci import (
     AzureReporter,
     CiReporter,
@@ -63,11 +69,13 @@ from exbe.redaction import (
     secret_forms,
     visible_controls,
 )
-from exbe.render import MANUAL_TASKS
+from exbe.render import MANUAL_TASKS, TemplateDirError, check_template_dir
 from exbe.report import write_json, write_junit
 from exbe.sandbox.fleet import Fleet
+from exbe.sandbox.state import Binding as SandboxBinding
 from exbe.settings import SETTINGS
 from exbe.transport import check_auth_available
+from tests import pwsh
 
 USER = "CONTOSO\\svc-exbe"
 OLD, NEW = "BFDC0014BC99FCAD6B3F728F6C46BEE7B762FB39", "3E587C8F4A02A8361B6D705E38C453660118D23E"
@@ -392,6 +400,12 @@ PATHS = ["PowerShell?x=1", "PowerShell#x", "../wsman", "Power%53hell", "Power Sh
 
 STRING_SETTINGS = [known for known in SETTINGS if known.field.kind is str]
 
+#: A value no string setting, key, variable or flag takes (issue 25: exchange_path, --run and EXBE_USERNAME took
+#: 100 KB values).
+OVERSIZED = ["x" * 100_000]
+#: Every text no string input may hold.
+BAD_TEXTS = [*CONTROLS, *OVERSIZED]
+
 
 @dataclasses.dataclass(frozen=True)
 class Hostile:
@@ -422,15 +436,15 @@ def file_inputs() -> list[Hostile]:
     """Hostile values in exbe.yaml: inventory keys and every string setting under exbe.defaults."""
     entry = "server 'exch01' (exbe.inventory[0])"
     found = [Hostile("file", f"{entry}: {key}", _load_file([{"name": "exch01", key: value}]))
-             for key in ("host", "exchange_host") for value in HOSTS + CONTROLS]
+             for key in ("host", "exchange_host") for value in HOSTS + BAD_TEXTS]
     found += [Hostile("file", "exbe.inventory[0]: name", _load_file([{"name": value, "host": "exch01"}]))
-              for value in [*CONTROLS, "n" * 64]]
+              for value in [*BAD_TEXTS, "n" * 64]]
     found += [Hostile("file", f"{entry}: {key}", _load_file([{"name": "exch01", key: value}]))
-              for key, values in (("groups", [[c] for c in CONTROLS]), ("ca_file", CONTROLS),
-                                  ("exchange_path", PATHS + CONTROLS))
+              for key, values in (("groups", [[c] for c in BAD_TEXTS]), ("ca_file", BAD_TEXTS),
+                                  ("exchange_path", PATHS + BAD_TEXTS))
               for value in values]
     found += [Hostile("file", known.key, _load_file(["exch01"], _nested(known.path, value)))
-              for known in STRING_SETTINGS for value in CONTROLS]
+              for known in STRING_SETTINGS for value in BAD_TEXTS]
     found += [Hostile("file", "exbe.defaults.cert_validation", _load_file(["exch01"], {"cert_validation": False})),
               Hostile("file", "server 'lab01' (exbe.inventory[0]): cert_validation: false is refused with Basic",
                       _load_file([{"name": "lab01", "auth": "basic", "ssl": True, "exchange_ssl": True,
@@ -442,23 +456,23 @@ def file_inputs() -> list[Hostile]:
 def environment_inputs() -> list[Hostile]:
     """Hostile values in EXBE_* variables: every string setting, the fleet-wide TLS switch, the user name."""
     found = [Hostile("environment", known.env, _load_env({known.env: value}))
-             for known in STRING_SETTINGS for value in CONTROLS]
+             for known in STRING_SETTINGS for value in BAD_TEXTS]
     found += [Hostile("environment", "EXBE_CERT_VALIDATION", _load_env({"EXBE_CERT_VALIDATION": value}))
               for value in ("false", "0", "no", "off")]
     found += [Hostile("environment", "EXBE_USERNAME",
                       lambda value=value: Credentials.from_env({"EXBE_USERNAME": value, "EXBE_PASSWORD": "Pa55-w0rd!"}))
-              for value in CONTROLS]
+              for value in BAD_TEXTS]
     return found
 
 
 #: The task flags that take text, and a task that takes each.
 TEXT_FLAGS = {"--server": "renew", "--group": "renew", "--shard": "renew", "--days": "renew", "--min-age": "renew",
-              "--smtp": "renew", "--junit": "renew", "--json": "renew", "--thumbprint": "bind"}
+              "--smtp": "renew", "--junit": "renew", "--json": "renew", "--thumbprint": "bind", "--run": "unlock"}
 
 
 def flag_inputs() -> list[tuple[str, str, str]]:
-    """(task, flag, value) for every text flag and every control text."""
-    return [(task, flag, value) for flag, task in TEXT_FLAGS.items() for value in CONTROLS]
+    """(task, flag, value) for every text flag and every bad text."""
+    return [(task, flag, value) for flag, task in TEXT_FLAGS.items() for value in BAD_TEXTS]
 
 
 def _refusal(hostile: Hostile) -> str | None:
@@ -720,9 +734,10 @@ def test_tls_validation_off_is_said_for_that_server_in_console_junit_and_json_on
 FIGURES_VARIABLE = "SECURITY_SUITE_FIGURES"
 
 
-def test_the_suite_figures(written, end_to_end, flag_runs, capsys):
-    """Inputs tried per channel, artifacts scanned, encodings, findings: printed, and written to the file that
-    ``SECURITY_SUITE_FIGURES`` names (``SECURITY_SUITE_FIGURES=figures.md python -m pytest tests/test_security.py``)."""
+def test_the_suite_figures(written, end_to_end, flag_runs, round_two):
+    """Inputs tried per channel, artifacts scanned, encodings, findings: printed (``pytest -rA`` shows it in the
+    test's captured output), and written to the file that ``SECURITY_SUITE_FIGURES`` names
+    (``SECURITY_SUITE_FIGURES=figures.md python -m pytest tests/test_security.py``)."""
     file_findings = [h.label for h in file_inputs() if _refusal(h) is not None]
     env_findings = [h.label for h in environment_inputs() if _refusal(h) is not None]
     flag_findings = [flag for _, flag, _, code, out, err in flag_runs if _flag_problem(flag, code, out, err)]
@@ -743,9 +758,11 @@ def test_the_suite_figures(written, end_to_end, flag_runs, capsys):
         (f"server-side strings in every report field (synthetic runs, {len(PASSWORDS)} passwords): hostile strings "
          "+ planted secret values", len(HOSTILE) * len(PASSWORDS) + planted, sum(map(len, synthetic.values()))),
     ]
-    findings = leaks + refusals
+    rows += [(f"{channel} (issue 25)", count, len(found)) for channel, count, found in round_two]
+    second_round = sum(len(found) for _, _, found in round_two)
+    findings = leaks + refusals + second_round
     lines = [
-        "# Issue 13: security suite figures",
+        "# Issues 13 and 25: security suite figures",
         "",
         "Generated by `SECURITY_SUITE_FIGURES=<this file> .venv/bin/python -m pytest tests/test_security.py` "
         "(test_the_suite_figures, from the suite's own tables and runs).",
@@ -761,12 +778,711 @@ def test_the_suite_figures(written, end_to_end, flag_runs, capsys):
         f"({len(outputs)} outputs x {len(E2E_PASSWORDS)} passwords: {', '.join(outputs)}).",
         f"- Encodings searched in each artifact: {len(ENCODINGS)} ({', '.join(ENCODINGS)}).",
         f"- Findings: {findings} (the password in an artifact, or a raw control character in a console or CI "
-        f"output: {leaks}; a hostile input accepted, crashing or echoed raw: {refusals}).",
+        f"output: {leaks}; a hostile input accepted, crashing or echoed raw: {refusals}; second round, issue 25: "
+        f"{second_round}).",
+        *(f"  - {finding}" for _, _, found in round_two for finding in found),
     ]
     text = "\n".join(lines) + "\n"
-    with capsys.disabled():
-        print("\n" + text)
+    print("\n" + text)  # shown by `pytest -rA` (also under xdist), and written to SECURITY_SUITE_FIGURES
     target = os.environ.get(FIGURES_VARIABLE)
     if target:
         Path(target).write_text(text, encoding="utf-8")
     assert findings == 0
+
+
+# =====================================================================================================================
+# Second round (issue 25): templates that read agent files, printed commands that carry server text, the lock folder,
+# hostile configuration files, writes through links, credentials that cannot be sent. Each table below is one channel
+# of hostile inputs; the figures test counts them (ROUND_TWO).
+# =====================================================================================================================
+
+#: The password of the second round's runs, and a file of the agent that holds it (as an environment or a key would).
+AGENT_SECRET = "Agent-Secret-Value-9137"
+
+
+def _render_verify(config: Path, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
+    return _run_cli(["exbe", "-f", str(config), "render", "verify"],
+                    {"EXBE_USERNAME": USER, "EXBE_PASSWORD": AGENT_SECRET, **(environ or {})})
+
+
+def _override_including(folder: Path, name: str) -> Path:
+    """An override directory whose hand-run verify script includes ``name`` (NULs of an environment block made
+    blanks, so the script renders), and the configuration file that names it."""
+    templates = folder / "templates"
+    templates.mkdir()
+    shipped = (Path(__file__).parent.parent / "ps_templates" / "manual_verify.ps1.j2").read_text(encoding="utf-8")
+    include = '{% set x %}{% include "' + name + '" %}{% endset %}{{ x|replace("\\x00", " ") }}'
+    (templates / "manual_verify.ps1.j2").write_text(shipped.replace("# Read only:", f"# {include}"), encoding="utf-8")
+    config = folder / "exbe.json"
+    config.write_text(json.dumps({"exbe": {"inventory": ["exch01"], "defaults": {"template_dir": str(templates)}}}),
+                      encoding="utf-8")
+    return config
+
+
+def _plant_link_to_environment(templates: Path, secret: Path) -> str:
+    os.symlink("/proc/self/environ", templates / "_env.ps1.j2")
+    return "_env.ps1.j2"
+
+
+def _plant_link_to_a_file(templates: Path, secret: Path) -> str:
+    os.symlink(secret, templates / "_secret.ps1.j2")
+    return "_secret.ps1.j2"
+
+
+def _plant_linked_folder(templates: Path, secret: Path) -> str:
+    os.symlink(secret.parent, templates / "linked")
+    return f"linked/{secret.name}"
+
+
+def _plant_hard_link(templates: Path, secret: Path) -> str:
+    os.link(secret, templates / "_hard.ps1.j2")
+    return "_hard.ps1.j2"
+
+
+def _plant_other_file(templates: Path, secret: Path) -> str:
+    (templates / "secret.txt").write_text(secret.read_text(encoding="utf-8"), encoding="utf-8")
+    return "secret.txt"
+
+
+def _plant_parent_path(templates: Path, secret: Path) -> str:
+    return f"../{secret.name}"
+
+
+def _plant_override_is_a_link(templates: Path, secret: Path) -> str:
+    (templates / "manual_verify.ps1.j2").unlink()
+    os.symlink(secret, templates / "manual_verify.ps1.j2")
+    return ""
+
+
+#: Ways an override directory could carry a file of the agent into a script (the include each one needs).
+TEMPLATE_PLANTS: dict[str, Callable[[Path, Path], str]] = {
+    "a link to /proc/self/environ": _plant_link_to_environment,
+    "a link to a file outside the directory": _plant_link_to_a_file,
+    "a linked folder": _plant_linked_folder,
+    "a hard link to a file outside": _plant_hard_link,
+    "a file that is not a *.j2 template": _plant_other_file,
+    "a path out of the directory (..)": _plant_parent_path,
+    "the override template itself a link": _plant_override_is_a_link,
+}
+
+
+@pytest.mark.parametrize("plant", TEMPLATE_PLANTS)
+def test_an_override_directory_carries_no_file_of_the_agent_into_a_script(tmp_path, plant):
+    _check_template_plant(tmp_path, plant)
+
+
+def _check_template_plant(tmp_path: Path, plant: str) -> None:
+    """The finding: a link in the override directory pointing at /proc/self/environ made `exbe render` print
+    EXBE_PASSWORD; step scripts use the same loader. Every way in is refused in one line, exit code 2."""
+    secret = tmp_path / "agent-secret.ps1.j2"
+    secret.write_text(f"EXBE_PASSWORD={AGENT_SECRET}\n", encoding="utf-8")
+    config = _override_including(tmp_path, "")
+    templates = tmp_path / "templates"
+    name = TEMPLATE_PLANTS[plant](templates, secret)
+    text = (templates / "manual_verify.ps1.j2")
+    if name:
+        text.write_text(text.read_text(encoding="utf-8").replace('include ""', f'include "{name}"'), encoding="utf-8")
+    code, out, err = _render_verify(config)
+    assert AGENT_SECRET not in out + err
+    assert code == 2, out[-300:] + err
+    [line] = err.splitlines()
+    assert line.startswith(f"exbe: template override directory {str(templates)!r} ") and "Traceback" not in err
+    with pytest.raises(TemplateDirError):  # what a run checks before contacting any server (step scripts)
+        check_template_dir(templates)
+
+
+#: Override templates Jinja or exbe rejects: each one line and exit code 2, not a traceback.
+REJECTED_TEMPLATES = {"a syntax error": "{% if %}\n", "an undefined variable": "{{ nothing }}\n",
+                      "a reach for Python": '{{ "".__class__.__mro__ }}\n', "no input document": "Write-Output 1\n"}
+
+
+@pytest.mark.parametrize("template", REJECTED_TEMPLATES)
+def test_a_rejected_override_template_is_one_line_and_exit_code_2(tmp_path, template):
+    _check_rejected_template(tmp_path, template)
+
+
+def _check_rejected_template(tmp_path: Path, template: str) -> None:
+    config = _override_including(tmp_path, "")
+    templates = tmp_path / "templates"
+    (templates / "manual_verify.ps1.j2").write_text(REJECTED_TEMPLATES[template], encoding="utf-8")
+    code, out, err = _render_verify(config)
+    assert code == 2 and "Traceback" not in err, err
+    [line] = err.splitlines()
+    assert line.startswith(f"exbe: template override directory {str(templates)!r} holds ")
+    assert visible_controls(line, keep="") == line
+
+
+# -- printed commands: server text quoted for the shell the command is meant for ------------------------------------
+#: Run ids a local user could write into %ProgramData%\exbe\lock.json for exbe to print in `exbe unlock --run ...`.
+HOSTILE_RUN_IDS = ["x; touch pwned #", "$(touch pwned)", "`touch pwned`", "a'b\"c d", "x' --yes '", "~root/*", "$HOME",
+                   "x\\", "\u2019; touch pwned"]
+#: Run ids no quoting makes safe to show (control characters; a leading '-', which exbe's command line reads as an
+#: option whatever the quoting): exbe prints no command for them.
+UNPRINTABLE_RUN_IDS = ["x\ntouch pwned", "\x1b[31mred", "a\u202eb", "--yes", "-rf"]
+#: IIS site names and binding addresses a server could report for an IP-specific 444 binding.
+HOSTILE_BINDINGS = [("Evil'; Remove-Item C:\\ -Recurse; '", "10.0.0.5"),
+                    ("Site $(Stop-Computer) `whoami` \"x\"", "10.0.0.6"),
+                    ("Site \u2019; Stop-Computer; \u2018", "10.0.0.7"),
+                    ("Exchange Back End", "10.0.0.8';Stop-Computer;'"),
+                    ("Exchange Back End", "10.0.0.9$(Stop-Computer)")]
+
+
+def _plant_lock(fleet: Fleet, name: str, run_id: str) -> None:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    record = {"exbe_lock": 1, "run_id": run_id, "agent": "planted", "task": "renew",
+              "started_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "expires_at": (now + datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), "journal": []}
+    fleet.host(name).state.exbe_files["lock.json"] = {"text": json.dumps(record),
+                                                      "written_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _printed_exbe_commands(text: str) -> list[str]:
+    """The `exbe ...` commands a message tells the admin to run (between the backticks around them)."""
+    found = []
+    for end in re.finditer(r"` (?:removes|once|shows)", text):
+        start = text.rfind("`exbe ", 0, end.start())
+        if start >= 0:
+            found.append(text[start + 1:end.start()])
+    return found
+
+
+@pytest.fixture(scope="module")
+def unlock_runs(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str, int, str]]:
+    """`exbe unlock --server exch01` against a server whose lock file a local user planted, for each run id, then the
+    printed command run as an admin would paste it: (run id, the refusal, exit code of the pasted command, the lock
+    record left)."""
+    folder = tmp_path_factory.mktemp("unlock")
+    results = []
+    with Fleet(folder / "sandbox", [("exch01", "healthy")], username=USER, password=AGENT_SECRET) as fleet:
+        config = folder / "exbe.json"
+        config.write_text(json.dumps({"exbe": {"inventory": fleet.inventory()}}), encoding="utf-8")
+        credentials = {"EXBE_USERNAME": USER, "EXBE_PASSWORD": AGENT_SECRET}
+        for run_id in HOSTILE_RUN_IDS + UNPRINTABLE_RUN_IDS:
+            _plant_lock(fleet, "exch01", run_id)
+            record = folder / "unlock.json"
+            code, out, err = _run_cli(["exbe", "-f", str(config), "unlock", "--server", "exch01", "--json",
+                                       str(record)], credentials)
+            [server] = json.loads(record.read_text(encoding="utf-8"))["servers"]
+            message = next(step["message"] for step in server["steps"] if step["step"] == "unlock")
+            pasted = -1
+            for command in _printed_exbe_commands(message):
+                try:
+                    argv = shlex.split(command)
+                except ValueError as exc:
+                    raise AssertionError(f"{command!r} does not split: {exc}; the message: {message!r}") from None
+                pasted, _, _ = _run_cli([*argv[:1], "-f", str(config), *argv[1:]], credentials)
+            left = fleet.host("exch01").state.exbe_files.get("lock.json", {}).get("text", "")
+            results.append((run_id, message, pasted, left))
+            fleet.host("exch01").state.exbe_files.clear()
+    return results
+
+
+def test_the_unlock_command_printed_for_a_planted_lock_removes_exactly_that_lock_when_pasted(unlock_runs):
+    """The finding: a non-admin on the server plants lock.json and chooses the command exbe prints. Quoted for the
+    shell, the run id stays one argument: pasted into a POSIX shell the command removes that lock and does nothing
+    else."""
+    for run in unlock_runs[:len(HOSTILE_RUN_IDS)]:
+        _check_unlock_printed(run)
+
+
+def _check_unlock_printed(run: tuple[str, str, int, str]) -> None:
+    run_id, message, pasted, left = run
+    if run_id in UNPRINTABLE_RUN_IDS:
+        assert _printed_exbe_commands(message) == [] and "(the command is not shown: the --run value " in message, (
+            run_id, message)
+        assert left, "no command, so nothing pasted, nothing removed (the record keeps the run id as data)"
+        return
+    [command] = _printed_exbe_commands(message)
+    argv = shlex.split(command)
+    assert argv == ["exbe", "unlock", "--server", "exch01", "--run", run_id], (run_id, command)
+    assert pasted == 0 and left == "", (run_id, command)
+
+
+def test_no_command_is_printed_for_a_run_id_no_quoting_makes_safe(unlock_runs):
+    for run in unlock_runs[len(HOSTILE_RUN_IDS):]:
+        _check_unlock_printed(run)
+
+
+def _powershell_arguments(command: str) -> list[tuple[str, str]]:
+    """``(parameter, value)`` of one PowerShell command as tree-sitter-pwsh tokenizes it; each value must be one
+    verbatim (single-quoted) string or a number."""
+    assert pwsh.syntax_errors(command) == [], command
+    [found] = [node for node in pwsh._walk(pwsh.parse(command).root_node) if node.type == "command"]
+    elements = next(child for child in found.children if child.type == "command_elements")
+    arguments, parameter = [], None
+    for child in elements.children:
+        if child.type == "command_parameter":
+            parameter = pwsh._text(child)
+        elif child.type != "command_argument_sep":
+            literals = [n for n in pwsh._walk(child) if n.type in (
+                "verbatim_string_characters", "decimal_integer_literal", "expandable_string_literal", "variable")]
+            assert len(literals) == 1 and literals[0].type != "expandable_string_literal", (command,
+                                                                                            pwsh._text(child))
+            text = pwsh._text(literals[0])
+            if literals[0].type == "verbatim_string_characters":
+                assert text[0] in quoting.POWERSHELL_SINGLE_QUOTES and text[-1] in quoting.POWERSHELL_SINGLE_QUOTES
+                text = re.sub(f"([{quoting.POWERSHELL_SINGLE_QUOTES}])\\1", r"\1", text[1:-1])
+            arguments.append((str(parameter), text))
+    return arguments
+
+
+_QUOTE = f"[{quoting.POWERSHELL_SINGLE_QUOTES}]"
+#: A Remove-WebBinding command as exbe prints it: parameters with a number or a single-quoted string each.
+_REMOVE_BINDING = re.compile(rf"Remove-WebBinding(?: -\w+ (?:\d+|{_QUOTE}(?:[^{quoting.POWERSHELL_SINGLE_QUOTES}]"
+                             rf"|{_QUOTE}{_QUOTE})*{_QUOTE}))+")
+
+
+@pytest.fixture(scope="module")
+def binding_runs(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str, list[str]]]:
+    """`exbe verify` and `exbe bind` against a server reporting each hostile IP-specific 444 binding on its back-end
+    site (named by the server, and by the admin's backend_site): (site, address, the Remove-WebBinding commands in
+    every message of the JSON records)."""
+    folder = tmp_path_factory.mktemp("bindings")
+    results = []
+    with Fleet(folder / "sandbox", [("exch01", "healthy")], username=USER, password=AGENT_SECRET) as fleet:
+        credentials = {"EXBE_USERNAME": USER, "EXBE_PASSWORD": AGENT_SECRET}
+        state = fleet.host("exch01").state
+        for site, address in HOSTILE_BINDINGS:
+            config = folder / "exbe.json"
+            config.write_text(json.dumps({"exbe": {"inventory": fleet.inventory(),
+                                                   "defaults": {"backend_site": site}}}), encoding="utf-8")
+            backend = state.sites.pop("Exchange Back End")
+            state.sites[site] = dataclasses.replace(backend, name=site,
+                                                    bindings=[*backend.bindings,
+                                                              SandboxBinding("https", f"{address}:444:")])
+            commands = []
+            for task in ("verify", "bind"):
+                record = folder / f"{task}.json"
+                _run_cli(["exbe", "-f", str(config), task, "--all", "--json", str(record)], credentials)
+                text = "\n".join(_values("json", record.read_text(encoding="utf-8")))
+                commands += _REMOVE_BINDING.findall(text)
+            del state.sites[site]
+            state.sites["Exchange Back End"] = backend
+            results.append((site, address, commands))
+    return results
+
+
+def test_the_remove_binding_command_keeps_each_server_value_one_powershell_argument(binding_runs):
+    for run in binding_runs:
+        _check_binding_printed(run)
+
+
+def _check_binding_printed(run: tuple[str, str, list[str]]) -> None:
+    site, address, commands = run
+    assert len(commands) >= 2, (site, address, "verify's check and bind's blocker each print one")
+    for command in commands:
+        assert _powershell_arguments(command) == [("-Name", site), ("-IPAddress", address), ("-Port", "444"),
+                                                  ("-Protocol", "https")], command
+
+
+@pytest.mark.parametrize("value", [*HOSTILE_RUN_IDS, *(s for s, _ in HOSTILE_BINDINGS)])
+def test_every_quoted_value_is_one_argument_to_both_shells(value):
+    assert shlex.split(quoting.exbe_command("verify", ("--server", value)).strip("`")) == [
+        "exbe", "verify", "--server", value]
+    assert _powershell_arguments(quoting.powershell_command("Remove-WebBinding", ("Name", value))) == [
+        ("-Name", value)]
+
+
+@pytest.mark.parametrize("server", ["exch01", "exch 01;x", "exch$(id)"])
+def test_the_unlock_commands_keep_the_server_one_argument_with_run_or_yes(server):
+    for command, tail in [(quoting.unlock_command(server), []), (quoting.unlock_command(server, "r1"), ["--run", "r1"]),
+                          (quoting.unlock_command(server, any_lock=True), ["--yes"])]:
+        assert shlex.split(command.strip("`")) == ["exbe", "unlock", "--server", server, *tail], command
+
+
+@pytest.mark.parametrize("value", UNPRINTABLE_RUN_IDS)
+def test_a_value_no_quoting_makes_safe_is_never_printed(value):
+    commands = [quoting.exbe_command("unlock", ("--run", value))]
+    if not value.startswith("-"):  # a quoted string is never a parameter to PowerShell
+        commands.append(quoting.powershell_command("Remove-WebBinding", ("Name", value)))
+    for command in commands:
+        assert value not in command and "(the command is not shown: " in command
+
+
+#: Folder names an admin could give `exbe sandbox` (--state-dir, --inventory), in the commands it prints.
+HOSTILE_PATH_PARTS = ["state $(touch pwned)", "it's `id`", "a;b&c|d"]
+
+
+@pytest.mark.parametrize("part", HOSTILE_PATH_PARTS)
+def test_the_commands_exbe_sandbox_prints_keep_each_path_one_word(tmp_path, capsys, part):
+    _check_sandbox_printed(tmp_path, part)
+    capsys.readouterr()
+
+
+def _check_sandbox_printed(tmp_path: Path, part: str) -> None:
+    from exbe.sandbox.cli import serve
+
+    folder = tmp_path / part
+    stop = threading.Event()
+    stop.set()
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), _process_redactor_restored():
+        serve(hosts=1, scenarios="healthy", faults="", latency_ms=0, state_dir=str(folder / "state"),
+              inventory=str(folder / "inventory.yaml"), https=False, keep=False, stop=stop)
+    lines = output.getvalue().splitlines()
+    [credentials] = [line.split("   ")[0].removeprefix("credentials: ") for line in lines
+                     if line.startswith("credentials: ")]
+    assert shlex.split(credentials) == [".", str(folder / "state" / "credentials.env")], credentials
+    [command] = [line.strip().split("      ")[0] for line in lines if line.strip().startswith("exbe -f ")]
+    assert shlex.split(command) == ["exbe", "-f", str(folder / "inventory.yaml"), "verify", "--all"], command
+
+
+# -- the lock folder %ProgramData%\exbe: a local user can create it first, or plant a junction ------------------------
+#: A local non-admin's SID (RID 1001), the creator and so the owner of what they plant.
+LOCAL_USER_SID = "S-1-5-21-3623811015-3361044348-30300820-1001"
+_FORGED = json.dumps({"exbe_lock": 1, "run_id": "forged", "agent": "mallory", "task": "renew",
+                      "started_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-01T00:30:00Z",
+                      "journal": [{"step": "lock", "phase": "begin", "replaces": {"my": []}}],
+                      "ended": {"how": "removed"}})
+
+
+def _plant_folder_owner(state: Any) -> None:
+    state.exbe_directory_place = {"owner": LOCAL_USER_SID}
+    state.exbe_directory_acl = ["S-1-5-32-544", "S-1-5-18"]  # an ACL that looks right does not make it exbe's
+
+
+def _plant_folder_junction(state: Any) -> None:
+    state.exbe_directory_place = {"reparse": "C:\\Users\\mallory\\exbe"}
+
+
+def _plant_lock_file_owner(state: Any) -> None:
+    state.exbe_files["lock.json"] = {"text": _FORGED, "written_at": "2026-01-01T00:00:00Z", "owner": LOCAL_USER_SID}
+
+
+def _plant_journal_link(state: Any) -> None:
+    state.exbe_files["last-run.json"] = {"text": _FORGED, "written_at": "2026-01-01T00:00:00Z",
+                                         "reparse": "C:\\Windows\\System32\\drivers\\etc\\hosts"}
+
+
+#: What a local user could plant in %ProgramData%\exbe before exbe's first run, and the words of the refusal.
+LOCK_PLANTS: dict[str, tuple[Callable[[Any], None], str]] = {
+    "a folder a user created (owner)": (_plant_folder_owner, f"C:\\ProgramData\\exbe is owned by {LOCAL_USER_SID}"),
+    "a junction in place of the folder": (_plant_folder_junction, "C:\\ProgramData\\exbe is a junction or a link"),
+    "a lock file a user owns": (_plant_lock_file_owner, f"lock.json is owned by {LOCAL_USER_SID}"),
+    "a journal file that is a link": (_plant_journal_link, "last-run.json is a junction or a link"),
+}
+
+
+@pytest.mark.parametrize("plant", LOCK_PLANTS)
+def test_a_planted_lock_folder_or_file_fails_the_run_before_anything_changes(tmp_path, plant):
+    _check_lock_plant(tmp_path, plant)
+
+
+def _check_lock_plant(tmp_path: Path, plant: str) -> None:
+    """The finding: %ProgramData%\\exbe was trusted when it existed, with only a warning; a local non-admin could
+    forge the journal exbe acts on or redirect its writes. Each planted place fails the lock step with the reason,
+    and the server is left as it was."""
+    with Fleet(tmp_path / "sandbox", [("exch01", "backend_expiring")], username=USER,
+               password=AGENT_SECRET) as fleet:
+        state = fleet.host("exch01").state
+        do, words = LOCK_PLANTS[plant]
+        do(state)
+        before = [cert.thumbprint for cert in state.my], copy.deepcopy(state.sites)
+        config, record = tmp_path / "exbe.json", tmp_path / "renew.json"
+        config.write_text(json.dumps({"exbe": {"inventory": fleet.inventory()}}), encoding="utf-8")
+        code, out, err = _run_cli(["exbe", "-f", str(config), "renew", "--all", "--json", str(record)],
+                                  {"EXBE_USERNAME": USER, "EXBE_PASSWORD": AGENT_SECRET})
+        assert code == 1, out[-600:] + err
+        [server] = json.loads(record.read_text(encoding="utf-8"))["servers"]
+        [lock] = [step for step in server["steps"] if step["step"] == "lock"]
+        assert lock["status"] == "failed" and words in lock["message"] and "nothing was changed" in lock["message"]
+        assert [step["step"] for step in server["steps"]] == ["lock"]
+        assert ([cert.thumbprint for cert in state.my], state.sites) == before
+
+
+# -- configuration files: budgets, names exbe cannot read, keys echoed escaped ----------------------------------------
+def _alias_bomb() -> str:
+    """The billion laughs in YAML: nine levels of nine aliases, 9**9 values from under 500 bytes."""
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    return "\n".join(lines) + "\nexbe: {inventory: [*i]}\n"
+
+
+#: Configuration files exbe must refuse in one line and exit code 2: (file name, content; None: no file).
+CONFIG_FILES: dict[str, tuple[str, str | None]] = {
+    "the billion laughs (alias bomb)": ("bomb.yaml", _alias_bomb()),
+    "nesting 5000 deep (YAML)": ("deep.yaml", "[" * 5000 + "]" * 5000),
+    "nesting 5000 deep (JSON)": ("deep.json", "[" * 5000 + "]" * 5000),
+    "a 5 MB file": ("big.yaml", "exbe: {inventory: [exch01]}\n" + "#" * 5_000_000 + "\n"),
+    "a name that is not YAML or JSON": ("exbe.txt", "exbe: {inventory: [exch01]}\n"),
+    "a name without a suffix": ("exbe", "exbe: {inventory: [exch01]}\n"),
+    "a name over 255 characters": ("x" * 300 + ".yaml", None),
+    "a folder": ("folder.yaml", None),
+    "a raw control character": ("control.yaml", "exbe: {inventory: [exch01]}\n# \x1b[2J\x07\n"),
+    "an unknown key under exbe, with ESC": ("key1.yaml", "exbe: {inventory: [exch01], \"x\\e[2Jy\": 1}\n"),
+    "an unknown setting, with ESC": ("key2.yaml", "exbe: {inventory: [exch01], defaults: {\"x\\e[2Jy\": 1}}\n"),
+    "an unknown sandbox setting, with a bidi control": (
+        "key3.yaml", "exbe: {inventory: [exch01], defaults: {sandbox: {\"x\\u202ey\": 1}}}\n"),
+    "an unknown inventory key, with BEL": ("key4.yaml", "exbe: {inventory: [{name: exch01, \"x\\ay\": 1}]}\n"),
+    "a 100 KB exchange_path": ("long.yaml", json.dumps({"exbe": {"inventory": [
+        {"name": "exch01", "exchange_path": "p" * 100_000}]}})),
+}
+
+
+def _one_line_usage_error(code: int, out: str, err: str) -> str | None:
+    """None when a run ended as a bad input must: exit code 2, one printable line on stderr, no traceback."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    if code != 2:
+        return f"exit code {code}: {err[-300:]!r}"
+    if len(lines) != 1 or "Traceback" in out + err:
+        return f"said {err[-300:]!r}"
+    if visible_controls(out + err, keep="\n") != out + err:
+        return f"raw control characters in {err!r}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def config_file_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, str]]:
+    """`exbe -f FILE verify --all` for each of CONFIG_FILES (each refused before any server is contacted), and the
+    alias bomb as ~/.exbe.yaml."""
+    folder = tmp_path_factory.mktemp("config-files")
+    runs = {}
+    for label, (name, content) in CONFIG_FILES.items():
+        path = folder / name
+        if name == "folder.yaml":
+            path.mkdir()
+        elif content is not None:
+            path.write_text(content, encoding="utf-8")
+        try:
+            runs[label] = _run_cli(["exbe", "-f", str(path), "verify", "--all"], {})
+        except Exception as exc:  # noqa: BLE001 - a crash is the finding (exbe's entry point would print a traceback)
+            runs[label] = (1, "", f"Traceback: {type(exc).__name__}: {exc}")
+    home = folder / "home"
+    home.mkdir()
+    (home / ".exbe.yaml").write_text(_alias_bomb(), encoding="utf-8")
+    runs["the alias bomb as ~/.exbe.yaml"] = _run_cli(["exbe", "verify", "--all"], {"HOME": str(home)})
+    return runs
+
+
+@pytest.mark.parametrize("label", [*CONFIG_FILES, "the alias bomb as ~/.exbe.yaml"])
+def test_a_configuration_file_exbe_cannot_take_is_one_line_and_exit_code_2(config_file_runs, label):
+    """The findings: a 488-byte alias bomb cost 52 s and 1 GB, then a traceback; -f with a non-YAML name and paths
+    over 255 characters ended in tracebacks; unknown keys reached stderr with raw control characters."""
+    _check_config_file(label, config_file_runs[label])
+
+
+def _check_config_file(label: str, run: tuple[int, str, str]) -> None:
+    assert _one_line_usage_error(*run) is None, (label, run[2][-300:])
+    if "bomb" in label:
+        assert "once its aliases are expanded" in run[2]
+
+
+#: EXBE_* variables exbe does not read, whose names a pipeline could fill with control characters.
+HOSTILE_VARIABLE_NAMES = ["EXBE_FOO\x1b[31m", "EXBE_\u202eSSAP", "EXBE_X\x07\x9b2J"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_VARIABLE_NAMES)
+def test_an_unknown_variable_name_is_echoed_with_its_control_characters_escaped(name):
+    _check_variable_name(name)
+
+
+def _check_variable_name(name: str) -> None:
+    code, out, err = _run_cli(["exbe", "render", "verify"], {name: "1"})
+    assert code == 0 and "is not a variable exbe reads" in err
+    assert visible_controls(err, keep="\n") == err
+
+
+def test_a_former_variable_name_with_control_characters_is_refused_escaped():
+    _check_former_variable_name()
+
+
+def _check_former_variable_name() -> None:
+    code, out, err = _run_cli(["exbe", "render", "verify"], {"EXBE_EXBE_DEFAULTS_\x1b[2JDAYS": "1"})
+    assert _one_line_usage_error(code, out, err) is None
+
+
+# -- writes through links: reports and `render --output` ---------------------------------------------------------------
+#: The flags that name a file exbe writes, and the task that takes each.
+WRITE_FLAGS = {"--junit": ["verify", "--all"], "--json": ["verify", "--all"], "--metrics": ["verify", "--all"],
+               "--output": ["render", "verify"]}
+
+
+def _plant_link_to_victim(folder: Path, name: str) -> tuple[Path, Path]:
+    victim = folder / "victim" / "authorized_keys"
+    victim.parent.mkdir(parents=True, exist_ok=True)
+    victim.write_text("ssh-ed25519 AAAA the agent's own key\n", encoding="utf-8")
+    link = folder / name
+    os.symlink(victim, link)
+    return link, victim
+
+
+def _plant_dangling_link(folder: Path, name: str) -> tuple[Path, Path]:
+    target = folder / "elsewhere" / "cron.d-exbe"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    link = folder / name
+    os.symlink(target, link)
+    return link, target
+
+
+LINK_PLANTS: dict[str, Callable[[Path, str], tuple[Path, Path]]] = {
+    "a link to an existing file": _plant_link_to_victim, "a link to a file not there yet": _plant_dangling_link}
+
+
+@pytest.mark.parametrize("plant", LINK_PLANTS)
+@pytest.mark.parametrize("flag", WRITE_FLAGS)
+def test_no_report_or_script_is_written_through_a_link(tmp_path, flag, plant):
+    _check_write_link(tmp_path, flag, plant)
+
+
+def _check_write_link(tmp_path: Path, flag: str, plant: str) -> None:
+    """The finding: `render --output` and the report paths wrote through symbolic links. A link is refused in one
+    line before anything runs, and what it points at stays as it was."""
+    config = tmp_path / "exbe.json"
+    config.write_text(json.dumps({"exbe": {"inventory": [{"name": "exch01", "host": "exch01.contoso.invalid"}]}}),
+                      encoding="utf-8")
+    link, target = LINK_PLANTS[plant](tmp_path, "report.out")
+    before = target.read_bytes() if target.exists() else None
+    task, *rest = WRITE_FLAGS[flag]
+    code, out, err = _run_cli(["exbe", "-f", str(config), task, *rest, flag, str(link)], {})
+    assert _one_line_usage_error(code, out, err) is None
+    assert "is a symbolic link" in err and "exbe does not write through links" in err
+    assert (target.read_bytes() if target.exists() else None) == before
+    assert os.path.islink(link)
+
+
+def test_a_report_whose_path_becomes_a_link_during_the_run_is_not_written_through_it(tmp_path):
+    """The check before the run is not the only one: the writers refuse a link too (a report written after a run
+    whose path was swapped meanwhile)."""
+    _check_writer_link(tmp_path)
+
+
+def _check_writer_link(tmp_path: Path) -> None:
+    link, victim = _plant_link_to_victim(tmp_path, "run.xml")
+    with pytest.raises(OSError, match="is a symbolic link"):
+        write_junit(fleet("Correct-Horse-Battery-Staple-42"), link, redact=Redactor().redact)
+    with pytest.raises(OSError, match="is a symbolic link"):
+        write_json(fleet("Correct-Horse-Battery-Staple-42"), link, redact=Redactor().redact)
+    assert victim.read_text(encoding="utf-8") == "ssh-ed25519 AAAA the agent's own key\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.xml", "victim"], "no temporary file left"
+
+
+def test_the_links_target_is_written_when_the_admin_names_it(tmp_path):
+    link, victim = _plant_link_to_victim(tmp_path, "verify.ps1")
+    code, out, err = _run_cli(["exbe", "render", "verify", "--output", str(victim)], {})
+    assert code == 0, err
+    assert victim.read_bytes().startswith(b"\xef\xbb\xbf# exbe-step: manual_verify")
+    assert os.path.islink(link) and link.read_bytes() == victim.read_bytes()
+
+
+# -- `--sandbox` leaves nothing behind ---------------------------------------------------------------------------------
+SANDBOX_OUTCOMES = ["a run that passes", "a run stopped by a bad --server"]
+
+
+@pytest.mark.parametrize("outcome", SANDBOX_OUTCOMES)
+def test_the_sandbox_removes_its_temporary_folder_whatever_the_outcome(tmp_path, outcome):
+    _check_sandbox_folder(tmp_path, outcome)
+
+
+def _check_sandbox_folder(tmp_path: Path, outcome: str) -> None:
+    """The finding: `--sandbox` left its password and keys in a temporary folder after each run."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    selection = ["--all"] if outcome == "a run that passes" else ["--server", "no-such-server"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(temporary))
+        patch.chdir(tmp_path)
+        code, out, err = _run_cli(["exbe", "verify", "--sandbox", *selection],
+                                  {"EXBE_SANDBOX_HOSTS": "1", "EXBE_SANDBOX_SCENARIOS": "healthy"})
+    assert code == (0 if outcome == "a run that passes" else 2), out[-500:] + err
+    assert list(temporary.iterdir()) == []
+
+
+# -- Basic authentication with a password it cannot send -----------------------------------------------------------
+#: Passwords with a character outside Latin-1, where it sits first, inside and last.
+NON_LATIN1_PASSWORDS = ["\u20acuro-Secret-2026", "Pass\u2013word-Secret", "Secret-Password-\U0001f511"]
+
+
+@pytest.mark.parametrize("password", NON_LATIN1_PASSWORDS)
+def test_basic_with_a_password_it_cannot_send_is_refused_before_sending_naming_no_character(tmp_path, password):
+    _check_basic_password(tmp_path, password)
+
+
+def _check_basic_password(tmp_path: Path, password: str) -> None:
+    """The finding: a Basic password with a non-Latin-1 character was revealed by position in the error."""
+    config = tmp_path / "exbe.json"
+    config.write_text(json.dumps({"exbe": {"inventory": [{"name": "lab01", "host": "127.0.0.1", "port": 9,
+                                                          "auth": "basic", "ssl": True, "exchange_ssl": True}]}}),
+                      encoding="utf-8")
+    code, out, err = _run_cli(["exbe", "-f", str(config), "verify", "--all"],
+                              {"EXBE_USERNAME": "admin", "EXBE_PASSWORD": password})
+    assert _one_line_usage_error(code, out, err) is None
+    assert err == ("exbe: EXBE_PASSWORD holds a character that HTTP Basic authentication cannot send (it carries "
+                   "Latin-1 only), and server 'lab01' uses auth: basic; use negotiate, ntlm or kerberos for it, or an "
+                   "account whose name and password are Latin-1\n"), "no character, no position"
+
+
+# -- masking leaves exbe's own words alone -----------------------------------------------------------------------------
+#: Passwords that are exbe's text for a typed value: (password, the value, its text in a report).
+TYPED_VALUES = [("true", True, "true"), ("false", False, "false"), ("60", 60, "60"),
+                ("null", ["a", None], '["a", null]')]
+
+
+@pytest.mark.parametrize(("password", "value", "text"), TYPED_VALUES)
+def test_masking_never_replaces_the_text_exbe_writes_for_a_typed_value(tmp_path, password, value, text):
+    _check_typed_value(tmp_path, password, value, text)
+
+
+def _check_typed_value(tmp_path: Path, password: str, value: object, text: str) -> None:
+    """The finding: with EXBE_PASSWORD=true, JUnit's evidence `value: true` became `value: ***`. A boolean, a number
+    or null is exbe's own text, never the password; the same word as a string from a server is masked."""
+    redactor = Redactor()
+    redactor.add(password, username=USER)
+    run = ServerRun(server="exch01", host="exch01", started_at="2026-06-01T08:00:00Z", steps=[
+        StepResult("exch01", "verify", "failed", "1 check(s) failed", checks=[
+            CheckResult("w3svc_running", "fail", "W3SVC is stopped", value=value),
+            CheckResult("root_copy", "fail", "said by the server", value=password)])])
+    write_junit([run], tmp_path / "run.xml", redact=redactor.redact)
+    junit = (tmp_path / "run.xml").read_text(encoding="utf-8")
+    assert f"value: {xml_escape(text)}" in junit
+    assert f"value: {xml_escape(json.dumps(MASK))}" in junit, "the password as a string is masked"
+
+
+# -- the second round's figures ---------------------------------------------------------------------------------------
+def _findings(cases: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> list[str]:
+    """The cases whose check fails: each one a finding (exbe took the hostile input wrong)."""
+    found = []
+    for check, args in cases:
+        try:
+            check(*args)
+        except AssertionError as exc:
+            found.append(f"{check.__name__}{args!r}: {exc}"[:300])
+    return found
+
+
+@pytest.fixture(scope="module")
+def round_two(tmp_path_factory: pytest.TempPathFactory, unlock_runs, binding_runs,
+              config_file_runs) -> list[tuple[str, int, list[str]]]:
+    """Per channel of the second round (issue 25): (channel, inputs tried, findings), every check run again."""
+    folder = tmp_path_factory.mktemp("round-two")
+
+    def fresh() -> Path:
+        return Path(tempfile.mkdtemp(dir=folder))
+
+    channels: dict[str, list[tuple[Callable[..., None], tuple[Any, ...]]]] = {
+        "template override directory (links, hard links, other files, rejected templates)": [
+            *((_check_template_plant, (fresh(), plant)) for plant in TEMPLATE_PLANTS),
+            *((_check_rejected_template, (fresh(), template)) for template in REJECTED_TEMPLATES)],
+        "lock-file text in printed `exbe unlock` commands (sandbox, pasted into the CLI)": [
+            (_check_unlock_printed, (run,)) for run in unlock_runs],
+        "IIS binding text in printed Remove-WebBinding commands (sandbox, tree-sitter-pwsh)": [
+            (_check_binding_printed, (run,)) for run in binding_runs],
+        "admin paths in the commands `exbe sandbox` prints (shlex)": [
+            (_check_sandbox_printed, (fresh(), part)) for part in HOSTILE_PATH_PARTS],
+        "lock folder %ProgramData%\\exbe and its files (sandbox: owner, junction, link)": [
+            (_check_lock_plant, (fresh(), plant)) for plant in LOCK_PLANTS],
+        "configuration files (-f, ~/.exbe.yaml: alias bomb, size, nesting, names, keys)": [
+            (_check_config_file, (label, run)) for label, run in config_file_runs.items()],
+        "EXBE_* variable names with control characters": [
+            *((_check_variable_name, (name,)) for name in HOSTILE_VARIABLE_NAMES), (_check_former_variable_name, ())],
+        "report and script paths (links: --junit, --json, --metrics, --output, writers)": [
+            *((_check_write_link, (fresh(), flag, plant)) for flag in WRITE_FLAGS for plant in LINK_PLANTS),
+            (_check_writer_link, (fresh(),))],
+        "credentials (Basic with non-Latin-1 passwords)": [
+            (_check_basic_password, (fresh(), password)) for password in NON_LATIN1_PASSWORDS],
+        "masking (passwords that are exbe's text for a typed value)": [
+            (_check_typed_value, (fresh(), *case)) for case in TYPED_VALUES],
+        "--sandbox temporary folder (a run that passes, one that stops)": [
+            (_check_sandbox_folder, (fresh(), outcome)) for outcome in SANDBOX_OUTCOMES],
+    }
+    return [(channel, len(cases), _findings(cases)) for channel, cases in channels.items()]

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ..quoting import posix_command
 from .faults import parse_fleet_faults
 from .fleet import Fleet, plan_hosts
 
@@ -33,8 +34,10 @@ def serve(*, hosts: int, scenarios: str, faults: str, latency_ms: int, state_dir
                   f"https://127.0.0.1:{ports['https']}/wsman  444 -> {ports['backend']}")
         print(f"\ninventory: {path}   state: {fleet.state_dir}   CA: {fleet.ca_file}")
         creds = fleet.write_credentials()
-        print(f"credentials: . {creds}   (sandbox-only account; the file is readable by you alone)")
-        print(f"  exbe -f {path} verify --all      (Ctrl-C stops the fleet)", flush=True)
+        print(f"credentials: {posix_command('.', str(creds))}   (sandbox-only account; the file is readable by you "
+              "alone)")
+        print(f"  {posix_command('exbe', '-f', str(path), 'verify', '--all')}      (Ctrl-C stops the fleet)",
+              flush=True)
         try:
             while not stop.wait(0.5):
                 pass

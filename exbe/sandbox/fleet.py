@@ -13,7 +13,9 @@ import json
 import logging
 import secrets
 import shlex
+import shutil
 import ssl
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,11 +90,13 @@ class _Running:
 
 
 class Fleet:
-    """Sandbox hosts started together; a context manager. State persists in ``state_dir/<name>.json``."""
+    """Sandbox hosts started together; a context manager. State persists in ``state_dir/<name>.json``; with
+    ``state_dir`` None, in a new temporary directory that :meth:`stop` removes, whatever the run's outcome (it holds
+    the sandbox account's password and the CA's private key)."""
 
     def __init__(
         self,
-        state_dir: Path,
+        state_dir: Path | None,
         hosts: list[tuple[str, str]],
         *,
         faults: dict[str, Faults] | None = None,
@@ -101,7 +105,8 @@ class Fleet:
         password: str | None = None,
         fresh: bool = True,
     ) -> None:
-        self.state_dir = Path(state_dir)
+        self._temporary = state_dir is None
+        self.state_dir = Path(tempfile.mkdtemp(prefix="exbe-sandbox-") if state_dir is None else state_dir)
         self.username = username
         self.password = password or secrets.token_urlsafe(18)
         self._plan = hosts
@@ -132,13 +137,18 @@ class Fleet:
         return self
 
     def stop(self) -> None:
-        """End every shell (a long-poll Receive returns), then every listener and connection at once."""
-        for running in self._running.values():
-            running.host.close_all_shells()
-        if self._reactor is not None:
-            self._reactor.stop()
-            self._reactor = None
-        self._running.clear()
+        """End every shell (a long-poll Receive returns), then every listener and connection at once; then remove a
+        temporary state directory."""
+        try:
+            for running in self._running.values():
+                running.host.close_all_shells()
+            if self._reactor is not None:
+                self._reactor.stop()
+                self._reactor = None
+            self._running.clear()
+        finally:
+            if self._temporary:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def write_credentials(self) -> Path:
         """``credentials.env`` in the state directory: the sandbox account as shell exports, owner-only."""

@@ -313,6 +313,10 @@ class HostState:
     #: whose ACL is not given). exbe creates it with Administrators and SYSTEM only (lock.ps1.j2); a scenario may give
     #: a looser one, as a directory created by hand.
     exbe_directory_acl: list[str] | None = None
+    #: What else Windows would say of ``%ProgramData%\exbe``: ``owner`` (a SID; absent: Administrators, as exbe creates
+    #: it) and ``reparse`` (a junction's target; absent: a plain folder). A file of ``exbe_files`` may carry the same
+    #: two keys. A local user who created the folder first owns it (real-server-shapes.md, %ProgramData%).
+    exbe_directory_place: dict[str, str] = dataclasses.field(default_factory=dict)
     #: IIS stops (iisreset, Restart-Service W3SVC/WAS) since this state was loaded: each one ends the runspace pools
     #: of the Exchange endpoint, an IIS application. Runtime only, not part of the JSON.
     iis_restarts: int = 0
@@ -370,6 +374,7 @@ class HostState:
             "exbe_directory_acl": copy.copy(self.exbe_directory_acl),
             "ssl_bindings": dict(self.ssl_bindings),
             "winrm_listeners": copy.deepcopy(self.winrm_listeners),
+            "exbe_directory_place": dict(self.exbe_directory_place),
         }
 
     @classmethod
@@ -392,6 +397,7 @@ class HostState:
             exbe_directory_acl=copy.copy(data.get("exbe_directory_acl")),
             ssl_bindings=dict(data.get("ssl_bindings", {})),
             winrm_listeners=copy.deepcopy(data.get("winrm_listeners", [])),
+            exbe_directory_place=dict(data.get("exbe_directory_place", {})),
         )
 
     def save(self, path: Path) -> None:

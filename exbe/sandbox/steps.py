@@ -497,8 +497,37 @@ def _lock_directory(state: HostState, warnings: list[str]) -> None:
                         "(S-1-5-18)")
 
 
+#: The owners the template's Assert-ExbeLockPlace trusts: Administrators, SYSTEM and the account exbe runs as (the
+#: sandbox's account: a domain administrator, RID 500).
+SANDBOX_ACCOUNT_SID = "S-1-5-21-3623811015-3361044348-30300820-500"
+TRUSTED_OWNERS = (*LOCK_DIRECTORY_SIDS, SANDBOX_ACCOUNT_SID)
+
+
+def _check_place(path: str, place: dict[str, str]) -> None:
+    """The template's Assert-ExbeLockPlace for one folder or file: a reparse point, or an owner other than
+    Administrators, SYSTEM or exbe's account, fails the step before anything there is read or written."""
+    fix = "check what it holds, remove it, and run exbe again (exbe creates its own)"
+    if place.get("reparse"):
+        raise StepFailed(f"{path} is a junction or a link (a reparse point): exbe would read and write where it "
+                         f"points; {fix}", {})
+    owner = place.get("owner", LOCK_DIRECTORY_SIDS[0])
+    if owner not in TRUSTED_OWNERS:
+        raise StepFailed(f"{path} is owned by {owner}, not by Administrators (S-1-5-32-544) or SYSTEM (S-1-5-18): "
+                         f"whoever created it can forge the journal exbe acts on; {fix} (or, if you trust it, "
+                         "takeown /A /F with its path)", {})
+
+
+def _check_places(state: HostState, name: str) -> None:
+    """The checks of the template's Open-ExbeLockStream, before a record file is opened."""
+    _check_place(LOCK_DIRECTORY, state.exbe_directory_place)
+    stored = state.exbe_files.get(name)
+    if stored is not None:
+        _check_place(f"{LOCK_DIRECTORY}\\{name}", stored)
+
+
 def _read_record(state: HostState, name: str, ttl_minutes: int) -> dict[str, Any] | None:
     """The template's Read-ExbeLockRecord: the record, an unreadable-record stand-in, or None without a file."""
+    _check_places(state, name)
     stored = state.exbe_files.get(name)
     if stored is None:
         return None
@@ -516,6 +545,7 @@ def _read_record(state: HostState, name: str, ttl_minutes: int) -> dict[str, Any
 
 
 def _write_record(state: HostState, name: str, record: dict[str, Any]) -> None:
+    _check_places(state, name)
     state.exbe_files[name] = {"text": json.dumps(record, separators=(",", ":")), "written_at": certs.iso(utcnow())}
 
 
@@ -588,6 +618,7 @@ def lock(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
                               "acquired": False, "took_over": None, "released": False, "removed": None,
                               "refused": None}
     if action == "acquire":
+        _check_place(LOCK_DIRECTORY, state.exbe_directory_place)
         _lock_directory(state, warnings)
         mine = {"exbe_lock": 1, "run_id": run_id, "agent": agent, "task": data["task"], "started_at": certs.iso(now),
                 "expires_at": certs.iso(now + datetime.timedelta(minutes=ttl)),

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..facts import iso, parse_time
+from ..quoting import unlock_command
 
 NAME = "lock"
 SUMMARY = "take, release, show or remove exbe's lock on the server, with its journal (%ProgramData%\\exbe\\lock.json)"
@@ -105,8 +106,7 @@ class LockRecord:
     def held_by_another(self, server: str) -> str:
         """A lock another run holds and that has not expired, as what it may be: that run at work, or one that died
         without releasing it (one read cannot tell them apart: a live run moves the expiry on at each step)."""
-        unlock = f"`exbe unlock --server {server} --run {self.run_id}`" if self.run_id else \
-            f"`exbe unlock --server {server} --yes`"
+        unlock = unlock_command(server, self.run_id) if self.run_id else unlock_command(server, any_lock=True)
         return (f"locked by {self.holder()}: another exbe run is changing this server, or it stopped without "
                 f"releasing its lock; if that run is gone, {unlock} removes it (or wait for its expiry)")
 
