@@ -21,6 +21,7 @@ always with ``FORCE_COLOR`` set (https://no-color.org, https://force-color.org).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import threading
@@ -31,6 +32,9 @@ from typing import IO, TYPE_CHECKING
 from . import report
 from .errors import CONNECTION_KINDS
 from .redaction import REDACTOR, Redact, clean
+from .selection import short
+from .status import ServerStatus, backend_days
+from .status import table as status_table
 
 if TYPE_CHECKING:
     from .ci import CiReporter
@@ -49,6 +53,12 @@ _STATUS_COLOUR = {"ok": "green", "changed": "yellow", "failed": "red", "skipped"
 
 #: ServerRun.error_kind values that are not a connection failure but still mean no work was done.
 NOT_RUN_KINDS = {"not_attempted": "NOT ATTEMPTED", "cancelled": "CANCELLED"}
+#: Connection failures the server did not cause: the logon (refused, or none to give) is the run's, not the host's.
+LOGON_KINDS = {"auth": "AUTH FAILED", "no_credentials": "NO CREDENTIALS"}
+#: Causes that are the run's rather than one server's (the same credentials, the same trust for every server): when
+#: servers share one, it is said once -- in full on the first server's line and once in FINDINGS -- not per server.
+RUN_WIDE_KINDS = ("no_credentials", "auth", "tls_validation")
+_ADDRESSED = re.compile(r"^\S+ \([^)]*\): ")
 
 
 def colour_wanted(env: Mapping[str, str], stream: IO[str]) -> bool:
@@ -79,7 +89,7 @@ def verdict(run: ServerRun, *, dry_run: bool = False) -> str:
     redacted, never from a server): a server exbe did not try says why; a dry run says whether it would change."""
     kind = report.verdict(run)
     if kind == "unreachable":
-        return NOT_RUN_KINDS.get(run.error_kind or "", "UNREACHABLE")
+        return {**NOT_RUN_KINDS, **LOGON_KINDS}.get(run.error_kind or "", "UNREACHABLE")
     if dry_run:
         if plan_blocked(run):
             return "BLOCKED"
@@ -141,12 +151,15 @@ def summary_table(runs: Sequence[ServerRun], *, redact: Redact | None = None, dr
     digits = {key: len(str(value)) for key, value in total.items()}
     thumbs = [_thumbprints(run, cell) for run in runs]
     thumb_width = max([1, *map(len, thumbs)])
+    days = [_days(backend_days(run)) for run in runs]
+    days_width = max([1, *map(len, days)])
 
     def numbers(tally: Mapping[str, int]) -> str:
         return "  ".join(f"{key}={tally[key]:<{digits[key]}}" for key in total)
 
-    lines = [f"{name:<{width}} : {numbers(tally)}  {thumb:<{thumb_width}}  {verdict(run, dry_run=dry_run)}"
-             for name, tally, thumb, run in zip(names, tallies, thumbs, runs, strict=True)]
+    lines = [f"{name:<{width}} : {numbers(tally)}  {thumb:<{thumb_width}}  {left:>{days_width}}  "
+             f"{verdict(run, dry_run=dry_run)}"
+             for name, tally, thumb, left, run in zip(names, tallies, thumbs, days, runs, strict=True)]
     lines.append(f"{'total':<{width}} : {numbers(total)}")
     return "\n".join(lines)
 
@@ -161,6 +174,33 @@ def _thumbprints(run: ServerRun, cell: Redact) -> str:
     return f"{old or '?'} -> {new}"
 
 
+def _days(left: int | None) -> str:
+    """The back-end certificate's days left as the recap shows them: ``1825d``, ``EXPIRED``, ``-`` (unknown)."""
+    if left is None:
+        return "-"
+    return "EXPIRED" if left <= 0 else f"{left}d"
+
+
+def cause(run: ServerRun) -> str:
+    """A server's connection failure without the server's name and address in front: what servers can share."""
+    return _ADDRESSED.sub("", run.error or "", count=1)
+
+
+def shared_causes(runs: Sequence[ServerRun]) -> dict[str, list[ServerRun]]:
+    """Run-wide causes (:data:`RUN_WIDE_KINDS`) that more than one server hit, with those servers (and, for refused
+    credentials, the servers exbe then did not attempt)."""
+    by_kind: dict[str, list[ServerRun]] = {}
+    for run in runs:
+        if run.error_kind in RUN_WIDE_KINDS:
+            by_kind.setdefault(run.error_kind or "", []).append(run)
+    shared = {kind: found for kind, found in by_kind.items() if len(found) > 1}
+    if "auth" in by_kind:
+        skipped = [run for run in runs if run.error_kind == "not_attempted"]
+        if skipped:
+            shared["auth"] = [*by_kind["auth"], *skipped]
+    return shared
+
+
 def outcome_line(runs: Sequence[ServerRun], elapsed_s: float, *, dry_run: bool = False) -> str:
     """``30 servers in 12.4 s: 20 passed, 2 passed with warnings, 6 FAILED, 1 UNREACHABLE, 1 NOT ATTEMPTED``."""
     tally: dict[str, int] = {}
@@ -173,14 +213,16 @@ def outcome_line(runs: Sequence[ServerRun], elapsed_s: float, *, dry_run: bool =
 
 
 def _verdict_order(word: str) -> tuple[int, str]:
-    order = ("passed", "no change", "would change", "FAILED", "BLOCKED", "UNREACHABLE", "NOT ATTEMPTED", "CANCELLED")
+    order = ("passed", "no change", "would change", "FAILED", "BLOCKED", "UNREACHABLE", "AUTH FAILED", "NO CREDENTIALS",
+             "NOT ATTEMPTED", "CANCELLED")
     return next((i for i, prefix in enumerate(order) if word.startswith(prefix)), len(order)), word
 
 
 # -- findings ----------------------------------------------------------------------------------------------------------
-def findings(run: ServerRun, redact: Redact) -> list[tuple[str, str, str]]:
-    """What needs the admin on one server, as ``(label, what, reason)``: the connection error, failed steps, failed
-    and warning checks (with their details), checks a dry run's plan would fix, and every warning."""
+def findings(run: ServerRun, redact: Redact, *, cause_said: bool = False) -> list[tuple[str, str, str]]:
+    """What needs the admin on one server, as ``(label, what, reason)``: the connection error (not when
+    ``cause_said``: a run-wide cause said once for the fleet), failed steps, failed and warning checks (with their
+    details), checks a dry run's plan would fix, and every warning."""
     def text(value: str) -> str:
         return _without_server(clean(value, redact, one_line=True), run.server)
 
@@ -190,7 +232,9 @@ def findings(run: ServerRun, redact: Redact) -> list[tuple[str, str, str]]:
     planned: Mapping[str, str] = {}
     for step in run.steps:
         judged = [c for c in step.checks if c.status == "fail"]
-        if step.status == "failed" and not judged:  # a failed verify is told by its failed checks, below
+        if cause_said and step.step == "connect" and step.message == run.error:
+            pass
+        elif step.status == "failed" and not judged:  # a failed verify is told by its failed checks, below
             found.append(("error" if unreachable(run) and step.step == "connect" else "failed", step.step,
                           text(step.message)))
         elif step.status == "skipped" and step.step == "connect":
@@ -265,6 +309,10 @@ class Console:
         self._done: list[ServerRun] = []
         self._last = ""
         self._started = time.monotonic()
+        self._running: dict[str, tuple[str, float]] = {}  # server -> (its step under way, when the server began)
+        self._causes: dict[str, str] = {}  # run-wide cause kind -> the server whose line said it in full
+        self._ticking = threading.Event()
+        self._noted = 0.0  # when the last "still running" line was printed (off a terminal)
 
     @property
     def out(self) -> IO[str]:
@@ -286,6 +334,37 @@ class Console:
             self._print(self.out, f"exbe {self.task}{' (dry run)' if self.dry_run else ''}: {servers} {noun}, "
                                   f"{min(concurrency, servers) or 1} at a time")
             self._status()
+        self._ticking.clear()
+        threading.Thread(target=self._tick, name="exbe-console", daemon=True).start()
+
+    def began(self, server: str, step: str) -> None:
+        """A step began on a server (the flow's callback): the progress names what is still running, and since when."""
+        with self._lock:
+            since = self._running.get(server, ("", time.monotonic()))[1]
+            self._running[server] = (step, since)
+            self._status()
+
+    def running(self, now: float | None = None) -> str:
+        """The servers still running, longest first, with their step and elapsed time:
+        ``sim-exch03 preflight 85 s, sim-exch07 verify 2 s``."""
+        now = time.monotonic() if now is None else now
+        ordered = sorted(self._running.items(), key=lambda item: item[1][1])
+        return ", ".join(f"{clean(name, self._redact, one_line=True)} {step} {now - since:.0f} s"
+                         for name, (step, since) in ordered)
+
+    #: Off a terminal (a CI log), a line naming the servers still running every this many seconds of silence.
+    NOTE_EVERY_S = 30.0
+
+    def _tick(self) -> None:
+        """Once a second: the live line's elapsed times move; off a terminal, a slow server is named every
+        :data:`NOTE_EVERY_S` seconds (a host that accepts TCP and never answers is seen, not guessed)."""
+        while not self._ticking.wait(1.0):
+            with self._lock:
+                if self._live:
+                    self._status()
+                elif self._running and time.monotonic() - max(self._noted, self._started) >= self.NOTE_EVERY_S:
+                    self._noted = time.monotonic()
+                    self._print(self.err, f"exbe {self.task}: still running: {self.running()}")
 
     def step(self, server: str, step: str, status: str, message: str) -> None:
         """A step finished on a server: only the live count moves (the lines come when the server finishes)."""
@@ -295,8 +374,15 @@ class Console:
 
     def finished(self, run: ServerRun) -> None:
         """A server finished: its step lines, together (in a log group in CI), with details when verbose."""
-        lines = self.server_lines(run)
         with self._lock:
+            self._running.pop(run.server, None)
+            kind = run.error_kind or ""
+            first = self._causes.setdefault(kind, run.server) if kind in RUN_WIDE_KINDS else run.server
+        lines = self.server_lines(run) if first == run.server else [(
+            "failed", self.reporter.progress_line(run.server, "connect", "failed",
+                                                  f"{verdict(run)}: the same cause as {first} (above)"))]
+        with self._lock:
+            self._noted = time.monotonic()
             self._clear_status()
             group = GROUPS.get(self.reporter.name)
             if group:
@@ -315,6 +401,8 @@ class Console:
         for step in run.steps:
             lines.append((step.status, self.reporter.progress_line(run.server, step.step, step.status,
                                                                    step.message)))
+            lines.extend(("", f"{'':<21}kept {short(str(thumb))}: {clean(str(why), self._redact, one_line=True)}")
+                         for thumb, why in step.data.get("kept") or [] if step.step == "cleanup")
             if self.verbose:
                 lines.extend((status, f"{'':<21}{text}") for status, text in step_details(step, self._redact))
         if self.verbose:
@@ -326,6 +414,7 @@ class Console:
     def close(self, runs: Sequence[ServerRun], reports: Sequence[tuple[str, str]] = ()) -> None:
         """Findings, the recap with totals and elapsed time, and where the reports were written."""
         elapsed = time.monotonic() - self._started
+        self._ticking.set()
         with self._lock:
             self._clear_status()
             self._live = False
@@ -342,14 +431,46 @@ class Console:
                 where = ", ".join(f"{kind} {clean(path, self._redact, one_line=True)}" for kind, path in reports)
                 self._print(self.out, f"reports: {where}")
 
+    def close_status(self, rows: Sequence[ServerStatus], reports: Sequence[tuple[str, str]] = ()) -> None:
+        """`exbe status`: one line per server, most urgent first, then the count and where reports went."""
+        elapsed = time.monotonic() - self._started
+        self._ticking.set()
+        with self._lock:
+            self._clear_status()
+            self._live = False
+            colours = {"fail": "red", "unknown": "red", "warn": "yellow", "ok": "green"}
+            for state, line in status_table(rows, self._redact):
+                self._print(self.out, line, colours.get(state, "bold"))
+            tally = {state: sum(row.state == state for row in rows) for state in ("ok", "warn", "fail", "unknown")}
+            parts = ", ".join(f"{n} {state}" for state, n in tally.items() if n)
+            noun = "server" if len(rows) == 1 else "servers"
+            self._print(self.out, f"{len(rows)} {noun} in {elapsed:.1f} s: {parts or 'none'}", "bold")
+            if reports:
+                where = ", ".join(f"{kind} {clean(path, self._redact, one_line=True)}" for kind, path in reports)
+                self._print(self.out, f"reports: {where}")
+
     def _findings(self, runs: Sequence[ServerRun]) -> None:
-        blocks = [(run, findings(run, self._redact)) for run in runs]
+        causes = shared_causes(runs)
+        said = {run.server for hit in causes.values() for run in hit}
+        blocks = [(run, findings(run, self._redact, cause_said=run.server in said)) for run in runs]
         blocks = [(run, found) for run, found in blocks if found]
-        if not blocks:
+        if not blocks and not causes:
             return
         self._print(self.out, "")
         self._print(self.out, "FINDINGS (would fix: the plan changes it; fail/warn: the plan leaves it)"
                     if self.dry_run else "FINDINGS", "bold")
+        for kind, sharing in causes.items():
+            hit = [run for run in sharing if run.error_kind == kind]
+            first = clean(cause(hit[0]), self._redact, one_line=True)
+            self._print(self.out, f"{len(sharing)} of {len(runs)} servers  {verdict(hit[0])} (one cause, said once)",
+                        "red")
+            self._print(self.out, f"  {'error':<10}connect  {first}", "red")
+            names = ", ".join(clean(run.server, self._redact, one_line=True) for run in hit)
+            self._print(self.out, f"  {'':<10}servers  {names}")
+            others = [run for run in sharing if run.error_kind != kind]
+            if others:
+                names = ", ".join(clean(run.server, self._redact, one_line=True) for run in others)
+                self._print(self.out, f"  {'':<10}not attempted, so the account does not lock out: {names}")
         for run, found in blocks:
             self._print(self.out, f"{clean(run.server, self._redact, one_line=True)}  "
                                   f"{verdict(run, dry_run=self.dry_run)}", _recap_colour(run))
@@ -378,7 +499,9 @@ class Console:
         parts = [f"{failed} failed" if failed else "", f"{lost} unreachable" if lost else ""]
         summary = ", ".join(p for p in parts if p) or "no failure yet"
         last = clean(self._last, self._redact, one_line=True)
-        line = f"[{len(self._done)}/{self._total}] {self.task}: {summary}  {last}"
+        running = self.running()
+        line = f"[{len(self._done)}/{self._total}] {self.task}: {summary}  " + \
+            (f"running: {running}" if running else last)
         width = shutil.get_terminal_size((80, 24)).columns - 1  # one screen line, or \r cannot take it back
         self.err.write("\r\x1b[K" + self.reporter.safe_line(line)[:width])
         self.err.flush()

@@ -132,6 +132,8 @@ class RunOptions:
     cancel: Cancel = dataclasses.field(default_factory=Cancel)
     # called with each server's run as it finishes (the console prints a server's lines together, exbe.console)
     finished: Callable[[ServerRun], None] | None = None
+    # called with (server, step) as each step of a server begins (the console names what is still running)
+    began: Callable[[str, str], None] | None = None
 
 
 Progress = Callable[[str, str, str, str], None]  # server, step, status, message
@@ -262,17 +264,21 @@ class ServerFlow:
             self.selected = None
             self._record(StepResult(server=self.server.name, step="preflight", status="ok",
                                     message=f"no back-end certificate in LocalMachine\\My ({exc.found})",
-                                    data={"selected": None}, warnings=warnings, duration_s=round(duration, 3)))
+                                    data={"selected": None, **self._read_data(lock_answer)}, warnings=warnings,
+                                    duration_s=round(duration, 3)))
             return True
         self.selected = self.facts.certificate(selection.thumbprint)
         self.run.old_thumbprint = selection.thumbprint
         self._record(StepResult(
             server=self.server.name, step="preflight", status="ok", message=selection.reason,
-            data={"selected": selection.thumbprint,
-                  "exchange": self.exchange.to_dict() if self.exchange else None,
-                  "facts": dict(self.facts.document)},
+            data={"selected": selection.thumbprint, **self._read_data(lock_answer)},
             warnings=warnings, duration_s=round(duration, 3)))
         return True
+
+    def _read_data(self, lock_answer: dict[str, Any]) -> dict[str, Any]:
+        """What preflight read, for the run record and `exbe status`: Exchange's view, the facts, exbe's lock."""
+        return {"exchange": self.exchange.to_dict() if self.exchange else None,
+                "facts": dict(self._facts().document), "lock": lock_answer["data"] if lock_answer["ok"] else None}
 
     def renew(self) -> str | None:
         """The thumbprint the chain goes on with: the selected one, a staged one, or a new one; None to stop."""
@@ -464,7 +470,9 @@ class ServerFlow:
         envelope = self._scripts([("cleanup", cleanup_step.step_input(cleanup_plan.remove, self.settings))],
                                  release=True)[0]
         envelope["warnings"] = [*cleanup_plan.warnings, *envelope["warnings"]]
-        self._record(StepResult.from_envelope(self.server.name, envelope, 0.0))
+        result = StepResult.from_envelope(self.server.name, envelope, 0.0)
+        result.data["kept"] = cleanup_plan.kept  # what stays, and why: the console lists it
+        self._record(result)
         return bool(envelope["ok"])
 
     # -- helpers -----------------------------------------------------------------------------------------------------
@@ -473,6 +481,8 @@ class ServerFlow:
         if self.options.cancel.requested:
             raise Cancelled(stage)
         self.stage = stage
+        if self.options.began is not None:
+            self.options.began(self.server.name, stage)
 
     def _create_with_exchange(self, reasons: list[str]) -> tuple[str | None, dict[str, Any]]:
         """New-ExchangeCertificate; the new certificate named from its output's RawData, else by comparing My before
