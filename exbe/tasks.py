@@ -14,6 +14,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
+from . import yaml_only
 from .cli import (
     TaskOptions,
     flag_values,
@@ -224,8 +225,7 @@ RENDERABLE = ("renew", "verify", "trust", "bind", "cleanup")
 def render(c: Context, task_name: str | None = None, server: list[str] | None = None, days: int | None = None,
            force: bool = False, smtp: str | None = None, no_trust: bool = False, thumbprint: str | None = None,
            output: str | None = None) -> None:
-    """Print one script to run by hand in the Exchange Management Shell (no WinRM needed): renew, verify, trust,
-    bind or cleanup.
+    """Print one script (renew, verify, trust, bind or cleanup) to run by hand in the Exchange Management Shell.
 
     For servers without WinRM access: `exbe render renew > renew.ps1`, then run it in an elevated EMS (Windows
     PowerShell 5.1) on the server; -WhatIf shows what it would change. The script judges by the same settings and
@@ -322,6 +322,8 @@ def sandbox(c: Context, hosts: int = SANDBOX.hosts, scenarios: str = SANDBOX.sce
     serve(hosts=int(hosts), scenarios=scenarios, faults=faults, latency_ms=int(latency_ms), state_dir=state_dir,
           inventory=inventory, https=https, keep=keep)
 
+
+yaml_only.install()  # plain `invoke` loads tasks.py, then the project's and -f's files: never as Python
 
 #: The task table: a new task is one function above and one entry here.
 ns = Collection(preflight, renew, trust, bind, restart, verify, cleanup, status, unlock, render, sandbox)
