@@ -68,6 +68,7 @@ def page(runs: Sequence[ServerRun], *, redact: Redact | None = None, task: str, 
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           '<link rel="icon" href="data:,">',  # or a browser asks the page's server for /favicon.ico
            f"<title>{text(title)}: {len(runs)} servers</title><style>{STYLE}</style></head><body>",
            f"<h1>{text(title)}</h1>",
            f'<p class="meta">{text(now)} &middot; '
