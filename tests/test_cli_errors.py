@@ -228,3 +228,30 @@ def test_a_server_answering_ntlm_over_http_in_plaintext_is_refused_and_nothing_i
     (server,) = json.loads(record.read_text())["servers"]
     assert [s["step"] for s in server["steps"]] == ["connect"], "no step ran on what a forger could have said"
     assert fleet.host("exch01").snapshot() == before
+
+
+@pytest.mark.parametrize(("program", "named", "not_named"), [
+    ("invoke", ["invoke.yaml, invoke.yml, invoke.json in {cwd}", "INVOKE_RUNTIME_CONFIG"], "exbe.yaml"),
+    ("exbe", ["exbe.yaml, exbe.yml, exbe.json in {cwd}", "EXBE_RUNTIME_CONFIG"], "invoke.yaml"),
+])
+def test_without_an_inventory_each_entry_point_names_the_files_it_really_looked_for(tmp_path, program, named,
+                                                                                      not_named):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "tasks.py", tmp_path / "tasks.py")
+    (tmp_path / "exbe").symlink_to(root / "exbe", target_is_directory=True)
+    (tmp_path / ("exbe.yaml" if program == "invoke" else "invoke.yaml")).write_text("exbe: {inventory: [exch01]}\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("EXBE_", "INVOKE_"))},
+           "PYTHONPATH": str(root), "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-P", "-m", program, "verify", "--all"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+    assert result.stderr.startswith("exbe: no inventory is configured (looked for ")
+    for text in named:
+        assert text.format(cwd=tmp_path) in result.stderr
+    assert not_named not in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -33,8 +34,9 @@ def serve(*, hosts: int, scenarios: str, faults: str, latency_ms: int, state_dir
                   f"https://127.0.0.1:{ports['https']}/wsman  444 -> {ports['backend']}")
         print(f"\ninventory: {path}   state: {fleet.state_dir}   CA: {fleet.ca_file}")
         creds = fleet.write_credentials()
-        print(f"credentials: . {creds}   (sandbox-only account; the file is readable by you alone)")
-        print(f"  exbe -f {path} verify --all      (Ctrl-C stops the fleet)", flush=True)
+        print(f"credentials: {creds}   (sandbox-only account; the file is readable by you alone)")
+        print("in another shell, from here (this one holds the fleet until Ctrl-C):")
+        print(f"  . {shlex.quote(str(creds))} && exbe -f {shlex.quote(str(path))} verify --all", flush=True)
         try:
             while not stop.wait(0.5):
                 pass
