@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING
 
 from . import report
+from .advice import runnable
 from .errors import CONNECTION_KINDS
 from .redaction import REDACTOR, Redact, clean
 from .selection import short
@@ -224,7 +225,7 @@ def findings(run: ServerRun, redact: Redact, *, cause_said: bool = False) -> lis
     ``cause_said``: a run-wide cause said once for the fleet), failed steps, failed and warning checks (with their
     details), checks a dry run's plan would fix, and every warning."""
     def text(value: str) -> str:
-        return _without_server(clean(value, redact, one_line=True), run.server)
+        return runnable(_without_server(clean(value, redact, one_line=True), run.server), run.server)
 
     found: list[tuple[str, str, str]] = []
     for warning in run.warnings:

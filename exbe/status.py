@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import checks
+from .advice import runnable
 from .facts import ExchangeFacts, HostFacts, iso
 from .model import ServerRun, Settings
 from .redaction import Redact, clean
@@ -88,7 +89,7 @@ def server_status(run: ServerRun, settings: Settings, word: str) -> ServerStatus
         not_after=iso(cert.not_after) if cert else None, days_left=facts.days_left(cert) if cert else None,
         auth_days_left=facts.days_left(auth_cert) if auth_cert else None,
         binding_ok=present.status == "pass", lock=lock_text,
-        note="; ".join(_without_name(n, run.server) for n in notes))
+        note="; ".join(runnable(_without_name(n, run.server), run.server) for n in notes))
 
 
 def _without_name(text: str, server: str) -> str:

@@ -100,7 +100,8 @@ def test_each_finding_is_listed_with_its_reason_value_and_thresholds_under_its_s
     days = next(line for line in findings if "backend_days_left" in line)
     assert days.split()[0] == "fail"
     assert days.endswith(f"back-end certificate {OLD[:8]}... expires in 19 days (2026-06-20); renew with "
-                         "`exbe renew`"), "the check's message, without the server's name in front of it"
+                         "`exbe renew --server exch01`"), \
+        "the check's message, without the server's name in front of it, its advice a command for this server"
     assert findings[findings.index(days) + 1].strip() == "NotAfter 2026-06-20T08:00:00Z; warn below 60 days, " \
                                                          "fail below 30", "the details (the thresholds) under it"
     assert any(line.split()[:2] == ["warn", "root_copy"] and line.endswith("run `exbe trust`") for line in findings)
@@ -271,7 +272,7 @@ def test_a_mixed_fleet_run_shows_the_reasons_the_unreachable_host_and_the_recap(
     findings = section(result.out, "FINDINGS")
     assert "exch02  FAILED" in findings
     assert any(line.split()[:2] == ["fail", "backend_days_left"] and " expires in " in line
-               and line.endswith("renew with `exbe renew`") for line in findings)
+               and line.endswith("renew with `exbe renew --server exch02`") for line in findings)
     assert "exch09  UNREACHABLE" in findings
     assert any(line.split()[:2] == ["error", "connect"] and "cannot connect" in line for line in findings)
     recap = {line.split()[0]: line for line in section(result.out, "RECAP")}
