@@ -352,7 +352,8 @@ def test_a_host_that_accepts_tcp_and_never_answers_is_named_in_the_log_while_it_
         silent.close()
     noted = [line for line in result.err.splitlines() if line.startswith("exbe verify: still running: ")]
     assert noted and all("silent preflight " in line for line in noted), result.err
-    assert noted[-1] == f"exbe verify: still running: silent preflight {noted[-1].split()[-2]} s", "exch01 ended"
+    held = [int(line.split("silent preflight ")[1].split()[0]) for line in noted]
+    assert held[-1] >= 2 and held == sorted(held), f"the time it holds the run is measured: {noted}"
 
 
 # -- cleanup says what it kept ---------------------------------------------------------------------------------------
