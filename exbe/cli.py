@@ -96,6 +96,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             reporter.warning(warning)
         defaults = loaded.defaults
         settings = Settings.of(defaults, force=options.force, dry_run=options.dry_run)
+        refuse_disagreeing_days(defaults)
         thumbprint = parse_thumbprint(options.thumbprint)
         if options.shard:
             from .shard import parse_shard
@@ -306,6 +307,15 @@ def _logon_failure(error: str | None) -> bool:
     from .errors import CONNECTION_KINDS
 
     return bool(error) and any(CONNECTION_KINDS[kind][0] in str(error) for kind in ("auth", "no_credentials"))
+
+
+def refuse_disagreeing_days(defaults: Defaults) -> None:
+    """``days`` below ``warn_days`` would make verify warn (or fail) about a certificate that renew calls healthy and
+    will not renew: the advice `exbe renew` would fix nothing. Refused in one line, before anything runs."""
+    if defaults.days < defaults.warn_days:
+        raise ConfigError(f"days ({defaults.days}) is below warn_days ({defaults.warn_days}): verify would warn about "
+                          "a certificate that renew leaves alone; set days (--days, EXBE_DAYS, exbe.defaults.days) to "
+                          f"at least {defaults.warn_days}, or lower warn_days (and fail_days) to days or below")
 
 
 def looked_for(config: Any) -> str:

@@ -19,6 +19,7 @@ from .cli import (
     TaskOptions,
     flag_values,
     parse_thumbprint,
+    refuse_disagreeing_days,
     refuse_flag_controls,
     run_task,
     template_dir,
@@ -249,6 +250,7 @@ def render(c: Context, task_name: str | None = None, server: list[str] | None = 
         for warning in loaded.warnings:
             print(f"exbe: warning: {warning}", file=sys.stderr)
         defaults = loaded.defaults
+        refuse_disagreeing_days(defaults)
         settings = Settings.of(defaults, force=force)
         text = render_manual(task_name, manual_input(settings, thumbprint=wanted), override_dir=template_dir(defaults))
     except (ExbeError, ValueError) as exc:

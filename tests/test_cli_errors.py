@@ -129,10 +129,22 @@ def test_an_unknown_exbe_variable_is_warned_about_and_the_run_goes_on(fleet, exb
 
 
 def test_the_renewal_threshold_comes_from_exbe_days_and_the_flag_beats_it(fleet, exbe):
-    from_env = exbe(fleet, "renew", "--server", "exch01", "--dry-run", env={"EXBE_DAYS": "20"})
-    assert "(threshold 20)" in from_env.out, from_env
-    from_flag = exbe(fleet, "renew", "--server", "exch01", "--dry-run", "--days", "25", env={"EXBE_DAYS": "20"})
-    assert "(threshold 25)" in from_flag.out, from_flag
+    from_env = exbe(fleet, "renew", "--server", "exch01", "--dry-run", env={"EXBE_DAYS": "70"})
+    assert "(threshold 70)" in from_env.out, from_env
+    from_flag = exbe(fleet, "renew", "--server", "exch01", "--dry-run", "--days", "75", env={"EXBE_DAYS": "70"})
+    assert "(threshold 75)" in from_flag.out, from_flag
+
+
+@pytest.mark.parametrize("args", [("renew", "--server", "exch01", "--days", "45"), ("verify", "--server", "exch01"),
+                                  ("render", "renew")])
+def test_days_below_the_verify_thresholds_is_refused_so_renew_and_verify_never_disagree(fleet, exbe, args):
+    result = exbe(fleet, *args, env={"EXBE_DAYS": "45"})
+    assert (result.code, result.err.count("\n")) == (2, 1), result
+    assert result.err.startswith("exbe: days (45) is below warn_days (60): verify would warn about a certificate "
+                                 "that renew leaves alone; set days")
+    assert exbe(fleet, "verify", "--server", "exch01", env={"EXBE_DAYS": "45", "EXBE_WARN_DAYS": "45",
+                                                            "EXBE_FAIL_DAYS": "30"}).code == 0, \
+        "thresholds lowered with it: accepted"
 
 
 # --- report paths are checked before the run ---------------------------------------------------------------------

@@ -104,7 +104,8 @@ def test_each_finding_is_listed_with_its_reason_value_and_thresholds_under_its_s
         "the check's message, without the server's name in front of it, its advice a command for this server"
     assert findings[findings.index(days) + 1].strip() == "NotAfter 2026-06-20T08:00:00Z; warn below 60 days, " \
                                                          "fail below 30", "the details (the thresholds) under it"
-    assert any(line.split()[:2] == ["warn", "root_copy"] and line.endswith("run `exbe trust --server exch01`") for line in findings)
+    assert any(line.split()[:2] == ["warn", "root_copy"] and line.endswith("run `exbe trust --server exch01`")
+               for line in findings)
     assert not any("exch02" in line for line in findings), "a server with nothing to say is not listed"
 
 
