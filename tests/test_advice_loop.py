@@ -104,7 +104,7 @@ def test_every_finding_s_printed_advice_fixes_it(start_fleet, tmp_path, capsys, 
     hosts = [(f"f{i:02d}" if state != "interrupted_run" else "exch01", PREPARED.get(state, (state,))[0])
              for i, (state, _, _) in enumerate(loops)]
     fleet = start_fleet(hosts)
-    for (state, check, command), (host, _) in zip(loops, hosts, strict=True):
+    for (state, _check, command), (host, _) in zip(loops, hosts, strict=True):
         _prepare(fleet, host, state, tmp_path, capsys, monkeypatch)
         argv = shlex.split(command.replace(f"--server {names[state]}", f"--server {host}"))[1:]
         ran = run_exbe(fleet, tmp_path, capsys, monkeypatch, *argv)
@@ -115,3 +115,27 @@ def test_every_finding_s_printed_advice_fixes_it(start_fleet, tmp_path, capsys, 
                for (state, check, command), (host, _) in zip(loops, hosts, strict=True)
                if after[host][check] != "pass"]
     assert unfixed == [], f"{unfixed}\n{judged.out}"
+
+
+def test_smtp_moves_to_the_back_end_certificate_without_a_renewal_and_the_move_is_recorded(start_fleet, tmp_path,
+                                                                                            capsys, monkeypatch):
+    fleet = start_fleet([("exch01", "backend_expired")])
+    assert run_exbe(fleet, tmp_path, capsys, monkeypatch, "renew", "--server", "exch01").code == 0
+    warned = run_exbe(fleet, tmp_path, capsys, monkeypatch, "verify", "--server", "exch01")
+    assert "`exbe renew --smtp move --server exch01`" in warned.out, "a default renewal leaves SMTP behind"
+    plan = run_exbe(fleet, tmp_path, capsys, monkeypatch, "renew", "--server", "exch01", "--smtp", "move",
+                    "--dry-run")
+    assert "would move SMTP to " in plan.out and "would fix" in plan.out
+    moved = run_exbe(fleet, tmp_path, capsys, monkeypatch, "renew", "--server", "exch01", "--smtp", "move", "--json",
+                     str(tmp_path / "moved.json"))
+    assert moved.code == 0, moved.out
+    renew = next(step for step in json.loads((tmp_path / "moved.json").read_text())["servers"][0]["steps"]
+                 if step["step"] == "renew")
+    assert renew["status"] == "changed" and renew["message"].startswith("not needed: ")
+    assert renew["after"]["smtp"] != renew["before"]["smtp"]
+    assert "changed=1" in next(line for line in moved.out.splitlines() if line.startswith("exch01 :"))
+    journal = json.loads(fleet.host("exch01").snapshot()["exbe_files"]["last-run.json"]["text"])["journal"]
+    assert any(entry.get("intent", "").startswith("move SMTP to ") for entry in journal), journal
+    again = run_exbe(fleet, tmp_path, capsys, monkeypatch, "renew", "--server", "exch01", "--smtp", "move")
+    assert "changed=0" in next(line for line in again.out.splitlines() if line.startswith("exch01 :")), "idempotent"
+    assert "internal_transport_cert" not in run_exbe(fleet, tmp_path, capsys, monkeypatch, "verify", "--all").out
