@@ -414,11 +414,8 @@ class Console:
     # -- after the run -----------------------------------------------------------------------------------------------
     def close(self, runs: Sequence[ServerRun], reports: Sequence[tuple[str, str]] = ()) -> None:
         """Findings, the recap with totals and elapsed time, and where the reports were written."""
-        elapsed = time.monotonic() - self._started
-        self._ticking.set()
+        elapsed = self._stop()
         with self._lock:
-            self._clear_status()
-            self._live = False
             self._findings(runs)
             title = "RECAP (DRY RUN)" if self.dry_run else "RECAP"
             self._print(self.out, "")
@@ -428,17 +425,12 @@ class Console:
                 self._print(self.out, line, _recap_colour(run))
             self._print(self.out, total)
             self._print(self.out, outcome_line(runs, elapsed, dry_run=self.dry_run), "bold")
-            if reports:
-                where = ", ".join(f"{kind} {clean(path, self._redact, one_line=True)}" for kind, path in reports)
-                self._print(self.out, f"reports: {where}")
+            self._reports(reports)
 
     def close_status(self, rows: Sequence[ServerStatus], reports: Sequence[tuple[str, str]] = ()) -> None:
         """`exbe status`: one line per server, most urgent first, then the count and where reports went."""
-        elapsed = time.monotonic() - self._started
-        self._ticking.set()
+        elapsed = self._stop()
         with self._lock:
-            self._clear_status()
-            self._live = False
             colours = {"fail": "red", "unknown": "red", "warn": "yellow", "ok": "green"}
             for state, line in status_table(rows, self._redact):
                 self._print(self.out, line, colours.get(state, "bold"))
@@ -446,9 +438,20 @@ class Console:
             parts = ", ".join(f"{n} {state}" for state, n in tally.items() if n)
             noun = "server" if len(rows) == 1 else "servers"
             self._print(self.out, f"{len(rows)} {noun} in {elapsed:.1f} s: {parts or 'none'}", "bold")
-            if reports:
-                where = ", ".join(f"{kind} {clean(path, self._redact, one_line=True)}" for kind, path in reports)
-                self._print(self.out, f"reports: {where}")
+            self._reports(reports)
+
+    def _stop(self) -> float:
+        """The run is over: the ticker and the live line stop; returns the elapsed time."""
+        self._ticking.set()
+        with self._lock:
+            self._clear_status()
+            self._live = False
+        return time.monotonic() - self._started
+
+    def _reports(self, reports: Sequence[tuple[str, str]]) -> None:
+        if reports:
+            where = ", ".join(f"{kind} {clean(path, self._redact, one_line=True)}" for kind, path in reports)
+            self._print(self.out, f"reports: {where}")
 
     def _findings(self, runs: Sequence[ServerRun]) -> None:
         causes = shared_causes(runs)
