@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import html
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,9 +146,15 @@ def _findings(runs: Sequence[ServerRun], text: Text, redact: Redact, dry_run: bo
                 continue
             css = {"would fix": "changed", "error": "fail", "failed": "fail"}.get(label, label)
             out.append(f'<li><span class="{html.escape(css)}">{html.escape(label)}</span> '
-                       f"<code>{html.escape(what)}</code> {html.escape(reason)}</li>")
+                       f"<code>{html.escape(what)}</code> {_commands(html.escape(reason))}</li>")
         out.append("</ul>")
     return ["<h2>Findings: what to do</h2>", *out] if out else []
+
+
+def _commands(escaped: str) -> str:
+    """Commands in backticks (an advice's `exbe renew --server X`) as code, to copy whole: ``escaped`` is already
+    HTML-escaped, and a backtick is no markup, so nothing a server sent can open an element here."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
 
 
 def _changes(runs: Sequence[ServerRun], text: Text) -> list[str]:

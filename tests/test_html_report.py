@@ -103,8 +103,9 @@ def test_chromium_renders_a_mixed_fleet_s_page_whole_with_no_request_but_the_pag
     for name in ("exch01", "exch02", "exch03", "exch04", "exch05", "exch06"):
         assert name in dom
     assert "FAILED" in dom and "passed with warnings" in dom and "EXPIRED" in dom
-    assert "backend_days_left" in dom and "renew with <code>" not in dom and "renew with `exbe renew`" in dom
-    assert "w3svc_running" in dom and "`exbe restart`" in dom, "the failing check's reason and its fix"
+    assert "backend_days_left" in dom and "renew with <code>exbe renew --server exch02</code>" in dom
+    assert "w3svc_running" in dom and "<code>exbe restart --server exch06</code>" in dom, \
+        "the failing check's reason and its fix, a command to copy"
     assert "SANDBOX" not in dom, "a run on configured servers is not called simulated"
     printed = _chromium("--no-pdf-header-footer", f"--print-to-pdf={tmp_path / 'fleet.pdf'}", f"{base}/fleet.html")
     assert printed.returncode == 0 and (tmp_path / "fleet.pdf").read_bytes()[:5] == b"%PDF-"
