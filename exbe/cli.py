@@ -9,10 +9,8 @@ import dataclasses
 import functools
 import os
 import re
-import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +20,10 @@ from invoke.exceptions import Exit
 
 from .errors import ConfigError, ExbeError
 from .redaction import REDACTOR
+from .signals import EXIT_CANCELLED, cancel_on_signals
 
 if TYPE_CHECKING:
-    from .flow import Cancel
+    from .fleet import Cancel
     from .model import ServerRun
     from .settings import Defaults
 
@@ -74,9 +73,10 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     from .ci import detect
     from .config import Credentials, load
     from .console import Console, dry_run_exit_code
-    from .flow import Cancel, RunOptions, cancel_grace, run_fleet
+    from .fleet import Cancel, RunOptions, cancel_grace
     from .html_report import write_html
     from .inventory import select_servers, servers
+    from .jobs import run_job
     from .locations import inventory_locations
     from .metrics import write_metrics
     from .model import Settings
@@ -134,9 +134,9 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             console.start(len(chosen), defaults.concurrency)
             progress = console.step
             started = time.monotonic()
-            with _cancel_on_signals(cancel, cancel_grace(chosen)):
-                runs = run_fleet(chosen, FLOW_TASK.get(task, task), credentials, settings, run_options, progress,
-                                 defaults.concurrency)
+            with cancel_on_signals(cancel, cancel_grace(chosen)):
+                runs = run_job(chosen, JOB_OF.get(task, task), credentials, settings, run_options, progress,
+                               defaults.concurrency)
             wall_time_s = time.monotonic() - started
             for run in runs:
                 run.simulated = sandbox
@@ -189,14 +189,14 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
         raise Exit(code=code)
 
 
-#: The flow's task each exbe task runs: `exbe status` is preflight's read, judged and shown by exbe.status.
-FLOW_TASK = {"status": "preflight"}
+#: The job each exbe task runs (exbe.jobs.JOBS): `exbe status` is preflight's read, judged and shown by exbe.status.
+JOB_OF = {"status": "preflight"}
 
 
 def error_lines(runs: list[ServerRun]) -> list[str]:
     """The servers' errors for stderr after the run: a run-wide cause once for all the servers that share it, the
     others one line each (the cancelled ones are counted in one line of their own)."""
-    from .console import cause, shared_causes
+    from .findings import cause, shared_causes
 
     causes = shared_causes(runs)
     said = {run.server for sharing in causes.values() for run in sharing}
@@ -235,39 +235,6 @@ def _status_end(runs: list[ServerRun], settings: Any, console: Any, record: Path
     code = status.exit_code(rows)
     if code:
         raise Exit(code=code)
-
-
-#: The exit code of a cancelled run: 128 + SIGINT, as a shell reports a command that Ctrl-C ended.
-EXIT_CANCELLED = 130
-SIGNALS = ("SIGINT", "SIGTERM")
-
-
-@contextlib.contextmanager
-def _cancel_on_signals(cancel: Cancel, grace_s: float) -> Iterator[None]:
-    """While the servers run: the first SIGINT or SIGTERM requests ``cancel`` (no new server or step starts; running
-    steps end, waited for at most ``grace_s``), a second one abandons the wait. Each says so in one line. Outside the
-    main thread (exbe driven from a library) signals cannot be caught and stay as they are."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(number: int, frame: Any) -> None:
-        name = signal.Signals(number).name
-        if not cancel.requested:
-            cancel.request(f"exbe received {name}", grace_s)
-            sys.stderr.write(f"exbe: {name}: cancelling: no server or step starts any more; waiting at most "
-                             f"{grace_s:.0f} s for the running steps to end (signal again to stop waiting)\n")
-        else:
-            cancel.abandon()
-            sys.stderr.write(f"exbe: {name} again: not waiting for the running steps; writing the reports\n")
-        sys.stderr.flush()
-
-    previous = {name: signal.signal(getattr(signal, name), handle) for name in SIGNALS}
-    try:
-        yield
-    finally:
-        for name, handler in previous.items():
-            signal.signal(getattr(signal, name), handler)
 
 
 def cancelled_line(runs: list[ServerRun], cancel: Cancel) -> str:

@@ -21,7 +21,6 @@ always with ``FORCE_COLOR`` set (https://no-color.org, https://force-color.org).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 import threading
@@ -30,8 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING
 
 from . import report
-from .advice import runnable
-from .errors import CONNECTION_KINDS
+from .findings import RUN_WIDE_KINDS, cause, findings, shared_causes, unreachable, without_server
 from .redaction import REDACTOR, Redact, clean
 from .selection import short
 from .status import ServerStatus, backend_days
@@ -39,7 +37,7 @@ from .status import table as status_table
 
 if TYPE_CHECKING:
     from .ci import CiReporter
-    from .model import CheckResult, ServerRun, StepResult
+    from .model import ServerRun, StepResult
 
 #: Log group markers by CI reporter name (Azure Pipelines formatting commands; GitHub Actions workflow commands).
 GROUPS: dict[str, tuple[str, str]] = {"azure": ("##[group]", "##[endgroup]"), "github": ("::group::", "::endgroup::")}
@@ -56,10 +54,6 @@ _STATUS_COLOUR = {"ok": "green", "changed": "yellow", "failed": "red", "skipped"
 NOT_RUN_KINDS = {"not_attempted": "NOT ATTEMPTED", "cancelled": "CANCELLED"}
 #: Connection failures the server did not cause: the logon (refused, or none to give) is the run's, not the host's.
 LOGON_KINDS = {"auth": "AUTH FAILED", "no_credentials": "NO CREDENTIALS"}
-#: Causes that are the run's rather than one server's (the same credentials, the same trust for every server): when
-#: servers share one, it is said once -- in full on the first server's line and once in FINDINGS -- not per server.
-RUN_WIDE_KINDS = ("no_credentials", "auth", "tls_validation")
-_ADDRESSED = re.compile(r"^\S+ \([^)]*\): ")
 
 
 def colour_wanted(env: Mapping[str, str], stream: IO[str]) -> bool:
@@ -78,11 +72,6 @@ def _isatty(stream: IO[str]) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # a closed or unusual stream is no terminal
         return False
-
-
-def unreachable(run: ServerRun) -> bool:
-    """exbe could not work with the server at all: a connection failure (exbe.errors.CONNECTION_KINDS)."""
-    return run.error_kind in CONNECTION_KINDS
 
 
 def verdict(run: ServerRun, *, dry_run: bool = False) -> str:
@@ -107,7 +96,7 @@ def verdict(run: ServerRun, *, dry_run: bool = False) -> str:
 def plan_blocked(run: ServerRun) -> bool:
     """A dry run's verdict on one server: no plan could be made -- the server could not be worked on, or a step
     failed or the server said it would fail. Verify's findings block nothing: those a planned step fixes are marked
-    so (exbe.flow.planned_fixes), the others are what the real run's verify will report again."""
+    so (exbe.plan.planned_fixes), the others are what the real run's verify will report again."""
     return run.error is not None or any(step.status == "failed" and not step.checks for step in run.steps)
 
 
@@ -182,26 +171,6 @@ def _days(left: int | None) -> str:
     return "EXPIRED" if left <= 0 else f"{left}d"
 
 
-def cause(run: ServerRun) -> str:
-    """A server's connection failure without the server's name and address in front: what servers can share."""
-    return _ADDRESSED.sub("", run.error or "", count=1)
-
-
-def shared_causes(runs: Sequence[ServerRun]) -> dict[str, list[ServerRun]]:
-    """Run-wide causes (:data:`RUN_WIDE_KINDS`) that more than one server hit, with those servers (and, for refused
-    credentials, the servers exbe then did not attempt)."""
-    by_kind: dict[str, list[ServerRun]] = {}
-    for run in runs:
-        if run.error_kind in RUN_WIDE_KINDS:
-            by_kind.setdefault(run.error_kind or "", []).append(run)
-    shared = {kind: found for kind, found in by_kind.items() if len(found) > 1}
-    if "auth" in by_kind:
-        skipped = [run for run in runs if run.error_kind == "not_attempted"]
-        if skipped:
-            shared["auth"] = [*by_kind["auth"], *skipped]
-    return shared
-
-
 def outcome_line(runs: Sequence[ServerRun], elapsed_s: float, *, dry_run: bool = False) -> str:
     """``30 servers in 12.4 s: 20 passed, 2 passed with warnings, 6 FAILED, 1 UNREACHABLE, 1 NOT ATTEMPTED``."""
     tally: dict[str, int] = {}
@@ -220,56 +189,6 @@ def _verdict_order(word: str) -> tuple[int, str]:
 
 
 # -- findings ----------------------------------------------------------------------------------------------------------
-def findings(run: ServerRun, redact: Redact, *, cause_said: bool = False) -> list[tuple[str, str, str]]:
-    """What needs the admin on one server, as ``(label, what, reason)``: the connection error (not when
-    ``cause_said``: a run-wide cause said once for the fleet), failed steps, failed and warning checks (with their
-    details), checks a dry run's plan would fix, and every warning."""
-    def text(value: str) -> str:
-        return runnable(_without_server(clean(value, redact, one_line=True), run.server), run.server)
-
-    found: list[tuple[str, str, str]] = []
-    for warning in run.warnings:
-        found.append(("warning", "run", text(warning)))
-    planned: Mapping[str, str] = {}
-    for step in run.steps:
-        judged = [c for c in step.checks if c.status == "fail"]
-        if cause_said and step.step == "connect" and step.message == run.error:
-            pass
-        elif step.status == "failed" and not judged:  # a failed verify is told by its failed checks, below
-            found.append(("error" if unreachable(run) and step.step == "connect" else "failed", step.step,
-                          text(step.message)))
-        elif step.status == "skipped" and step.step == "connect":
-            found.append(("skipped", step.step, text(step.message)))
-        if step.step == "verify":
-            planned = step.data.get("would_fix") or {}
-        for check in step.checks:
-            label = _check_label(check, planned)
-            if label:
-                found.append((label, check.id, text(check.message)))
-                if check.details and label != "would fix":
-                    found.append(("", "", text(check.details)))
-        found.extend(("warning", step.step, text(w)) for w in step.warnings)
-        unjudged = sum(c.status == "skip" and c.id not in planned for c in step.checks)
-        if unjudged:
-            found.append(("skipped", f"{unjudged} check(s)", "could not be judged; --verbose shows why"))
-    return found
-
-
-def _check_label(check: CheckResult, planned: Mapping[str, str]) -> str:
-    if check.id in planned:
-        return "would fix"
-    return {"fail": "fail", "warn": "warn"}.get(check.status, "")
-
-
-def _without_server(text: str, server: str) -> str:
-    """A message under its server's heading without the server's name in front (``EXCH01: ...``, ``EXCH01 ...``);
-    kept where the name introduces an address (``exch01 (10.0.0.5:5985): cannot connect``)."""
-    head, rest = text[: len(server)], text[len(server):]
-    if head.lower() == server.lower() and rest[:1] in (":", " ") and not rest.lstrip(": ").startswith("("):
-        return rest[1:].lstrip(" ")
-    return text
-
-
 def step_details(step: StepResult, redact: Redact) -> list[tuple[str, str]]:
     """``--verbose``: a step's before/after, data summary, warnings and every check, as ``(status, text)`` lines."""
     def value(data: object) -> str:
@@ -281,7 +200,7 @@ def step_details(step: StepResult, redact: Redact) -> list[tuple[str, str]]:
             lines.append(("", f"{key}: {value(data)}"))
     lines.extend(("warning", f"warning: {clean(w, redact, one_line=True)}") for w in step.warnings)
     for check in step.checks:
-        message = _without_server(clean(check.message, redact, one_line=True), step.server)
+        message = without_server(clean(check.message, redact, one_line=True), step.server)
         lines.append((check.status, f"{check.status:<4} {check.id}: {message}"))
         if check.details:
             lines.append((check.status, f"     {clean(check.details, redact, one_line=True)}"))

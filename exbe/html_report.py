@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .console import cause, findings, outcome_line, shared_causes, verdict
+from .console import outcome_line, verdict
+from .findings import cause, findings, shared_causes
 from .redaction import REDACTOR, Redact, clean
 from .status import backend_days
 

@@ -126,14 +126,14 @@ def test_two_simultaneous_forced_renewals_change_the_server_once_and_the_other_r
 def test_a_run_whose_exchange_endpoint_fails_after_the_lock_was_taken_releases_it(start_fleet, exbe, monkeypatch):
     """The preflight pipeline takes the lock while Exchange is read beside it: a failure there that ends the run
     (TLS validation) must not leave the server locked for the TTL."""
-    from exbe import flow as flow_module
+    from exbe.server_run import ServerJob
 
     fleet = start_fleet([("exch01", "healthy")])
 
     def tls_refused(self):
         raise ConnectionFailed(self.server.name, self.server.name, 443, "tls_validation", detail="self-signed")
 
-    monkeypatch.setattr(flow_module.ServerFlow, "_read_exchange", tls_refused)
+    monkeypatch.setattr(ServerJob, "read_exchange", tls_refused)
     result = exbe(fleet, "renew", "--server", "exch01")
     assert result.code != 0
     assert set(files(fleet)) == {LAST_RUN_FILE} and files(fleet)[LAST_RUN_FILE]["ended"]["how"] == "released"
@@ -339,18 +339,18 @@ def test_each_mutating_step_checks_the_lock_and_journals_before_its_change_and_i
 
 
 def test_a_restart_no_one_expected_takes_the_lock_again_in_its_own_pipeline(start_fleet, exbe, tmp_path, monkeypatch):
-    from exbe import flow as flow_module
+    from exbe.jobs.backend import BackendJob
 
     fleet = start_fleet([("exch01", "healthy")])
     host = fleet.host("exch01")
-    real = flow_module.ServerFlow.trust_and_bind
+    real = BackendJob.trust_and_bind
 
     def w3svc_stops_meanwhile(self, *args, **kwargs):  # after preflight read it running: no restart expected
         with host.lock:
             host.state.services["W3SVC"] = "Stopped"
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(flow_module.ServerFlow, "trust_and_bind", w3svc_stops_meanwhile)
+    monkeypatch.setattr(BackendJob, "trust_and_bind", w3svc_stops_meanwhile)
     host.reset_counts()
     record = tmp_path / "r.json"
     assert exbe(fleet, "renew", "--server", "exch01", "--restart-iis", "--json", str(record)).code == 0
@@ -360,3 +360,26 @@ def test_a_restart_no_one_expected_takes_the_lock_again_in_its_own_pipeline(star
     journal = files(fleet)[LAST_RUN_FILE]["journal"]
     assert [(e["step"], e["phase"]) for e in journal] == [("lock", "begin"), ("restart", "begin"), ("restart", "end")]
     assert host.total_requests("winrm") == 14, "the restart's pipeline carries the lock: no extra round trip"
+
+
+# -- a lost answer to the pipeline that takes the lock (issue 27, item 1) -------------------------------------------
+LOST_FIRST_ANSWER = ["drop_in_step=lock", *(f"fail_request=winrm:{n}" for n in range(1, 9)),
+                     *(f"drop_request=winrm:{n}" for n in range(1, 9))]
+
+
+@pytest.mark.parametrize("fault", LOST_FIRST_ANSWER)
+def test_a_lost_answer_to_the_first_pipeline_leaves_no_lock_or_names_the_exact_unlock_command(start_fleet, exbe,
+                                                                                              tmp_path, fault):
+    fleet = start_fleet([("exch01", "backend_expiring")])
+    fleet.host("exch01").faults = Faults.parse(fault)
+    record = tmp_path / "r.json"
+    exbe(fleet, "renew", "--server", "exch01", "--json", str(record))
+    fleet.host("exch01").faults = Faults()
+    server = json.loads(record.read_text())["servers"][0]
+    left = files(fleet).get(LOCK_FILE)
+    if left is not None:
+        said = " ".join([*server["warnings"], *(w for s in server["steps"] for w in s["warnings"])])
+        assert f"`exbe unlock --server exch01 --run {left['run_id']}`" in said, (fault, server)
+        assert exbe(fleet, "unlock", "--server", "exch01", "--run", left["run_id"]).code == 0
+    rerun = exbe(fleet, "renew", "--server", "exch01")
+    assert rerun.code == 0, (fault, rerun.out)
