@@ -129,7 +129,8 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
                                      restart_always=restart_always, cancel=cancel, unlock_run=options.run,
                                      unlock_any=options.yes)
             console = Console(reporter, task=task, verbose=options.verbose, dry_run=settings.dry_run, env=os.environ)
-            run_options = dataclasses.replace(run_options, finished=None if task == "status" else console.finished,
+            run_options = dataclasses.replace(run_options, finished=None if task == "status" and not options.verbose
+                                              else console.finished,
                                               began=console.began)
             console.start(len(chosen), defaults.concurrency)
             progress = console.step

@@ -55,7 +55,7 @@ TaskBody = Callable[..., None]
 
 #: What a flag takes, as ``exbe <task> --help`` shows it; flags annotated ``int`` show INT.
 METAVARS = {"server": "NAME", "group": "NAME", "shard": "I/N", "junit": "FILE", "json": "FILE", "metrics": "FILE",
-            "output": "FILE", "run": "RUN_ID", "smtp": "keep|move", "thumbprint": "THUMBPRINT",
+            "html": "FILE", "output": "FILE", "run": "RUN_ID", "smtp": "keep|move", "thumbprint": "THUMBPRINT",
             "restart-iis": "always", "scenarios": "mixed|LIST", "faults": "SPEC", "state-dir": "DIR",
             "inventory": "FILE"}
 
@@ -190,14 +190,14 @@ def cleanup(c: Context, server: list[str] | None = None, all_: bool = False, gro
 @exbe_task(json="write the status lines as JSON here (- for standard output)")
 def status(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
            shard: str | None = None, json_: str | None = None, html: str | None = None, sandbox: bool = False,
-           keep_going: bool = False) -> None:
+           keep_going: bool = False, verbose: bool = False) -> None:
     """When does what expire: one line per server, most urgent first (read-only; preflight's read).
 
     Each line: the certificate bound to Exchange Back End *:444:, its NotAfter and days left, the Auth certificate's
     days left, whether the 444 binding is sound, and whether an exbe run holds the server's lock. Exit code 1 when a
     server could not be read or would fail verify's binding or days check."""
     run_task(c, "status", TaskOptions(server=server or [], all=all_, group=group, shard=shard, json=json_, html=html,
-                                      sandbox=sandbox, keep_going=keep_going))
+                                      sandbox=sandbox, keep_going=keep_going, verbose=verbose))
 
 
 @exbe_task(run="remove the lock only when this run holds it (its id is in the lock step of that run's report)",
