@@ -12,6 +12,7 @@ answer (``tls``/``http`` None when not run, the reason in ``unreachable``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from .selection import (
     ip_specific_444,
     loopback_binding,
     remove_binding_command,
+    self_signed_exchange_certs,
     short,
     split_loopback,
     weak_signature,
@@ -53,6 +55,14 @@ class _Context:
     def days(self, cert: Certificate) -> int:
         return self.facts.days_left(cert)
 
+    @property
+    def bind_advice(self) -> str:
+        """What puts a usable back-end certificate on *:444:: `exbe bind` when LocalMachine\\My holds a self-signed
+        back-end certificate to bind, else `exbe renew`, which creates one (KB 2779694) and binds it."""
+        usable = [c for c in self_signed_exchange_certs(self.facts, self.settings.friendly_name)
+                  if c.has_private_key and c.key_accessible is not False and self.days(c) > 0]
+        return "bind one with `exbe bind`" if usable else "create and bind one with `exbe renew`"
+
     def no_backend_cert(self, check_id: str) -> CheckResult:
         return CheckResult(check_id, "skip", f"{self.server}: no certificate of LocalMachine\\My on "
                                              f"{self.settings.backend_site} {BACKEND_LABEL} to judge "
@@ -77,14 +87,14 @@ def backend_binding_present(ctx: _Context) -> CheckResult:
     site, server = ctx.settings.backend_site, ctx.server
     if ctx.backend_binding is None:
         return _fail("backend_binding_present", f"{server}: {site} has no https {BACKEND_LABEL} binding; "
-                                                "OWA/ECP/EMS proxying fails; bind one with `exbe bind`")
+                                                f"OWA/ECP/EMS proxying fails; {ctx.bind_advice}")
     if not ctx.bound:
-        return _fail("backend_binding_present", f"{server}: {site} {BACKEND_LABEL} has no certificate; bind one "
-                                                "with `exbe bind`")
+        return _fail("backend_binding_present", f"{server}: {site} {BACKEND_LABEL} has no certificate; "
+                                                f"{ctx.bind_advice}")
     if ctx.cert is None:
         return _fail("backend_binding_present",
                      f"{server}: {site} {BACKEND_LABEL} carries {ctx.bound}, which is not in LocalMachine\\My "
-                     "(HttpEvent 15021); bind a certificate that exists with `exbe bind`", value=ctx.bound)
+                     f"(HttpEvent 15021); {ctx.bind_advice}", value=ctx.bound)
     if not ctx.cert.has_private_key:
         return _fail("backend_binding_present", f"{server}: back-end certificate {short(ctx.bound)} has no private "
                                                 "key; renew with `exbe renew --force`", value=ctx.bound)
@@ -206,7 +216,17 @@ def loopback_443(ctx: _Context) -> CheckResult:
                                      f"{ctx.settings.backend_site} {BACKEND_LABEL} (a split binding: a superseded or "
                                      f"duplicate back-end certificate); `exbe bind` moves it to {ctx.bound}",
                      value=binding.certificate_hash)
-    return _binding_valid("loopback_443", ctx, binding)
+    result = _binding_valid("loopback_443", ctx, binding)
+    if result.status == "fail":
+        # Exchange setup binds the back-end certificate here, and exbe's bind moves it along with *:444:; a
+        # CA-issued certificate here is the admin's choice, which exbe never re-points.
+        if binding.certificate_hash in (None, ctx.bound) or ctx.cert is None:
+            advice = ("renew with `exbe renew` (the renewed certificate is bound here too)" if ctx.cert is not None
+                      else ctx.bind_advice + " (the back-end certificate is bound here too)")
+        else:
+            advice = "assign a valid certificate to this binding in IIS Manager (exbe never re-points it)"
+        result = dataclasses.replace(result, message=f"{result.message}; {advice}")
+    return result
 
 
 def default_site_not_self_signed(ctx: _Context) -> CheckResult:
@@ -233,7 +253,8 @@ def internal_transport_cert(ctx: _Context) -> CheckResult:
     thumb = ctx.exchange.internal_transport
     if not thumb:
         return CheckResult("internal_transport_cert", "warn", f"{ctx.server}: no internal transport certificate is "
-                                                              "configured (Get-TransportService)")
+                                                              "configured (Get-TransportService); put SMTP on the "
+                                                              "back-end certificate with `exbe renew --smtp move`")
     cert = ctx.facts.certificate(thumb)
     if cert is None:
         return _fail("internal_transport_cert", f"{ctx.server}: internal transport certificate {short(thumb)} is not "
@@ -312,7 +333,10 @@ def tls_444_serves_bound(ctx: _Context) -> CheckResult:
         return CheckResult("tls_444_serves_bound", "skip", f"{ctx.server}: TLS probe of port 444 not run: "
                                                            f"{ctx.probe.get('unreachable') or 'no probe'}")
     if not tls.get("ok"):
-        return _fail("tls_444_serves_bound", f"{ctx.server}: port 444 {tls.get('error') or 'TLS handshake failed'}")
+        advice = ctx.bind_advice if ctx.cert is None else \
+            "restart IIS with `exbe restart`, then check `netsh http show sslcert ipport=0.0.0.0:444` on the server"
+        return _fail("tls_444_serves_bound", f"{ctx.server}: port 444 {tls.get('error') or 'TLS handshake failed'}; "
+                                             f"{advice}")
     served = (tls.get("thumbprint") or "").upper() or None
     if served != ctx.bound:
         return _fail("tls_444_serves_bound",
@@ -334,8 +358,10 @@ def backend_http_401(ctx: _Context) -> CheckResult:
                            value=status)
     if status is None:
         return _fail("backend_http_401", f"{ctx.server}: the back end gave no HTTP answer: {http.get('error')}")
+    advice = ("start them with `exbe restart`" if status == 503 else
+              "check the MSExchange app pools (Get-WebAppPoolState) and the Application event log on the server")
     return _fail("backend_http_401", f"{ctx.server}: the back end answers {status}, not 401; check W3SVC and the "
-                                     "MSExchange app pools", value=status)
+                                     f"MSExchange app pools: {advice}", value=status)
 
 
 def interrupted_run(ctx: _Context) -> CheckResult:

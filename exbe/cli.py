@@ -29,9 +29,8 @@ if TYPE_CHECKING:
 
 SANDBOX_BANNER = ("SANDBOX: --sandbox: exbe runs against simulated Exchange servers on this machine (exbe.sandbox). "
                   "Nothing runs on Windows; the configured inventory, if any, is not used.")
-NO_INVENTORY = ("no inventory is configured (looked for exbe.yaml, exbe.yml, exbe.json in {cwd}, the -f file and "
-                "EXBE_RUNTIME_CONFIG): configure exbe.inventory for your servers (docs/configuration.md), or try exbe "
-                "on simulated servers with --sandbox")
+NO_INVENTORY = ("no inventory is configured (looked for {looked}): configure exbe.inventory for your servers "
+                "(docs/configuration.md), or try exbe on simulated servers with --sandbox")
 
 
 @dataclasses.dataclass
@@ -56,6 +55,7 @@ class TaskOptions:
     junit: str | None = None
     json: str | None = None
     metrics: str | None = None  # --metrics: the Prometheus textfile (exbe.metrics)
+    html: str | None = None  # --html: one self-contained page for a browser, a printer or a mail (exbe.html_report)
     sandbox: bool = False
     keep_going: bool = False
     verbose: bool = False  # the console shows each step's detail (exbe.console)
@@ -74,6 +74,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     from .config import Credentials, load
     from .console import Console, dry_run_exit_code
     from .fleet import Cancel, RunOptions, cancel_grace
+    from .html_report import write_html
     from .inventory import select_servers, servers
     from .jobs import run_job
     from .locations import inventory_locations
@@ -95,20 +96,22 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             reporter.warning(warning)
         defaults = loaded.defaults
         settings = Settings.of(defaults, force=options.force, dry_run=options.dry_run)
+        refuse_disagreeing_days(defaults)
         thumbprint = parse_thumbprint(options.thumbprint)
         if options.shard:
             from .shard import parse_shard
 
             parse_shard(options.shard)
         junit = writable_report("--junit", options.junit)
-        record = writable_report("--json", options.json)
+        record = None if options.json == "-" else writable_report("--json", options.json)
+        html = writable_report("--html", options.html, example="exbe.html")
         metrics = writable_report("--metrics", options.metrics)
         if defaults.template_dir:
             from .render import check_template_dir
 
             check_template_dir(defaults.template_dir)
         if not options.sandbox and not loaded.inventory:
-            raise ConfigError(NO_INVENTORY.format(cwd=os.getcwd()))
+            raise ConfigError(NO_INVENTORY.format(looked=looked_for(c.config)))
         with _inventory(loaded.inventory, defaults, sandbox=options.sandbox) as (inventory, credentials, sandbox):
             if credentials is None:
                 credentials = Credentials.from_env(os.environ)
@@ -126,12 +129,15 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
                                      restart_always=restart_always, cancel=cancel, unlock_run=options.run,
                                      unlock_any=options.yes)
             console = Console(reporter, task=task, verbose=options.verbose, dry_run=settings.dry_run, env=os.environ)
-            run_options = dataclasses.replace(run_options, finished=console.finished)
+            run_options = dataclasses.replace(run_options, finished=None if task == "status" and not options.verbose
+                                              else console.finished,
+                                              began=console.began)
             console.start(len(chosen), defaults.concurrency)
             progress = console.step
             started = time.monotonic()
             with cancel_on_signals(cancel, cancel_grace(chosen)):
-                runs = run_job(chosen, task, credentials, settings, run_options, progress, defaults.concurrency)
+                runs = run_job(chosen, JOB_OF.get(task, task), credentials, settings, run_options, progress,
+                               defaults.concurrency)
             wall_time_s = time.monotonic() - started
             for run in runs:
                 run.simulated = sandbox
@@ -142,11 +148,16 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     redact = REDACTOR.redact
     unwritten = []
     written: list[tuple[str, str]] = []
+    if task == "status":
+        _status_end(runs, settings, console, record, html, sandbox=sandbox, json_stdout=options.json == "-")
+        return
     for kind, path, write in (("JUnit", junit, functools.partial(write_junit, task=task, wall_time_s=wall_time_s,
                                                                  locations=locations)),
                               ("JSON", record, write_json),
                               ("metrics", metrics, functools.partial(write_metrics, task=task,
-                                                                     wall_time_s=wall_time_s))):
+                                                                     wall_time_s=wall_time_s)),
+                              ("HTML", html, functools.partial(write_html, task=task, dry_run=settings.dry_run,
+                                                               wall_time_s=wall_time_s))):
         if path is not None:
             try:
                 write(runs, path, redact=redact)
@@ -154,9 +165,8 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             except OSError as exc:  # checked before the run; the path can still vanish or fill up meanwhile
                 unwritten.append(f"exbe: cannot write {path}: {exc.strerror or exc}")
     console.close(runs, written)
-    for run in runs:
-        if run.error and run.error_kind != "cancelled":  # the cancelled ones are counted in one line below
-            print(f"exbe: {redact(run.error)}", file=sys.stderr)
+    for line in error_lines(runs):
+        print(f"exbe: {redact(line)}", file=sys.stderr)
     if credentials.uses_logon and any(_logon_failure(run.error) for run in runs):
         print(f"exbe: {NO_CREDENTIALS}", file=sys.stderr)
     for line in unwritten:
@@ -176,6 +186,54 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if code:
+        raise Exit(code=code)
+
+
+#: The job each exbe task runs (exbe.jobs.JOBS): `exbe status` is preflight's read, judged and shown by exbe.status.
+JOB_OF = {"status": "preflight"}
+
+
+def error_lines(runs: list[ServerRun]) -> list[str]:
+    """The servers' errors for stderr after the run: a run-wide cause once for all the servers that share it, the
+    others one line each (the cancelled ones are counted in one line of their own)."""
+    from .findings import cause, shared_causes
+
+    causes = shared_causes(runs)
+    said = {run.server for sharing in causes.values() for run in sharing}
+    lines = []
+    for kind, sharing in causes.items():
+        hit = [run for run in sharing if run.error_kind == kind]
+        lines.append(f"{len(hit)} servers ({', '.join(run.server for run in hit)}): {cause(hit[0])}"
+                     + (f"; {len(sharing) - len(hit)} more not attempted" if len(sharing) > len(hit) else ""))
+    lines += [run.error for run in runs
+              if run.error and run.error_kind != "cancelled" and run.server not in said]
+    return lines
+
+
+def _status_end(runs: list[ServerRun], settings: Any, console: Any, record: Path | None, html: Path | None, *,
+                sandbox: bool, json_stdout: bool) -> None:
+    """`exbe status`: the table (most urgent first), ``--json`` (a file, or ``-`` for standard output), ``--html``;
+    exit 1 when a server could not be read or would fail verify's binding or days check."""
+    from . import status
+    from .console import verdict
+    from .html_report import write_html
+
+    rows = status.statuses(runs, settings, {run.server: verdict(run) for run in runs})
+    redact = REDACTOR.redact
+    written = []
+    if record is not None:
+        record.write_text(status.document(rows, simulated=sandbox, redact=redact), encoding="utf-8")
+        written.append(("JSON", str(record)))
+    if html is not None:
+        write_html(runs, html, redact=redact, task="status", statuses=rows)
+        written.append(("HTML", str(html)))
+    console.close_status(rows, written)
+    if json_stdout:
+        sys.stdout.write(status.document(rows, simulated=sandbox, redact=redact))
+    if sandbox:
+        print("SANDBOX: these were simulated servers; nothing ran on Windows.", file=sys.stderr)
+    code = status.exit_code(rows)
     if code:
         raise Exit(code=code)
 
@@ -217,6 +275,31 @@ def _logon_failure(error: str | None) -> bool:
     from .errors import CONNECTION_KINDS
 
     return bool(error) and any(CONNECTION_KINDS[kind][0] in str(error) for kind in ("auth", "no_credentials"))
+
+
+def refuse_disagreeing_days(defaults: Defaults) -> None:
+    """``days`` below ``warn_days`` would make verify warn (or fail) about a certificate that renew calls healthy and
+    will not renew: the advice `exbe renew` would fix nothing. Refused in one line, before anything runs."""
+    if defaults.days < defaults.warn_days:
+        raise ConfigError(f"days ({defaults.days}) is below warn_days ({defaults.warn_days}): verify would warn about "
+                          "a certificate that renew leaves alone; set days (--days, EXBE_DAYS, exbe.defaults.days) to "
+                          f"at least {defaults.warn_days}, or lower warn_days (and fail_days) to days or below")
+
+
+def looked_for(config: Any) -> str:
+    """Where the entry point that made ``config`` looked for configuration files, as the no-inventory error names
+    them: the ``exbe`` command reads exbe.yaml and EXBE_RUNTIME_CONFIG, plain ``invoke`` its own invoke.yaml
+    (beside tasks.py) and INVOKE_RUNTIME_CONFIG."""
+    from .config import ExbeConfig
+
+    name, variable = ("exbe", "EXBE_RUNTIME_CONFIG") if isinstance(config, ExbeConfig) else \
+        ("invoke", "INVOKE_RUNTIME_CONFIG")
+    project = getattr(config, "_project_prefix", None)
+    where = [f"{name}.yaml, {name}.yml, {name}.json in {Path(project) if project else os.getcwd()}",
+             f"/etc/{name}.yaml", f"~/.{name}.yaml"]
+    runtime = getattr(config, "_runtime_path", None)
+    where.append(f"the -f file {runtime}" if runtime else f"the -f file and {variable} (neither given)")
+    return ", ".join(where)
 
 
 def flag_values(options: TaskOptions) -> dict[str, Any]:

@@ -29,12 +29,15 @@ from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING
 
 from . import report, winconsole
-from .errors import CONNECTION_KINDS
+from .findings import RUN_WIDE_KINDS, cause, findings, shared_causes, unreachable, without_server
 from .redaction import REDACTOR, Redact, clean
+from .selection import short
+from .status import ServerStatus, backend_days
+from .status import table as status_table
 
 if TYPE_CHECKING:
     from .ci import CiReporter
-    from .model import CheckResult, ServerRun, StepResult
+    from .model import ServerRun, StepResult
 
 #: Log group markers by CI reporter name (Azure Pipelines formatting commands; GitHub Actions workflow commands).
 GROUPS: dict[str, tuple[str, str]] = {"azure": ("##[group]", "##[endgroup]"), "github": ("::group::", "::endgroup::")}
@@ -49,6 +52,8 @@ _STATUS_COLOUR = {"ok": "green", "changed": "yellow", "failed": "red", "skipped"
 
 #: ServerRun.error_kind values that are not a connection failure but still mean no work was done.
 NOT_RUN_KINDS = {"not_attempted": "NOT ATTEMPTED", "cancelled": "CANCELLED"}
+#: Connection failures the server did not cause: the logon (refused, or none to give) is the run's, not the host's.
+LOGON_KINDS = {"auth": "AUTH FAILED", "no_credentials": "NO CREDENTIALS"}
 
 
 def colour_wanted(env: Mapping[str, str], stream: IO[str]) -> bool:
@@ -69,17 +74,12 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
-def unreachable(run: ServerRun) -> bool:
-    """exbe could not work with the server at all: a connection failure (exbe.errors.CONNECTION_KINDS)."""
-    return run.error_kind in CONNECTION_KINDS
-
-
 def verdict(run: ServerRun, *, dry_run: bool = False) -> str:
     """One server's outcome (:func:`exbe.report.verdict`) in the recap's words, which are exbe's own (never
     redacted, never from a server): a server exbe did not try says why; a dry run says whether it would change."""
     kind = report.verdict(run)
     if kind in ("unreachable", "cancelled", "not_attempted"):
-        return NOT_RUN_KINDS.get(run.error_kind or "", "UNREACHABLE")
+        return {**NOT_RUN_KINDS, **LOGON_KINDS}.get(run.error_kind or "", "UNREACHABLE")
     if dry_run:
         if plan_blocked(run):
             return "BLOCKED"
@@ -141,12 +141,15 @@ def summary_table(runs: Sequence[ServerRun], *, redact: Redact | None = None, dr
     digits = {key: len(str(value)) for key, value in total.items()}
     thumbs = [_thumbprints(run, cell) for run in runs]
     thumb_width = max([1, *map(len, thumbs)])
+    days = [_days(backend_days(run)) for run in runs]
+    days_width = max([1, *map(len, days)])
 
     def numbers(tally: Mapping[str, int]) -> str:
         return "  ".join(f"{key}={tally[key]:<{digits[key]}}" for key in total)
 
-    lines = [f"{name:<{width}} : {numbers(tally)}  {thumb:<{thumb_width}}  {verdict(run, dry_run=dry_run)}"
-             for name, tally, thumb, run in zip(names, tallies, thumbs, runs, strict=True)]
+    lines = [f"{name:<{width}} : {numbers(tally)}  {thumb:<{thumb_width}}  {left:>{days_width}}  "
+             f"{verdict(run, dry_run=dry_run)}"
+             for name, tally, thumb, left, run in zip(names, tallies, thumbs, days, runs, strict=True)]
     lines.append(f"{'total':<{width}} : {numbers(total)}")
     return "\n".join(lines)
 
@@ -161,6 +164,13 @@ def _thumbprints(run: ServerRun, cell: Redact) -> str:
     return f"{old or '?'} -> {new}"
 
 
+def _days(left: int | None) -> str:
+    """The back-end certificate's days left as the recap shows them: ``1825d``, ``EXPIRED``, ``-`` (unknown)."""
+    if left is None:
+        return "-"
+    return "EXPIRED" if left <= 0 else f"{left}d"
+
+
 def outcome_line(runs: Sequence[ServerRun], elapsed_s: float, *, dry_run: bool = False) -> str:
     """``30 servers in 12.4 s: 20 passed, 2 passed with warnings, 6 FAILED, 1 UNREACHABLE, 1 NOT ATTEMPTED``."""
     tally: dict[str, int] = {}
@@ -173,58 +183,12 @@ def outcome_line(runs: Sequence[ServerRun], elapsed_s: float, *, dry_run: bool =
 
 
 def _verdict_order(word: str) -> tuple[int, str]:
-    order = ("passed", "no change", "would change", "FAILED", "BLOCKED", "UNREACHABLE", "NOT ATTEMPTED", "CANCELLED")
+    order = ("passed", "no change", "would change", "FAILED", "BLOCKED", "UNREACHABLE", "AUTH FAILED", "NO CREDENTIALS",
+             "NOT ATTEMPTED", "CANCELLED")
     return next((i for i, prefix in enumerate(order) if word.startswith(prefix)), len(order)), word
 
 
 # -- findings ----------------------------------------------------------------------------------------------------------
-def findings(run: ServerRun, redact: Redact) -> list[tuple[str, str, str]]:
-    """What needs the admin on one server, as ``(label, what, reason)``: the connection error, failed steps, failed
-    and warning checks (with their details), checks a dry run's plan would fix, and every warning."""
-    def text(value: str) -> str:
-        return _without_server(clean(value, redact, one_line=True), run.server)
-
-    found: list[tuple[str, str, str]] = []
-    for warning in run.warnings:
-        found.append(("warning", "run", text(warning)))
-    planned: Mapping[str, str] = {}
-    for step in run.steps:
-        judged = [c for c in step.checks if c.status == "fail"]
-        if step.status == "failed" and not judged:  # a failed verify is told by its failed checks, below
-            found.append(("error" if unreachable(run) and step.step == "connect" else "failed", step.step,
-                          text(step.message)))
-        elif step.status == "skipped" and step.step == "connect":
-            found.append(("skipped", step.step, text(step.message)))
-        if step.step == "verify":
-            planned = step.data.get("would_fix") or {}
-        for check in step.checks:
-            label = _check_label(check, planned)
-            if label:
-                found.append((label, check.id, text(check.message)))
-                if check.details and label != "would fix":
-                    found.append(("", "", text(check.details)))
-        found.extend(("warning", step.step, text(w)) for w in step.warnings)
-        unjudged = sum(c.status == "skip" and c.id not in planned for c in step.checks)
-        if unjudged:
-            found.append(("skipped", f"{unjudged} check(s)", "could not be judged; --verbose shows why"))
-    return found
-
-
-def _check_label(check: CheckResult, planned: Mapping[str, str]) -> str:
-    if check.id in planned:
-        return "would fix"
-    return {"fail": "fail", "warn": "warn"}.get(check.status, "")
-
-
-def _without_server(text: str, server: str) -> str:
-    """A message under its server's heading without the server's name in front (``EXCH01: ...``, ``EXCH01 ...``);
-    kept where the name introduces an address (``exch01 (10.0.0.5:5985): cannot connect``)."""
-    head, rest = text[: len(server)], text[len(server):]
-    if head.lower() == server.lower() and rest[:1] in (":", " ") and not rest.lstrip(": ").startswith("("):
-        return rest[1:].lstrip(" ")
-    return text
-
-
 def step_details(step: StepResult, redact: Redact) -> list[tuple[str, str]]:
     """``--verbose``: a step's before/after, data summary, warnings and every check, as ``(status, text)`` lines."""
     def value(data: object) -> str:
@@ -236,7 +200,7 @@ def step_details(step: StepResult, redact: Redact) -> list[tuple[str, str]]:
             lines.append(("", f"{key}: {value(data)}"))
     lines.extend(("warning", f"warning: {clean(w, redact, one_line=True)}") for w in step.warnings)
     for check in step.checks:
-        message = _without_server(clean(check.message, redact, one_line=True), step.server)
+        message = without_server(clean(check.message, redact, one_line=True), step.server)
         lines.append((check.status, f"{check.status:<4} {check.id}: {message}"))
         if check.details:
             lines.append((check.status, f"     {clean(check.details, redact, one_line=True)}"))
@@ -265,6 +229,10 @@ class Console:
         self._done: list[ServerRun] = []
         self._last = ""
         self._started = time.monotonic()
+        self._running: dict[str, tuple[str, float]] = {}  # server -> (its step under way, when the server began)
+        self._causes: dict[str, str] = {}  # run-wide cause kind -> the server whose line said it in full
+        self._ticking = threading.Event()
+        self._noted = 0.0  # when the last "still running" line was printed (off a terminal)
 
     @property
     def out(self) -> IO[str]:
@@ -286,6 +254,37 @@ class Console:
             self._print(self.out, f"exbe {self.task}{' (dry run)' if self.dry_run else ''}: {servers} {noun}, "
                                   f"{min(concurrency, servers) or 1} at a time")
             self._status()
+        self._ticking.clear()
+        threading.Thread(target=self._tick, name="exbe-console", daemon=True).start()
+
+    def began(self, server: str, step: str) -> None:
+        """A step began on a server (the flow's callback): the progress names what is still running, and since when."""
+        with self._lock:
+            since = self._running.get(server, ("", time.monotonic()))[1]
+            self._running[server] = (step, since)
+            self._status()
+
+    def running(self, now: float | None = None) -> str:
+        """The servers still running, longest first, with their step and elapsed time:
+        ``sim-exch03 preflight 85 s, sim-exch07 verify 2 s``."""
+        now = time.monotonic() if now is None else now
+        ordered = sorted(self._running.items(), key=lambda item: item[1][1])
+        return ", ".join(f"{clean(name, self._redact, one_line=True)} {step} {now - since:.0f} s"
+                         for name, (step, since) in ordered)
+
+    #: Off a terminal (a CI log), a line naming the servers still running every this many seconds of silence.
+    NOTE_EVERY_S = 30.0
+
+    def _tick(self) -> None:
+        """Once a second: the live line's elapsed times move; off a terminal, a slow server is named every
+        :data:`NOTE_EVERY_S` seconds (a host that accepts TCP and never answers is seen, not guessed)."""
+        while not self._ticking.wait(1.0):
+            with self._lock:
+                if self._live:
+                    self._status()
+                elif self._running and time.monotonic() - max(self._noted, self._started) >= self.NOTE_EVERY_S:
+                    self._noted = time.monotonic()
+                    self._print(self.err, f"exbe {self.task}: still running: {self.running()}")
 
     def step(self, server: str, step: str, status: str, message: str) -> None:
         """A step finished on a server: only the live count moves (the lines come when the server finishes)."""
@@ -295,8 +294,15 @@ class Console:
 
     def finished(self, run: ServerRun) -> None:
         """A server finished: its step lines, together (in a log group in CI), with details when verbose."""
-        lines = self.server_lines(run)
         with self._lock:
+            self._running.pop(run.server, None)
+            kind = run.error_kind or ""
+            first = self._causes.setdefault(kind, run.server) if kind in RUN_WIDE_KINDS else run.server
+        lines = self.server_lines(run) if first == run.server else [(
+            "failed", self.reporter.progress_line(run.server, "connect", "failed",
+                                                  f"{verdict(run)}: the same cause as {first} (above)"))]
+        with self._lock:
+            self._noted = time.monotonic()
             self._clear_status()
             group = GROUPS.get(self.reporter.name)
             if group:
@@ -315,6 +321,8 @@ class Console:
         for step in run.steps:
             lines.append((step.status, self.reporter.progress_line(run.server, step.step, step.status,
                                                                    step.message)))
+            lines.extend(("", f"{'':<21}kept {short(str(thumb))}: {clean(str(why), self._redact, one_line=True)}")
+                         for thumb, why in step.data.get("kept") or [] if step.step == "cleanup")
             if self.verbose:
                 lines.extend((status, f"{'':<21}{text}") for status, text in step_details(step, self._redact))
         if self.verbose:
@@ -325,10 +333,8 @@ class Console:
     # -- after the run -----------------------------------------------------------------------------------------------
     def close(self, runs: Sequence[ServerRun], reports: Sequence[tuple[str, str]] = ()) -> None:
         """Findings, the recap with totals and elapsed time, and where the reports were written."""
-        elapsed = time.monotonic() - self._started
+        elapsed = self._stop()
         with self._lock:
-            self._clear_status()
-            self._live = False
             self._findings(runs)
             title = "RECAP (DRY RUN)" if self.dry_run else "RECAP"
             self._print(self.out, "")
@@ -338,18 +344,56 @@ class Console:
                 self._print(self.out, line, _recap_colour(run))
             self._print(self.out, total)
             self._print(self.out, outcome_line(runs, elapsed, dry_run=self.dry_run), "bold")
-            if reports:
-                where = ", ".join(f"{kind} {clean(path, self._redact, one_line=True)}" for kind, path in reports)
-                self._print(self.out, f"reports: {where}")
+            self._reports(reports)
+
+    def close_status(self, rows: Sequence[ServerStatus], reports: Sequence[tuple[str, str]] = ()) -> None:
+        """`exbe status`: one line per server, most urgent first, then the count and where reports went."""
+        elapsed = self._stop()
+        with self._lock:
+            colours = {"fail": "red", "unknown": "red", "warn": "yellow", "ok": "green"}
+            for state, line in status_table(rows, self._redact):
+                self._print(self.out, line, colours.get(state, "bold"))
+            tally = {state: sum(row.state == state for row in rows) for state in ("ok", "warn", "fail", "unknown")}
+            parts = ", ".join(f"{n} {state}" for state, n in tally.items() if n)
+            noun = "server" if len(rows) == 1 else "servers"
+            self._print(self.out, f"{len(rows)} {noun} in {elapsed:.1f} s: {parts or 'none'}", "bold")
+            self._reports(reports)
+
+    def _stop(self) -> float:
+        """The run is over: the ticker and the live line stop; returns the elapsed time."""
+        self._ticking.set()
+        with self._lock:
+            self._clear_status()
+            self._live = False
+        return time.monotonic() - self._started
+
+    def _reports(self, reports: Sequence[tuple[str, str]]) -> None:
+        if reports:
+            where = ", ".join(f"{kind} {clean(path, self._redact, one_line=True)}" for kind, path in reports)
+            self._print(self.out, f"reports: {where}")
 
     def _findings(self, runs: Sequence[ServerRun]) -> None:
-        blocks = [(run, findings(run, self._redact)) for run in runs]
+        causes = shared_causes(runs)
+        said = {run.server for hit in causes.values() for run in hit}
+        blocks = [(run, findings(run, self._redact, cause_said=run.server in said)) for run in runs]
         blocks = [(run, found) for run, found in blocks if found]
-        if not blocks:
+        if not blocks and not causes:
             return
         self._print(self.out, "")
         self._print(self.out, "FINDINGS (would fix: the plan changes it; fail/warn: the plan leaves it)"
                     if self.dry_run else "FINDINGS", "bold")
+        for kind, sharing in causes.items():
+            hit = [run for run in sharing if run.error_kind == kind]
+            first = clean(cause(hit[0]), self._redact, one_line=True)
+            self._print(self.out, f"{len(sharing)} of {len(runs)} servers  {verdict(hit[0])} (one cause, said once)",
+                        "red")
+            self._print(self.out, f"  {'error':<10}connect  {first}", "red")
+            names = ", ".join(clean(run.server, self._redact, one_line=True) for run in hit)
+            self._print(self.out, f"  {'':<10}servers  {names}")
+            others = [run for run in sharing if run.error_kind != kind]
+            if others:
+                names = ", ".join(clean(run.server, self._redact, one_line=True) for run in others)
+                self._print(self.out, f"  {'':<10}not attempted, so the account does not lock out: {names}")
         for run, found in blocks:
             self._print(self.out, f"{clean(run.server, self._redact, one_line=True)}  "
                                   f"{verdict(run, dry_run=self.dry_run)}", _recap_colour(run))
@@ -378,7 +422,9 @@ class Console:
         parts = [f"{failed} failed" if failed else "", f"{lost} unreachable" if lost else ""]
         summary = ", ".join(p for p in parts if p) or "no failure yet"
         last = clean(self._last, self._redact, one_line=True)
-        line = f"[{len(self._done)}/{self._total}] {self.task}: {summary}  {last}"
+        running = self.running()
+        line = f"[{len(self._done)}/{self._total}] {self.task}: {summary}  " + \
+            (f"running: {running}" if running else last)
         width = shutil.get_terminal_size((80, 24)).columns - 1  # one screen line, or \r cannot take it back
         self.err.write("\r\x1b[K" + self.reporter.safe_line(line)[:width])
         self.err.flush()

@@ -115,6 +115,8 @@ class RunOptions:
     cancel: Cancel = dataclasses.field(default_factory=Cancel)
     # called with each server's run as it finishes (the console prints a server's lines together, exbe.console)
     finished: Callable[[ServerRun], None] | None = None
+    # called with (server, step) as each step of a server begins (the console names what is still running)
+    began: Callable[[str, str], None] | None = None
 
 
 class FirstLogon:

@@ -37,8 +37,11 @@ from invoke.program import Program
 from invoke.util import Lexicon  # type: ignore[attr-defined]  # re-exported from its vendored lexicon
 
 import exbe
+from exbe import yaml_only
 from exbe.config import ExbeConfig
 from exbe.errors import ConfigError, ExbeError
+
+yaml_only.install()  # before any configuration file is read: none is ever run as Python
 
 RUNTIME_CONFIG_VAR = "EXBE_RUNTIME_CONFIG"
 
@@ -103,6 +106,7 @@ class ExbeProgram(Program):
             super().create_config()
 
     def parse_collection(self) -> None:
+        yaml_only.refuse_python_flag(self.args.config.value)
         super().parse_collection()
         with _as_exit():
             self.config.set_project_location(os.getcwd())

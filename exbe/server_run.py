@@ -65,6 +65,7 @@ class ServerJob:
         self.run = new_run(server)
         self.facts: HostFacts | None = None
         self.exchange: ExchangeFacts | None = None
+        self.lock_read: dict[str, Any] | None = None  # the lock a read-only run found held (`exbe status`)
         self.exchange_reason = ""
         self.exchange_notes: list[str] = []  # warnings of the last Exchange read (statements that did not answer)
         self.credentials_refused = False  # the server refused the logon (lockout safety, exbe.fleet)
@@ -106,6 +107,8 @@ class ServerJob:
         if self.options.cancel.requested:
             raise Cancelled(stage)
         self.stage = stage
+        if self.options.began is not None:
+            self.options.began(self.server.name, stage)
 
     def record(self, result: StepResult) -> None:
         self.run.steps.append(result)
@@ -133,6 +136,9 @@ class ServerJob:
                                                   ("facts", facts_step.plan(self.settings))])
             # before the Exchange read's failure can end the run: a lock taken here is this run's to release
             result, lock_warnings = self.lock.first_answered(lock_answer)
+            if lock_answer["ok"] and not self.lock.taking and lock_answer["data"].get("held"):
+                # a lock held by another run, as `exbe status` shows it
+                self.lock_read = {"now": lock_answer["data"]["now"], "held": lock_answer["data"]["held"]}
             if result is not None:
                 self.record(result)
             exchange_read.result()  # a connection failure there (e.g. TLS validation) is the run's failure too

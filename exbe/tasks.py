@@ -14,10 +14,12 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
+from . import yaml_only
 from .cli import (
     TaskOptions,
     flag_values,
     parse_thumbprint,
+    refuse_disagreeing_days,
     refuse_flag_controls,
     run_task,
     template_dir,
@@ -34,6 +36,7 @@ SELECT_HELP = {
     "junit": "write JUnit XML here (a testsuite per server)",
     "json": "write the JSON run record here",
     "metrics": "write the run as Prometheus metrics here (node_exporter's textfile collector: a .prom file)",
+    "html": "write the run as one self-contained HTML page here (to open, print or forward by mail)",
     "dry-run": "change nothing; show what would change",
     "keep-going": "try every server even after one refused the credentials (each try is a bad logon: lockout risk)",
     "sandbox": "run on simulated Exchange servers on this machine (exbe's sandbox; nothing runs on Windows)",
@@ -52,7 +55,7 @@ TaskBody = Callable[..., None]
 
 #: What a flag takes, as ``exbe <task> --help`` shows it; flags annotated ``int`` show INT.
 METAVARS = {"server": "NAME", "group": "NAME", "shard": "I/N", "junit": "FILE", "json": "FILE", "metrics": "FILE",
-            "output": "FILE", "run": "RUN_ID", "smtp": "keep|move", "thumbprint": "THUMBPRINT",
+            "html": "FILE", "output": "FILE", "run": "RUN_ID", "smtp": "keep|move", "thumbprint": "THUMBPRINT",
             "restart-iis": "always", "scenarios": "mixed|LIST", "faults": "SPEC", "state-dir": "DIR",
             "inventory": "FILE"}
 
@@ -92,10 +95,12 @@ def exbe_task(*, optional: tuple[str, ...] = (), **extra_help: str) -> Callable[
 @exbe_task()
 def preflight(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
               shard: str | None = None, junit: str | None = None, json_: str | None = None, metrics: str | None = None,
+        html: str | None = None,
         sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Read both endpoints and select the back-end certificate; change nothing."""
     run_task(c, "preflight", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
-                                         json=json_, metrics=metrics, sandbox=sandbox,
+                                         json=json_, metrics=metrics,
+        html=html, sandbox=sandbox,
         keep_going=keep_going, verbose=verbose))
 
 
@@ -106,11 +111,13 @@ def renew(c: Context, server: list[str] | None = None, all_: bool = False, group
           shard: str | None = None, days: int | None = None, force: bool = False, dry_run: bool = False,
           no_trust: bool = False, smtp: str | None = None, restart_iis: str | None = None, cleanup: bool = False,
           min_age: int | None = None, junit: str | None = None, json_: str | None = None, metrics: str | None = None,
+        html: str | None = None,
         sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Renew the back-end certificate where needed, trust it, bind it to 444, verify (the whole chain)."""
     run_task(c, "renew", TaskOptions(server=server or [], all=all_, group=group, shard=shard, days=days, force=force,
                                      dry_run=dry_run, no_trust=no_trust, smtp=smtp, restart_iis=restart_iis,
                                      cleanup=cleanup, min_age=min_age, junit=junit, json=json_, metrics=metrics,
+        html=html,
                                      sandbox=sandbox,
         keep_going=keep_going, verbose=verbose))
 
@@ -119,10 +126,12 @@ def renew(c: Context, server: list[str] | None = None, all_: bool = False, group
 def trust(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
           shard: str | None = None, thumbprint: str | None = None, dry_run: bool = False, junit: str | None = None,
           json_: str | None = None, metrics: str | None = None,
+        html: str | None = None,
         sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Put the back-end certificate's public part in LocalMachine\\Root when it is absent."""
     run_task(c, "trust", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
-                                     dry_run=dry_run, junit=junit, json=json_, metrics=metrics, sandbox=sandbox,
+                                     dry_run=dry_run, junit=junit, json=json_, metrics=metrics,
+        html=html, sandbox=sandbox,
         keep_going=keep_going, verbose=verbose))
 
 
@@ -131,10 +140,12 @@ def trust(c: Context, server: list[str] | None = None, all_: bool = False, group
 def bind(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
          shard: str | None = None, thumbprint: str | None = None, dry_run: bool = False, junit: str | None = None,
          json_: str | None = None, metrics: str | None = None,
+        html: str | None = None,
         sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Bind the back-end certificate to Exchange Back End *:444: (and 127.0.0.1:443 where it was)."""
     run_task(c, "bind", TaskOptions(server=server or [], all=all_, group=group, shard=shard, thumbprint=thumbprint,
-                                    dry_run=dry_run, junit=junit, json=json_, metrics=metrics, sandbox=sandbox,
+                                    dry_run=dry_run, junit=junit, json=json_, metrics=metrics,
+        html=html, sandbox=sandbox,
         keep_going=keep_going, verbose=verbose))
 
 
@@ -142,20 +153,24 @@ def bind(c: Context, server: list[str] | None = None, all_: bool = False, group:
 def restart(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
             shard: str | None = None, dry_run: bool = False, junit: str | None = None,
             json_: str | None = None, metrics: str | None = None,
+        html: str | None = None,
         sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """iisreset, one server at a time, waiting for W3SVC to come back."""
     run_task(c, "restart", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
-                                       junit=junit, json=json_, metrics=metrics, sandbox=sandbox,
+                                       junit=junit, json=json_, metrics=metrics,
+        html=html, sandbox=sandbox,
         keep_going=keep_going, verbose=verbose))
 
 
 @exbe_task()
 def verify(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
            shard: str | None = None, junit: str | None = None, json_: str | None = None, metrics: str | None = None,
+        html: str | None = None,
         sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Check the back end as HealthChecker would, plus a TLS and HTTP probe of port 444 from this agent."""
     run_task(c, "verify", TaskOptions(server=server or [], all=all_, group=group, shard=shard, junit=junit,
-                                      json=json_, metrics=metrics, sandbox=sandbox,
+                                      json=json_, metrics=metrics,
+        html=html, sandbox=sandbox,
         keep_going=keep_going, verbose=verbose))
 
 
@@ -163,11 +178,26 @@ def verify(c: Context, server: list[str] | None = None, all_: bool = False, grou
 def cleanup(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
             shard: str | None = None, min_age: int | None = None, dry_run: bool = False, junit: str | None = None,
             json_: str | None = None, metrics: str | None = None,
+        html: str | None = None,
         sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
     """Remove superseded self-signed back-end certificates (and Root copies) that nothing uses, after verify."""
     run_task(c, "cleanup", TaskOptions(server=server or [], all=all_, group=group, shard=shard, min_age=min_age,
-                                       dry_run=dry_run, junit=junit, json=json_, metrics=metrics, sandbox=sandbox,
+                                       dry_run=dry_run, junit=junit, json=json_, metrics=metrics,
+        html=html, sandbox=sandbox,
         keep_going=keep_going, verbose=verbose))
+
+
+@exbe_task(json="write the status lines as JSON here (- for standard output)")
+def status(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+           shard: str | None = None, json_: str | None = None, html: str | None = None, sandbox: bool = False,
+           keep_going: bool = False, verbose: bool = False) -> None:
+    """When does what expire: one line per server, most urgent first (read-only; preflight's read).
+
+    Each line: the certificate bound to Exchange Back End *:444:, its NotAfter and days left, the Auth certificate's
+    days left, whether the 444 binding is sound, and whether an exbe run holds the server's lock. Exit code 1 when a
+    server could not be read or would fail verify's binding or days check."""
+    run_task(c, "status", TaskOptions(server=server or [], all=all_, group=group, shard=shard, json=json_, html=html,
+                                      sandbox=sandbox, keep_going=keep_going, verbose=verbose))
 
 
 @exbe_task(run="remove the lock only when this run holds it (its id is in the lock step of that run's report)",
@@ -184,8 +214,11 @@ def unlock(c: Context, server: list[str] | None = None, all_: bool = False, grou
                                       junit=junit, json=json_, sandbox=sandbox, verbose=verbose))
 
 
+#: The scripts `exbe render` writes (the manual path's tasks).
+RENDERABLE = ("renew", "verify", "trust", "bind", "cleanup")
+
 @task(klass=ExbeTask, positional=["task_name"], iterable=["server"], auto_shortflags=False, help={
-    "task-name": "renew, verify, trust, bind or cleanup", "days": flag_help("--days"),
+    "task-name": f"the script to write: {', '.join(RENDERABLE)}", "days": flag_help("--days"),
     "force": "renew even when healthy", "smtp": flag_help("--smtp"), "no-trust": flag_help("--no-trust"),
     "thumbprint": "act on this certificate of LocalMachine\\My instead of the selected one",
     "output": "write here (UTF-8 with BOM) instead of standard output",
@@ -193,7 +226,7 @@ def unlock(c: Context, server: list[str] | None = None, all_: bool = False, grou
 def render(c: Context, task_name: str | None = None, server: list[str] | None = None, days: int | None = None,
            force: bool = False, smtp: str | None = None, no_trust: bool = False, thumbprint: str | None = None,
            output: str | None = None) -> None:
-    """Print one script to run by hand in the Exchange Management Shell (no WinRM needed).
+    """Print one script (renew, verify, trust, bind or cleanup) to run by hand in the Exchange Management Shell.
 
     For servers without WinRM access: `exbe render renew > renew.ps1`, then run it in an elevated EMS (Windows
     PowerShell 5.1) on the server; -WhatIf shows what it would change. The script judges by the same settings and
@@ -207,7 +240,7 @@ def render(c: Context, task_name: str | None = None, server: list[str] | None = 
     from .safe_write import write_atomically
 
     if not task_name:
-        raise Exit("exbe: which script? `exbe render renew` (or verify, trust, bind, cleanup)", code=2)
+        raise Exit(f"exbe: which script? `exbe render renew` (or {', '.join(RENDERABLE[1:])})", code=2)
     try:
         options = TaskOptions(server=server or [], days=days, force=force, smtp=smtp, no_trust=no_trust,
                               thumbprint=thumbprint, output=output)
@@ -218,12 +251,16 @@ def render(c: Context, task_name: str | None = None, server: list[str] | None = 
         for warning in loaded.warnings:
             print(f"exbe: warning: {warning}", file=sys.stderr)
         defaults = loaded.defaults
+        refuse_disagreeing_days(defaults)
         settings = Settings.of(defaults, force=force)
         text = render_manual(task_name, manual_input(settings, thumbprint=wanted), override_dir=template_dir(defaults))
     except (ExbeError, ValueError) as exc:
         raise Exit(f"exbe: {exc}", code=2) from None
     if script:
-        write_atomically(script, to_file_bytes(text), "--output")
+        written = to_file_bytes(text)
+        write_atomically(script, written, "--output")
+        print(f"exbe: wrote {script}: the {task_name} script, {len(written):,} bytes, {text.count(chr(10)):,} lines, "
+              "UTF-8 with BOM (what Windows PowerShell 5.1 reads); its header says how to run it", file=sys.stderr)
     else:
         sys.stdout.write(text)
 
@@ -249,18 +286,28 @@ def sandbox(c: Context, hosts: int = SANDBOX.hosts, scenarios: str = SANDBOX.sce
     """Run a sandbox fleet in the foreground until Ctrl-C (simulated Exchange servers; nothing runs on Windows)."""
     if list_:
         from .console import sandbox_catalogue
-        from .sandbox.faults import FAULT_KINDS
-        from .sandbox.fleet import MIXED_SCENARIOS
-        from .sandbox.state import scenario_overrides
+
+        try:
+            from .sandbox.faults import FAULT_KINDS
+            from .sandbox.fleet import MIXED_SCENARIOS
+            from .sandbox.state import scenario_overrides
+        except ImportError as exc:
+            raise Exit(f"exbe: the sandbox is not installed ({exc.name} is missing): `pip install 'exbe[sandbox]'`",
+                       code=2) from None
 
         for line in sandbox_catalogue(scenario_overrides(), MIXED_SCENARIOS, FAULT_KINDS):
             print(line)
         return
     from .errors import ExbeError
-    from .sandbox.cli import serve
-    from .sandbox.faults import parse_fleet_faults
-    from .sandbox.fleet import plan_hosts
     from .settings import Field, fields_of, refuse_controls
+
+    try:
+        from .sandbox.cli import serve
+        from .sandbox.faults import parse_fleet_faults
+        from .sandbox.fleet import plan_hosts
+    except ImportError as exc:  # a production install: the sandbox is the exbe[sandbox] extra
+        raise Exit(f"exbe: the sandbox is not installed ({exc.name} is missing): `pip install 'exbe[sandbox]'`",
+                   code=2) from None
 
     # Every flag is checked before a host starts: a bad one is one line and exit 2, as in every other task.
     declared = {field.name: field for field in fields_of(SandboxDefaults) if isinstance(field, Field)}
@@ -279,5 +326,8 @@ def sandbox(c: Context, hosts: int = SANDBOX.hosts, scenarios: str = SANDBOX.sce
           inventory=inventory, https=https, keep=keep)
 
 
-ns = Collection(preflight, renew, trust, bind, restart, verify, cleanup, unlock, render, sandbox)
+yaml_only.install()  # plain `invoke` loads tasks.py, then the project's and -f's files: never as Python
+
+#: The task table: a new task is one function above and one entry here.
+ns = Collection(preflight, renew, trust, bind, restart, verify, cleanup, status, unlock, render, sandbox)
 ns.configure(collection_config())

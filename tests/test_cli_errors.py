@@ -129,10 +129,22 @@ def test_an_unknown_exbe_variable_is_warned_about_and_the_run_goes_on(fleet, exb
 
 
 def test_the_renewal_threshold_comes_from_exbe_days_and_the_flag_beats_it(fleet, exbe):
-    from_env = exbe(fleet, "renew", "--server", "exch01", "--dry-run", env={"EXBE_DAYS": "20"})
-    assert "(threshold 20)" in from_env.out, from_env
-    from_flag = exbe(fleet, "renew", "--server", "exch01", "--dry-run", "--days", "25", env={"EXBE_DAYS": "20"})
-    assert "(threshold 25)" in from_flag.out, from_flag
+    from_env = exbe(fleet, "renew", "--server", "exch01", "--dry-run", env={"EXBE_DAYS": "70"})
+    assert "(threshold 70)" in from_env.out, from_env
+    from_flag = exbe(fleet, "renew", "--server", "exch01", "--dry-run", "--days", "75", env={"EXBE_DAYS": "70"})
+    assert "(threshold 75)" in from_flag.out, from_flag
+
+
+@pytest.mark.parametrize("args", [("renew", "--server", "exch01", "--days", "45"), ("verify", "--server", "exch01"),
+                                  ("render", "renew")])
+def test_days_below_the_verify_thresholds_is_refused_so_renew_and_verify_never_disagree(fleet, exbe, args):
+    result = exbe(fleet, *args, env={"EXBE_DAYS": "45"})
+    assert (result.code, result.err.count("\n")) == (2, 1), result
+    assert result.err.startswith("exbe: days (45) is below warn_days (60): verify would warn about a certificate "
+                                 "that renew leaves alone; set days")
+    assert exbe(fleet, "verify", "--server", "exch01", env={"EXBE_DAYS": "45", "EXBE_WARN_DAYS": "45",
+                                                            "EXBE_FAIL_DAYS": "30"}).code == 0, \
+        "thresholds lowered with it: accepted"
 
 
 # --- report paths are checked before the run ---------------------------------------------------------------------
@@ -228,3 +240,30 @@ def test_a_server_answering_ntlm_over_http_in_plaintext_is_refused_and_nothing_i
     (server,) = json.loads(record.read_text())["servers"]
     assert [s["step"] for s in server["steps"]] == ["connect"], "no step ran on what a forger could have said"
     assert fleet.host("exch01").snapshot() == before
+
+
+@pytest.mark.parametrize(("program", "named", "not_named"), [
+    ("invoke", ["invoke.yaml, invoke.yml, invoke.json in {cwd}", "INVOKE_RUNTIME_CONFIG"], "exbe.yaml"),
+    ("exbe", ["exbe.yaml, exbe.yml, exbe.json in {cwd}", "EXBE_RUNTIME_CONFIG"], "invoke.yaml"),
+])
+def test_without_an_inventory_each_entry_point_names_the_files_it_really_looked_for(tmp_path, program, named,
+                                                                                      not_named):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "tasks.py", tmp_path / "tasks.py")
+    (tmp_path / "exbe").symlink_to(root / "exbe", target_is_directory=True)
+    (tmp_path / ("exbe.yaml" if program == "invoke" else "invoke.yaml")).write_text("exbe: {inventory: [exch01]}\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("EXBE_", "INVOKE_"))},
+           "PYTHONPATH": str(root), "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-P", "-m", program, "verify", "--all"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+    assert result.stderr.startswith("exbe: no inventory is configured (looked for ")
+    for text in named:
+        assert text.format(cwd=tmp_path) in result.stderr
+    assert not_named not in result.stderr

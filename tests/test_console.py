@@ -100,10 +100,12 @@ def test_each_finding_is_listed_with_its_reason_value_and_thresholds_under_its_s
     days = next(line for line in findings if "backend_days_left" in line)
     assert days.split()[0] == "fail"
     assert days.endswith(f"back-end certificate {OLD[:8]}... expires in 19 days (2026-06-20); renew with "
-                         "`exbe renew`"), "the check's message, without the server's name in front of it"
+                         "`exbe renew --server exch01`"), \
+        "the check's message, without the server's name in front of it, its advice a command for this server"
     assert findings[findings.index(days) + 1].strip() == "NotAfter 2026-06-20T08:00:00Z; warn below 60 days, " \
                                                          "fail below 30", "the details (the thresholds) under it"
-    assert any(line.split()[:2] == ["warn", "root_copy"] and line.endswith("run `exbe trust`") for line in findings)
+    assert any(line.split()[:2] == ["warn", "root_copy"] and line.endswith("run `exbe trust --server exch01`")
+               for line in findings)
     assert not any("exch02" in line for line in findings), "a server with nothing to say is not listed"
 
 
@@ -271,10 +273,101 @@ def test_a_mixed_fleet_run_shows_the_reasons_the_unreachable_host_and_the_recap(
     findings = section(result.out, "FINDINGS")
     assert "exch02  FAILED" in findings
     assert any(line.split()[:2] == ["fail", "backend_days_left"] and " expires in " in line
-               and line.endswith("renew with `exbe renew`") for line in findings)
+               and line.endswith("renew with `exbe renew --server exch02`") for line in findings)
     assert "exch09  UNREACHABLE" in findings
     assert any(line.split()[:2] == ["error", "connect"] and "cannot connect" in line for line in findings)
     recap = {line.split()[0]: line for line in section(result.out, "RECAP")}
     assert recap["exch01"].endswith("passed") and recap["exch02"].endswith("FAILED")
     assert "unreachable=1" in recap["exch09"] and recap["exch09"].endswith("UNREACHABLE")
     assert result.out.splitlines()[-1] == f"reports: JSON {tmp_path / 'r.json'}"
+
+
+# -- one cause, said once -------------------------------------------------------------------------------------------
+def test_no_credentials_on_a_fleet_is_said_once_per_place_not_per_server(start_fleet, tmp_path, capsys, monkeypatch):
+    fleet = start_fleet([("exch01", "healthy"), ("exch02", "healthy"), ("exch03", "healthy")])
+    monkeypatch.delenv("NTLM_USER_FILE", raising=False)  # the in-process sandbox's account file, which spnego reads
+    result = run_exbe(fleet, tmp_path, capsys, monkeypatch, "verify", "--all", credentials=False)
+    assert result.code == 1
+    cause = "no credentials to log on with"
+    assert result.out.count(cause) == 2, "once on the first server's line, once in FINDINGS"
+    assert result.err.count(cause) == 1, "and once on stderr, for all three servers"
+    findings = section(result.out, "FINDINGS")
+    assert findings[0] == "3 of 3 servers  NO CREDENTIALS (one cause, said once)"
+    assert findings[-1].split()[-3:] == ["exch01,", "exch02,", "exch03"]
+    recap = {line.split()[0]: line for line in section(result.out, "RECAP")}
+    assert all(recap[name].endswith("NO CREDENTIALS") for name in ("exch01", "exch02", "exch03"))
+    assert len(result.out.splitlines()) < 20, result.out
+
+
+def test_a_refused_logon_is_auth_failed_not_unreachable(start_fleet, tmp_path, capsys, monkeypatch):
+    fleet = start_fleet([("exch01", "healthy"), ("exch02", "healthy")])
+    result = run_exbe(fleet, tmp_path, capsys, monkeypatch, "verify", "--all", "--keep-going",
+                      password="Not-The-Right-Password-1")
+    recap = {line.split()[0]: line for line in section(result.out, "RECAP")}
+    assert recap["exch01"].endswith("AUTH FAILED") and recap["exch02"].endswith("AUTH FAILED")
+    assert "UNREACHABLE" not in result.out
+    assert result.out.count("authentication failed") == 2 and result.err.count("authentication failed") == 1
+    assert "2 servers in" in result.out and "2 AUTH FAILED" in result.out
+
+
+def test_servers_with_different_causes_each_keep_their_own_line():
+    out, err = console_of([expiring(), unreachable(), not_attempted()])
+    findings = section(out, "FINDINGS")
+    assert not any("one cause" in line for line in findings), "one server per cause: nothing is shared"
+    assert "exch03  UNREACHABLE" in findings and "exch04  NOT ATTEMPTED" in findings
+
+
+# -- what is slow is named -----------------------------------------------------------------------------------------
+def test_the_progress_names_each_running_server_its_step_and_elapsed_time():
+    err = Terminal()
+    console = Console(CiReporter({}, io.StringIO(), str), task="verify", env={}, out=io.StringIO(), err=err,
+                      redact=str)
+    console.start(3, 8)
+    console.began("exch01", "preflight")
+    console.began("exch02", "preflight")
+    console.began("exch02", "verify")
+    console._running["exch01"] = ("preflight", console._running["exch01"][1] - 85)  # began 85 s ago
+    assert console.running().split(", ") == ["exch01 preflight 85 s", "exch02 verify 0 s"]
+    console.finished(ServerRun(server="exch02", host="exch02", started_at="", steps=[
+        StepResult("exch02", "verify", "ok", "16 checks, 0 warning(s)")]))
+    assert console.running() == "exch01 preflight 85 s"
+    assert err.getvalue().rsplit("\r\x1b[K", 1)[-1].endswith("running: exch01 preflight 85 s")
+    console.close([])
+
+
+def test_a_host_that_accepts_tcp_and_never_answers_is_named_in_the_log_while_it_holds_the_run(
+        start_fleet, tmp_path, capsys, monkeypatch):
+    fleet = start_fleet([("exch01", "healthy")])
+    config = write_config(fleet, tmp_path / "exbe.yaml", connect_timeout=2, operation_timeout=2, read_timeout=4)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+    try:
+        document = json.loads(config.read_text())
+        document["exbe"]["inventory"].append({"name": "silent", "host": "127.0.0.1",
+                                              "port": silent.getsockname()[1]})
+        config.write_text(json.dumps(document))
+        monkeypatch.setattr(Console, "NOTE_EVERY_S", 1.0)
+        result = run_exbe(fleet, tmp_path, capsys, monkeypatch, "verify", "--all", config=config)
+    finally:
+        silent.close()
+    noted = [line for line in result.err.splitlines() if line.startswith("exbe verify: still running: ")]
+    held = [int(line.split("silent preflight ")[1].split()[0]) for line in noted if "silent preflight " in line]
+    assert held and held[-1] >= 2 and held == sorted(held), f"the time it holds the run is measured: {result.err}"
+
+
+# -- cleanup says what it kept ---------------------------------------------------------------------------------------
+def test_cleanup_lists_each_kept_certificate_with_its_reason():
+    kept = [(OLD, "assigned to SMTP"), (NEW, "bound to Default Web Site :443:")]
+    run = ServerRun(server="exch01", host="exch01", started_at="", steps=[
+        StepResult("exch01", "cleanup", "ok", "nothing to remove", data={"kept": kept})])
+    out, _ = console_of([run])
+    assert f"kept {OLD[:8]}...: assigned to SMTP" in out
+    assert f"kept {NEW[:8]}...: bound to Default Web Site :443:" in out
+
+
+def test_the_recap_shows_the_back_end_certificate_s_days_left():
+    recap = summary_table([expiring(), renewed(), unreachable()], redact=str).splitlines()
+    assert recap[0].split()[-3:] == [OLD[:8], "19d", "FAILED"]
+    assert recap[1].split()[-2:] == ["-", "passed"], "verify judged no days (its check had no value): unknown"
+    assert recap[2].split()[-3:] == ["-", "-", "UNREACHABLE"]

@@ -14,7 +14,7 @@ from exbe.main import ExbeProgram
 from exbe.sandbox.faults import FAULT_KINDS
 from exbe.sandbox.state import SCENARIOS_FILE
 
-TASKS = ["preflight", "renew", "trust", "bind", "restart", "verify", "cleanup", "render", "sandbox"]
+TASKS = ["preflight", "renew", "trust", "bind", "restart", "verify", "cleanup", "status", "render", "sandbox"]
 #: Invoke's flags for its local command runner, which exbe never uses.
 RUNNER_FLAGS = ["-R", "--dry", "--pty", "-p", "--prompt-for-sudo-password", "-e", "--echo", "-w", "--warn-only",
                 "-r", "--search-root", "-T", "--command-timeout", "--hide", "--write-pyc", "-c", "--collection",
@@ -65,7 +65,8 @@ def test_every_task_has_help_with_typed_flags(capsys, task):
     assert "STRING" not in out, "every value is named for what it is"
     if task not in ("render", "sandbox"):
         assert "--verbose" in flags_in(out), "every task run on servers shows step detail on request"
-        assert "--server=NAME" in out and "--junit=FILE" in out and "--json=FILE" in out
+        assert "--server=NAME" in out and "--json=FILE" in out and "--html=FILE" in out
+        assert "--junit=FILE" in out or task == "status", "status is a table, not test cases"
 
 
 def test_numbers_show_as_int_and_choices_as_their_values(capsys):
@@ -83,6 +84,24 @@ def test_render_help_works_also_after_the_script_name(capsys):
         assert code == 0, err
         assert out.startswith("Usage: exbe [-f FILE] render [TASK_NAME] [--options]")
         assert "--output=FILE" in out and "--days=INT" in out
+
+
+def test_render_help_names_the_scripts_it_writes(capsys):
+    code, out, _ = exbe(capsys, "render", "--help")
+    assert code == 0
+    assert "Print one script (renew, verify, trust, bind or cleanup)" in out
+    code, _, err = exbe(capsys, "render")
+    assert code == 2 and err == "exbe: render needs a task name: `exbe render --help` says which\n"
+
+
+def test_render_output_says_what_it_wrote(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = exbe(capsys, "render", "verify", "--output", "scripts/verify.ps1")
+    written = (tmp_path / "scripts" / "verify.ps1").read_bytes()
+    assert code == 0 and out == ""
+    lines = written.decode("utf-8-sig").count("\n")
+    assert err == (f"exbe: wrote scripts/verify.ps1: the verify script, {len(written):,} bytes, {lines:,} lines, "
+                   "UTF-8 with BOM (what Windows PowerShell 5.1 reads); its header says how to run it\n")
 
 
 def test_an_unknown_task_option_is_one_line_naming_the_task_and_exit_code_2(capsys, tmp_path, monkeypatch):

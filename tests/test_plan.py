@@ -403,7 +403,7 @@ def test_without_a_switch_time_the_bound_certificates_not_before_counts():
     cert(facts, BACKEND)["not_before"] = iso(NOW - datetime.timedelta(days=2))
     plan = _cleanup(facts, exchange)
     assert (plan.remove, plan.refused) == ([], None)
-    assert plan.waiting == f"the switch to {BACKEND} was 2 day(s) ago; cleanup waits 7 days (--min-age)"
+    assert plan.waiting == f"the switch to {BACKEND} was 2 days ago; cleanup waits 7 days (--min-age)"
     assert _cleanup(facts, exchange, Settings(min_age_days=0)).remove == [SUPERSEDED, ROOT_ORPHAN]
 
 

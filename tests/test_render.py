@@ -234,11 +234,11 @@ def test_exbe_render_builds_the_input_from_the_configured_settings_as_the_pipeli
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "exbe.json"
     config.write_text(json.dumps({"exbe": {"inventory": [], "defaults": {
-        "days": 40, "warn_days": 50, "fail_days": 20, "friendly_name": "Exchange Renewed", "smtp": "move"}}}))
+        "days": 55, "warn_days": 50, "fail_days": 20, "friendly_name": "Exchange Renewed", "smtp": "move"}}}))
     monkeypatch.chdir(tmp_path)
     ExbeProgram().run(["exbe", "-f", str(config), "render", "verify", "--force", "--no-trust", "--thumbprint",
                        " ".join(NEW[i:i + 2].lower() for i in range(0, 40, 2))])
-    expected = manual_input(Settings(days=40, warn_days=50, fail_days=20, friendly_name="Exchange Renewed",
+    expected = manual_input(Settings(days=55, warn_days=50, fail_days=20, friendly_name="Exchange Renewed",
                                      smtp="move", force=True, trust=False), thumbprint=NEW)
     assert _document(capsys.readouterr().out) == expected
 

@@ -6,6 +6,7 @@ documentation) checks command and parameter names.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -121,8 +122,10 @@ def test_a_step_script_checks_for_windows_powershell_5_1_desktop_before_anything
 def test_a_manual_script_checks_the_platform_then_elevation_before_anything_else_and_stops_on_either(name: str) -> None:
     text = RENDERED[name]
     before = text[:text.index(PLATFORM_CHECK)].split("\n")[1:]
-    assert [line for line in before if line and not line.startswith("#")] == \
-        ["[CmdletBinding(SupportsShouldProcess = $true)]", "param()"]
+    code = [line for line in before if line and not line.startswith("#")]
+    # only the settings come first (the input document, data that ConvertFrom-Json reads on any PowerShell 3.0+)
+    assert code[:3] == ["[CmdletBinding(SupportsShouldProcess = $true)]", "param()", "$ExbeInput = ConvertFrom-Json @'"]
+    assert code[4:] == ["'@"] and code[3].startswith("{")
     checks = text[text.index(PLATFORM_CHECK):text.index("Set-StrictMode")]
     assert "IsInRole([System.Security.Principal.WindowsBuiltInRole]::Administrator)" in checks
     assert checks.count("exit 1") == 2 and "function " not in checks
@@ -156,7 +159,13 @@ def test_a_manual_script_starts_with_its_header_then_declares_whatif_support(nam
     lines = RENDERED[name].split("\n")
     assert re.fullmatch(rf"# exbe-step: manual_{task} \| exbe {re.escape(__version__)} \| template [0-9a-f]{{12}}",
                         lines[0])
-    assert lines[1:3] == ["[CmdletBinding(SupportsShouldProcess = $true)]", "param()"]
+    header = list(itertools.takewhile(lambda line: line.startswith("#"), lines[1:]))
+    assert lines[1 + len(header):4 + len(header)] == ["[CmdletBinding(SupportsShouldProcess = $true)]", "param()",
+                                                      "$ExbeInput = ConvertFrom-Json @'"], "settings at the top"
+    said = "\n".join(header)
+    for needed in ("Run as administrator", f"Unblock-File -Path .\\{task}.ps1", f".\\{task}.ps1 -WhatIf",
+                   "Exchange Management Shell", "Settings:"):
+        assert needed in said, needed
 
 
 @pytest.mark.parametrize("step", ["clone", "trust", "bind", "restart", "cleanup"])

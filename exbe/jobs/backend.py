@@ -111,17 +111,21 @@ class BackendJob(ServerJob):
             self.selected = None
             self.record(StepResult(server=self.server.name, step="preflight", status="ok",
                                    message=f"no back-end certificate in LocalMachine\\My ({exc.found})",
-                                   data={"selected": None}, warnings=warnings, duration_s=round(duration, 3)))
+                                   data={"selected": None, **self._read_data()}, warnings=warnings,
+                                   duration_s=round(duration, 3)))
             return True
         self.selected = self.facts.certificate(selection.thumbprint)
         self.run.old_thumbprint = selection.thumbprint
         self.record(StepResult(
             server=self.server.name, step="preflight", status="ok", message=selection.reason,
-            data={"selected": selection.thumbprint,
-                  "exchange": self.exchange.to_dict() if self.exchange else None,
-                  "facts": dict(self.facts.document)},
+            data={"selected": selection.thumbprint, **self._read_data()},
             warnings=warnings, duration_s=round(duration, 3)))
         return True
+
+    def _read_data(self) -> dict[str, Any]:
+        """What preflight read, for the run record and `exbe status`: Exchange's view, the facts, exbe's lock."""
+        return {"exchange": self.exchange.to_dict() if self.exchange else None,
+                "facts": dict(self.current_facts().document), **({"lock": self.lock_read} if self.lock_read else {})}
 
     def renew(self) -> str | None:
         """The thumbprint the chain goes on with: the selected one, a staged one, or a new one; None to stop."""
@@ -145,17 +149,12 @@ class BackendJob(ServerJob):
             reasons = plan.renew_reasons(self.selected, facts, self.settings)
             if not reasons:
                 days = facts.days_left(self.selected)
-                self.record(StepResult(server=self.server.name, step="renew", status="ok", message=(
-                    f"not needed: {thumb} has {days} days left (threshold {self.settings.days})")))
-                self.run.new_thumbprint = thumb
-                return thumb
+                return self._keep(thumb, f"not needed: {thumb} has {days} days left (threshold {self.settings.days})",
+                                  {}, started)
             staged = plan.staged_replacement(facts, self.selected, self.settings)
             if staged:
-                self.record(StepResult(server=self.server.name, step="renew", status="ok",
-                                       message=f"reusing staged certificate {staged} ({'; '.join(reasons)})",
-                                       data={"reasons": reasons, "staged": staged}))
-                self.run.new_thumbprint = staged
-                return staged
+                return self._keep(staged, f"reusing staged certificate {staged} ({'; '.join(reasons)})",
+                                  {"reasons": reasons, "staged": staged}, started)
             method = plan.renew_method(facts, self.exchange)
         how = METHODS[method]
         what = f"renew {thumb}" if thumb else "create one"
@@ -206,6 +205,44 @@ class BackendJob(ServerJob):
                                before={"thumbprint": thumb}, after={"thumbprint": new}, data=data,
                                warnings=warnings, duration_s=round(time.monotonic() - started, 3)))
         return new
+
+    def _keep(self, thumb: str, message: str, data: dict[str, Any], started: float) -> str | None:
+        """No new certificate: the chain goes on with ``thumb``. With ``--smtp move``, SMTP moves to it now when it
+        is elsewhere (the advice of internal_transport_cert, which a renewal-only move would never follow): a
+        change, journaled and counted like one."""
+        warnings, smtp_from, error = self._smtp_to(thumb)
+        if error:
+            return self._renew_failed(f"{message}; moving SMTP to {thumb} failed: {error}", started)
+        changed = smtp_from is not None
+        if changed:
+            verb = "would move" if self.settings.dry_run else "moved"
+            message = f"{message}; {verb} SMTP to {thumb} (from {smtp_from or 'none'})"
+        self.record(StepResult(server=self.server.name, step="renew", status="changed" if changed else "ok",
+                               changed=changed, message=message, data=data, warnings=warnings,
+                               before={"smtp": smtp_from} if changed else {},
+                               after={"smtp": thumb} if changed else {},
+                               duration_s=round(time.monotonic() - started, 3)))
+        self.run.new_thumbprint = thumb
+        return thumb
+
+    def _smtp_to(self, thumb: str) -> tuple[list[str], str | None, str | None]:
+        """``--smtp move`` onto a certificate that is not new: (warnings, where SMTP was when it moves -- "" for
+        nowhere -- else None, the error when the move failed)."""
+        if self.settings.smtp != "move":
+            return [], None, None
+        unknown = self._assignments_unknown()
+        if unknown:
+            return [f"SMTP not moved: the service assignments are unknown ({unknown})"], None, None
+        assert self.exchange is not None
+        current = self.exchange.internal_transport
+        if current == thumb:
+            return [], None, None
+        if self.settings.dry_run:
+            return [], current or "", None
+        errors = self._move_smtp(thumb)
+        self.lock.note_exchange_change("renew", f"move SMTP to {thumb} (--smtp move)", current,
+                                       None if errors else thumb, "; ".join(errors) or None)
+        return [], current or "", "; ".join(errors) or None
 
     def trust_and_bind(self, thumbprint: str, *, trust: bool, bind: bool) -> bool:
         """Trust and bind in one pipeline, followed by a fresh facts read for verify."""
@@ -317,7 +354,9 @@ class BackendJob(ServerJob):
         envelope = self.scripts([("cleanup", cleanup_step.step_input(cleanup_plan.remove, self.settings))],
                                 release=True)[0]
         envelope["warnings"] = [*cleanup_plan.warnings, *envelope["warnings"]]
-        self.record(StepResult.from_envelope(self.server.name, envelope, 0.0))
+        result = StepResult.from_envelope(self.server.name, envelope, 0.0)
+        result.data["kept"] = cleanup_plan.kept  # what stays, and why: the console lists it
+        self.record(result)
         return bool(envelope["ok"])
 
     # -- helpers -----------------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ def serve(*, hosts: int, scenarios: str, faults: str, latency_ms: int, state_dir
         creds = fleet.write_credentials()
         print(f"credentials: {posix_command('.', str(creds))}   (sandbox-only account; the file is readable by you "
               "alone)")
-        print(f"  {posix_command('exbe', '-f', str(path), 'verify', '--all')}      (Ctrl-C stops the fleet)",
+        print("in another shell, from here (this one holds the fleet until Ctrl-C):")
+        print(f"  {posix_command('.', str(creds))} && {posix_command('exbe', '-f', str(path), 'verify', '--all')}",
               flush=True)
         try:
             while not stop.wait(0.5):

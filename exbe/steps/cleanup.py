@@ -62,9 +62,9 @@ def plan(facts: HostFacts, exchange: ExchangeFacts | None, settings: Settings, *
         return CleanupPlan([], [], waiting=(
             f"this run switched to {bound.thumbprint}; its predecessors are removed by a cleanup run at least "
             f"{settings.min_age_days} days from now (--min-age)"))
-    age = (facts.now - (switched_at or bound.not_before)).days
-    if age < settings.min_age_days:
-        return CleanupPlan([], [], waiting=f"the switch to {bound.thumbprint} was {age} day(s) ago; cleanup waits "
+    since = facts.now - (switched_at or bound.not_before)
+    if since.days < settings.min_age_days:
+        return CleanupPlan([], [], waiting=f"the switch to {bound.thumbprint} was {ago(since)}; cleanup waits "
                                            f"{settings.min_age_days} days (--min-age)")
 
     unknown = assignments_unknown(facts, exchange)
@@ -91,6 +91,12 @@ def plan(facts: HostFacts, exchange: ExchangeFacts | None, settings: Settings, *
     warnings = [f"service assignments unknown ({unknown}): superseded certificates are kept"] \
         if unknown and kept else []
     return CleanupPlan(remove=remove, kept=kept, warnings=warnings)
+
+
+def ago(since: datetime.timedelta) -> str:
+    """An age as people say it: "today" (under a day, however many seconds), "yesterday", "3 days ago"."""
+    days = since.days
+    return "today" if days <= 0 else "yesterday" if days == 1 else f"{days} days ago"
 
 
 def _keep_reason(facts: HostFacts, cert: Certificate, bound: Certificate, exchange: ExchangeFacts | None,
