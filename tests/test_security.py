@@ -1123,8 +1123,10 @@ def _check_sandbox_printed(tmp_path: Path, part: str) -> None:
     [credentials] = [line.split("   ")[0].removeprefix("credentials: ") for line in lines
                      if line.startswith("credentials: ")]
     assert shlex.split(credentials) == [".", str(folder / "state" / "credentials.env")], credentials
-    [command] = [line.strip().split("      ")[0] for line in lines if line.strip().startswith("exbe -f ")]
-    assert shlex.split(command) == ["exbe", "-f", str(folder / "inventory.yaml"), "verify", "--all"], command
+    # the hint an admin pastes into another shell: load the credentials, then verify the fleet
+    [command] = [line.strip() for line in lines if " && " in line]
+    assert shlex.split(command) == [".", str(folder / "state" / "credentials.env"), "&&",
+                                    "exbe", "-f", str(folder / "inventory.yaml"), "verify", "--all"], command
 
 
 # -- the lock folder %ProgramData%\exbe: a local user can create it first, or plant a junction ------------------------
