@@ -146,7 +146,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
                                                                  locations=locations)),
                               ("JSON", record, write_json),
                               ("metrics", metrics, functools.partial(write_metrics, task=task,
-                                                                     wall_time_s=wall_time_s))):
+                                                                     wall_time_s=wall_time_s, shard=options.shard))):
         if path is not None:
             try:
                 write(runs, path, redact=redact)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import os
 import re
@@ -153,6 +154,20 @@ def backend_days_left(run: ServerRun) -> int | None:
     for check in checks(run):
         if check.id == "backend_days_left" and check.status != "skip" and isinstance(check.value, int):
             return check.value
+    return None
+
+
+#: How the backend_days_left check states the certificate's NotAfter in its details (exbe.checks, ISO 8601 UTC).
+_NOT_AFTER = re.compile(r"\bNotAfter (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+
+
+def backend_not_after(run: ServerRun) -> datetime.datetime | None:
+    """When the bound back-end certificate expires, as verify judged it (None: not judged)."""
+    for check in checks(run):
+        found = _NOT_AFTER.search(check.details) if check.id == "backend_days_left" else None
+        if found and check.status != "skip":
+            return datetime.datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=datetime.timezone.utc)
     return None
 
 

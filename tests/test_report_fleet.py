@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -302,20 +303,22 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_the_metrics_file_reads_with_the_prometheus_parser(github: Run) -> None:
     samples = _samples(github.metrics)
-    days = {dict(labels)["server"]: value for (name, labels), value in samples.items()
-            if name == "exbe_backend_certificate_days_left"}
-    assert days == {server: github.days_left(server) for server in ("exch01", "exch02", "exch03")}, \
-        "unjudged servers have no sample"
+    run = (("shard", "all"), ("task", "verify"))
+    expires = {dict(labels)["server"]: value for (name, labels), value in samples.items()
+               if name == "exbe_backend_certificate_not_after_timestamp_seconds"}
+    assert set(expires) == {"exch01", "exch02", "exch03"}, "unjudged servers have no sample"
+    for server, not_after in expires.items():  # days left, computed at query time, are the check's own
+        assert int((not_after - time.time()) // 86400) in (github.days_left(server), github.days_left(server) - 1)
     assert samples[("exbe_check_status", (("check", "backend_days_left"), ("exbe_check_status", "fail"),
-                                          ("server", "exch03")))] == 1
+                                          ("server", "exch03"), *run))] == 1
     assert samples[("exbe_check_status", (("check", "backend_signature"), ("exbe_check_status", "warn"),
-                                          ("server", "exch02")))] == 1
+                                          ("server", "exch02"), *run))] == 1
     verdicts = {dict(labels)["server"]: dict(labels)["exbe_server_verdict"] for (name, labels), value in
                 samples.items() if name == "exbe_server_verdict" and value == 1}
     assert verdicts == VERDICTS
-    assert samples[("exbe_run_success", (("task", "verify"),))] == 0
-    assert samples[("exbe_run_servers", (("task", "verify"), ("verdict", "unreachable")))] == 2
-    assert 0 < samples[("exbe_run_duration_seconds", (("task", "verify"),))] < 60
+    assert samples[("exbe_run_success", run)] == 0
+    assert samples[("exbe_run_servers", (*run, ("verdict", "unreachable")))] == 2
+    assert 0 < samples[("exbe_run_duration_seconds", run)] < 60
 
 
 def test_no_report_holds_the_password(runs: dict[str, Run]) -> None:
