@@ -3,9 +3,10 @@
 A sandbox fleet of five: one healthy, one with a warning (SHA-1 signed back-end certificate), one failing (20 days
 left), one that drops the connection (unreachable) and one that refuses the credentials. ``exbe verify --all`` runs
 on it once as if in GitHub Actions and once as if in Azure Pipelines, writing JUnit, the JSON record and metrics.
-The JUnit is read by junitparser (EnricoMi's publish action reads with it) and by xml-js, the parser of
-mikepenz/action-junit-report (tests/node/junit.mjs, installed by ``npm ci --prefix tests/node``); the metrics by
-prometheus_client's own parser; the step summary by cmark-gfm, GitHub's renderer.
+The JUnit -- written by junit-xml, exbe's only JUnit writer -- is read by junitparser (EnricoMi's publish action reads
+with it), by xml-js, the parser of mikepenz/action-junit-report (tests/node/junit.mjs), and by xml2js as
+dorny/test-reporter's java-junit parser reads it (tests/node/junit-dorny.mjs; both installed by ``npm ci --prefix
+tests/node``); the metrics by prometheus_client's own parser; the step summary by cmark-gfm, GitHub's renderer.
 """
 
 from __future__ import annotations
@@ -123,6 +124,16 @@ def _xml_js(path: Path) -> dict[str, Any]:
     return parsed
 
 
+def _dorny(path: Path) -> dict[str, Any]:
+    """The JUnit file as dorny/test-reporter's java-junit parser reads it (xml2js)."""
+    _xml_js(path)  # installs tests/node's packages when they are missing
+    read = subprocess.run([shutil.which("node") or "node", str(NODE_DIR / "junit-dorny.mjs"), str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0, read.stderr
+    parsed: dict[str, Any] = json.loads(read.stdout)
+    return parsed
+
+
 def _junitparser_cases(path: Path) -> list[dict[str, Any]]:
     cases = []
     for suite in junitparser.JUnitXml.fromfile(str(path)):
@@ -232,6 +243,47 @@ def test_every_case_has_a_time_and_the_root_has_the_counts_and_the_wall_time(git
     suites = list(junitparser.JUnitXml.fromfile(str(github.junit)))
     assert max(s.time for s in suites) <= float(root["time"]) < sum(s.time for s in suites), \
         "the servers ran side by side: the run took longer than the slowest, less than their sum"
+
+
+def test_dorny_test_reporter_reads_every_case_with_its_time_result_and_the_runs_wall_time(
+        github: Run, cases: list[dict[str, Any]]) -> None:
+    read = _dorny(github.junit)
+    dorny = [case for suite in read["suites"] for case in suite["cases"]]
+    assert [(case["name"], case["group"]) for case in dorny] == [(case["name"], case["classname"]) for case in cases]
+    assert all(case["group"].startswith("exbe.") for case in dorny), "grouped by server, never under the suite"
+    assert all(case["timeMs"] is not None and case["timeMs"] >= 0 for case in dorny), "a missing time reads as NaN"
+    expected = {"failure": "failed", "error": "failed", "skipped": "skipped", "passed": "success"}
+    assert [case["result"] for case in dorny] == [expected[case["result"]] for case in cases]
+    for mine, theirs in zip(cases, dorny, strict=True):
+        if theirs["result"] == "failed":
+            assert (theirs["message"], theirs["details"].strip()) == (mine["message"], mine["body"].strip())
+    suites = [suite["timeMs"] for suite in read["suites"]]
+    assert max(suites) <= read["timeMs"] < sum(suites), "the run's time is its wall time, not the servers' sum"
+
+
+def test_the_junit_is_junit_xmls_and_no_other_module_writes_junit(github: Run) -> None:
+    """junit-xml (named in exbe's design, a dependency) writes it: its marks are there -- ``disabled`` counts and a
+    ``type`` on every skipped -- and no module of exbe but report.py builds a testcase or testsuite element."""
+    import tomllib
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert [d for d in dependencies if re.match(r"junit-xml\b", d)]
+    text = github.junit.read_text(encoding="utf-8")
+    assert re.search(r"<testsuites disabled=\"0\"", text) and '<skipped type="skipped"' in text
+    writers = [path.relative_to(ROOT).as_posix() for path in (ROOT / "exbe").rglob("*.py")
+               if re.search(r"[\"'](testcase|testsuites?)[\"']", path.read_text(encoding="utf-8"))]
+    assert writers == ["exbe/report.py"]
+    report = (ROOT / "exbe" / "report.py").read_text(encoding="utf-8")
+    assert "junit_xml.TestSuite(" in report and "junit_xml.to_xml_report_string(" in report
+    assert "ET.Element(" not in report and "ET.SubElement(" not in report
+
+
+def test_a_warning_case_says_so_in_the_status_junit_xml_writes(github: Run) -> None:
+    statuses = {case.get("name"): case.get("status") for case in
+                __import__("xml.etree.ElementTree", fromlist=["parse"]).parse(github.junit).iter("testcase")}
+    assert statuses["exch02: backend_signature"] == "warn"
+    assert statuses["exch01: backend_days_left"] == "pass"
+    assert statuses["exch03: backend_days_left"] is None  # a failure says so itself
 
 
 def test_each_suite_says_whether_its_servers_were_simulated(github: Run) -> None:
