@@ -152,6 +152,24 @@ def findings(run: ServerRun, status: Literal["fail", "warn"]) -> list[str]:
     return [*failed_steps, *ids] if status == "fail" else ids
 
 
+def new_certificate(run: ServerRun) -> str | None:
+    """The certificate this run put in place of the old one: its ``new_thumbprint`` unless a bind of the run failed
+    (then the bind restored the previous certificate, which port 444 still serves, and the renewed one is only
+    created, never "the new certificate"). None: nothing new is in place."""
+    if run.new_thumbprint is None or run.new_thumbprint == run.old_thumbprint:
+        return None
+    if any(step.step == "bind" and step.status == "failed" for step in run.steps):
+        return None
+    return run.new_thumbprint
+
+
+def unbound_certificate(run: ServerRun) -> str | None:
+    """A certificate this run created that is not in place (its bind failed and was rolled back), else None."""
+    if run.new_thumbprint not in (None, run.old_thumbprint) and new_certificate(run) is None:
+        return run.new_thumbprint
+    return None
+
+
 def backend_days_left(run: ServerRun) -> int | None:
     """Days the bound back-end certificate had left when verify judged it (None: not judged)."""
     for check in checks(run):
@@ -267,7 +285,7 @@ def _suite(run: ServerRun, redact: Redact, every_check: bool, location: Location
                         ("error_kind", _xml(run.error_kind, redact)),
                         ("backend_days_left", "" if days is None else str(days)),
                         ("old_thumbprint", _xml(run.old_thumbprint, redact)),
-                        ("new_thumbprint", _xml(run.new_thumbprint, redact))):
+                        ("new_thumbprint", _xml(new_certificate(run), redact))):
         if value or name in ("old_thumbprint", "new_thumbprint"):
             properties[name] = value
     cases = _cases(run, server, redact, every_check)
@@ -388,7 +406,7 @@ def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = Non
                 "started_at": run.started_at,
                 "duration_s": run.duration_s,
                 "old_thumbprint": run.old_thumbprint,
-                "new_thumbprint": run.new_thumbprint,
+                "new_thumbprint": new_certificate(run),
                 "error": run.error,
                 "error_kind": run.error_kind,
                 "warnings": run.warnings,

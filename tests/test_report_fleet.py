@@ -295,10 +295,10 @@ def test_each_suite_says_whether_its_servers_were_simulated(github: Run) -> None
 def test_one_annotation_per_server_that_did_not_pass_most_severe_first(github: Run) -> None:
     annotations = [line for line in github.out.splitlines() if line.startswith(("::error", "::warning"))]
     servers = [re.search(r"title=exbe (\S+)::", line).group(1) for line in annotations]  # type: ignore[union-attr]
-    assert servers == ["exch03", "exch04", "exch05", "exch02"]
-    assert "exch03 failed backend_days_left: EXCH03 back-end certificate " in annotations[0]
-    assert f"expires in {github.days_left('exch03')} days" in annotations[0]
-    assert "exch05 unreachable: " in annotations[2] and "authentication failed" in annotations[2]
+    assert servers == ["exch04", "exch05", "exch03", "exch02"], "unreachable first: nothing about them is known"
+    assert "exch03 failed backend_days_left: EXCH03 back-end certificate " in annotations[2]
+    assert f"expires in {github.days_left('exch03')} days" in annotations[2]
+    assert "exch05 unreachable: " in annotations[1] and "authentication failed" in annotations[1]
     assert annotations[3] == "::warning title=exbe exch02::exch02 warnings: backend_signature"
     assert not [line for line in annotations if "file=" in line], "no inventory file given: no location"
 
@@ -317,14 +317,16 @@ def test_the_github_summary_has_a_row_per_server_and_a_mermaid_chart_of_the_flee
     rows = [[re.sub(r"</?code>", "", cell) for cell in re.findall(r"<td>(.*?)</td>", row)]
             for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)[1:]]
     days = {server: str(github.days_left(server)) for server in ("exch01", "exch02", "exch03")}
+    bound = {entry["server"]: entry["old_thumbprint"] or "" for entry in github.record["servers"]}
+    assert all(bound[server] for server in days), "verify names the certificate it judged"
     assert rows == [
-        ["exch03", "failed", days["exch03"], "backend_days_left", "", ""],
-        ["exch04", "unreachable", "", "", "", rows[1][5]],
-        ["exch05", "unreachable", "", "", "", rows[2][5]],
-        ["exch02", "warnings", days["exch02"], "", "backend_signature", ""],
-        ["exch01", "passed", days["exch01"], "", "", ""],
+        ["exch04", "unreachable", "", "", "", "", rows[0][6]],
+        ["exch05", "unreachable", "", "", "", "", rows[1][6]],
+        ["exch03", "failed", days["exch03"], bound["exch03"], "backend_days_left", "", ""],
+        ["exch02", "warnings", days["exch02"], bound["exch02"], "", "backend_signature", ""],
+        ["exch01", "passed", days["exch01"], bound["exch01"], "", "", ""],
     ]
-    assert "the server closed the connection" in rows[1][5] and "authentication failed" in rows[2][5]
+    assert "the server closed the connection" in rows[0][6] and "authentication failed" in rows[1][6]
     assert "exbe verify: 5 server(s), 1 passed, 1 with warnings, 1 failed, 2 unreachable" in html
     chart = re.search(r"```mermaid\n(.*?)```", markdown, re.S)
     assert chart is not None
@@ -335,10 +337,11 @@ def test_the_github_summary_has_a_row_per_server_and_a_mermaid_chart_of_the_flee
 
 def test_the_azure_summary_draws_the_expiry_as_a_text_bar_chart(runs: dict[str, Run]) -> None:
     azure = runs["azure"]
-    (uploaded,) = re.findall(r"##vso\[task\.uploadsummary\](\S+)", azure.out)
+    (uploaded,) = re.findall(r"##vso\[task\.uploadsummary\](.+)", azure.out)
     markdown = Path(uploaded).read_text(encoding="utf-8")
     assert "```mermaid" not in markdown
     assert f"| ` exch03 ` | ` failed ` | ` {azure.days_left('exch03')} ` |" in markdown
+    assert Path(uploaded).name == "exbe verify", "Azure titles the section with the file's name"
     bars = re.search(r"```text\n(.*?)```", markdown, re.S)
     assert bars is not None
     lines = {line.split("  ")[0].strip(): line for line in bars.group(1).splitlines()}
