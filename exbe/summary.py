@@ -80,7 +80,7 @@ def render(runs: Sequence[ServerRun], *, mermaid: bool, redact: Redact, task: st
         head += ["**SANDBOX**: simulated Exchange servers; nothing ran on Windows.", ""]
     chart = ["### Back-end certificate expiry", "", *(_mermaid(runs) if mermaid else _text_chart(runs)), ""]
     ordered = sorted(runs, key=severity)
-    rows = [_row(run) for run in ordered]
+    rows = [_row(run, redact) for run in ordered]
     budget = limit - len("\n".join([*head, *chart]).encode("utf-8")) - 200  # the closing line and the joins
     lines = [markdown_table(HEADERS, [])]
     size = len(lines[0].encode("utf-8"))
@@ -96,19 +96,21 @@ def render(runs: Sequence[ServerRun], *, mermaid: bool, redact: Redact, task: st
     return "\n".join([*head, table, *tail, *chart])
 
 
-def _row(run: ServerRun) -> list[str]:
-    """The row's raw values; :func:`exbe.ci.markdown_table` redacts and escapes each cell."""
+def _row(run: ServerRun, redact: Redact) -> list[str]:
+    """The row's raw values; :func:`exbe.ci.markdown_table` redacts and escapes each cell (a cell composed of
+    several values has each redacted on its own first)."""
     days = backend_days_left(run)
     why = run.error if run.error_kind else ""  # exbe could not work on it: the one line that says why
-    return [run.server, verdict(run), "" if days is None else str(days), certificate(run),
+    return [run.server, verdict(run), "" if days is None else str(days), certificate(run, redact),
             ", ".join(findings(run, "fail")), ", ".join(findings(run, "warn")), why or ""]
 
 
-def certificate(run: ServerRun) -> str:
+def certificate(run: ServerRun, redact: Redact) -> str:
     """The back-end certificate's story in this run: ``old → new`` when the run put a new one in place, the old one
     alone when it kept it, and a certificate created but not bound (its bind failed and was rolled back) named as
-    such, never as the new one."""
-    old, new, unbound = run.old_thumbprint or "", new_certificate(run), unbound_certificate(run)
+    such, never as the new one. Each thumbprint is redacted on its own before they are composed."""
+    old, new, unbound = (redact(value) if value else "" for value in (run.old_thumbprint, new_certificate(run),
+                                                                          unbound_certificate(run)))
     if new:
         return f"{old or '(none)'} → {new}"
     if unbound:
