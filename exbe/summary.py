@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .ci import markdown_table, markdown_text
+from .markdown import markdown_table, markdown_text
 from .model import ServerRun
 from .redaction import Redact
 from .report import VERDICTS, backend_days_left, findings, new_certificate, unbound_certificate, verdict
@@ -97,7 +97,7 @@ def render(runs: Sequence[ServerRun], *, mermaid: bool, redact: Redact, task: st
 
 
 def _row(run: ServerRun, redact: Redact) -> list[str]:
-    """The row's raw values; :func:`exbe.ci.markdown_table` redacts and escapes each cell (a cell composed of
+    """The row's raw values; :func:`exbe.markdown.markdown_table` redacts and escapes each cell (a cell composed of
     several values has each redacted on its own first)."""
     days = backend_days_left(run)
     why = run.error if run.error_kind else ""  # exbe could not work on it: the one line that says why

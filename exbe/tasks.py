@@ -1,5 +1,5 @@
 """The exbe tasks. Each one only gathers its flags and hands them to ``exbe.cli.run_task``; the runbook itself reads
-top-down in ``exbe.flow``: preflight -> renew -> trust -> bind -> (restart) -> verify -> (cleanup)."""
+top-down in ``exbe.jobs.backend``: preflight -> renew -> trust -> bind -> (restart) -> verify -> (cleanup)."""
 
 from __future__ import annotations
 
