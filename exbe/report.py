@@ -163,6 +163,12 @@ def new_certificate(run: ServerRun) -> str | None:
     return run.new_thumbprint
 
 
+def renewed_to(run: ServerRun) -> str | None:
+    """The run's ``new_thumbprint`` as the reports record it: the certificate the server has after the run (the old
+    one when nothing was due), None when the renewed one's bind failed and was rolled back."""
+    return None if unbound_certificate(run) else run.new_thumbprint
+
+
 def unbound_certificate(run: ServerRun) -> str | None:
     """A certificate this run created that is not in place (its bind failed and was rolled back), else None."""
     if run.new_thumbprint not in (None, run.old_thumbprint) and new_certificate(run) is None:
@@ -285,7 +291,7 @@ def _suite(run: ServerRun, redact: Redact, every_check: bool, location: Location
                         ("error_kind", _xml(run.error_kind, redact)),
                         ("backend_days_left", "" if days is None else str(days)),
                         ("old_thumbprint", _xml(run.old_thumbprint, redact)),
-                        ("new_thumbprint", _xml(new_certificate(run), redact))):
+                        ("new_thumbprint", _xml(renewed_to(run), redact))):
         if value or name in ("old_thumbprint", "new_thumbprint"):
             properties[name] = value
     cases = _cases(run, server, redact, every_check)
@@ -406,7 +412,7 @@ def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = Non
                 "started_at": run.started_at,
                 "duration_s": run.duration_s,
                 "old_thumbprint": run.old_thumbprint,
-                "new_thumbprint": new_certificate(run),
+                "new_thumbprint": renewed_to(run),
                 "error": run.error,
                 "error_kind": run.error_kind,
                 "warnings": run.warnings,
