@@ -254,10 +254,10 @@ def render_junit(runs: list[ServerRun], *, redact: Redact | None = None, task: s
     (junit-xml sums the suites' times, which for servers that ran side by side is no time the run took;
     dorny/test-reporter shows the root's time as the run's), a suite's ``time`` as the server's own (junit-xml sums
     its cases', which leave out connecting and the session), and a case ``time`` of 0 (junit-xml leaves it out, and
-    dorny's parser reads a missing time as NaN). A case's own ``<properties>`` (``status=warn`` before) it cannot
-    write at all: a warning is its ``status="warn"`` attribute instead (junit-xml's ``status``; mikepenz reads only
-    ``disabled``/``ignored`` there, the others none), beside the ``WARNING:`` first line of its output and the
-    suite's ``warnings`` property.
+    dorny's parser reads a missing time as NaN; every case's time is written the same way, to the millisecond). A
+    case's own ``<properties>`` (``status=warn`` before) it cannot write at all: a warning is its ``status="warn"``
+    attribute instead (junit-xml's ``status``; mikepenz reads only ``disabled``/``ignored`` there, the others none),
+    beside the ``WARNING:`` first line of its output and the suite's ``warnings`` property.
     """
     redact = _redact_default(redact)
     every_check = task in VERIFYING_TASKS if task else any(checks(run) for run in runs)
@@ -271,8 +271,9 @@ def render_junit(runs: list[ServerRun], *, redact: Redact | None = None, task: s
         root.set("timestamp", _xml(min(run.started_at for run in runs), redact))
     for suite, run in zip(root.iter("testsuite"), runs, strict=True):
         suite.set("time", f"{run.duration_s:.3f}")
-    for case in root.iter("testcase"):
-        case.attrib.setdefault("time", f"{0:.3f}")
+    for case in root.iter("testcase"):  # every case's time, 0 included, in milliseconds, in one place
+        seconds = float(case.attrib.pop("time", 0.0))
+        case.set("time", f"{seconds:.3f}")
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
