@@ -153,12 +153,12 @@ def findings(run: ServerRun, status: Literal["fail", "warn"]) -> list[str]:
 
 
 def new_certificate(run: ServerRun) -> str | None:
-    """The certificate this run put in place of the old one: its ``new_thumbprint`` unless a bind of the run failed
-    (then the bind restored the previous certificate, which port 444 still serves, and the renewed one is only
-    created, never "the new certificate"). None: nothing new is in place."""
+    """The certificate this run put in place of the old one: its ``new_thumbprint``, unless the run's bind failed
+    (and restored the previous certificate, which port 444 still serves) or was skipped (an earlier step failed):
+    then the renewed certificate is only created, never "the new certificate". None: nothing new is in place."""
     if run.new_thumbprint is None or run.new_thumbprint == run.old_thumbprint:
         return None
-    if any(step.step == "bind" and step.status == "failed" for step in run.steps):
+    if any(step.step == "bind" and step.status in ("failed", "skipped") for step in run.steps):
         return None
     return run.new_thumbprint
 

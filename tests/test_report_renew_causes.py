@@ -61,6 +61,16 @@ def test_a_failed_trust_is_one_failure_and_the_bind_it_stopped_is_skipped_saying
     assert "exch01 failed trust: " in exch01 and "trust, bind" not in exch01
 
 
+def test_a_certificate_whose_bind_never_ran_is_not_the_new_certificate(renewed: Path) -> None:
+    record = {entry["server"]: entry for entry in json.loads((renewed / "r.json").read_text())["servers"]}
+    renew = next(step for step in record["exch01"]["steps"] if step["step"] == "renew")
+    created = renew["after"]["thumbprint"]
+    assert created and record["exch01"]["new_thumbprint"] is None
+    assert "exch01_new_thumbprint" not in (renewed / "output").read_text(encoding="utf-8")
+    summary = (renewed / "summary.md").read_text(encoding="utf-8")
+    assert f"` {record['exch01']['old_thumbprint']} kept; {created} created, not bound `" in summary
+
+
 def test_a_rolled_back_bind_is_not_the_new_certificate_anywhere(renewed: Path) -> None:
     record = {entry["server"]: entry for entry in json.loads((renewed / "r.json").read_text())["servers"]}
     renew = next(step for step in record["exch02"]["steps"] if step["step"] == "renew")
