@@ -115,7 +115,8 @@ def backend_days_left(ctx: _Context) -> CheckResult:
     if days <= 0:  # HealthChecker counts the last day as expired too
         expired = ctx.cert.not_after <= ctx.facts.now
         when = f"expired on {date}" if expired else f"expires today ({date})"
-        return _fail("backend_days_left", f"{what} {when}; renew with `exbe renew`", value=days)
+        return _fail("backend_days_left", f"{what} {when}; renew with `exbe renew`",
+                     details=f"NotAfter {iso(ctx.cert.not_after)}", value=days)
     status: CheckStatus = ("pass" if days >= ctx.settings.warn_days
                            else "warn" if days >= ctx.settings.fail_days else "fail")
     advice = "" if status == "pass" else "; renew with `exbe renew`"

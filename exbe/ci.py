@@ -96,26 +96,39 @@ class CiReporter:
         first, within the platform's limits (:meth:`annotate`); the new thumbprints as output variables; the step
         summary (:mod:`exbe.summary`). ``locations`` places a server's annotation on its inventory entry. Each value
         is redacted on its own first."""
-        from .summary import render, severity
+        from .report import new_certificate
+        from .summary import render, severity, title
 
         for run in runs:
-            if run.new_thumbprint and run.new_thumbprint != run.old_thumbprint:
-                self.set_output(f"{run.server}_new_thumbprint", self._value(run.new_thumbprint))
+            new = new_certificate(run)
+            if new:
+                self.set_output(f"{run.server}_new_thumbprint", self._value(new))
         self.annotate(sorted(runs, key=severity), locations or {})
-        self.summary(render(runs, mermaid=self.renders_mermaid, redact=self._redact, task=task))
+        self.summary(render(runs, mermaid=self.renders_mermaid, redact=self._redact, task=task), title=title(task))
 
     def annotate(self, runs: Sequence[ServerRun], locations: Mapping[str, Location]) -> None:
-        """One annotation per server that did not pass, in the order given (most severe first): an error naming
-        every failing check (or why exbe could not work on the server), a warning naming every warning check. At
-        most :data:`ANNOTATIONS_PER_KIND` of each kind: the last one allowed then says how many servers were left
-        out, since the platform would drop the rest unseen."""
+        """One annotation per server that did not pass, in the order given (most severe first:
+        :func:`exbe.summary.severity`), except that the servers a run-wide cause stopped (not attempted after
+        another refused the credentials, cancelled) share one annotation, first of all: an error naming every failing
+        check (or why exbe could not work on the server), a warning naming every warning check. At most
+        :data:`ANNOTATIONS_PER_KIND` of each kind: the last one allowed then says how many servers were left out,
+        since the platform would drop the rest unseen; the order keeps run-wide causes and unreachable servers in."""
         from .report import findings, verdict, warnings
+        from .summary import RUN_WIDE
 
-        errors: list[tuple[str, str]] = []
+        errors: list[tuple[str, str | None]] = []
         notes: list[tuple[str, str]] = []
+        for kind, why in RUN_WIDE.items():
+            stopped = [run for run in runs if run.error_kind == kind]
+            if stopped:
+                names = ", ".join(self._value(run.server) for run in stopped)
+                errors.append((f"{len(stopped)} server(s) {why} ({names}): {self._value(stopped[0].error)}",
+                               stopped[0].server if len(stopped) == 1 else None))
         for run in runs:
             server, outcome = self._value(run.server), verdict(run)
-            if outcome in ("unreachable", "cancelled", "not_attempted") or (outcome == "failed" and run.error_kind):
+            if run.error_kind in RUN_WIDE:
+                continue
+            if outcome == "unreachable" or (outcome == "failed" and run.error_kind):
                 errors.append((f"{server} {outcome}: {self._value(run.error)}", run.server))
             elif outcome == "failed":
                 failing = findings(run, "fail")
@@ -131,7 +144,8 @@ class CiReporter:
                                                                                    self.warning)):
             shown = found if len(found) <= ANNOTATIONS_PER_KIND else found[:ANNOTATIONS_PER_KIND - 1]
             for message, name in shown:
-                emit(message, server=self._value(name), location=locations.get(name))
+                emit(message, server=self._value(name) if name else None,
+                     location=locations.get(name) if name else None)
             if len(shown) < len(found):
                 emit(f"{len(found) - len(shown)} more server(s) {kind}, not annotated here (the platform shows "
                      f"{ANNOTATIONS_PER_KIND} per step): see the step summary and the test results")
@@ -164,8 +178,9 @@ class CiReporter:
     #: Whether this platform's summary page renders Mermaid charts in Markdown.
     renders_mermaid = False
 
-    def summary(self, markdown: str) -> None:
-        """Show ``markdown`` (already redacted and escaped: :mod:`exbe.summary`) on the run's summary page."""
+    def summary(self, markdown: str, title: str = "exbe") -> None:
+        """Show ``markdown`` (already redacted and escaped: :mod:`exbe.summary`) on the run's summary page, as the
+        section ``title`` where the platform names sections (``exbe renew``, ``exbe verify``)."""
 
     def finish(self, status: str) -> None:
         """Report the overall outcome: one of :data:`STATUSES`. The exit code still fails the step on failure."""
@@ -217,12 +232,16 @@ class AzureReporter(CiReporter):
         variable = azure_escape(output_name(name))
         self._write(f"##vso[task.setvariable variable={variable};isOutput=true]{azure_escape(self._text(value))}")
 
-    def summary(self, markdown: str) -> None:
-        """Write ``markdown`` to the agent's temp directory and attach it to the run's summary page."""
+    def summary(self, markdown: str, title: str = "exbe") -> None:
+        """Write ``markdown`` to the agent's temp directory and attach it to the run's summary page. The agent names
+        the section after the file (``task.uploadsummary`` takes its file name, extension and all), so the file is
+        named ``title`` (``exbe renew``), in a directory of its own: two exbe steps of one job keep two sections."""
         temp = self.env.get("AGENT_TEMPDIRECTORY")
         if not temp:
             return
-        path = Path(temp) / f"exbe-summary-{secrets.token_hex(4)}.md"
+        folder = Path(temp) / f"exbe-summary-{secrets.token_hex(4)}"
+        folder.mkdir()
+        path = folder / title
         write_atomically(path, markdown.encode("utf-8"), "the step summary")
         self._write(f"##vso[task.uploadsummary]{azure_escape(str(path))}")
 
@@ -260,8 +279,8 @@ class GitHubReporter(CiReporter):
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(github_file_entry(output_name(name), self._text(value)))
 
-    def summary(self, markdown: str) -> None:
-        path = self.env.get("GITHUB_STEP_SUMMARY")
+    def summary(self, markdown: str, title: str = "exbe") -> None:
+        path = self.env.get("GITHUB_STEP_SUMMARY")  # the page's own heading names it (exbe.summary)
         if path:
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(markdown + "\n")

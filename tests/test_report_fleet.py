@@ -3,9 +3,10 @@
 A sandbox fleet of five: one healthy, one with a warning (SHA-1 signed back-end certificate), one failing (20 days
 left), one that drops the connection (unreachable) and one that refuses the credentials. ``exbe verify --all`` runs
 on it once as if in GitHub Actions and once as if in Azure Pipelines, writing JUnit, the JSON record and metrics.
-The JUnit is read by junitparser (EnricoMi's publish action reads with it) and by xml-js, the parser of
-mikepenz/action-junit-report (tests/node/junit.mjs, installed by ``npm ci --prefix tests/node``); the metrics by
-prometheus_client's own parser; the step summary by cmark-gfm, GitHub's renderer.
+The JUnit -- written by junit-xml, exbe's only JUnit writer -- is read by junitparser (EnricoMi's publish action reads
+with it), by xml-js, the parser of mikepenz/action-junit-report (tests/node/junit.mjs), and by xml2js as
+dorny/test-reporter's java-junit parser reads it (tests/node/junit-dorny.mjs; both installed by ``npm ci --prefix
+tests/node``); the metrics by prometheus_client's own parser; the step summary by cmark-gfm, GitHub's renderer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,16 @@ def _xml_js(path: Path) -> dict[str, Any]:
                                    capture_output=True, text=True, timeout=300)
         assert installed.returncode == 0, installed.stderr
     read = subprocess.run([node, str(NODE_DIR / "junit.mjs"), str(path)], capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0, read.stderr
+    parsed: dict[str, Any] = json.loads(read.stdout)
+    return parsed
+
+
+def _dorny(path: Path) -> dict[str, Any]:
+    """The JUnit file as dorny/test-reporter's java-junit parser reads it (xml2js)."""
+    _xml_js(path)  # installs tests/node's packages when they are missing
+    read = subprocess.run([shutil.which("node") or "node", str(NODE_DIR / "junit-dorny.mjs"), str(path)],
+                          capture_output=True, text=True, timeout=60)
     assert read.returncode == 0, read.stderr
     parsed: dict[str, Any] = json.loads(read.stdout)
     return parsed
@@ -233,6 +245,47 @@ def test_every_case_has_a_time_and_the_root_has_the_counts_and_the_wall_time(git
         "the servers ran side by side: the run took longer than the slowest, less than their sum"
 
 
+def test_dorny_test_reporter_reads_every_case_with_its_time_result_and_the_runs_wall_time(
+        github: Run, cases: list[dict[str, Any]]) -> None:
+    read = _dorny(github.junit)
+    dorny = [case for suite in read["suites"] for case in suite["cases"]]
+    assert [(case["name"], case["group"]) for case in dorny] == [(case["name"], case["classname"]) for case in cases]
+    assert all(case["group"].startswith("exbe.") for case in dorny), "grouped by server, never under the suite"
+    assert all(case["timeMs"] is not None and case["timeMs"] >= 0 for case in dorny), "a missing time reads as NaN"
+    expected = {"failure": "failed", "error": "failed", "skipped": "skipped", "passed": "success"}
+    assert [case["result"] for case in dorny] == [expected[case["result"]] for case in cases]
+    for mine, theirs in zip(cases, dorny, strict=True):
+        if theirs["result"] == "failed":
+            assert (theirs["message"], theirs["details"].strip()) == (mine["message"], mine["body"].strip())
+    suites = [suite["timeMs"] for suite in read["suites"]]
+    assert max(suites) <= read["timeMs"] < sum(suites), "the run's time is its wall time, not the servers' sum"
+
+
+def test_the_junit_is_junit_xmls_and_no_other_module_writes_junit(github: Run) -> None:
+    """junit-xml (named in exbe's design, a dependency) writes it: its marks are there -- ``disabled`` counts and a
+    ``type`` on every skipped -- and no module of exbe but report.py builds a testcase or testsuite element."""
+    import tomllib
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert [d for d in dependencies if re.match(r"junit-xml\b", d)]
+    text = github.junit.read_text(encoding="utf-8")
+    assert re.search(r"<testsuites disabled=\"0\"", text) and '<skipped type="skipped"' in text
+    writers = [path.relative_to(ROOT).as_posix() for path in (ROOT / "exbe").rglob("*.py")
+               if re.search(r"[\"'](testcase|testsuites?)[\"']", path.read_text(encoding="utf-8"))]
+    assert writers == ["exbe/report.py"]
+    report = (ROOT / "exbe" / "report.py").read_text(encoding="utf-8")
+    assert "junit_xml.TestSuite(" in report and "junit_xml.to_xml_report_string(" in report
+    assert "ET.Element(" not in report and "ET.SubElement(" not in report
+
+
+def test_a_warning_case_says_so_in_the_status_junit_xml_writes(github: Run) -> None:
+    statuses = {case.get("name"): case.get("status") for case in
+                __import__("xml.etree.ElementTree", fromlist=["parse"]).parse(github.junit).iter("testcase")}
+    assert statuses["exch02: backend_signature"] == "warn"
+    assert statuses["exch01: backend_days_left"] == "pass"
+    assert statuses["exch03: backend_days_left"] is None  # a failure says so itself
+
+
 def test_each_suite_says_whether_its_servers_were_simulated(github: Run) -> None:
     for suite in junitparser.JUnitXml.fromfile(str(github.junit)):
         assert {p.name: p.value for p in suite.properties()}["simulated"] == "false"  # an inventory, not --sandbox
@@ -242,10 +295,10 @@ def test_each_suite_says_whether_its_servers_were_simulated(github: Run) -> None
 def test_one_annotation_per_server_that_did_not_pass_most_severe_first(github: Run) -> None:
     annotations = [line for line in github.out.splitlines() if line.startswith(("::error", "::warning"))]
     servers = [re.search(r"title=exbe (\S+)::", line).group(1) for line in annotations]  # type: ignore[union-attr]
-    assert servers == ["exch03", "exch04", "exch05", "exch02"]
-    assert "exch03 failed backend_days_left: EXCH03 back-end certificate " in annotations[0]
-    assert f"expires in {github.days_left('exch03')} days" in annotations[0]
-    assert "exch05 unreachable: " in annotations[2] and "authentication failed" in annotations[2]
+    assert servers == ["exch04", "exch05", "exch03", "exch02"], "unreachable first: nothing about them is known"
+    assert "exch03 failed backend_days_left: EXCH03 back-end certificate " in annotations[2]
+    assert f"expires in {github.days_left('exch03')} days" in annotations[2]
+    assert "exch05 unreachable: " in annotations[1] and "authentication failed" in annotations[1]
     assert annotations[3] == "::warning title=exbe exch02::exch02 warnings: backend_signature"
     assert not [line for line in annotations if "file=" in line], "no inventory file given: no location"
 
@@ -264,14 +317,16 @@ def test_the_github_summary_has_a_row_per_server_and_a_mermaid_chart_of_the_flee
     rows = [[re.sub(r"</?code>", "", cell) for cell in re.findall(r"<td>(.*?)</td>", row)]
             for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)[1:]]
     days = {server: str(github.days_left(server)) for server in ("exch01", "exch02", "exch03")}
+    bound = {entry["server"]: entry["old_thumbprint"] or "" for entry in github.record["servers"]}
+    assert all(bound[server] for server in days), "verify names the certificate it judged"
     assert rows == [
-        ["exch03", "failed", days["exch03"], "backend_days_left", "", ""],
-        ["exch04", "unreachable", "", "", "", rows[1][5]],
-        ["exch05", "unreachable", "", "", "", rows[2][5]],
-        ["exch02", "warnings", days["exch02"], "", "backend_signature", ""],
-        ["exch01", "passed", days["exch01"], "", "", ""],
+        ["exch04", "unreachable", "", "", "", "", rows[0][6]],
+        ["exch05", "unreachable", "", "", "", "", rows[1][6]],
+        ["exch03", "failed", days["exch03"], bound["exch03"], "backend_days_left", "", ""],
+        ["exch02", "warnings", days["exch02"], bound["exch02"], "", "backend_signature", ""],
+        ["exch01", "passed", days["exch01"], bound["exch01"], "", "", ""],
     ]
-    assert "the server closed the connection" in rows[1][5] and "authentication failed" in rows[2][5]
+    assert "the server closed the connection" in rows[0][6] and "authentication failed" in rows[1][6]
     assert "exbe verify: 5 server(s), 1 passed, 1 with warnings, 1 failed, 2 unreachable" in html
     chart = re.search(r"```mermaid\n(.*?)```", markdown, re.S)
     assert chart is not None
@@ -282,10 +337,11 @@ def test_the_github_summary_has_a_row_per_server_and_a_mermaid_chart_of_the_flee
 
 def test_the_azure_summary_draws_the_expiry_as_a_text_bar_chart(runs: dict[str, Run]) -> None:
     azure = runs["azure"]
-    (uploaded,) = re.findall(r"##vso\[task\.uploadsummary\](\S+)", azure.out)
+    (uploaded,) = re.findall(r"##vso\[task\.uploadsummary\](.+)", azure.out)
     markdown = Path(uploaded).read_text(encoding="utf-8")
     assert "```mermaid" not in markdown
     assert f"| ` exch03 ` | ` failed ` | ` {azure.days_left('exch03')} ` |" in markdown
+    assert Path(uploaded).name == "exbe verify", "Azure titles the section with the file's name"
     bars = re.search(r"```text\n(.*?)```", markdown, re.S)
     assert bars is not None
     lines = {line.split("  ")[0].strip(): line for line in bars.group(1).splitlines()}
@@ -302,20 +358,22 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_the_metrics_file_reads_with_the_prometheus_parser(github: Run) -> None:
     samples = _samples(github.metrics)
-    days = {dict(labels)["server"]: value for (name, labels), value in samples.items()
-            if name == "exbe_backend_certificate_days_left"}
-    assert days == {server: github.days_left(server) for server in ("exch01", "exch02", "exch03")}, \
-        "unjudged servers have no sample"
+    run = (("shard", "all"), ("task", "verify"))
+    expires = {dict(labels)["server"]: value for (name, labels), value in samples.items()
+               if name == "exbe_backend_certificate_not_after_timestamp_seconds"}
+    assert set(expires) == {"exch01", "exch02", "exch03"}, "unjudged servers have no sample"
+    for server, not_after in expires.items():  # days left, computed at query time, are the check's own
+        assert int((not_after - time.time()) // 86400) in (github.days_left(server), github.days_left(server) - 1)
     assert samples[("exbe_check_status", (("check", "backend_days_left"), ("exbe_check_status", "fail"),
-                                          ("server", "exch03")))] == 1
+                                          ("server", "exch03"), *run))] == 1
     assert samples[("exbe_check_status", (("check", "backend_signature"), ("exbe_check_status", "warn"),
-                                          ("server", "exch02")))] == 1
+                                          ("server", "exch02"), *run))] == 1
     verdicts = {dict(labels)["server"]: dict(labels)["exbe_server_verdict"] for (name, labels), value in
                 samples.items() if name == "exbe_server_verdict" and value == 1}
     assert verdicts == VERDICTS
-    assert samples[("exbe_run_success", (("task", "verify"),))] == 0
-    assert samples[("exbe_run_servers", (("task", "verify"), ("verdict", "unreachable")))] == 2
-    assert 0 < samples[("exbe_run_duration_seconds", (("task", "verify"),))] < 60
+    assert samples[("exbe_run_success", run)] == 0
+    assert samples[("exbe_run_servers", (*run, ("verdict", "unreachable")))] == 2
+    assert 0 < samples[("exbe_run_duration_seconds", run)] < 60
 
 
 def test_no_report_holds_the_password(runs: dict[str, Run]) -> None:

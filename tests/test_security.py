@@ -205,7 +205,7 @@ def artifacts(runs: list[ServerRun], redactor: Redactor, folder: Path, password:
         lines += [reporter.progress_line(run.server, step.step, step.status, step.message)
                   for run in runs for step in run.steps]
         out[f"{name} log"] = stream.getvalue() + "\n".join(lines)
-        for path in sorted((folder / name).iterdir()):
+        for path in sorted(path for path in (folder / name).rglob("*") if path.is_file()):
             key = {"output": "github output variables", "summary.md": "github step summary"}.get(
                 path.name, "azure step summary")
             out[key] = path.read_text(encoding="utf-8")
@@ -232,7 +232,7 @@ def _normalised(channel: str, text: str) -> Any:
     if channel.endswith("junit"):
         return _tree(ET.fromstring(text.encode("utf-8")))
     text = re.sub(r"EXBE_EOF_[0-9a-f]{32}", "EXBE_EOF", text)
-    return re.sub(r"\S*exbe-summary-[0-9a-f]{8}\.md", "exbe-summary.md", text)
+    return re.sub(r"\S*exbe-summary-[0-9a-f]{8}/exbe(?: [a-z]+)?", "exbe-summary", text)
 
 
 def _tree(element: ET.Element) -> tuple[Any, ...]:
@@ -662,7 +662,7 @@ def _end_to_end(password: str, folder: Path) -> EndToEnd:
                               f"{name} json": record.read_text(encoding="utf-8")})
         artifacts["github step summary"] = (github / "summary.md").read_text(encoding="utf-8")
         artifacts["github output variables"] = (github / "output").read_text(encoding="utf-8")
-        for path in sorted(azure.iterdir()):
+        for path in sorted(path for path in azure.rglob("*") if path.is_file()):
             artifacts[f"azure {path.name}"] = path.read_text(encoding="utf-8")
         for task in MANUAL_TASKS:
             script = folder / f"{task}.ps1"

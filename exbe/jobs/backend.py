@@ -263,8 +263,16 @@ class BackendJob(ServerJob):
         envelopes = self.scripts(scripts, release=self._last_change("bind", scripts))
         duration = round(time.monotonic() - started, 3)
         ok = True
+        first_failure: StepResult | None = None
         for envelope in envelopes[:-1]:
-            self.record(StepResult.from_envelope(self.server.name, envelope, duration))
+            result = StepResult.from_envelope(self.server.name, envelope, duration)
+            if first_failure is not None and result.status == "failed" and result.message == first_failure.message:
+                # the pipeline stopped at the earlier step: this one never ran, and its failure is that step's
+                result = StepResult(server=self.server.name, step=result.step, status="skipped",
+                                    message=f"not run: {first_failure.step} failed before it")
+            elif first_failure is None and result.status == "failed":
+                first_failure = result
+            self.record(result)
             ok = ok and envelope["ok"]
         if envelopes[-1]["ok"]:
             self.facts = HostFacts.parse(envelopes[-1]["data"])
