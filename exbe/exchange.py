@@ -114,7 +114,8 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "") -> ExchangeF
         elif kind == "auth":
             auth = AuthConfig(current=normalise_thumbprint(props.get("CurrentCertificateThumbprint")),
                               next=normalise_thumbprint(props.get("NextCertificateThumbprint")),
-                              next_effective=_time(props.get("NextCertificateEffectiveDate")))
+                              next_effective=_time(props.get("NextCertificateEffectiveDate")),
+                              previous=normalise_thumbprint(props.get("PreviousCertificateThumbprint")))
         elif kind == "override":
             signing = signing and not _disables_signing(props)
         elif kind == "transport":

@@ -231,6 +231,7 @@ class AuthConfig:
     current: str | None = None
     next: str | None = None
     next_effective: datetime.datetime | None = None
+    previous: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,6 +53,9 @@ class PipelineOutput:
     errors: list[str]
     warnings: list[str]
     failed: str | None  # message of the terminating error, None when the pipeline completed
+    #: each error's category reason (the exception's type name, e.g. ``InvalidOperationException``), as ``errors``
+    #: and then ``failed`` list them; "" where the record names none
+    reasons: list[str] = dataclasses.field(default_factory=list)
 
 
 def preload() -> None:
@@ -144,12 +147,13 @@ class Session:
                 ps = self._run(pool, build)
             output = ps.output
             errors = [_error_text(e) for e in ps.streams.error]
+            reasons = [str(getattr(e, "reason", None) or "") for e in ps.streams.error]
             warnings = [str(w) for w in ps.streams.warning]
             failed = None
             if ps.had_errors:
                 failed = errors[-1] if errors else "the pipeline failed with a terminating error"
                 errors = errors[:-1] if errors else errors
-            return PipelineOutput(list(output), errors, warnings, failed)
+            return PipelineOutput(list(output), errors, warnings, failed, reasons)
 
     @staticmethod
     def _run(pool: Any, build: Callable[[Any], None]) -> Any:

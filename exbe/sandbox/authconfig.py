@@ -160,9 +160,11 @@ class Organization:
         return member.name not in self.unreachable
 
     # -- the servicelet ----------------------------------------------------------------------------------------------
-    def tick(self) -> None:
+    def tick(self, *, wait: bool = False) -> None:
         """What the certificate servicelets have done by now: next becomes current at its effective date, configured
-        certificates reach the reachable, replicating servers once ``replication_delay`` has passed."""
+        certificates reach the reachable, replicating servers once ``replication_delay`` has passed. A server busy
+        with a request of its own is caught up on a later tick (``wait``: wait for it), so two servers' ticks never
+        wait for each other."""
         now = utcnow()
         with self.lock:
             if self.next and self.next_effective is not None and now >= self.next_effective:
@@ -170,20 +172,23 @@ class Organization:
             wanted = [t for t in (self.current, self.next) if t]
             if self.federation is not None:
                 wanted += [t for t in (self.federation.current, self.federation.next) if t]
-            for thumb in wanted:
-                configured = self.configured.get(thumb)
-                if configured is None or now < configured.since + self.replication_delay:
+            due = [self.configured[t].cert for t in wanted
+                   if t in self.configured and now >= self.configured[t].since + self.replication_delay]
+            for member in self.members:
+                if not member.lock.acquire(timeout=10 if wait else 0):
                     continue
-                for member in self.members:
+                try:
                     if self.reachable(member) and member.name not in self.not_replicating:
-                        with self._holding(member):
-                            self._copy(member, configured.cert)
-            self._sync()
+                        for cert in due:
+                            self._copy(member, cert)
+                    self._sync_one(member)
+                finally:
+                    member.lock.release()
 
     def advance(self, delta: datetime.timedelta) -> None:
         """Move the simulated clock by ``delta`` and let the servicelets catch up."""
         clock.advance(delta)
-        self.tick()
+        self.tick(wait=True)
 
     def leave(self) -> None:
         """Forget the organization (the servers answer as stand-alone ones again)."""
@@ -205,6 +210,33 @@ class Organization:
                 with self._holding(member):
                     self._copy(member, configured.cert)
 
+    def set_auth(self, current_days: int | None, *, next_days: int | None = None,
+                 next_effective_in: datetime.timedelta | None = None, days_total: int = 1826) -> dict[str, str]:
+        """Give the organization Auth certificates with these days left, on every server, configured long ago (a
+        scenario's starting point): ``current_days`` None configures no current one; ``next_days`` stages a next
+        one effective ``next_effective_in`` from now. Returns ``{"current": thumbprint, "next": thumbprint}``."""
+        made: dict[str, str] = {}
+        now = utcnow()
+        with self.lock:
+            for role, days, index in (("current", current_days, 11), ("next", next_days, 12)):
+                if days is None:
+                    continue
+                not_after = now + datetime.timedelta(days=days)
+                pem, key = certs.make_self_signed(AUTH_SUBJECT, [], not_after - datetime.timedelta(days=days_total),
+                                                  not_after, key_index=index)
+                cert = StoredCert(pem=pem, key_pem=key, friendly_name=AUTH_SUBJECT, provider=CSP_PROVIDER,
+                                  key_accessible=True, network_service_read=True, exportable=True)
+                self.configured[cert.thumbprint] = _Configured(cert, now - self.replication_delay)
+                self.deploy(cert.thumbprint)
+                made[role] = cert.thumbprint
+            self.current = made.get("current")
+            self.next = made.get("next")
+            self.next_effective = (now + (next_effective_in or datetime.timedelta(days=30))).replace(microsecond=0) \
+                if self.next else None
+            self.previous = None
+            self._sync()
+        return made
+
     def create_federation_trust(self, days_left: int = 900, days_total: int = 1825) -> str:
         """A Federation trust whose certificate (subject ``CN=Federation``) is on every server; its thumbprint."""
         now = utcnow()
@@ -222,16 +254,17 @@ class Organization:
     # -- internals ---------------------------------------------------------------------------------------------------
     def _sync(self) -> None:
         """Every member's view of the one AuthConfig."""
-        effective = certs.iso(self.next_effective) if self.next_effective else None
         for member in self.members:
             with self._holding(member):
-                config = member.state.exchange
-                before = (config.auth_current, config.auth_next, config.auth_previous, config.auth_next_effective)
-                after = (self.current, self.next, self.previous, effective)
-                if before != after:
-                    (config.auth_current, config.auth_next, config.auth_previous,
-                     config.auth_next_effective) = after
-                    member.save()
+                self._sync_one(member)
+
+    def _sync_one(self, member: Member) -> None:
+        effective = certs.iso(self.next_effective) if self.next_effective else None
+        config = member.state.exchange
+        after = (self.current, self.next, self.previous, effective)
+        if (config.auth_current, config.auth_next, config.auth_previous, config.auth_next_effective) != after:
+            config.auth_current, config.auth_next, config.auth_previous, config.auth_next_effective = after
+            member.save()
 
     @staticmethod
     def _copy(member: Member, cert: StoredCert) -> None:
@@ -295,6 +328,23 @@ def _thumb(value: Any) -> str:
     return str(value or "").replace(" ", "").upper()
 
 
+def _date(value: Any) -> datetime.datetime | None:
+    """A DateTime parameter as PowerShell binds it: a DateTime, or text converted with the invariant culture (ISO
+    8601 parses; a time zone designator is honoured, none means the server's local time, UTC here)."""
+    if isinstance(value, datetime.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise TerminatingError(ErrorInfo(
+                f"Cannot process argument transformation on parameter 'NewCertificateEffectiveDate'. Cannot convert "
+                f"value \"{value}\" to type \"System.DateTime\".", error_id="ParameterArgumentTransformationError",
+                category="InvalidData",
+                exception_type="System.Management.Automation.ParameterBindingException")) from None
+    return None
+
+
 def _switch(params: dict[str, Any], name: str) -> bool:
     return name in params and (params[name] is None or bool(params[name]))
 
@@ -328,7 +378,10 @@ def _get_exchange_certificate(original: Callable[[_Exchange, dict[str, Any]], Ou
         org.tick()
         if "Server" not in params:
             return original(ex, params)
-        member = _target(org, ex, params)
+        try:
+            member = _target(org, ex, params)
+        except TerminatingError as unreachable:  # an error record of this statement; a batch goes on
+            return Outcome(errors=[unreachable.info])
         with org._holding(member):
             there = _view(member)
             thumb = ex.thumbprint_param(params)
@@ -349,8 +402,8 @@ def _set_auth_config(ex: _Exchange, params: dict[str, Any]) -> Outcome:
             if cert is None or cert.key_pem is None:
                 raise _invalid(f"The certificate with thumbprint {thumb} couldn't be found on server "
                                f"{member.state.fqdn}, or it has no private key.", "Set-AuthConfig")  # text: belief
-            effective = params.get("NewCertificateEffectiveDate")
-            if not isinstance(effective, datetime.datetime):
+            effective = _date(params.get("NewCertificateEffectiveDate"))
+            if effective is None:
                 raise _invalid("NewCertificateEffectiveDate must be specified with NewCertificateThumbprint.",
                                "Set-AuthConfig")  # belief
             effective = effective if effective.tzinfo else effective.replace(tzinfo=datetime.timezone.utc)
@@ -561,6 +614,11 @@ def register(parameters: list[dict[str, tuple[str, ...]]], unmodelled: dict[str,
     Get-ExchangeCertificate organization-aware."""
     for table in parameters:
         table.update(PARAMETERS)
+        # Microsoft's Federation renewal gives the new certificate a new subject key identifier; the model accepts
+        # the parameter (a certificate's key identifier changes nothing it models)
+        table["New-ExchangeCertificate"] = (*table["New-ExchangeCertificate"], "SubjectKeyIdentifier")
+    unmodelled["New-ExchangeCertificate"] = tuple(p for p in unmodelled["New-ExchangeCertificate"]
+                                                  if p != "SubjectKeyIdentifier")
     unmodelled.update(UNMODELLED)
     cmdlets["Get-AuthConfig"] = _get_auth_config(cmdlets["Get-AuthConfig"])
     cmdlets["Get-ExchangeCertificate"] = _get_exchange_certificate(cmdlets["Get-ExchangeCertificate"])
