@@ -378,10 +378,11 @@ def _get_exchange_certificate(original: Callable[[_Exchange, dict[str, Any]], Ou
         org.tick()
         if "Server" not in params:
             return original(ex, params)
-        try:
-            member = _target(org, ex, params)
-        except TerminatingError as unreachable:  # an error record of this statement; a batch goes on
-            return Outcome(errors=[unreachable.info])
+        member = org.member(params["Server"])
+        if member is None:
+            return original(ex, params)  # no such server: the cmdlet's own refusal
+        if not org.reachable(member) and not member.answers_to(ex.state.computer_name):
+            return Outcome(errors=[_rpc_unavailable(member.state.fqdn)])  # an error record; a batch goes on
         with org._holding(member):
             there = _view(member)
             thumb = ex.thumbprint_param(params)
