@@ -23,8 +23,8 @@ import dataclasses
 import datetime
 from typing import Any, Literal
 
-from .exchange import kind_of, normalise, read_certificate
-from .facts import AuthConfig, normalise_thumbprint
+from .exchange import federation_facts, kind_of, normalise, read_certificate
+from .facts import AuthConfig, FederationFacts, normalise_thumbprint
 from .transport import Command, PipelineOutput, Session
 
 AUTH_SUBJECT = "cn=Microsoft Exchange Server Auth Certificate"
@@ -53,17 +53,6 @@ class OrgRead:
     auth: AuthConfig
     hybrid: bool | None
     hybrid_detail: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class FederationRead:
-    """The Federation trust's certificates: thumbprints and expiry (None where unset or unreadable)."""
-
-    current: str | None
-    next: str | None
-    previous: str | None
-    current_not_after: datetime.datetime | None
-    next_not_after: datetime.datetime | None
 
 
 class ReadFailed(Exception):
@@ -161,27 +150,16 @@ def clear_previous(session: Session) -> list[str]:
     return _errors(session.run_cmdlets([[("Set-AuthConfig", {"ClearPreviousCertificate": True, "Force": True})]]))
 
 
-def read_federation(session: Session) -> FederationRead | None:
+def read_federation(session: Session) -> FederationFacts | None:
     """``Get-FederationTrust``: None when the organization has no Federation trust."""
     result = session.run_cmdlets([[("Get-FederationTrust", {})]])
-    trusts = [o for o in result.output if _leaf(o) == "FederationTrust"]
+    trusts = [o for o in result.output if kind_of(o) == "federation"]
     if not trusts:
         records = _records(result)
         if records:
             raise ReadFailed(f"Get-FederationTrust failed: {records[0][0]}")
         return None
-    props = _props(trusts[0])
-
-    def one(certificate: str, thumbprint: str) -> tuple[str | None, datetime.datetime | None]:
-        raw = _raw_of(props.get(certificate))
-        cert = read_certificate(_Bag({"RawData": raw})) if raw else None
-        thumb = normalise_thumbprint(props.get(thumbprint)) or (cert.thumbprint if cert else None)
-        return thumb, cert.not_after if cert and cert.thumbprint == thumb else None
-
-    current, current_after = one("OrgCertificate", "OrgPrivCertificate")
-    nxt, next_after = one("OrgNextCertificate", "OrgNextPrivCertificate")
-    previous, _ = one("OrgPrevCertificate", "OrgPrevPrivCertificate")
-    return FederationRead(current, nxt, previous, current_after, next_after)
+    return federation_facts(_props(trusts[0]))
 
 
 def federation_propagation(session: Session) -> dict[tuple[str, str], str]:
@@ -214,14 +192,6 @@ def publish_federation(session: Session) -> list[str]:
 
 
 # -- reading objects -------------------------------------------------------------------------------------------------
-class _Bag:
-    """A stand-in object with adapted properties, for :func:`read_certificate`."""
-
-    def __init__(self, adapted: dict[str, Any]) -> None:
-        self.adapted_properties = adapted
-        self.types = ["System.Security.Cryptography.X509Certificates.X509Certificate2"]
-
-
 def _errors(result: PipelineOutput) -> list[str]:
     return [text for text, _ in _records(result)]
 

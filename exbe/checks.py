@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .checks_auth import auth_next, auth_previous
+from .checks_auth import auth_next, auth_previous, federation_cert
 from .facts import Binding, Certificate, ExchangeFacts, HostFacts, iso
 from .model import CheckResult, CheckStatus, Settings
 from .selection import (
@@ -362,7 +362,8 @@ def interrupted_run(ctx: _Context) -> CheckResult:
 CHECKS: tuple[Check, ...] = (
     backend_binding_present, backend_days_left, backend_signature, backend_key_size, backend_key_provider,
     no_ip_specific_444, backend_no_hsts, root_copy, loopback_443, default_site_not_self_signed,
-    internal_transport_cert, auth_cert, auth_next, auth_previous, serialization_signing, w3svc_running,
+    internal_transport_cert, auth_cert, auth_next, auth_previous, federation_cert, serialization_signing,
+    w3svc_running,
     tls_444_serves_bound, backend_http_401, interrupted_run,
 )
 

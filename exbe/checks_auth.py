@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING
 
-from .model import CheckResult
+from .model import CheckResult, CheckStatus
 from .selection import short
 
 if TYPE_CHECKING:
@@ -75,3 +75,41 @@ def auth_previous(ctx: _Context) -> CheckResult:
     return CheckResult("auth_previous", "pass", f"{server}: the previous Auth certificate {short(auth.previous)} is "
                                                 "still configured, as the servicelet leaves it after a rollover",
                        value=auth.previous)
+
+
+def federation_cert(ctx: _Context) -> CheckResult:
+    """The Federation trust's certificate (``Get-FederationTrust``): days left with verify's thresholds, whether a
+    next one is staged, and whether it has reached this server (what ``Test-FederationTrustCertificate`` reports
+    per server)."""
+    skipped = ctx.no_exchange("federation_cert", "the Federation certificate")
+    if skipped:
+        return skipped
+    assert ctx.exchange is not None
+    trust, server = ctx.exchange.federation, ctx.server
+    if trust is None or not trust.current:
+        return CheckResult("federation_cert", "pass", f"{server}: no Federation trust is configured")
+    if trust.current_not_after is None:
+        return CheckResult("federation_cert", "skip", f"{server}: the Federation certificate {short(trust.current)}'s "
+                                                      "expiry could not be read", value=trust.current)
+    days = (trust.current_not_after - ctx.facts.now).days
+    if days <= 0:
+        return CheckResult("federation_cert", "fail", f"{server}: the Federation certificate {short(trust.current)} "
+                                                      f"expired on {trust.current_not_after.date()}: the trust must be "
+                                                      "created again (`exbe federation` prints Microsoft's procedure)",
+                           value=days)
+    if trust.next:
+        if ctx.facts.certificate(trust.next) is None:
+            return CheckResult("federation_cert", "warn", f"{server}: the next Federation certificate "
+                                                          f"{short(trust.next)} is staged but not on this server yet; "
+                                                          "`exbe federation --publish` waits for it", value=days)
+        return CheckResult("federation_cert", "pass", f"{server}: the Federation certificate {short(trust.current)} "
+                                                      f"has {days} days left; the next one {short(trust.next)} is "
+                                                      "staged and here (publish: `exbe federation --publish`)",
+                           value=days)
+    if days < ctx.settings.warn_days:
+        status: CheckStatus = "fail" if days < ctx.settings.fail_days else "warn"
+        return CheckResult("federation_cert", status, f"{server}: the Federation certificate {short(trust.current)} "
+                                                      f"expires in {days} days and no next one is staged; "
+                                                      "`exbe federation` stages one", value=days)
+    return CheckResult("federation_cert", "pass", f"{server}: the Federation certificate {short(trust.current)} "
+                                                  f"expires in {days} days", value=days)

@@ -31,6 +31,7 @@ from .facts import (
     ExchangeCertificate,
     ExchangeFacts,
     ExchangeServer,
+    FederationFacts,
     normalise_thumbprint,
     parse_time,
 )
@@ -43,6 +44,7 @@ _TYPES = {
     "SettingOverride": "override",
     "TransportService": "transport",
     "TransportServer": "transport",  # the type Get-TransportService emits
+    "FederationTrust": "federation",
 }
 #: Microsoft.Exchange.Data.AllowedServices flags (the values the captured SerializationData carries: 27 =
 #: IMAP, POP, IIS, SMTP; 16 = SMTP).
@@ -61,6 +63,7 @@ def read_statements(server_name: str) -> list[list[Command]]:
         [("Get-AuthConfig", {})],
         [("Get-SettingOverride", {})],
         [("Get-TransportService", {"Identity": server_name})],
+        [("Get-FederationTrust", {})],
         [("Get-ExchangeCertificate", {"Server": server_name}), ("Select-Object", {"Property": PROJECTED_PROPERTIES})],
     ]
 
@@ -95,6 +98,7 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "") -> ExchangeF
     assignments: dict[str, tuple[str, ...]] = {}
     auth = AuthConfig()
     signing, internal = True, None
+    federation: FederationFacts | None = None
     for obj in result.output:
         kind = kind_of(obj)
         props = _props(obj)
@@ -120,6 +124,8 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "") -> ExchangeF
             signing = signing and not _disables_signing(props)
         elif kind == "transport":
             internal = normalise_thumbprint(props.get("InternalTransportCertificateThumbprint"))
+        elif kind == "federation":
+            federation = federation_facts(props)
     listed = []
     for thumb, cert in certificates.items():
         if thumb in assignments:
@@ -127,7 +133,7 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "") -> ExchangeF
                                        assignments[thumb])
         listed.append(cert)
     facts = ExchangeFacts(server=server, certificates=tuple(listed), auth=auth, serialization_signing=signing,
-                          internal_transport=internal)
+                          internal_transport=internal, federation=federation)
     missing = [c.thumbprint for c in listed if c.services is None]
     if missing:
         return facts.with_assignments_unknown(
@@ -153,6 +159,20 @@ def read_certificate(obj: Any) -> ExchangeCertificate | None:
         parsed.issuer == parsed.subject if parsed else None)
     return ExchangeCertificate(thumbprint=thumb, subject=subject, not_after=not_after, self_signed=self_signed,
                                services=services(props["Services"]) if "Services" in props else None)
+
+
+def federation_facts(props: dict[str, Any]) -> FederationFacts:
+    """A FederationTrust's certificates: the thumbprints from ``Org*PrivCertificate`` (strings), the expiry from the
+    ``Org*Certificate`` X509 objects (``RawData``; Microsoft's documented property names, the wire shape a belief)."""
+    def one(certificate: str, thumbprint: str) -> tuple[str | None, datetime.datetime | None]:
+        cert = read_certificate(props.get(certificate)) if props.get(certificate) is not None else None
+        thumb = normalise_thumbprint(props.get(thumbprint)) or (cert.thumbprint if cert else None)
+        return thumb, cert.not_after if cert is not None and cert.thumbprint == thumb else None
+
+    current, current_after = one("OrgCertificate", "OrgPrivCertificate")
+    nxt, next_after = one("OrgNextCertificate", "OrgNextPrivCertificate")
+    previous, _ = one("OrgPrevCertificate", "OrgPrevPrivCertificate")
+    return FederationFacts(current, nxt, previous, current_after, next_after)
 
 
 def new_certificate(session: Session, params: dict[str, Any]) -> tuple[str | None, list[str]]:

@@ -235,6 +235,17 @@ class AuthConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FederationFacts:
+    """The Federation trust's certificates (``Get-FederationTrust``): thumbprints and expiry, None where unset."""
+
+    current: str | None = None
+    next: str | None = None
+    previous: str | None = None
+    current_not_after: datetime.datetime | None = None
+    next_not_after: datetime.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ExchangeFacts:
     """What the Exchange endpoint reported. ``assignments_unknown`` says why service assignments are unknown (empty
     when they were read); then every certificate's ``services`` is None and exbe takes the conservative path."""
@@ -245,6 +256,7 @@ class ExchangeFacts:
     serialization_signing: bool
     internal_transport: str | None
     assignments_unknown: str = ""
+    federation: FederationFacts | None = None  # None: no Federation trust (or it was not read)
 
     def certificate(self, thumbprint: str | None) -> ExchangeCertificate | None:
         wanted = normalise_thumbprint(thumbprint)

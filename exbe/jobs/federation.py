@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .. import auth_exchange
-from ..auth_exchange import FederationRead, ReadFailed
+from ..auth_exchange import ReadFailed
 from ..auth_rule import days_left
-from ..facts import iso
+from ..facts import FederationFacts, iso
 from ..flow import Progress, RunOptions
 from ..model import CheckResult, CheckStatus, ServerRun, Settings
 from . import JobFlags
@@ -126,7 +126,7 @@ class _Federation:
                     "its domain proof in public DNS (below), wait until every server has it, then run `exbe "
                     "federation --publish`", changed=True, data=data, checks=[check], warnings=self._proofs())
 
-    def _check(self, trust: FederationRead, current_days: int) -> CheckResult:
+    def _check(self, trust: FederationFacts, current_days: int) -> CheckResult:
         """The Federation certificate's expiry, as verify judges a certificate (warn_days / fail_days)."""
         when = f"{current_days} days left" + (f", next {trust.next} staged" if trust.next else "")
         if current_days < self.settings.fail_days:
@@ -143,7 +143,7 @@ class _Federation:
         return [f"DNS TXT for {self.flags.domain} (certificate {p['thumbprint']}): {p['dns_record'] or p['proof']}"
                 for p in auth_exchange.domain_proofs(self.home.session, self.flags.domain)]
 
-    def _publish_when_ready(self, trust: FederationRead, data: dict[str, Any], check: CheckResult,
+    def _publish_when_ready(self, trust: FederationFacts, data: dict[str, Any], check: CheckResult,
                             proofs: list[str]) -> None:
         home = self.home
         assert trust.next is not None
