@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the shared fixtures (tests/auth_org.py) are imported, then named as test parameters
 """`exbe auth` on a sandbox organization of three servers: each row of MEAC's decision table, the hybrid and
 unreachable variants; a rerun changes nothing and verify passes afterwards; the clock moved past the effective date
 makes the staged certificate current."""
@@ -5,55 +6,16 @@ makes the staged certificate current."""
 from __future__ import annotations
 
 import datetime
-import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from exbe.sandbox import clock
 from exbe.sandbox.authconfig import REPLICATION_DELAY, Organization
 from exbe.sandbox.fleet import Fleet
 from exbe.sandbox.state import utcnow
 
-from .exbe_cli import CliResult, run_exbe
-
-HOSTS = [("exch01", "healthy"), ("exch02", "healthy"), ("exch03", "healthy")]
-
-
-@pytest.fixture(autouse=True)
-def _real_time() -> Iterator[None]:
-    clock.reset()
-    yield
-    clock.reset()
-
-
-@pytest.fixture
-def world(start_fleet: Callable[..., Fleet]) -> Iterator[tuple[Fleet, Organization]]:
-    """Three servers of one organization (exch01 reads and changes it)."""
-    fleet = start_fleet(HOSTS)
-    organization = Organization.of_fleet(fleet)
-    yield fleet, organization
-    organization.leave()
-
-
-@pytest.fixture
-def org(world: tuple[Fleet, Organization]) -> Organization:
-    return world[1]
-
-
-@pytest.fixture
-def exbe(world: tuple[Fleet, Organization], tmp_path: Path, capsys: pytest.CaptureFixture,
-         monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[CliResult, dict]]:
-    """`exbe <args> --all --json <file>` on the organization's fleet: the outcome and the JSON record."""
-    runs = iter(range(1, 100))
-
-    def run(*args: str) -> tuple[CliResult, dict]:
-        record = tmp_path / f"run{next(runs)}.json"
-        result = run_exbe(world[0], tmp_path, capsys, monkeypatch, *args, "--all", "--json", str(record))
-        return result, json.loads(record.read_text(encoding="utf-8"))
-    return run
+from .auth_org import Exbe, exbe, org, real_time, world  # noqa: F401 - pytest fixtures, used as parameters
 
 
 def steps(record: dict, name: str, server: int = 0) -> list[dict]:
@@ -80,7 +42,7 @@ def held_locks(world: tuple[Fleet, Organization]) -> list[str]:
 
 
 def test_row_2_stages_a_next_certificate_a_rerun_changes_nothing_and_the_clock_makes_it_current(
-        world: tuple[Fleet, Organization], org: Organization, exbe: Callable[..., tuple[CliResult, dict]]) -> None:
+        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe) -> None:
     old = org.set_auth(45)["current"]
     result, record = exbe("auth")
     assert result.code == 0, result.out + result.err
@@ -108,7 +70,7 @@ def test_row_2_stages_a_next_certificate_a_rerun_changes_nothing_and_the_clock_m
 
 
 def test_row_1_replaces_an_expired_certificate_now_and_restarts_iis_one_server_at_a_time(
-        world: tuple[Fleet, Organization], org: Organization, exbe: Callable[..., tuple[CliResult, dict]]) -> None:
+        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe) -> None:
     old = org.set_auth(-3)["current"]  # expired, signing on: Exchange's certificate cmdlets are blinded
     result, record = exbe("auth")
     assert result.code == 0, result.out + result.err
@@ -127,7 +89,7 @@ def test_row_1_replaces_an_expired_certificate_now_and_restarts_iis_one_server_a
 
 
 def test_row_3_publishes_the_staged_next_certificate_when_the_current_one_has_expired(
-        org: Organization, exbe: Callable[..., tuple[CliResult, dict]]) -> None:
+        org: Organization, exbe: Exbe) -> None:
     made = org.set_auth(-2, next_days=1500, next_effective_in=datetime.timedelta(days=3))
     result, record = exbe("auth")
     assert result.code == 0, result.out + result.err
@@ -138,7 +100,7 @@ def test_row_3_publishes_the_staged_next_certificate_when_the_current_one_has_ex
 
 @pytest.mark.parametrize("missing", ["current", "next"])
 def test_rows_4_and_5_a_certificate_missing_on_a_server_is_reported_and_nothing_is_changed(
-        org: Organization, exbe: Callable[..., tuple[CliResult, dict]], missing: str) -> None:
+        org: Organization, exbe: Exbe, missing: str) -> None:
     made = org.set_auth(400, next_days=1500, next_effective_in=datetime.timedelta(hours=12))
     two = org.members[1]
     org.not_replicating.add(two.name)
@@ -152,7 +114,7 @@ def test_rows_4_and_5_a_certificate_missing_on_a_server_is_reported_and_nothing_
 
 
 def test_hybrid_stops_staging_until_acknowledged_then_writes_the_cer_and_says_what_to_do(
-        org: Organization, exbe: Callable[..., tuple[CliResult, dict]], tmp_path: Path) -> None:
+        org: Organization, exbe: Exbe, tmp_path: Path) -> None:
     old = org.set_auth(45)["current"]
     org.hybrid = True
     result, record = exbe("auth")
@@ -169,7 +131,7 @@ def test_hybrid_stops_staging_until_acknowledged_then_writes_the_cer_and_says_wh
 
 
 def test_an_unreachable_server_stops_every_change_unless_the_admin_says_to_go_on(
-        org: Organization, exbe: Callable[..., tuple[CliResult, dict]]) -> None:
+        org: Organization, exbe: Exbe) -> None:
     old = org.set_auth(45)["current"]
     org.unreachable.add(org.members[2].name)
     result, record = exbe("auth")
@@ -181,7 +143,7 @@ def test_an_unreachable_server_stops_every_change_unless_the_admin_says_to_go_on
 
 
 def test_a_dry_run_says_what_it_would_do_and_changes_nothing(
-        world: tuple[Fleet, Organization], org: Organization, exbe: Callable[..., tuple[CliResult, dict]]) -> None:
+        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe) -> None:
     org.set_auth(-1)
     before = {name: host.snapshot() for name, host in world[0].hosts.items()}
     result, record = exbe("auth", "--dry-run")
@@ -193,7 +155,7 @@ def test_a_dry_run_says_what_it_would_do_and_changes_nothing(
 @pytest.mark.parametrize(("current_days", "failing"), [(45, "Set-AuthConfig"), (-3, "Set-AuthConfig"),
                                                       (-3, "clone"), (45, "New-ExchangeCertificate")])
 def test_a_fault_in_any_auth_step_leaves_auth_config_on_certificates_every_reachable_server_holds(
-        world: tuple[Fleet, Organization], org: Organization, exbe: Callable[..., tuple[CliResult, dict]],
+        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe,
         current_days: int, failing: str) -> None:
     org.set_auth(current_days)
     world[0].host("exch01").faults.step_fail = failing

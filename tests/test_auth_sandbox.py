@@ -11,21 +11,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from exbe.sandbox import certs, clock
+from exbe.sandbox import certs
 from exbe.sandbox.authconfig import DATE_IN_THE_PAST, REPLICATION_DELAY, Member, Organization
 from exbe.sandbox.exchange import run_cmdlet
 from exbe.sandbox.faults import Faults
 from exbe.sandbox.records import TerminatingError
 from exbe.sandbox.state import HostState, utcnow
 
+from .auth_org import real_time  # noqa: F401 - fixture
+
 RUNSPACE = uuid.UUID(int=7)
-
-
-@pytest.fixture(autouse=True)
-def _real_time() -> Iterator[None]:
-    clock.reset()
-    yield
-    clock.reset()
 
 
 @pytest.fixture

@@ -1,49 +1,15 @@
+# ruff: noqa: F811 - the shared fixtures (tests/auth_org.py) are imported, then named as test parameters
 """`exbe federation` on a sandbox organization of three servers: the before-expiry renewal (stage, DNS TXT proof,
 publish only once every server has it), the refusal of an expired certificate, and verify's federation_cert."""
 
 from __future__ import annotations
 
 import datetime
-import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import pytest
-
-from exbe.sandbox import clock
 from exbe.sandbox.authconfig import REPLICATION_DELAY, Organization
 from exbe.sandbox.fleet import Fleet
 
-from .exbe_cli import CliResult, run_exbe
-
-HOSTS = [("exch01", "healthy"), ("exch02", "healthy"), ("exch03", "healthy")]
-
-
-@pytest.fixture(autouse=True)
-def _real_time() -> Iterator[None]:
-    clock.reset()
-    yield
-    clock.reset()
-
-
-@pytest.fixture
-def world(start_fleet: Callable[..., Fleet]) -> Iterator[tuple[Fleet, Organization]]:
-    fleet = start_fleet(HOSTS)
-    organization = Organization.of_fleet(fleet)
-    yield fleet, organization
-    organization.leave()
-
-
-@pytest.fixture
-def exbe(world: tuple[Fleet, Organization], tmp_path: Path, capsys: pytest.CaptureFixture,
-         monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[CliResult, dict]]:
-    runs = iter(range(1, 100))
-
-    def run(*args: str) -> tuple[CliResult, dict]:
-        record = tmp_path / f"run{next(runs)}.json"
-        result = run_exbe(world[0], tmp_path, capsys, monkeypatch, *args, "--all", "--json", str(record))
-        return result, json.loads(record.read_text(encoding="utf-8"))
-    return run
+from .auth_org import Exbe, exbe, real_time, world  # noqa: F401 - pytest fixtures, used as parameters
 
 
 def federation_step(record: dict) -> dict:
@@ -52,7 +18,7 @@ def federation_step(record: dict) -> dict:
 
 
 def test_a_dry_run_prints_the_plan_with_the_domains_txt_proof_and_changes_nothing(
-        world: tuple[Fleet, Organization], exbe: Callable[..., tuple[CliResult, dict]]) -> None:
+        world: tuple[Fleet, Organization], exbe: Exbe) -> None:
     org = world[1]
     current = org.create_federation_trust(days_left=40)
     before = {name: host.snapshot() for name, host in world[0].hosts.items()}
@@ -68,7 +34,7 @@ def test_a_dry_run_prints_the_plan_with_the_domains_txt_proof_and_changes_nothin
 
 
 def test_the_renewal_stages_proves_and_publishes_only_once_every_server_has_the_certificate(
-        world: tuple[Fleet, Organization], exbe: Callable[..., tuple[CliResult, dict]]) -> None:
+        world: tuple[Fleet, Organization], exbe: Exbe) -> None:
     org = world[1]
     current = org.create_federation_trust(days_left=40)
     result, record = exbe("federation", "--domain", "contoso.com")
@@ -88,7 +54,7 @@ def test_the_renewal_stages_proves_and_publishes_only_once_every_server_has_the_
 
 
 def test_an_expired_federation_certificate_is_refused_with_microsofts_procedure(
-        world: tuple[Fleet, Organization], exbe: Callable[..., tuple[CliResult, dict]]) -> None:
+        world: tuple[Fleet, Organization], exbe: Exbe) -> None:
     org = world[1]
     current = org.create_federation_trust(days_left=-2)
     result, record = exbe("federation")
@@ -98,7 +64,7 @@ def test_an_expired_federation_certificate_is_refused_with_microsofts_procedure(
 
 
 def test_verify_reports_the_federation_certificates_expiry_on_every_server(
-        world: tuple[Fleet, Organization], exbe: Callable[..., tuple[CliResult, dict]]) -> None:
+        world: tuple[Fleet, Organization], exbe: Exbe) -> None:
     _, record = exbe("verify")
     assert {c["status"] for s in record["servers"] for st in s["steps"] for c in st["checks"]
             if c["id"] == "federation_cert"} == {"pass"}  # no trust yet
