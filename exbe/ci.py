@@ -20,8 +20,8 @@ characters (ESC, BEL, NUL, C1 such as CSI, bidi overrides...) written as ``\\xNN
 log viewer's terminal emulation, and the choke point once more. That holds for annotations, log lines, output
 variables and the step summary alike; :meth:`CiReporter.publish` redacts each value of a run on its own *before* it is
 composed into an annotation, so a short password (masked only as a whole value) is caught there too. The summary
-table's cells are Markdown code spans (:func:`markdown_code`), so links, images, autolinks, emphasis and HTML from a
-server stay text.
+table's cells are Markdown code spans (:func:`exbe.markdown.markdown_code`), so links, images, autolinks, emphasis
+and HTML from a server stay text.
 
 **No secret on stdout.** Both platforms mask the values of their secret variables themselves (GitHub: every
 ``secrets.*`` value; Azure Pipelines: every secret variable, also when mapped into ``env:``), so :meth:`CiReporter.mask`
@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import string
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,7 +61,6 @@ _TRUE_WORDS = ("true", "1", "yes", "on")
 _COMMAND_MARKER = re.compile(r"##(\s*(?:vso)?\s*\[)", re.IGNORECASE)
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_MARKDOWN_PUNCTUATION = re.compile("([" + re.escape(string.punctuation) + "])")
 
 
 def output_name(name: str) -> str:
@@ -316,40 +314,6 @@ def github_file_entry(name: str, value: str) -> str:
     while delimiter in value:
         delimiter = f"EXBE_EOF_{secrets.token_hex(16)}"
     return f"{name}<<{delimiter}\n{value}\n{delimiter}\n"
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], redact: Redact | None = None) -> str:
-    """A GitHub-flavoured Markdown table of inert text. Each cell is redacted, put on one line with its control
-    characters visible, and written as a code span (:func:`markdown_code`): inside one, CommonMark and GFM make no
-    links, images, autolinks (URLs, ``www.``, e-mail addresses), emphasis, entities or HTML, and a ``\\|`` is the
-    one escape both GitHub (cmark-gfm) and Azure DevOps (markdown-it) read in a table. Headers are exbe's words,
-    written with every ASCII punctuation character backslash-escaped (:func:`markdown_text`)."""
-    def header(value: object) -> str:
-        return markdown_text(clean(str(value), redact, one_line=True))
-
-    def cell(value: object) -> str:
-        return markdown_code(clean(str(value), redact, one_line=True))
-
-    lines = ["| " + " | ".join(header(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def markdown_code(text: str) -> str:
-    """One line of ``text`` as a Markdown code span inside a table cell that renders as exactly ``text``: fenced by
-    more backticks than its longest run of them, padded by one space each side (which CommonMark strips), ``|`` as
-    ``\\|``; empty text stays empty."""
-    if not text:
-        return ""
-    longest = max((len(run) for run in re.findall("`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    return f"{fence} {text.replace('|', chr(92) + '|')} {fence}"
-
-
-def markdown_text(text: str) -> str:
-    """``text`` as Markdown that renders as ``text``: every ASCII punctuation character backslash-escaped
-    (CommonMark 2.4). Not enough on its own for text from servers: GFM still autolinks an e-mail address."""
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 def _mask_values(secret: str) -> list[str]:

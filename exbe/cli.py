@@ -24,7 +24,7 @@ from .errors import ConfigError, ExbeError
 from .redaction import REDACTOR
 
 if TYPE_CHECKING:
-    from .flow import Cancel
+    from .fleet import Cancel
     from .model import ServerRun
     from .settings import Defaults
 
@@ -75,9 +75,9 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     from .ci import detect
     from .config import Credentials, load
     from .console import Console, dry_run_exit_code
-    from .flow import Cancel, RunOptions, cancel_grace, run_fleet
+    from .fleet import Cancel, RunOptions, cancel_grace
     from .inventory import select_servers, servers
-    from .jobs import job_runner
+    from .jobs import job_runner, run_job
     from .locations import inventory_locations
     from .metrics import write_metrics
     from .model import Settings
@@ -133,7 +133,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             progress = console.step
             started = time.monotonic()
             with _cancel_on_signals(cancel, cancel_grace(chosen)):
-                runs = job_runner(task, options.jobs, defaults, run_fleet)(
+                runs = job_runner(task, options.jobs, defaults, run_job)(
                     chosen, task, credentials, settings, run_options, progress, defaults.concurrency)
             wall_time_s = time.monotonic() - started
             for run in runs:

@@ -96,7 +96,7 @@ def verdict(run: ServerRun, *, dry_run: bool = False) -> str:
 def plan_blocked(run: ServerRun) -> bool:
     """A dry run's verdict on one server: no plan could be made -- the server could not be worked on, or a step
     failed or the server said it would fail. Verify's findings block nothing: those a planned step fixes are marked
-    so (exbe.flow.planned_fixes), the others are what the real run's verify will report again."""
+    so (exbe.plan.planned_fixes), the others are what the real run's verify will report again."""
     return run.error is not None or any(step.status == "failed" and not step.checks for step in run.steps)
 
 

@@ -16,39 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError, UnknownServerError
-from .settings import AuthMethod, Defaults, Field, fields_of, read_file, resolve, setting, shown, subtree
-
-#: The longest server or group name: a DNS label's (RFC 1035), which a server name is one of.
-NAME_LENGTH = 63
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One inventory entry as a file writes it; None takes the value from ``exbe.defaults``."""
-
-    name: str = setting("", "what `--server` and the reports call the server (required; no commas)",
-                        max_length=NAME_LENGTH)
-    host: str | None = setting(None, "WinRM host: a DNS name or an IP address, IPv6 in brackets (`[fd00::5]`), "
-                                     "nothing else (the port is `port`); default: `name`")
-    port: int | None = setting(None, "WinRM port; default: `exbe.defaults.port`, or `ssl_port` with `ssl: true`",
-                               port=True)
-    ssl: bool | None = setting(None, "WinRM over HTTPS; default: `exbe.defaults.ssl`")
-    auth: AuthMethod | None = setting(None, "authentication; default: `exbe.defaults.auth` (`basic` needs `ssl` "
-                                            "and `exchange_ssl`)")
-    cert_validation: bool = setting(True, "validate the TLS certificates of this server's endpoints; `false` (a "
-                                          "lab only, never with `basic`) is set per server and warned about on "
-                                          "every run")
-    ca_file: str | None = setting(None, "CA file that issued the listeners' certificates (relative to the working "
-                                        "directory); needs `cert_validation`")
-    groups: tuple[str, ...] = setting((), "groups the server belongs to, for `--group`", max_length=NAME_LENGTH)
-    exchange_host: str | None = setting(None, "Exchange PowerShell host, written as `host` is; default: `host`")
-    exchange_port: int | None = setting(None, "Exchange PowerShell port; default: `exbe.defaults.exchange_port`, or "
-                                              "`exchange_ssl_port` with `exchange_ssl: true`", port=True)
-    exchange_ssl: bool | None = setting(None, "Exchange PowerShell over HTTPS; default: `exbe.defaults.exchange_ssl`")
-    exchange_path: str | None = setting(None, "path of the Exchange PowerShell endpoint; default: "
-                                              "`exbe.defaults.exchange_path`", url_path=True)
-    backend_port: int | None = setting(None, "Exchange Back End's HTTPS port; default: `exbe.defaults.backend_port`",
-                                       port=True)
+from .settings import Defaults, Entry, Field, fields_of, read_file, resolve, shown, subtree
 
 
 def _entry_fields() -> dict[str, Field]:

@@ -1,4 +1,5 @@
-"""What exbe decides with and what it reports: settings, check results, step results, one server's run.
+"""What exbe decides with and what it reports: settings (:mod:`exbe.run_settings`), check results, step results, one
+server's run.
 
 Plain data; the decisions live in ``selection``/``plan``/``checks`` and the writers in ``report``.
 """
@@ -8,36 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from .settings import Defaults, SmtpMode
+from .run_settings import Settings as Settings  # the decisions' input, kept apart: the steps plan with it
+from .steps import get
 
 CheckStatus = Literal["pass", "warn", "fail", "skip"]
 StepStatus = Literal["ok", "changed", "failed", "skipped"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What the operator asked for: the settings (:class:`exbe.settings.Defaults`, where each one is declared with
-    its default) with the task's flags applied, plus the two flags that are not settings (``force``, ``dry_run``)."""
-
-    days: int = Defaults.days
-    force: bool = False
-    smtp: SmtpMode = Defaults.smtp
-    trust: bool = Defaults.trust
-    dry_run: bool = False
-    min_age_days: int = Defaults.min_age_days
-    restart_iis: bool = Defaults.restart_iis
-    backend_site: str = Defaults.backend_site
-    frontend_site: str = Defaults.frontend_site
-    friendly_name: str = Defaults.friendly_name
-    warn_days: int = Defaults.warn_days
-    fail_days: int = Defaults.fail_days
-
-    @classmethod
-    def of(cls, defaults: Defaults, *, force: bool = False, dry_run: bool = False) -> Settings:
-        """The run's Settings from resolved settings (every field but ``force``/``dry_run`` is a setting)."""
-        shared = {field.name: getattr(defaults, field.name) for field in dataclasses.fields(cls)
-                  if field.name not in ("force", "dry_run")}
-        return cls(force=force, dry_run=dry_run, **shared)
 
 
 @dataclasses.dataclass
@@ -71,8 +47,6 @@ class StepResult:
     @classmethod
     def from_envelope(cls, server: str, envelope: dict[str, Any], duration_s: float) -> StepResult:
         """A step script's result envelope (``exbe.contract``) as a StepResult with a one-line message."""
-        from .steps import get  # the steps plan with Settings from here; their registry is read at call time
-
         step = envelope["step"]
         declared = get(step)
         data = dict(envelope.get("data") or {})

@@ -3,7 +3,8 @@ New-ExchangeCertificate parameters, and how to name what it created. What each W
 its own module (``exbe.steps``).
 
 Pure functions over :class:`~exbe.facts.HostFacts` and :class:`~exbe.facts.ExchangeFacts` (None when the Exchange
-endpoint could not be used). Nothing here talks to a server.
+endpoint could not be used). Nothing here talks to a server. A dry run's plan of the rest of the chain and what its
+verify does not judge (:func:`planned_fixes`) are here too.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import dataclasses
 from typing import Any, Literal
 
 from .facts import Certificate, ExchangeFacts, HostFacts
-from .model import Settings
+from .model import CheckResult
+from .run_settings import Settings
 from .selection import (
+    BACKEND_LABEL,
     MIN_KEY_SIZE,
     exchange_blinded,
     new_exchange_key_size,
     self_signed_exchange_certs,
     weak_signature,
 )
+from .steps import bind as bind_step
 
 
 def renew_reasons(cert: Certificate, facts: HostFacts, settings: Settings) -> list[str]:
@@ -90,3 +94,53 @@ def created_certificate(before: HostFacts, after: HostFacts, settings: Settings)
             if c.thumbprint not in known]
 
 
+
+
+# -- a dry run ---------------------------------------------------------------------------------------------------------
+#: In a dry run, the verify findings each planned step fixes: the real run applies it, reads the server again and
+#: verifies what it left (bind includes 127.0.0.1:443 where it was; restart brings W3SVC and http.sys back).
+FIXED_BY: dict[str, frozenset[str]] = {
+    "renew": frozenset({"backend_binding_present", "backend_days_left", "backend_signature", "backend_key_size",
+                        "backend_key_provider"}),
+    "trust": frozenset({"root_copy"}),
+    "bind": frozenset({"backend_binding_present", "loopback_443", "tls_444_serves_bound"}),
+    "restart": frozenset({"w3svc_running", "tls_444_serves_bound", "backend_http_401"}),
+}
+
+
+def planned_fixes(results: list[CheckResult], planned: list[str],
+                  settings: Settings) -> tuple[list[CheckResult], dict[str, str]]:
+    """A dry run's verify: each failed or warning check that a planned step (one the dry run reports as a change)
+    fixes becomes ``skip`` -- not judged, as the plan changes what it looks at -- with the step named in its message;
+    returns the results and ``{check id: step}``. What no planned step fixes keeps its status: it blocks the plan."""
+    fixes = {check: step for step in reversed(planned) for check in FIXED_BY.get(step, ())}
+    if "renew" in planned and settings.smtp == "move":
+        fixes["internal_transport_cert"] = "renew"  # --smtp move puts SMTP on the new certificate
+    fixed: dict[str, str] = {}
+    judged = []
+    for result in results:
+        step = fixes.get(result.id)
+        if step and result.status in ("fail", "warn"):
+            fixed[result.id] = step
+            result = dataclasses.replace(result, status="skip",
+                                         message=f"{result.message} (the planned {step} fixes this)")
+        judged.append(result)
+    return judged, fixed
+
+
+def rest_of_chain(facts: HostFacts, selected: Certificate | None, settings: Settings, *,
+                  restart: bool) -> list[tuple[str, str]]:
+    """A dry run with a renewal pending: the later steps cannot run without the new certificate; what each would do
+    (``(step, message)``; ``restart``: the chain restarts IIS after the bind)."""
+    old = selected.thumbprint if selected else "nothing usable"
+    planned = []
+    if settings.trust:
+        planned.append(("trust", "would add the new certificate's public part to LocalMachine\\Root"))
+    bind_input = bind_step.plan(facts, "NEW", settings)
+    planned.append(("bind", f"would bind the new certificate on {settings.backend_site} "
+                            f"{bind_input['backend_binding'] or BACKEND_LABEL} (now {old})"
+                    + (f" and on {settings.frontend_site} {bind_input['loopback_binding']}"
+                       if bind_input["loopback_binding"] else "")))
+    if restart:
+        planned.append(("restart", "would run iisreset and wait for W3SVC (the bind changes a binding)"))
+    return planned

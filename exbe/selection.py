@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from .facts import Binding, Certificate, ExchangeFacts, HostFacts, normalise_thumbprint
-from .model import Settings
+from .run_settings import Settings
 
 BACKEND_PORT = 444
 FRONTEND_PORT = 443

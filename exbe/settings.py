@@ -1,3 +1,5 @@
+# Over 500 lines because it is the one table of every setting, each declared once with its help and checks, and
+# the machinery that reads it; the documentation generator is at its end.
 """exbe's settings, each declared once: its type, default, validation, environment variable, help text and the task
 flag that overrides it. Configuration loading (:mod:`exbe.config`), the help of those flags (:mod:`exbe.tasks`) and
 the tables of ``docs/configuration.md`` all come from the declarations below.
@@ -13,7 +15,7 @@ not be negative, 60 when nothing sets it, and ``--days`` on the tasks that take 
 default (``--no-trust`` turns ``trust`` off, ``--restart-iis`` turns ``restart_iis`` on).
 
 The same mechanism (:func:`setting`, :func:`fields_of`, :meth:`Field.typed`/:meth:`Field.checked`) declares and
-checks the keys of an inventory entry (:class:`exbe.inventory.Entry`).
+checks the keys of an inventory entry (:class:`Entry`).
 
 ``python -m exbe.settings --write docs/configuration.md`` regenerates the documentation's tables; a test fails when
 the committed document differs.
@@ -557,10 +559,42 @@ def _cell(value: Any) -> str:
     return f"`{text}`" if text else "(empty)"
 
 
+#: The longest server or group name: a DNS label's (RFC 1035), which a server name is one of.
+NAME_LENGTH = 63
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One inventory entry as a file writes it; None takes the value from ``exbe.defaults``. Declared here, as
+    the settings are, and read by :mod:`exbe.inventory`."""
+
+    name: str = setting("", "what `--server` and the reports call the server (required; no commas)",
+                        max_length=NAME_LENGTH)
+    host: str | None = setting(None, "WinRM host: a DNS name or an IP address, IPv6 in brackets (`[fd00::5]`), "
+                                     "nothing else (the port is `port`); default: `name`")
+    port: int | None = setting(None, "WinRM port; default: `exbe.defaults.port`, or `ssl_port` with `ssl: true`",
+                               port=True)
+    ssl: bool | None = setting(None, "WinRM over HTTPS; default: `exbe.defaults.ssl`")
+    auth: AuthMethod | None = setting(None, "authentication; default: `exbe.defaults.auth` (`basic` needs `ssl` "
+                                            "and `exchange_ssl`)")
+    cert_validation: bool = setting(True, "validate the TLS certificates of this server's endpoints; `false` (a "
+                                          "lab only, never with `basic`) is set per server and warned about on "
+                                          "every run")
+    ca_file: str | None = setting(None, "CA file that issued the listeners' certificates (relative to the working "
+                                        "directory); needs `cert_validation`")
+    groups: tuple[str, ...] = setting((), "groups the server belongs to, for `--group`", max_length=NAME_LENGTH)
+    exchange_host: str | None = setting(None, "Exchange PowerShell host, written as `host` is; default: `host`")
+    exchange_port: int | None = setting(None, "Exchange PowerShell port; default: `exbe.defaults.exchange_port`, or "
+                                              "`exchange_ssl_port` with `exchange_ssl: true`", port=True)
+    exchange_ssl: bool | None = setting(None, "Exchange PowerShell over HTTPS; default: `exbe.defaults.exchange_ssl`")
+    exchange_path: str | None = setting(None, "path of the Exchange PowerShell endpoint; default: "
+                                              "`exbe.defaults.exchange_path`", url_path=True)
+    backend_port: int | None = setting(None, "Exchange Back End's HTTPS port; default: `exbe.defaults.backend_port`",
+                                       port=True)
+
+
 def markdown() -> str:
     """The generated part of docs/configuration.md."""
-    from .inventory import Entry
-
     lines = [
         "| setting (under `exbe.defaults`) | environment variable | task flag | value | default | what it does |",
         "|---|---|---|---|---|---|",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .ci import markdown_table, markdown_text
+from .markdown import markdown_table, markdown_text
 from .model import ServerRun
 from .redaction import Redact
 from .report import VERDICTS, backend_days_left, findings, verdict
@@ -85,7 +85,7 @@ def render(runs: Sequence[ServerRun], *, mermaid: bool, redact: Redact, task: st
 
 
 def _row(run: ServerRun) -> list[str]:
-    """The row's raw values; :func:`exbe.ci.markdown_table` redacts and escapes each cell."""
+    """The row's raw values; :func:`exbe.markdown.markdown_table` redacts and escapes each cell."""
     days = backend_days_left(run)
     why = run.error if run.error_kind else ""  # exbe could not work on it: the one line that says why
     return [run.server, verdict(run), "" if days is None else str(days),

@@ -1,5 +1,5 @@
 """The exbe tasks. Each one only gathers its flags and hands them to ``exbe.cli.run_task``; the runbook itself reads
-top-down in ``exbe.flow``: preflight -> renew -> trust -> bind -> (restart) -> verify -> (cleanup)."""
+top-down in ``exbe.jobs.backend``: preflight -> renew -> trust -> bind -> (restart) -> verify -> (cleanup)."""
 
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def auth(c: Context, server: list[str] | None = None, all_: bool = False, group:
 
     The first selected server reads and changes the organization (Set-AuthConfig is organization-wide); every
     selected server is locked meanwhile and checked for the current and next certificates."""
-    from .jobs import JobFlags
+    from .jobs.flags import JobFlags
 
     run_task(c, "auth", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
                                     junit=junit, json=json_, metrics=metrics, sandbox=sandbox, keep_going=keep_going,
@@ -213,7 +213,7 @@ def federation(c: Context, server: list[str] | None = None, all_: bool = False, 
     """The Federation trust's certificate before it expires: stage a next one, print its DNS proof, publish it.
 
     An expired one is refused with Microsoft's procedure (the trust is removed and created again by a human)."""
-    from .jobs import JobFlags
+    from .jobs.flags import JobFlags
 
     run_task(c, "federation", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
                                           junit=junit, json=json_, metrics=metrics, sandbox=sandbox,

@@ -1,3 +1,4 @@
+# Over 500 lines because it is the only pypsrp importer: both doors, their errors classified once, retries.
 """One conversation per server: a pypsrp runspace pool per endpoint, opened once, used by every step, closed at the end.
 
 This is the only module that imports pypsrp. It knows two doors:

@@ -50,7 +50,7 @@ def load(*overrides: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 
 def typed(facts: dict[str, Any], exchange: dict[str, Any] | None = None) -> tuple[HostFacts, ExchangeFacts | None]:
-    """The documents as the decision functions get them (parsed once at the boundary, as ``exbe.flow`` does)."""
+    """The documents as the decision functions get them (parsed once at the boundary, as ``exbe.jobs.backend`` does)."""
     return HostFacts.parse(facts), ExchangeFacts.from_dict(exchange) if exchange is not None else None
 
 

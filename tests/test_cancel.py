@@ -15,7 +15,7 @@ from pathlib import Path
 import junitparser
 import pytest
 
-from exbe import flow
+from exbe import jobs
 from exbe.sandbox.state import BACKEND_SITE, HostState
 
 from .exbe_cli import run_exbe
@@ -121,7 +121,7 @@ def exbe(tmp_path, capsys, monkeypatch):
 
 def cancel_after(monkeypatch: pytest.MonkeyPatch, step: str) -> None:
     """Cancel the run (as the SIGINT handler does) the moment any server reports ``step``."""
-    real = flow.run_fleet
+    real = jobs.run_job
 
     def cancelling(servers, task, credentials, settings, options, progress, concurrency):
         def watch(server, reported, status, message):
@@ -130,7 +130,7 @@ def cancel_after(monkeypatch: pytest.MonkeyPatch, step: str) -> None:
                 options.cancel.request("exbe received SIGINT", 60.0)
         return real(servers, task, credentials, settings, options, watch, concurrency)
 
-    monkeypatch.setattr(flow, "run_fleet", cancelling)
+    monkeypatch.setattr(jobs, "run_job", cancelling)
 
 
 def test_a_server_cancelled_after_its_renewal_stops_before_the_bind_and_the_next_run_binds_that_certificate(

@@ -167,23 +167,23 @@ def test_cleanup_trio_removes_only_superseded_unused_certificates(start_fleet, e
 
 
 # -- round trips -----------------------------------------------------------------------------------------------------
-def test_verify_costs_at_most_8_requests_per_endpoint(start_fleet, exbe):
+def test_verify_costs_8_requests_per_endpoint(start_fleet, exbe):
     fleet = start_fleet([("exch01", "healthy")])
     host = fleet.host("exch01")
     host.reset_counts()
     assert exbe(fleet, "verify", "--server", "exch01").code == 0
-    assert host.total_requests("winrm") <= 8, host.request_counts()
-    assert host.total_requests("exchange") <= 8, host.request_counts()
+    assert host.total_requests("winrm") == 8, host.request_counts()
+    assert host.total_requests("exchange") == 8, host.request_counts()
 
 
-def test_the_renew_chain_costs_at_most_12_winrm_and_10_exchange_requests(start_fleet, exbe):
+def test_the_renew_chain_costs_10_winrm_and_10_exchange_requests(start_fleet, exbe):
     fleet = start_fleet([("exch01", "backend_expiring")])
     host = fleet.host("exch01")
     host.reset_counts()
     result = exbe(fleet, "renew", "--server", "exch01")
     assert result.code == 0, result.out
-    assert host.total_requests("winrm") <= 12, host.request_counts()
-    assert host.total_requests("exchange") <= 10, host.request_counts()
+    assert host.total_requests("winrm") == 10, host.request_counts()
+    assert host.total_requests("exchange") == 10, host.request_counts()
 
 
 # -- reports ---------------------------------------------------------------------------------------------------------

@@ -382,7 +382,7 @@ def test_the_summary_renders_as_the_text_given_with_no_link_image_or_html() -> N
     import cmarkgfm  # GitHub's own renderer (a test dependency)
     from cmarkgfm.cmark import Options
 
-    from exbe.ci import markdown_table
+    from exbe.markdown import markdown_table
 
     rendered = cmarkgfm.github_flavored_markdown_to_html(
         markdown_table(["Server", "Result"], [[text, "ok"] for text in HOSTILE_MARKDOWN]),

@@ -8,8 +8,8 @@ import json
 import junitparser
 import pytest
 
-from exbe.flow import planned_fixes
 from exbe.model import CheckResult, Settings
+from exbe.plan import planned_fixes
 
 from .exbe_cli import run_exbe
 

@@ -29,7 +29,8 @@ def test_a_dry_run_prints_the_plan_with_the_domains_txt_proof_and_changes_nothin
     (txt,) = step["warnings"]
     assert txt.startswith(f"DNS TXT for contoso.com (certificate {current}): contoso.com IN TXT ")
     assert txt in result.out
-    assert {c["id"]: c["value"] for c in step["checks"]} == {"federation_cert": 39}
+    ((check_id, days),) = [(c["id"], c["value"]) for c in step["checks"]]
+    assert check_id == "federation_cert" and days in (39, 40)  # 40 days less the seconds since it was made
     assert {name: host.snapshot() for name, host in world[0].hosts.items()} == before
 
 
@@ -71,5 +72,5 @@ def test_verify_reports_the_federation_certificates_expiry_on_every_server(
     world[1].create_federation_trust(days_left=20)
     result, record = exbe("verify")
     found = [c for s in record["servers"] for st in s["steps"] for c in st["checks"] if c["id"] == "federation_cert"]
-    assert len(found) == 3 and {(c["status"], c["value"]) for c in found} == {("fail", 19)}
+    assert len(found) == 3 and {c["status"] for c in found} == {"fail"} and {c["value"] for c in found} <= {19, 20}
     assert "exbe federation" in found[0]["message"] and result.code == 1

@@ -9,10 +9,13 @@ import threading
 import junitparser
 import pytest
 
-from exbe import flow as flow_module
+from exbe import fleet as fleet_module
+from exbe import jobs, server_run
 from exbe.config import Credentials, load_inventory
-from exbe.flow import RunOptions, ServerFlow, fail_unexpectedly, unexpected_message
-from exbe.model import ServerRun, Settings
+from exbe.fleet import RunOptions, fail_unexpectedly, unexpected_message
+from exbe.jobs.backend import BackendJob
+from exbe.model import ServerRun, Settings, StepResult
+from exbe.server_run import ServerJob
 from exbe.transport import Session
 
 from .exbe_cli import run_exbe
@@ -31,14 +34,14 @@ def exbe(tmp_path, capsys, monkeypatch):
 def fleet_runs(monkeypatch):
     """What ``run_fleet`` returned to the command line, captured on the way."""
     returned: list[list[ServerRun]] = []
-    real = flow_module.run_fleet
+    real = jobs.run_fleet
 
     def capture(*args, **kwargs):
         runs = real(*args, **kwargs)
         returned.append(runs)
         return runs
 
-    monkeypatch.setattr(flow_module, "run_fleet", capture)
+    monkeypatch.setattr(jobs, "run_fleet", capture)
     return returned
 
 
@@ -79,7 +82,7 @@ def test_an_exception_raised_inside_one_servers_session_fails_only_that_server(s
                 raise ValueError("Invalid header value b'exch\\x0102'\nsecond line")
             return super().run_scripts(scripts, **options)
 
-    monkeypatch.setattr(flow_module, "Session", OneBrokenSession)
+    monkeypatch.setattr(server_run, "Session", OneBrokenSession)
     result, servers, suites = renew_all(fleet, exbe, tmp_path)
 
     assert result.code == 1
@@ -99,14 +102,14 @@ def test_an_exception_raised_inside_one_servers_session_fails_only_that_server(s
 def test_a_bug_in_one_servers_chain_keeps_its_earlier_steps_and_fails_the_step_under_way(start_fleet, exbe, tmp_path,
                                                                                           monkeypatch, fleet_runs):
     fleet = start_fleet(HOSTS)
-    real = flow_module.ServerFlow._scripts
+    real = ServerJob.scripts
 
     def scripts(self, planned, **options):
         if self.server.name == "exch01" and any(step == "bind" for step, _ in planned):
             raise KeyError("backend_binding")
         return real(self, planned, **options)
 
-    monkeypatch.setattr(flow_module.ServerFlow, "_scripts", scripts)
+    monkeypatch.setattr(ServerJob, "scripts", scripts)
     result, servers, suites = renew_all(fleet, exbe, tmp_path)
 
     assert result.code == 1 and len(fleet_runs[0]) == 3 and len(suites) == 3
@@ -118,7 +121,7 @@ def test_a_bug_in_one_servers_chain_keeps_its_earlier_steps_and_fails_the_step_u
     assert_the_others_completed(servers, "exch01")
 
 
-def test_a_server_whose_flow_cannot_even_be_built_fails_at_connect_and_the_others_go_on(start_fleet, exbe, tmp_path,
+def test_a_server_whose_job_cannot_even_be_built_fails_at_connect_and_the_others_go_on(start_fleet, exbe, tmp_path,
                                                                                         monkeypatch, fleet_runs):
     fleet = start_fleet(HOSTS)
 
@@ -127,7 +130,7 @@ def test_a_server_whose_flow_cannot_even_be_built_fails_at_connect_and_the_other
             raise _Broken("no session for you")
         return Session(server, credentials)
 
-    monkeypatch.setattr(flow_module, "Session", session)
+    monkeypatch.setattr(server_run, "Session", session)
     result, servers, suites = renew_all(fleet, exbe, tmp_path)
 
     assert result.code == 1 and len(fleet_runs[0]) == 3 and len(suites) == 3
@@ -180,13 +183,13 @@ def test_keyboard_interrupt_is_not_swallowed_as_one_servers_failure(start_fleet,
     fleet = start_fleet([("exch01", "healthy")])
     server = load_inventory({"inventory": fleet.inventory()})[0]
 
-    def interrupted(self, planned):
+    def interrupted(self, planned, **options):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ServerFlow, "_scripts", interrupted)
-    flow = ServerFlow(server, Credentials(), Settings(), RunOptions(), lambda *a: None, threading.Lock())
+    monkeypatch.setattr(ServerJob, "scripts", interrupted)
+    job = BackendJob(server, "verify", Credentials(), Settings(), RunOptions(), lambda *a: None, threading.Lock())
     with pytest.raises(KeyboardInterrupt):
-        flow.execute("verify")
+        job.execute()
 
 
 def test_once_a_server_refuses_the_credentials_exbe_does_not_try_them_on_the_rest(start_fleet, exbe, tmp_path,
@@ -213,3 +216,70 @@ def test_keep_going_tries_every_server_with_refused_credentials(start_fleet, exb
     result = exbe(fleet, "verify", "--all", "--keep-going", "--json", str(record), password="Wr0ng-password")
     assert result.code == 1
     assert all("authentication failed" in s["error"] for s in json.loads(record.read_text())["servers"])
+
+
+# -- the fleet runs any per-server job (exbe.fleet) -------------------------------------------------------------------
+class _Job:
+    """A job that is not the back-end chain: it records one step, or refuses the logon, or raises."""
+
+    def __init__(self, server, outcome: str) -> None:
+        self.run = fleet_module.new_run(server)
+        self.stage = "connect"
+        self.credentials_refused = outcome == "refused"
+        self.outcome = outcome
+
+    def execute(self) -> ServerRun:
+        if self.outcome == "raises":
+            self.stage = "publish"
+            raise RuntimeError("boom")
+        status = "failed" if self.outcome == "refused" else "ok"
+        self.run.steps.append(StepResult(server=self.run.server, step="publish", status=status, message="done"))
+        return self.run
+
+
+def _servers(count: int):
+    return load_inventory({"inventory": [f"exch0{n}" for n in range(1, count + 1)]})
+
+
+def test_the_fleet_runs_any_job_and_isolates_a_server_whose_job_raises():
+    outcomes = {"exch01": "ok", "exch02": "raises", "exch03": "ok"}
+    runs = fleet_module.run_fleet(_servers(3), lambda server, gate: _Job(server, outcomes[server.name]), RunOptions(),
+                                  lambda *a: None, concurrency=2)
+    assert [(r.server, [(s.step, s.status) for s in r.steps]) for r in runs] == [
+        ("exch01", [("publish", "ok")]), ("exch02", [("publish", "failed")]), ("exch03", [("publish", "ok")])]
+    assert runs[1].error == "unexpected error: RuntimeError: boom"
+
+
+def test_after_a_refused_logon_the_fleet_starts_no_further_server_unless_keep_going():
+    started: list[str] = []
+
+    def start(server, gate):
+        started.append(server.name)
+        return _Job(server, "refused")
+
+    runs = fleet_module.run_fleet(_servers(3), start, RunOptions(), lambda *a: None, concurrency=1)
+    assert started == ["exch01"]
+    assert [r.error_kind for r in runs] == [None, "not_attempted", "not_attempted"]
+    started.clear()
+    fleet_module.run_fleet(_servers(3), start, RunOptions(keep_going=True), lambda *a: None, concurrency=1)
+    assert started == ["exch01", "exch02", "exch03"]
+
+
+def test_a_cancel_before_a_server_starts_leaves_it_untouched_and_reported_cancelled():
+    options = RunOptions()
+    options.cancel.request("exbe received SIGINT", 60.0)
+    started: list[str] = []
+    runs = fleet_module.run_fleet(_servers(2), lambda server, gate: started.append(server.name) or _Job(server, "ok"),
+                                  options, lambda *a: None, concurrency=2)
+    assert started == [] and [r.error_kind for r in runs] == ["cancelled", "cancelled"]
+
+
+def test_every_job_shares_one_restart_gate_across_the_fleet():
+    gates: set[int] = set()
+
+    def start(server, gate):
+        gates.add(id(gate))
+        return _Job(server, "ok")
+
+    fleet_module.run_fleet(_servers(3), start, RunOptions(), lambda *a: None, concurrency=3)
+    assert len(gates) == 1

@@ -126,14 +126,14 @@ def test_two_simultaneous_forced_renewals_change_the_server_once_and_the_other_r
 def test_a_run_whose_exchange_endpoint_fails_after_the_lock_was_taken_releases_it(start_fleet, exbe, monkeypatch):
     """The preflight pipeline takes the lock while Exchange is read beside it: a failure there that ends the run
     (TLS validation) must not leave the server locked for the TTL."""
-    from exbe import flow as flow_module
+    from exbe.server_run import ServerJob
 
     fleet = start_fleet([("exch01", "healthy")])
 
     def tls_refused(self):
         raise ConnectionFailed(self.server.name, self.server.name, 443, "tls_validation", detail="self-signed")
 
-    monkeypatch.setattr(flow_module.ServerFlow, "_read_exchange", tls_refused)
+    monkeypatch.setattr(ServerJob, "read_exchange", tls_refused)
     result = exbe(fleet, "renew", "--server", "exch01")
     assert result.code != 0
     assert set(files(fleet)) == {LAST_RUN_FILE} and files(fleet)[LAST_RUN_FILE]["ended"]["how"] == "released"
@@ -339,18 +339,18 @@ def test_each_mutating_step_checks_the_lock_and_journals_before_its_change_and_i
 
 
 def test_a_restart_no_one_expected_takes_the_lock_again_in_its_own_pipeline(start_fleet, exbe, tmp_path, monkeypatch):
-    from exbe import flow as flow_module
+    from exbe.jobs.backend import BackendJob
 
     fleet = start_fleet([("exch01", "healthy")])
     host = fleet.host("exch01")
-    real = flow_module.ServerFlow.trust_and_bind
+    real = BackendJob.trust_and_bind
 
     def w3svc_stops_meanwhile(self, *args, **kwargs):  # after preflight read it running: no restart expected
         with host.lock:
             host.state.services["W3SVC"] = "Stopped"
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(flow_module.ServerFlow, "trust_and_bind", w3svc_stops_meanwhile)
+    monkeypatch.setattr(BackendJob, "trust_and_bind", w3svc_stops_meanwhile)
     host.reset_counts()
     record = tmp_path / "r.json"
     assert exbe(fleet, "renew", "--server", "exch01", "--restart-iis", "--json", str(record)).code == 0

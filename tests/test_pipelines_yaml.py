@@ -271,7 +271,7 @@ def test_the_github_example_gates_renew_and_cleanup_but_not_verify() -> None:
 
 def test_the_documented_unlock_commands_use_the_unlock_tasks_own_flags_and_a_run_id_of_exbes_shape() -> None:
     """docs/pipelines.md tells how to clear a cancelled job's lock: its commands must run as written."""
-    from exbe.flow import RunOptions
+    from exbe.fleet import RunOptions
     from exbe.tasks import ns
 
     docs = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")

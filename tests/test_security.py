@@ -45,14 +45,13 @@ from exbe.ci import (
     azure_escape,
     github_escape_data,
     github_escape_property,
-    markdown_code,
-    markdown_text,
 )
 from exbe.config import Credentials, load
 from exbe.console import summary_table
 from exbe.errors import ConfigError
 from exbe.inventory import load_inventory, servers
 from exbe.main import ExbeProgram
+from exbe.markdown import markdown_code, markdown_text
 from exbe.model import CheckResult, ServerRun, StepResult
 from exbe.redaction import (
     MASK,

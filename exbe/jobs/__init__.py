@@ -1,37 +1,61 @@
-"""Jobs beside the back-end chain: the organization's Auth certificate (:mod:`exbe.jobs.auth`) and Federation
-certificate (:mod:`exbe.jobs.federation`). A job runs with the same inputs and answers the same per-server records
-as :func:`exbe.flow.run_fleet`, so the reports, the console and the exit code treat it like every task."""
+"""The jobs exbe runs on servers, one module each, and the task names that start them.
+
+A job is a :class:`exbe.server_run.ServerJob` subclass (its docstring says how one is written); the fleet
+(:func:`exbe.fleet.run_fleet`) runs it on every selected server. Adding one: a module here and its tasks in
+:data:`JOBS` (and a task shim in :mod:`exbe.tasks` for the command line).
+
+The organization's certificates (`exbe auth`, :mod:`exbe.jobs.auth`; `exbe federation`, :mod:`exbe.jobs.federation`)
+are organization jobs: one server reads and changes the organization once while every selected server is locked, so
+they run the servers' :class:`ServerJob` parts themselves (:func:`job_runner`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..auth_rule import Thresholds
-from ..model import ServerRun
+from ..errors import ConfigError
+from ..fleet import Progress, RunOptions, run_fleet
+from ..model import ServerRun, Settings
+from ..server_run import ServerJob
 from ..settings import Defaults
+from . import backend
+from .flags import JobFlags
+from .unlock import UnlockJob
 
-#: run_fleet's signature: servers, task, credentials, settings, run options, progress, concurrency.
+if TYPE_CHECKING:
+    from ..config import Credentials
+    from ..inventory import Server
+
+#: task -> the job that runs it
+JOBS: dict[str, type[ServerJob]] = {**{task: backend.BackendJob for task in backend.TASKS}, "unlock": UnlockJob}
+TASKS = tuple(JOBS)
+
+
+def run_job(servers: list[Server], task: str, credentials: Credentials, settings: Settings, options: RunOptions,
+            progress: Progress, concurrency: int) -> list[ServerRun]:
+    """Run ``task``'s job on every server (:func:`exbe.fleet.run_fleet`); one record per server, in their order."""
+    if task not in JOBS:
+        raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    job = JOBS[task]
+
+    def start(server: Server, restart_gate: threading.Lock) -> ServerJob:
+        return job(server, task, credentials, settings, options, progress, restart_gate)
+
+    return run_fleet(servers, start, options, progress, concurrency)
+
+
+#: run_job's signature: servers, task, credentials, settings, run options, progress, concurrency.
 Runner = Callable[..., list[ServerRun]]
-JOB_TASKS = ("auth", "federation")
-
-
-@dataclasses.dataclass(frozen=True)
-class JobFlags:
-    """The flags only the jobs take."""
-
-    hybrid: bool = False  # `exbe auth --hybrid`: the admin acknowledges the hybrid steps
-    ignore_unreachable: bool = False  # `--ignore-unreachable`: act although a server could not be read
-    cer: str | None = None  # `exbe auth --cer FILE`: where the next certificate's public part goes (hybrid)
-    publish: bool = False  # `exbe federation --publish`
-    domain: str | None = None  # `exbe federation --domain`: the domain whose TXT proof is printed
-    thresholds: Thresholds = Thresholds()  # exbe.defaults.auth_certificate
+ORGANIZATION_TASKS = ("auth", "federation")
 
 
 def job_runner(task: str, given: JobFlags | None, defaults: Defaults, default: Runner) -> Runner:
-    """The function that runs ``task``: a job's (with its flags and ``exbe.defaults.auth_certificate``), else
-    ``default`` (the back-end chain's fleet)."""
+    """The function that runs ``task``: an organization job's (with its flags and
+    ``exbe.defaults.auth_certificate``), else ``default`` (:func:`run_job`)."""
     flags = dataclasses.replace(given or JobFlags(),
                                 thresholds=Thresholds(**dataclasses.asdict(defaults.auth_certificate)))
     if task == "auth":

@@ -24,22 +24,25 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import auth_exchange
 from ..auth_exchange import OrgRead, Presence, ReadFailed
 from ..auth_rule import Decision, OrgAuthState, Thresholds, days_left, decide, effective_date, lead_time
 from ..errors import ConnectionFailed
 from ..facts import iso
-from ..flow import Cancelled, Progress, RunOptions, ServerFlow, fail_unexpectedly, mark_cancelled
+from ..fleet import Cancelled, Progress, RunOptions, fail_unexpectedly, mark_cancelled
 from ..model import CheckResult, ServerRun, Settings, StepResult
 from ..steps import clone as clone_step
-from . import JobFlags
+from .backend import BackendJob
+from .flags import JobFlags
 
 if TYPE_CHECKING:
-    from ..config import Credentials, Server
+    from ..config import Credentials
+    from ..inventory import Server
 
 #: A staged next certificate that has not reached a server yet counts as missing there only this close to its
 #: effective date (admins set it 48-96 h ahead in large organizations: ../shared/auth-certificate.md §1).
@@ -50,56 +53,75 @@ HYBRID_STEPS = ("before {date}: add the public key {cer} to the Exchange hybrid 
                 "Entra has it: this stays pending until you confirm it")
 
 
-class AuthServer(ServerFlow):
-    """One selected server of an `exbe auth` run: its session, lock and record (the back-end flow's machinery)."""
+class AuthServer(BackendJob):
+    """One selected server of an organization job: its session, lock, recorder and IIS restart (the back-end job's
+    machinery, :class:`exbe.server_run.ServerJob`); the organization job drives its steps itself."""
 
-    def _first_lock_action(self) -> str:
-        return "show" if self.settings.dry_run else "acquire"
+    LOCKING_TASKS: ClassVar[tuple[str, ...]] = ("auth", "federation")
 
     def take_lock(self) -> bool:
         """Lock (or, in a dry run, look at the lock); False when this server must not be changed."""
-        self._begin("lock")
-        answer = self._scripts([("lock", self._lock_request(self._first_lock_action()))])[0]
-        warnings = self._lock_answered(answer)
+        self.begin("lock")
+        answer = self.scripts([self.lock.first_statement()])[0]
+        result, warnings = self.lock.first_answered(answer)
+        if result is not None:
+            self.record(result)
         if warnings is None:
             return False
         self.run.warnings.extend(warnings)
         return True
 
-    def record(self, step: str, status: Any, message: str, **extra: Any) -> StepResult:
-        result = StepResult(server=self.server.name, step=step, status=status, message=message, **extra)
-        self._record(result)
-        return result
+    @property
+    def clock(self) -> datetime.datetime:
+        """This server's clock, as its lock answered at the start (never the agent's)."""
+        assert self.lock.found is not None
+        return self.lock.found.now
 
-    def note(self, step: str, intent: str, result: dict[str, Any], error: str | None) -> None:
-        """Journal an Exchange change in this server's lock (the Exchange endpoint runs no scripts)."""
-        if not self.lock_held:
-            return
-        self.lock_note = {"step": step, "phase": "end", "intent": intent, "ok": error is None,
-                          "changed": error is None, "error": error, "result": result}
-        self._scripts([])
+    def step(self, step: str, status: Any, message: str, **extra: Any) -> None:
+        self.record(StepResult(server=self.server.name, step=step, status=status, message=message, **extra))
+
+    def note(self, step: str, intent: str, replaced: str | None, new: str | None, error: str | None) -> None:
+        """Journal an Exchange change in this server's lock now (the Exchange endpoint runs no scripts)."""
+        if self.lock.held:
+            self.lock.note_exchange_change(step, intent, replaced, new, error)
+            self.scripts([])
+
+    def release(self) -> None:
+        self.lock.release_at_end(self._run_planned, lambda: self.session.discard("winrm"))
 
 
-def run_auth(servers: list[Server], task: str, credentials: Credentials, settings: Settings, options: RunOptions,
-             progress: Progress, concurrency: int, *, flags: JobFlags) -> list[ServerRun]:
-    """`exbe auth` over ``servers`` (the first one reads and changes the organization): one record per server."""
+def organization_run(servers: list[Server], task: str, credentials: Credentials, settings: Settings,
+                     options: RunOptions, progress: Progress, concurrency: int,
+                     body: Callable[[list[AuthServer], list[bool]], None]) -> list[ServerRun]:
+    """An organization job: every selected server locked (in parallel, ``concurrency`` at once), then ``body`` with
+    the servers and which of them are locked (the first one reads and changes the organization), then every lock
+    released; one record per server."""
     gate = threading.Lock()
-    flows = [AuthServer(server, credentials, settings, options, progress, gate) for server in servers]
-    for flow in flows:
-        flow.task = task
-    job = _AuthJob(flows, settings, flags.thresholds, flags)
+    flows = [AuthServer(server, task, credentials, settings, options, progress, gate) for server in servers]
     started = time.monotonic()
     try:
-        job.run(concurrency)
+        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(flows))),
+                                thread_name_prefix=f"exbe-{task}") as pool:
+            locked = list(pool.map(lambda flow: _guard(flow, flow.take_lock) and flow.run.error is None, flows))
+        body(flows, locked)
     finally:
         for flow in flows:
-            _guard(flow, flow._release_lock)
+            _guard(flow, flow.release)
             _guard(flow, flow.session.close)
             flow.run.duration_s = round(time.monotonic() - started, 3)
     if options.finished is not None:
         for flow in flows:
             options.finished(flow.run)
     return [flow.run for flow in flows]
+
+
+def run_auth(servers: list[Server], task: str, credentials: Credentials, settings: Settings, options: RunOptions,
+             progress: Progress, concurrency: int, *, flags: JobFlags) -> list[ServerRun]:
+    """`exbe auth` over ``servers`` (the first one reads and changes the organization): one record per server."""
+    def body(flows: list[AuthServer], locked: list[bool]) -> None:
+        _AuthJob(flows, settings, flags.thresholds, flags).run(locked)
+
+    return organization_run(servers, task, credentials, settings, options, progress, concurrency, body)
 
 
 class _Stop(Exception):
@@ -119,7 +141,7 @@ def _guard(flow: AuthServer, action: Any) -> bool:
     except ConnectionFailed as exc:
         if flow.run.error is None:
             flow.run.error, flow.run.error_kind = str(exc), exc.kind
-            flow.record(flow.stage, "failed", str(exc))
+            flow.step(flow.stage, "failed", str(exc))
     except Exception as exc:  # noqa: BLE001 - one server's bug never ends the others' record
         fail_unexpectedly(flow.run, flow.stage, exc, flow.progress)
     return False
@@ -134,15 +156,12 @@ class _AuthJob:
         self.flags = flags
 
     # -- the runbook -------------------------------------------------------------------------------------------------
-    def run(self, concurrency: int) -> None:
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(self.flows))),
-                                thread_name_prefix="exbe-auth") as pool:
-            locked = list(pool.map(lambda flow: _guard(flow, flow.take_lock) and flow.run.error is None, self.flows))
-        if not locked[0] or self.home.lock is None:
+    def run(self, locked: list[bool]) -> None:
+        if not locked[0] or self.home.lock.found is None:
             return  # the home server could not be locked or read: its record says why
         busy = [f.server.name for f, ok in zip(self.flows, locked, strict=True) if not ok and f.run.error is None]
         if busy:
-            self.home.record("auth", "failed", f"not changed: exbe could not lock {', '.join(busy)} (another exbe run "
+            self.home.step("auth", "failed", f"not changed: exbe could not lock {', '.join(busy)} (another exbe run "
                                                "is changing it); run again when that run has ended")
             return
         unreachable = [f.server.name for f, ok in zip(self.flows, locked, strict=True) if not ok]
@@ -158,11 +177,11 @@ class _AuthJob:
     def _read(self, unreachable: list[str]) -> dict[str, Any]:
         """The organization, the presence on every selected server, and the rule's decision."""
         home = self.home
-        home._begin("auth")
+        home.begin("auth")
         try:
             org = auth_exchange.read_org(home.session)
         except ReadFailed as exc:
-            home.record("auth", "failed", f"the organization's Auth configuration could not be read: {exc}")
+            home.step("auth", "failed", f"the organization's Auth configuration could not be read: {exc}")
             raise _Stop from None
         now = self.server_now()
         presence = self._presence(org)
@@ -175,9 +194,9 @@ class _AuthJob:
         wanted = [t for t in (org.auth.current, org.auth.next) if t]
         found: dict[str, dict[str, Presence]] = {}
         for flow in self.flows:
-            self.home._begin("auth")
+            self.home.begin("auth")
             found[flow.server.name] = auth_exchange.read_presence(self.home.session, flow.server.name, wanted)
-            flow.record("presence", "ok", _presence_line(found[flow.server.name], org),
+            flow.step("presence", "ok", _presence_line(found[flow.server.name], org),
                         data={t: {"state": p.state, "detail": p.detail} for t, p in found[flow.server.name].items()})
         return found
 
@@ -203,8 +222,7 @@ class _AuthJob:
 
     def server_now(self) -> datetime.datetime:
         """The home server's clock, as its lock answered a moment ago (not this agent's)."""
-        assert self.home.lock is not None
-        return self.home.lock.now
+        return self.home.clock
 
     # -- acting ------------------------------------------------------------------------------------------------------
     def _act(self, read: dict[str, Any]) -> None:
@@ -217,14 +235,14 @@ class _AuthJob:
                 "hybrid": org.hybrid, "unreachable": list(state.unreachable)}
         warnings = [org.hybrid_detail] if org.hybrid is None else []
         if decision.action == "none":
-            home.record("auth", "ok", decision.reason, data=data, warnings=warnings)
+            home.step("auth", "ok", decision.reason, data=data, warnings=warnings)
             return
         if decision.blocked:
-            home.record("auth", "failed", f"{decision.reason}; {decision.blocked}", data=data, warnings=warnings)
+            home.step("auth", "failed", f"{decision.reason}; {decision.blocked}", data=data, warnings=warnings)
             return
         if decision.action == "import":
             targets = sorted({*decision.import_current_to, *decision.import_next_to})
-            home.record("auth", "failed", f"{decision.reason}. exbe does not import Auth certificates yet: wait for "
+            home.step("auth", "failed", f"{decision.reason}. exbe does not import Auth certificates yet: wait for "
                         "the servicelet (KB 2617816: up to an hour), or run MonitorExchangeAuthCertificate.ps1 on "
                         f"a server that has it to export and import it on {', '.join(targets)}; replication takes "
                         "time, and one server per AD site is enough", data=data, warnings=warnings)
@@ -237,7 +255,7 @@ class _AuthJob:
             effective = effective_date(now, 0, self.thresholds)
         data["effective"] = iso(effective)
         if self.settings.dry_run:
-            home.record("auth", "changed", f"would {_plan_line(decision, effective)} ({decision.reason})",
+            home.step("auth", "changed", f"would {_plan_line(decision, effective)} ({decision.reason})",
                         changed=True, data=data, warnings=warnings)
             return
         before = {"current": state.current, "next": state.next}
@@ -254,7 +272,7 @@ class _AuthJob:
         if decision.action == "stage" and state.hybrid:
             warnings.append(self._hybrid_steps(str(new), data.get("der"), effective))
         data.pop("der", None)
-        home.record("auth", "changed", f"{_done_line(decision, str(new), effective)} ({decision.reason})",
+        home.step("auth", "changed", f"{_done_line(decision, str(new), effective)} ({decision.reason})",
                     changed=True, before=before, after=after, data=data, warnings=warnings)
         if decision.action in ("replace", "publish"):
             self._restart_each()
@@ -268,7 +286,7 @@ class _AuthJob:
         state: OrgAuthState = read["state"]
         here = read["presence"][home.server.name].get(state.current or "")
         if state.current_days < 0 and here is not None and here.state == "present":
-            envelope = home._scripts([("clone", {"source_thumbprint": state.current, "provider": clone_step.PROVIDER,
+            envelope = home.scripts([("clone", {"source_thumbprint": state.current, "provider": clone_step.PROVIDER,
                                                  "key_length": 2048, "hash_algorithm": clone_step.HASH_ALGORITHM,
                                                  "validity_years": clone_step.VALIDITY_YEARS, "dry_run": False})])[0]
             thumb = envelope["data"].get("new_thumbprint") if envelope["ok"] else None
@@ -276,10 +294,10 @@ class _AuthJob:
         else:
             thumb, der, errors = auth_exchange.new_auth_certificate(home.session, home.server.name)
             how = "New-ExchangeCertificate -Services None"
-            home.note("auth", "New-ExchangeCertificate (Auth, -Services None)", {"new_thumbprint": thumb},
+            home.note("auth", "New-ExchangeCertificate (Auth, -Services None)", state.current, thumb,
                       "; ".join(errors) if thumb is None else None)
         if thumb is None:
-            home.record("auth", "failed", f"no Auth certificate was made ({how}): "
+            home.step("auth", "failed", f"no Auth certificate was made ({how}): "
                         + ("; ".join(errors) or "no output") + "; nothing else was changed", data=data)
             raise _Stop
         data["new_thumbprint"], data["der"], data["method"] = thumb, der, how
@@ -287,9 +305,9 @@ class _AuthJob:
 
     def _change(self, what: str, intent: str, call: Any, data: dict[str, Any]) -> None:
         errors: list[str] = call()
-        self.home.note("auth", intent, {"what": what}, "; ".join(errors) or None)
+        self.home.note("auth", intent, None, None if errors else what, "; ".join(errors) or None)
         if errors:
-            self.home.record("auth", "failed", f"Set-AuthConfig ({what}) failed: {'; '.join(errors)}; the "
+            self.home.step("auth", "failed", f"Set-AuthConfig ({what}) failed: {'; '.join(errors)}; the "
                              "organization is as the journal of this server's lock says; run `exbe auth` again",
                              data={k: v for k, v in data.items() if k != "der"})
             raise _Stop
@@ -313,7 +331,7 @@ class _AuthJob:
     # -- verify ------------------------------------------------------------------------------------------------------
     def _verify(self, unreachable: list[str]) -> None:
         home = self.home
-        home._begin("verify")
+        home.begin("verify")
         home.session.discard("exchange")  # a restart ended its pools
         after = self._read_quiet(unreachable)
         decision: Decision = after["decision"]
@@ -321,7 +339,7 @@ class _AuthJob:
         check = CheckResult("auth_organization", "fail" if left else "pass",
                             (f"still to do: {decision.reason}" if left else "the organization's Auth "
                              f"configuration needs nothing more: {decision.reason}"))
-        home.record("verify", "failed" if left else "ok", check.message, checks=[check])
+        home.step("verify", "failed" if left else "ok", check.message, checks=[check])
 
     def _read_quiet(self, unreachable: list[str]) -> dict[str, Any]:
         org = auth_exchange.read_org(self.home.session)

@@ -12,23 +12,21 @@ once every server holds the next certificate, ``Set-FederationTrust -PublishFede
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .. import auth_exchange
 from ..auth_exchange import ReadFailed
 from ..auth_rule import days_left
 from ..facts import FederationFacts, iso
-from ..flow import Progress, RunOptions
+from ..fleet import Progress, RunOptions
 from ..model import CheckResult, CheckStatus, ServerRun, Settings
-from . import JobFlags
-from .auth import AuthServer, _guard, _Stop
+from .auth import AuthServer, _Stop, organization_run
+from .flags import JobFlags
 
 if TYPE_CHECKING:
-    from ..config import Credentials, Server
+    from ..config import Credentials
+    from ..inventory import Server
 
 EXPIRED_PROCEDURE = ("the Federation certificate {thumb} expired on {date}: it cannot be renewed in place. Microsoft's "
                      "procedure: remove the federation trust (Remove-FederationTrust), create a new self-signed "
@@ -40,55 +38,44 @@ EXPIRED_PROCEDURE = ("the Federation certificate {thumb} expired on {date}: it c
 def run_federation(servers: list[Server], task: str, credentials: Credentials, settings: Settings,
                    options: RunOptions, progress: Progress, concurrency: int, *, flags: JobFlags) -> list[ServerRun]:
     """`exbe federation` over ``servers`` (the first one reads and changes the trust): one record per server."""
-    gate = threading.Lock()
-    flows = [AuthServer(server, credentials, settings, options, progress, gate) for server in servers]
-    for flow in flows:
-        flow.task = task
-    started = time.monotonic()
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(flows))),
-                                thread_name_prefix="exbe-federation") as pool:
-            locked = list(pool.map(lambda flow: _guard(flow, flow.take_lock) and flow.run.error is None, flows))
+    def body(flows: list[AuthServer], locked: list[bool]) -> None:
         if all(locked):
-            _guard(flows[0], lambda: _Federation(flows, settings, flags).run())
+            _Federation(flows, settings, flags).guarded()
         elif locked[0]:
-            flows[0].record("federation", "failed", "not changed: "
-                            + ", ".join(f.server.name for f, ok in zip(flows, locked, strict=True) if not ok)
-                            + " could not be locked or reached")
-    finally:
-        for flow in flows:
-            _guard(flow, flow._release_lock)
-            _guard(flow, flow.session.close)
-            flow.run.duration_s = round(time.monotonic() - started, 3)
-    if options.finished is not None:
-        for flow in flows:
-            options.finished(flow.run)
-    return [flow.run for flow in flows]
+            flows[0].step("federation", "failed", "not changed: "
+                          + ", ".join(f.server.name for f, ok in zip(flows, locked, strict=True) if not ok)
+                          + " could not be locked or reached")
+
+    return organization_run(servers, task, credentials, settings, options, progress, concurrency, body)
 
 
 class _Federation:
     def __init__(self, flows: list[AuthServer], settings: Settings, flags: JobFlags) -> None:
         self.flows, self.home, self.settings, self.flags = flows, flows[0], settings, flags
 
+    def guarded(self) -> None:
+        from .auth import _guard
+
+        _guard(self.home, self.run)
+
     def run(self) -> None:
         home = self.home
-        home._begin("federation")
-        assert home.lock is not None
-        now = home.lock.now
+        home.begin("federation")
+        now = home.clock
         try:
             trust = auth_exchange.read_federation(home.session)
         except ReadFailed as exc:
-            home.record("federation", "failed", f"the Federation trust could not be read: {exc}")
+            home.step("federation", "failed", f"the Federation trust could not be read: {exc}")
             return
         if trust is None:
-            home.record("federation", "ok", "this organization has no Federation trust; nothing to do")
+            home.step("federation", "ok", "this organization has no Federation trust; nothing to do")
             return
         current_days = days_left(trust.current_not_after, now) if trust.current else -1
         check = self._check(trust, current_days)
         data: dict[str, Any] = {"current": trust.current, "current_days": current_days, "next": trust.next,
                                 "previous": trust.previous}
         if trust.current and current_days < 0:
-            home.record("federation", "failed", EXPIRED_PROCEDURE.format(
+            home.step("federation", "failed", EXPIRED_PROCEDURE.format(
                 thumb=trust.current, date=trust.current_not_after.date() if trust.current_not_after else "unknown"),
                 data=data, checks=[check])
             return
@@ -97,32 +84,33 @@ class _Federation:
             self._publish_when_ready(trust, data, check, proofs)
             return
         if current_days > self.flags.thresholds.renew_days:
-            home.record("federation", "ok", f"the Federation certificate {trust.current} has {current_days} days left "
+            home.step("federation", "ok", f"the Federation certificate {trust.current} has {current_days} days left "
                         f"(threshold {self.flags.thresholds.renew_days}); nothing to do", data=data, checks=[check],
                         warnings=proofs)
             return
         if self.settings.dry_run:
-            home.record("federation", "changed", f"would create a Federation certificate on {home.server.name} and "
+            home.step("federation", "changed", f"would create a Federation certificate on {home.server.name} and "
                         "stage it as the trust's next certificate (Set-FederationTrust -Thumbprint); then publish the "
                         "new domain proof in DNS and run `exbe federation --publish` once every server has it",
                         changed=True, data=data, checks=[check], warnings=proofs)
             return
         thumb, _, errors = auth_exchange.new_federation_certificate(home.session, home.server.name,
                                                                     uuid.uuid4().hex)
-        home.note("federation", "New-ExchangeCertificate (Federation)", {"new_thumbprint": thumb},
+        home.note("federation", "New-ExchangeCertificate (Federation)", trust.current, thumb,
                   "; ".join(errors) if thumb is None else None)
         if thumb is None:
-            home.record("federation", "failed", "New-ExchangeCertificate made no Federation certificate: "
+            home.step("federation", "failed", "New-ExchangeCertificate made no Federation certificate: "
                         + ("; ".join(errors) or "no output"), data=data, checks=[check])
             raise _Stop
         errors = auth_exchange.stage_federation(home.session, thumb)
-        home.note("federation", f"Set-FederationTrust -Thumbprint {thumb}", {"next": thumb}, "; ".join(errors) or None)
+        home.note("federation", f"Set-FederationTrust -Thumbprint {thumb}", trust.next, None if errors else thumb,
+                  "; ".join(errors) or None)
         if errors:
-            home.record("federation", "failed", f"Set-FederationTrust -Thumbprint {thumb} failed: {'; '.join(errors)}",
+            home.step("federation", "failed", f"Set-FederationTrust -Thumbprint {thumb} failed: {'; '.join(errors)}",
                         data=data, checks=[check])
             raise _Stop
         data["next"] = thumb
-        home.record("federation", "changed", f"staged {thumb} as the Federation trust's next certificate; publish "
+        home.step("federation", "changed", f"staged {thumb} as the Federation trust's next certificate; publish "
                     "its domain proof in public DNS (below), wait until every server has it, then run `exbe "
                     "federation --publish`", changed=True, data=data, checks=[check], warnings=self._proofs())
 
@@ -157,19 +145,20 @@ class _Federation:
                    else "on every server" if ready else "propagation unknown (Test-FederationTrustCertificate "
                                                         "answered nothing)")
             todo = "run `exbe federation --publish`" if ready else "wait, then run `exbe federation --publish`"
-            home.record("federation", "ok", f"the next Federation certificate {trust.next} is staged and {why}; "
+            home.step("federation", "ok", f"the next Federation certificate {trust.next} is staged and {why}; "
                         f"{todo}", data=data, checks=[check], warnings=proofs)
             return
         if self.settings.dry_run:
-            home.record("federation", "changed", f"would publish {trust.next} (Set-FederationTrust "
+            home.step("federation", "changed", f"would publish {trust.next} (Set-FederationTrust "
                         "-PublishFederationCertificate)", changed=True, data=data, checks=[check], warnings=proofs)
             return
         errors = auth_exchange.publish_federation(home.session)
-        home.note("federation", f"publish {trust.next}", {"current": trust.next}, "; ".join(errors) or None)
+        home.note("federation", f"publish {trust.next}", trust.current, None if errors else trust.next,
+                  "; ".join(errors) or None)
         if errors:
-            home.record("federation", "failed", f"publishing {trust.next} failed: {'; '.join(errors)}", data=data,
+            home.step("federation", "failed", f"publishing {trust.next} failed: {'; '.join(errors)}", data=data,
                         checks=[check])
             return
-        home.record("federation", "changed", f"published {trust.next}: it signs the trust's tokens now (at "
-                    f"{iso(home.lock.now) if home.lock else 'now'})", changed=True, before={"current": trust.current},
+        home.step("federation", "changed", f"published {trust.next}: it signs the trust's tokens now (at "
+                    f"{iso(home.clock)})", changed=True, before={"current": trust.current},
                     after={"current": trust.next}, data=data, checks=[check])

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..contract import ListOf
 from ..facts import HostFacts, normalise_thumbprint
-from ..model import Settings
+from ..run_settings import Settings
 from ..selection import (
     SelectionError,
     backend_binding,
@@ -79,6 +79,23 @@ def unconverged(facts: HostFacts, thumbprint: str, settings: Settings, *, trust:
         if carried != wanted:
             left.append(f"{settings.backend_site} 444 carries {carried or 'no certificate'}, not {wanted}")
     return left
+
+
+def finish_interrupted(facts: HostFacts, bind_input: dict[str, Any], begun: Mapping[str, Any] | None,
+                       settings: Settings) -> tuple[dict[str, Any], str | None]:
+    """An interrupted run stopped inside its bind (``begun``: that bind's journal entry): the back end may carry its
+    certificate while the loopback 127.0.0.1:443: binding still carries the one that bind was replacing (a split
+    binding the facts alone do not show). Finish it: the loopback follows when it still carries what the journal
+    says that bind replaced. Returns the bind's input and, when it finishes that bind, the warning saying so."""
+    replaced = (begun.get("replaces") or {}).get("loopback") if begun is not None else None
+    loopback = loopback_binding(facts, settings)
+    if (not replaced or bind_input["loopback_binding"] is not None or loopback is None
+            or loopback.certificate_hash != str(replaced).upper()
+            or loopback.certificate_hash == bind_input["thumbprint"]):
+        return bind_input, None
+    return ({**bind_input, "loopback_binding": loopback.information, "loopback_from": loopback.certificate_hash},
+            f"finishing the interrupted run's bind: {loopback.information} still carries "
+            f"{loopback.certificate_hash}, which that bind was replacing")
 
 
 def _old_backend(facts: HostFacts, settings: Settings) -> str | None:

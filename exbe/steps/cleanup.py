@@ -11,7 +11,7 @@ from typing import Any
 
 from ..contract import ListOf
 from ..facts import Certificate, ExchangeFacts, HostFacts
-from ..model import Settings
+from ..run_settings import Settings
 from ..selection import AUTH_SUBJECT, assignments_unknown, backend_binding, self_signed_exchange_certs
 
 NAME = "cleanup"

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..contract import ListOf
-from ..model import Settings
+from ..run_settings import Settings
 
 NAME = "facts"
 SUMMARY = "read the certificate stores, IIS bindings and sites, and the web services' states"
