@@ -351,8 +351,7 @@ def interrupted_run(ctx: _Context) -> CheckResult:
                            details=str(dict(record.journal[-1])) if record.journal else "", value=record.run_id)
     held = ctx.lock.held
     if held is not None and not held.expired(ctx.lock.now) and not ctx.lock.acquired:
-        return CheckResult("interrupted_run", "warn", f"{ctx.server}: locked by {held.holder()}: another exbe run "
-                                                      "is changing this server; verify again when it has ended",
+        return CheckResult("interrupted_run", "warn", f"{ctx.server}: {held.held_by_another(ctx.server)}",
                            value=held.run_id)
     last = ctx.lock.last_run
     ended = f"; the last run ({last.run_id}, {last.task}) released its lock" if last and last.run_id else ""

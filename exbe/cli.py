@@ -9,10 +9,8 @@ import dataclasses
 import functools
 import os
 import re
-import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from invoke.exceptions import Exit
 
 from .errors import ConfigError, ExbeError
 from .redaction import REDACTOR
+from .signals import EXIT_CANCELLED, cancel_on_signals
 
 if TYPE_CHECKING:
     from .fleet import Cancel
@@ -132,7 +131,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             console.start(len(chosen), defaults.concurrency)
             progress = console.step
             started = time.monotonic()
-            with _cancel_on_signals(cancel, cancel_grace(chosen)):
+            with cancel_on_signals(cancel, cancel_grace(chosen)):
                 runs = job_runner(task, options.jobs, defaults, run_job)(
                     chosen, task, credentials, settings, run_options, progress, defaults.concurrency)
             wall_time_s = time.monotonic() - started
@@ -181,39 +180,6 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
         os._exit(code)
     if code:
         raise Exit(code=code)
-
-
-#: The exit code of a cancelled run: 128 + SIGINT, as a shell reports a command that Ctrl-C ended.
-EXIT_CANCELLED = 130
-SIGNALS = ("SIGINT", "SIGTERM")
-
-
-@contextlib.contextmanager
-def _cancel_on_signals(cancel: Cancel, grace_s: float) -> Iterator[None]:
-    """While the servers run: the first SIGINT or SIGTERM requests ``cancel`` (no new server or step starts; running
-    steps end, waited for at most ``grace_s``), a second one abandons the wait. Each says so in one line. Outside the
-    main thread (exbe driven from a library) signals cannot be caught and stay as they are."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handle(number: int, frame: Any) -> None:
-        name = signal.Signals(number).name
-        if not cancel.requested:
-            cancel.request(f"exbe received {name}", grace_s)
-            sys.stderr.write(f"exbe: {name}: cancelling: no server or step starts any more; waiting at most "
-                             f"{grace_s:.0f} s for the running steps to end (signal again to stop waiting)\n")
-        else:
-            cancel.abandon()
-            sys.stderr.write(f"exbe: {name} again: not waiting for the running steps; writing the reports\n")
-        sys.stderr.flush()
-
-    previous = {name: signal.signal(getattr(signal, name), handle) for name in SIGNALS}
-    try:
-        yield
-    finally:
-        for name, handler in previous.items():
-            signal.signal(getattr(signal, name), handler)
 
 
 def cancelled_line(runs: list[ServerRun], cancel: Cancel) -> str:

@@ -93,6 +93,11 @@ CONNECTION_KINDS: dict[str, tuple[str, str]] = {
         "the endpoint answered 503 Service Unavailable",
         "check that W3SVC/WinRM (and, for the Exchange endpoint, the MSExchange PowerShell app pool) are running",
     ),
+    "server_error": (
+        "the endpoint answered HTTP 500 with a WSMan fault",
+        "the WinRM service on the server failed the request (its event log Microsoft-Windows-WinRM/Operational says "
+        "why); run exbe again, and check the server's WinRM service if it persists",
+    ),
     "protocol": (
         "the endpoint did not speak WinRM/PSRP as expected",
         "check that host, port and exchange_path point at a WinRM or Exchange PowerShell endpoint",

@@ -6,8 +6,10 @@ the stage under way, and whether the server refused the credentials. Around the 
 
 * **isolation**: one server's trouble stays that server's; whatever escapes a job (a bug, an error raised inside
   pypsrp) fails that server at its current stage, and every server gets a record whatever happened on the others;
-* **lockout safety**: once a server refuses the credentials, the servers not yet started are not attempted (each
-  further try is a bad logon against one domain account), unless ``--keep-going``;
+* **lockout safety**: the run's first logon is one endpoint of one server (:class:`FirstLogon`); the other servers
+  start only once it succeeded, or failed for a reason other than the credentials. Once a server refuses the
+  credentials, the servers not yet started are not attempted (each further try is a bad logon against one domain
+  account), unless ``--keep-going``: a wrong password costs one bad logon per run;
 * **the restart gate**: one lock shared by the servers' jobs, so that one server of the fleet restarts IIS at a time;
 * **cancellation** (:class:`Cancel`: SIGINT/SIGTERM): no server starts after it, each running job stops before its
   next step (it raises :class:`Cancelled` from its ``begin``), and after the grace period or a second signal the
@@ -114,6 +116,46 @@ class RunOptions:
     finished: Callable[[ServerRun], None] | None = None
 
 
+class FirstLogon:
+    """Lockout arithmetic: the run's first logon is one endpoint of one server, and every other server waits until
+    it is decided -- it succeeded, or it failed for a reason other than the credentials -- so that a wrong password
+    costs one bad logon per run, not two per server started at once. The first server's job calls :meth:`decided`
+    once its WinRM endpoint accepted (or refused) the logon, before it opens its Exchange endpoint; the fleet calls
+    it too when that job ends, whatever happened."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claimed = False
+        self._decided = threading.Event()
+        self.refused_by: str | None = None  # the server whose refusal decided it
+
+    def turn(self, cancel: Cancel) -> bool:
+        """Wait for this server's turn to log on: True at once for the first caller (it logs on first and must be
+        decided), else False once the first logon is decided or the run is cancelled."""
+        with self._lock:
+            if not self._claimed:
+                self._claimed = True
+                return True
+        while not self._decided.wait(0.1) and not cancel.requested:
+            pass
+        return False
+
+    def decided(self, refused_by: str | None = None) -> None:
+        """The first logon is decided (``refused_by``: the server that refused the credentials)."""
+        with self._lock:
+            if refused_by and self.refused_by is None:
+                self.refused_by = refused_by
+        self._decided.set()
+
+
+@dataclasses.dataclass(frozen=True)
+class Fleetwide:
+    """What the fleet shares with every server's job."""
+
+    restart_gate: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # one IIS restart at a time
+    first_logon: FirstLogon = dataclasses.field(default_factory=FirstLogon)
+
+
 class ServerJob(Protocol):
     """What the fleet needs of one server's job (:class:`exbe.server_run.ServerJob` provides it)."""
 
@@ -123,9 +165,14 @@ class ServerJob(Protocol):
 
     def execute(self) -> ServerRun: ...
 
+    def abandoned(self) -> list[str]:
+        """The fleet stopped waiting for it: release what it holds on the server, beside its running step; the
+        warnings to report."""
+        ...
 
-#: Builds one server's job; the second argument is the fleet's restart gate.
-StartJob = Callable[["Server", threading.Lock], ServerJob]
+
+#: Builds one server's job; the second argument is what the fleet shares with every job.
+StartJob = Callable[["Server", Fleetwide], ServerJob]
 
 
 def new_run(server: Server) -> ServerRun:
@@ -193,7 +240,7 @@ def run_fleet(servers: list[Server], start: StartJob, options: RunOptions, progr
     After ``options.cancel`` is requested no server starts and the running ones stop before their next step; this
     waits for them until the cancel's deadline or :meth:`Cancel.abandon`, then returns without them, each reported
     with what it had done and its current step's outcome unknown (their threads end on their own)."""
-    gate = threading.Lock()
+    shared = Fleetwide()
     refused_by: list[str] = []  # servers that refused the credentials, first first
     cancel = options.cancel
     jobs: dict[int, ServerJob] = {}  # the servers that started, by position
@@ -206,10 +253,16 @@ def run_fleet(servers: list[Server], start: StartJob, options: RunOptions, progr
             run = new_run(server)
             mark_cancelled(run, None, cancel.reason)
             return run
-        if refused_by and not options.keep_going:
-            return not_attempted(server, refused_by[0], progress)
+        first = shared.first_logon.turn(cancel)
         try:
-            job = start(server, gate)
+            if cancel.requested:
+                run = new_run(server)
+                mark_cancelled(run, None, cancel.reason)
+                return run
+            refused = refused_by[0] if refused_by else shared.first_logon.refused_by
+            if refused and not options.keep_going:
+                return not_attempted(server, refused, progress)
+            job = start(server, shared)
             jobs[index] = job
             run = job.execute()
             if job.credentials_refused:
@@ -225,6 +278,9 @@ def run_fleet(servers: list[Server], start: StartJob, options: RunOptions, progr
             fail_unexpectedly(run, stage, exc, progress)
             run.duration_s = round(time.monotonic() - started, 3)
             return run
+        finally:
+            if first:
+                shared.first_logon.decided(server.name if job is not None and job.credentials_refused else None)
 
     def reported(index: int, server: Server) -> ServerRun:
         run = one(index, server)
@@ -241,9 +297,27 @@ def run_fleet(servers: list[Server], start: StartJob, options: RunOptions, progr
                 cancel.abandon()
     finally:
         pool.shutdown(wait=not cancel.abandoned, cancel_futures=True)
-    return [future.result() if future.done() and not future.cancelled() else _unfinished(server, jobs.get(index),
+    runs = [future.result() if future.done() and not future.cancelled() else _unfinished(server, jobs.get(index),
                                                                                          cancel.reason)
             for index, (future, server) in enumerate(zip(futures, servers, strict=True))]
+    left = [(run, job) for run, future, job in zip(runs, futures, [jobs.get(i) for i in range(len(servers))],
+                                                    strict=True)
+            if job is not None and not (future.done() and not future.cancelled())]
+    if left:  # abandoned while a step ran: each releases its lock on a new connection, all at once
+        with ThreadPoolExecutor(max_workers=len(left), thread_name_prefix="exbe-abandoned") as releases:
+            for (run, _), said in zip(left, releases.map(lambda item: _abandon(item[1], item[0], options.run_id),
+                                                         left), strict=True):
+                run.warnings.extend(said)
+    return runs
+
+
+def _abandon(job: ServerJob, run: ServerRun, run_id: str) -> list[str]:
+    try:
+        return job.abandoned()
+    except Exception as exc:  # noqa: BLE001 - the report is written whatever this comes to
+        log.debug("%s: releasing an abandoned server's lock failed", run.server, exc_info=True)
+        return [f"exbe stopped waiting and could not release the lock of run {run_id} ({unexpected_message(exc)}); "
+                f"`exbe unlock --server {run.server} --run {run_id}` removes it"]
 
 
 def _unfinished(server: Server, job: ServerJob | None, reason: str) -> ServerRun:

@@ -20,12 +20,17 @@ from typing import Any
 
 from . import steps
 from .errors import ConnectionFailed
-from .facts import iso
+from .facts import HostFacts, iso
 from .fleet import unexpected_message
 from .model import StepResult
 from .steps import lock as lock_step
 
 log = logging.getLogger("exbe.lock")
+
+#: The ConnectionFailed kinds after which a pipeline's statements may have run on the server although its answer was
+#: lost (a connection dropped after the request went out, no answer in time, an HTTP 500): a lock it asked for may be
+#: this run's. The others (refused logon, no route, TLS refused...) mean the request never reached PowerShell.
+ANSWER_LOST_KINDS = frozenset({"dropped", "timeout", "protocol", "server_error"})
 
 Planned = list[tuple[str, dict[str, Any]]]  # (step, input) statements of one pipeline
 RunPipeline = Callable[[Planned], list[dict[str, Any]]]  # runs them, one envelope per statement
@@ -50,6 +55,8 @@ class ServerLock:
         self.held = False  # this run holds the lock: mutating statements carry its context, a release ends it
         self._note: dict[str, Any] | None = None  # a journal entry for the next pipeline (a change without script)
         self._released_early = False  # released with the bind, as no restart was expected: a restart retakes it
+        self._maybe_held = False  # an acquire whose answer was lost: the lock may be this run's though not known so
+        self.released = False  # a release of this run's lock was answered
 
     # -- the first pipeline ------------------------------------------------------------------------------------------
     def first_statement(self) -> tuple[str, dict[str, Any]]:
@@ -60,6 +67,7 @@ class ServerLock:
         """The first statement's answer: the ``lock`` step to record (taken, or refused), and the warnings for the
         run's first step, None when this server must stop here (locked by another run, or the lock could not be
         taken). A run that took the lock reports the interrupted run it found first."""
+        self._maybe_held = False
         if not envelope["ok"]:
             if self.taking:
                 return self._failed(f"exbe's lock on this server could not be taken ({envelope['error']}); nothing "
@@ -73,13 +81,14 @@ class ServerLock:
         notes += envelope["warnings"]  # e.g. a %ProgramData%\exbe whose ACL lets others in (lock.ps1.j2)
         if not self.taking:
             if found.held is not None and not found.held.expired(found.now):
-                notes.append(f"locked by {found.held.holder()}: another exbe run is changing this server")
+                notes.append(found.held.held_by_another(self.server))
             return None, notes
         if not found.acquired:
             held = found.held
+            unlock = f"--run {held.run_id}" if held and held.run_id else "--yes"
             return self._failed(f"locked by {held.holder() if held else 'another run'}: nothing was changed on this "
                                 "server; wait for that run, or remove its lock with "
-                                f"`exbe unlock --server {self.server}` once it is gone", warnings=notes), None
+                                f"`exbe unlock --server {self.server} {unlock}` once it is gone", warnings=notes), None
         self.held = True
         mine = found.held
         if found.took_over is not None:
@@ -92,6 +101,13 @@ class ServerLock:
     def interrupted(self) -> lock_step.LockRecord | None:
         """The journal of an interrupted run the first pipeline found (None: none, or the lock was not read)."""
         return self.found.interrupted() if self.found is not None else None
+
+    def replacement(self, facts: HostFacts) -> tuple[str, str] | None:
+        """The certificate the last run made to replace the back-end one and did not bind, and who made it
+        (:meth:`exbe.steps.lock.LockFacts.replacement`); None when the lock was not read."""
+        if self.found is None:
+            return None
+        return self.found.replacement({certificate.thumbprint for certificate in facts.certificates})
 
     # -- every pipeline ----------------------------------------------------------------------------------------------
     def pipeline(self, run: RunPipeline, planned: Planned, *, release: bool = False, retake: bool = False,
@@ -110,11 +126,20 @@ class ServerLock:
         else:
             release = False
         head = [self._request("acquire")] if retake else []
-        if self._note is not None and (self.held or retake):  # it happened before this pipeline's steps
+        noted = self._note is not None and (self.held or retake)
+        if noted:  # it happened before this pipeline's steps
             head.append(self._request("note", entry=self._note))
-            self._note = None
         tail = [self._request("release")] if release else []
-        envelopes = run([*(("lock", r) for r in head), *planned, *(("lock", r) for r in tail)])
+        statements = [*(("lock", r) for r in head), *planned, *(("lock", r) for r in tail)]
+        try:
+            envelopes = run(statements)
+        except ConnectionFailed as lost:
+            if lost.kind in ANSWER_LOST_KINDS and any(step == "lock" and data["action"] == "acquire"
+                                                      for step, data in statements):
+                self._maybe_held = True
+            raise
+        if noted:
+            self._note = None  # kept until a pipeline carrying it was answered: a lost one takes it to the next
         for request, envelope in zip([*head, *tail], [*envelopes[:len(head)], *envelopes[len(envelopes) - len(tail):]],
                                      strict=True):
             self._tail_answered(request["action"], envelope, stage)
@@ -132,7 +157,13 @@ class ServerLock:
     def release_at_end(self, run: RunPipeline, fresh_connection: Callable[[], None]) -> None:
         """At the end of the run: release a lock the last pipeline did not (a step stopped the chain, nothing was
         left to clean up, a connection failed, a cancel): one more pipeline, 2 requests (after a lost connection on
-        a new pool: authentication and Create too). When even that fails, say how the admin removes it."""
+        a new pool: authentication and Create too). When even that fails, say how the admin removes it.
+
+        A lock this run may hold without knowing it (the answer to its acquire was lost) is released the same way,
+        on a fresh connection: the release carries this run's id, so it removes only a lock this run holds."""
+        if self._maybe_held and not self.held:
+            self._release_unknown(run, fresh_connection)
+            return
         if not self.held:
             return
         for fresh in (False, True):  # a connection that failed is not used again: a new pool, once
@@ -153,6 +184,38 @@ class ServerLock:
             self._warn(f"exbe's lock of run {self.run_id} stays on {self.server} until it expires "
                        f"({lock_step.TTL_MINUTES} minutes after its last step); `exbe unlock --server {self.server} "
                        f"--run {self.run_id}` removes it")
+
+    def release_abandoned(self, run: RunPipeline, stage: str) -> None:
+        """exbe stopped waiting for this run's ``stage`` (a second signal): a lock it took, or may have taken, is
+        released through ``run`` (a fresh connection, beside the running step) with this run's id; when that fails,
+        the exact command that removes it is said."""
+        if self.taking and not self.released:
+            self._release_unknown(run, lambda: None, abandoned=stage)
+
+    def _release_unknown(self, run: RunPipeline, fresh_connection: Callable[[], None], *,
+                         abandoned: str | None = None) -> None:
+        self._maybe_held = False
+        why = (f"exbe stopped waiting for {abandoned}" if abandoned is not None
+               else "the answer to exbe's lock request was lost")
+        failure = ""
+        try:
+            fresh_connection()
+            envelope = run([("lock", self._request("release"))])[0]
+        except ConnectionFailed as exc:
+            failure = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the run's own outcome stands; the lock's fate is a warning
+            failure = unexpected_message(exc)
+        else:
+            if envelope["ok"] and envelope["data"].get("released"):
+                self._warn(f"{why}; the lock run {self.run_id} had taken was released on a new connection")
+                return
+            if envelope["ok"]:
+                return  # no lock of this run's: the request never took it
+            failure = str(envelope["error"])
+        log.debug("%s: releasing a lock whose taking went unanswered failed: %s", self.server, failure)
+        self._warn(f"{why} and releasing the lock failed ({failure}): the lock of run {self.run_id} may stay on "
+                   f"{self.server} until it expires ({lock_step.TTL_MINUTES} minutes); `exbe unlock --server "
+                   f"{self.server} --run {self.run_id}` removes it")
 
     # -- exbe unlock -------------------------------------------------------------------------------------------------
     def removal(self, run_id: str | None, force: bool) -> tuple[str, dict[str, Any]]:
@@ -190,9 +253,11 @@ class ServerLock:
         refused = envelope["data"].get("refused") if envelope["ok"] else None
         if envelope["ok"] and action == "release" and envelope["data"].get("released"):
             self.held = False
+            self.released = True
             self._released_early = stage == "bind"
             return
         if action == "acquire":
+            self._maybe_held = False
             self.held = bool(envelope["ok"] and envelope["data"].get("acquired"))
             if not self.held:
                 held = lock_step.LockFacts.parse(envelope["data"]).held if envelope["ok"] else None

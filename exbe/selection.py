@@ -92,7 +92,12 @@ def split_loopback(facts: HostFacts, settings: Settings, backend: str | None) ->
     return loopback if backend_like(carried, settings.friendly_name) else None
 
 
-def select_backend(facts: HostFacts, settings: Settings) -> Selection:
+def select_backend(facts: HostFacts, settings: Settings, *,
+                   replacement: tuple[str, str] | None = None) -> Selection:
+    """The back-end certificate: the one 444 carries; else the only candidate; else ``replacement`` -- the
+    certificate the last exbe run made to replace it and did not bind (its thumbprint and, in words, who made it:
+    :meth:`exbe.steps.lock.LockFacts.replacement`), so that an interrupted renewal converges. Raises SelectionError
+    when a human must choose."""
     candidates = [Candidate(c.thumbprint, c.not_after.date().isoformat(), c.subject)
                   for c in self_signed_exchange_certs(facts, settings.friendly_name)]
     binding = backend_binding(facts, settings)
@@ -110,6 +115,10 @@ def select_backend(facts: HostFacts, settings: Settings) -> Selection:
         return Selection(candidates[0].thumbprint,
                          f"{found}; {candidates[0].thumbprint} is the only self-signed "
                          f"'{settings.friendly_name}' certificate", candidates)
+    chosen = next((c for c in candidates if replacement and c.thumbprint == replacement[0].upper()), None)
+    if chosen is not None and replacement is not None:
+        return Selection(chosen.thumbprint, f"{found}; {len(candidates)} self-signed '{settings.friendly_name}' "
+                         f"certificates, {chosen.thumbprint} the one {replacement[1]}", candidates)
     if candidates:
         listed = "; ".join(f"{c.thumbprint} (expires {c.not_after}, {c.subject})" for c in candidates)
         what = (f"{len(candidates)} candidates, self-signed '{settings.friendly_name}' certificates: {listed}; "

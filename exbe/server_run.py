@@ -20,7 +20,6 @@ StepResults and the current facts.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from . import contract, exchange, steps
 from .errors import ConnectionFailed
 from .facts import ExchangeFacts, HostFacts
-from .fleet import Cancelled, Progress, RunOptions, fail_unexpectedly, mark_cancelled, new_run
+from .fleet import Cancelled, Fleetwide, Progress, RunOptions, fail_unexpectedly, mark_cancelled, new_run
 from .lock import Planned, ServerLock
 from .model import ServerRun, Settings, StepResult
 from .render import render_step
@@ -44,7 +43,7 @@ log = logging.getLogger("exbe.run")
 #: The ConnectionFailed kinds that mean "the Exchange endpoint is not usable": the job works from the certificate
 #: store without it (another kind, e.g. TLS validation refused, fails the server).
 EXCHANGE_DOWN_KINDS = {"unreachable", "unavailable", "winrm_not_enabled", "auth", "no_credentials", "timeout",
-                       "protocol", "dropped"}
+                       "protocol", "server_error", "dropped"}
 
 
 class ServerJob:
@@ -54,14 +53,15 @@ class ServerJob:
     LOCKING_TASKS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, server: Server, task: str, credentials: Credentials, settings: Settings, options: RunOptions,
-                 progress: Progress, restart_gate: threading.Lock) -> None:
+                 progress: Progress, fleetwide: Fleetwide) -> None:
         self.server = server
         self.task = task
         self.settings = settings
         self.options = options
         self.progress = progress
-        self.restart_gate = restart_gate  # one restart in the fleet at a time (exbe.fleet)
+        self.fleetwide = fleetwide  # the restart gate (one IIS restart in the fleet at a time), the first logon
         self.session = Session(server, credentials)
+        self._credentials = credentials
         self.run = new_run(server)
         self.facts: HostFacts | None = None
         self.exchange: ExchangeFacts | None = None
@@ -124,6 +124,7 @@ class ServerJob:
         """The first pipeline: the lock (taken by a changing task, else looked at) and the facts, with the Exchange
         endpoint read beside it. Returns the lock's warnings (None: this server stops here, the lock step recorded)
         and the facts envelope."""
+        self.log_on()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"exbe-{self.server.name}-exchange") as side:
             exchange_read = side.submit(self.read_exchange)
             # the lock first: a changing task reads the facts it decides with under its lock (same round trip)
@@ -135,6 +136,19 @@ class ServerJob:
                 self.record(result)
             exchange_read.result()  # a connection failure there (e.g. TLS validation) is the run's failure too
         return lock_warnings, envelope
+
+    def log_on(self) -> None:
+        """Open the WinRM endpoint (authentication, the pool's Create) before anything else of this server: the
+        fleet's other servers wait for the run's first logon (:class:`exbe.fleet.FirstLogon`), and the Exchange
+        endpoint is not tried with credentials WinRM refused. A refusal raises ConnectionFailed ("auth")."""
+        try:
+            self.session.open("winrm")
+        except ConnectionFailed as exc:
+            if exc.kind == "auth":
+                self.credentials_refused = True
+                self.fleetwide.first_logon.decided(self.server.name)
+            raise
+        self.fleetwide.first_logon.decided()
 
     def read_exchange(self) -> None:
         """Read the Exchange endpoint's facts into ``self.exchange`` (None with ``exchange_reason`` when it is
@@ -154,10 +168,22 @@ class ServerJob:
         its step's result schema; failures (and answers that break the contract) as failed envelopes."""
         return self.lock.pipeline(self._run_planned, planned, release=release, retake=retake, stage=self.stage)
 
-    def _run_planned(self, planned: Planned) -> list[dict[str, Any]]:
+    def abandoned(self) -> list[str]:
+        """The fleet stopped waiting for this server (a second signal) while ``self.stage`` ran: release this run's
+        lock on a session of its own, beside the step still running (the release carries the run id, so it removes
+        only this run's lock); the warnings to report (the exact unlock command when that failed)."""
+        said: list[str] = []
+        own = ServerLock(self.server.name, self.options.run_id, self.task, taking=self.lock.taking, warn=said.append)
+        own.released = self.lock.released
+        with Session(self.server, self._credentials) as fresh:
+            own.release_abandoned(lambda planned: self._run_planned(planned, session=fresh), self.stage)
+        return said
+
+    def _run_planned(self, planned: Planned, session: Session | None = None) -> list[dict[str, Any]]:
         scripts = [render_step(step, data, override_dir=self.options.template_dir) for step, data in planned]
         # a pipeline that only reads is sent again if its connection drops; one that changes something never is
-        result = self.session.run_scripts(scripts, repeatable=not any(steps.get(step).mutating for step, _ in planned))
+        result = (session or self.session).run_scripts(
+            scripts, repeatable=not any(steps.get(step).mutating for step, _ in planned))
         decoded = contract.envelopes(result.output)
         envelopes = []
         for index, (step, _) in enumerate(planned):

@@ -86,6 +86,11 @@ class Session:
                 ps.add_script(script)
         return self._invoke("winrm", build, repeatable=repeatable)
 
+    def open(self, endpoint: str) -> None:
+        """Open the endpoint's pool now, if it is not open (authentication and Create): a logon decided on its own."""
+        with self._locks[endpoint], _translate_errors(self.server, endpoint):
+            self._pool(endpoint)
+
     def run_cmdlets(self, statements: list[list[Command]]) -> PipelineOutput:
         """Run Exchange cmdlets on the Exchange endpoint: each statement a pipeline of commands (``a | b``), all
         statements in ONE PSRP pipeline (one round trip)."""
@@ -256,7 +261,8 @@ def _refuse_plaintext(response: Any, *args: Any, **kwargs: Any) -> Any:
 def _retry_safe_requests(wsman: Any, server: str, endpoint: str) -> None:
     """Send a Create, Receive or Delete lost to a dropped connection once more, on a new connection. Repeating them
     changes nothing on the server: a lost Create at worst leaves an idle shell that WinRM ends at its idle timeout,
-    a Receive asks for the same output again (pypsrp's own reasoning for retrying it on read timeouts, wsman.py),
+    a Receive asks for the same output again (pypsrp's own reasoning for retrying it on read timeouts, wsman.py;
+    a Receive answered with HTTP 500 and a WSMan fault other than the operation timeout is sent once more too),
     a Delete of a shell already deleted is only refused. Command and Send start work and are never repeated here."""
     from pypsrp.wsman import WSManAction
 
@@ -267,9 +273,11 @@ def _retry_safe_requests(wsman: Any, server: str, endpoint: str) -> None:
         try:
             return invoke(action, *args, **kwargs)
         except Exception as exc:
-            if action not in repeatable or not _dropped(exc):
+            failed_500 = action == WSManAction.RECEIVE and _internal_error(exc)
+            if action not in repeatable or not (_dropped(exc) or failed_500):
                 raise
-            log.info("%s: the connection to %s dropped during %s; sending it once more", server, endpoint,
+            log.info("%s: %s during %s; sending it once more", server,
+                     f"{endpoint} answered HTTP 500" if failed_500 else f"the connection to {endpoint} dropped",
                      action.rsplit("/", 1)[-1])
             _new_connection(wsman)
             try:
@@ -280,6 +288,12 @@ def _retry_safe_requests(wsman: Any, server: str, endpoint: str) -> None:
                 raise
 
     wsman.invoke = invoke_once_more
+
+
+def _internal_error(exc: BaseException) -> bool:
+    """The server answered HTTP 500 with a WSMan fault that is not the operation timeout (pypsrp polls on that)."""
+    mapped = classify(exc)
+    return mapped is not None and mapped[0] == "server_error"
 
 
 def _dropped(exc: BaseException) -> bool:
@@ -460,7 +474,7 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
         if isinstance(cause, WSManFaultError):
             if cause.code == 2150858793:
                 return "timeout", "WSMan operation timeout"
-            return "protocol", _first_line(f"WSMan fault {cause.code}: {cause.reason}")
+            return "server_error", _first_line(f"WSMan fault {cause.code}: {cause.reason}")
         if isinstance(cause, WinRMTransportError):
             if cause.code in (404, 405):
                 return "winrm_not_enabled", f"HTTP {cause.code}"

@@ -395,14 +395,21 @@ def auth_case(workdir: Path, current_days: int, fault: str) -> Outcome:
 
 
 # -- two runs at once, and a cancelled run (real `exbe` processes against a fleet served from here) -----------------
+def default_signals() -> None:
+    """In the child, before exbe starts: the stop signals' default handling, whatever the parent (a test runner, a
+    CI agent) set for itself; an ignored SIGINT would be inherited, and a signal at start-up lost."""
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 def exbe_process(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     environment = {**os.environ, "EXBE_USERNAME": USERNAME, "EXBE_PASSWORD": PASSWORD, **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "exbe", "-f", str(config), *args], env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_signals)
 
 
 @contextlib.contextmanager
-def released_together(host: SandboxHost, runs: int, timeout_s: float = 120.0) -> Iterator[None]:
+def released_together(host: SandboxHost, runs: int, timeout_s: float = 600.0) -> Iterator[None]:
     """Start ``runs`` exbe processes in the block: the host holds every one at its first WinRM Create (which needs
     the host) until all have sent theirs, then lets them go at once, so their preflight pipelines, and the lock
     requests in them, reach the server together. Without it "at once" depends on start-up: a run holds the lock
@@ -469,7 +476,8 @@ def concurrent_renews(workdir: Path, attempt: int = 0) -> Outcome:
 
 
 def cancelled_fleet(workdir: Path, delay_s: float, *, hosts: int = 6) -> Outcome:
-    """A fleet `renew` (latency 40 ms, two servers at a time) sent SIGINT after ``delay_s``: it exits 130 with
+    """A fleet `renew` (latency 40 ms, two servers at a time) sent SIGINT ``delay_s`` after its first request reached
+    a server (not after its start: on a loaded agent start-up alone can take longer): it exits 130 with
     complete JUnit and JSON, every server either finished or marked cancelled, no invariant broken on any host; then
     a rerun converges on every host."""
     started = time.monotonic()
@@ -484,6 +492,8 @@ def cancelled_fleet(workdir: Path, delay_s: float, *, hosts: int = 6) -> Outcome
             record, junit = directory / "r.json", directory / "r.xml"
             process = exbe_process(config, *COMMAND, "--all", "--json", str(record), "--junit", str(junit),
                                    env={"EXBE_CONCURRENCY": "2"})
+            while process.poll() is None and not any(fleet.host(name).total_requests("winrm") for name, _ in plan):
+                time.sleep(0.01)
             time.sleep(delay_s)
             process.send_signal(signal.SIGINT)
             output = process.communicate(timeout=300)[0]

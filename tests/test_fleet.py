@@ -4,7 +4,6 @@ and every other server completes and gets its report (issue 12, item 3)."""
 from __future__ import annotations
 
 import json
-import threading
 
 import junitparser
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from exbe import fleet as fleet_module
 from exbe import jobs, server_run
 from exbe.config import Credentials, load_inventory
-from exbe.fleet import RunOptions, fail_unexpectedly, unexpected_message
+from exbe.fleet import Fleetwide, RunOptions, fail_unexpectedly, unexpected_message
 from exbe.jobs.backend import BackendJob
 from exbe.model import ServerRun, Settings, StepResult
 from exbe.server_run import ServerJob
@@ -187,7 +186,7 @@ def test_keyboard_interrupt_is_not_swallowed_as_one_servers_failure(start_fleet,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ServerJob, "scripts", interrupted)
-    job = BackendJob(server, "verify", Credentials(), Settings(), RunOptions(), lambda *a: None, threading.Lock())
+    job = BackendJob(server, "verify", Credentials(), Settings(), RunOptions(), lambda *a: None, Fleetwide())
     with pytest.raises(KeyboardInterrupt):
         job.execute()
 
@@ -277,9 +276,55 @@ def test_a_cancel_before_a_server_starts_leaves_it_untouched_and_reported_cancel
 def test_every_job_shares_one_restart_gate_across_the_fleet():
     gates: set[int] = set()
 
-    def start(server, gate):
-        gates.add(id(gate))
+    def start(server, shared):
+        gates.add(id(shared.restart_gate))
         return _Job(server, "ok")
 
     fleet_module.run_fleet(_servers(3), start, RunOptions(), lambda *a: None, concurrency=3)
     assert len(gates) == 1
+
+
+# -- lockout arithmetic ------------------------------------------------------------------------------------------------
+def _ntlm_authenticate_messages(monkeypatch) -> list[str]:
+    """Every NTLM AUTHENTICATE message (type 3: the one a domain controller judges, and counts as a bad logon when
+    the password is wrong) the sandbox's servers receive, by server connection, as they arrive."""
+    import base64
+
+    from exbe.sandbox import auth
+
+    seen: list[str] = []
+    real = auth.ConnectionAuth.step
+
+    def step(self, authorization: str):
+        _, _, value = authorization.partition(" ")
+        try:
+            token = base64.b64decode(value)
+        except ValueError:
+            token = b""
+        if b"NTLMSSP\x00\x03\x00\x00\x00" in token:
+            seen.append(authorization[:16])
+        return real(self, authorization)
+
+    monkeypatch.setattr(auth.ConnectionAuth, "step", step)
+    return seen
+
+
+def test_a_wrong_password_costs_one_bad_logon_per_run_with_the_defaults(start_fleet, exbe, tmp_path, monkeypatch):
+    """Eight servers start together by default, each with two endpoints: the first logon is one endpoint of one
+    server, and nothing else logs on until it is decided."""
+    fleet = start_fleet([(f"exch0{n}", "healthy") for n in range(1, 9)])
+    seen = _ntlm_authenticate_messages(monkeypatch)
+    record = tmp_path / "r.json"
+    result = exbe(fleet, "verify", "--all", "--json", str(record), password="Wr0ng-password")
+    assert result.code == 1
+    assert len(seen) == 1, f"{len(seen)} NTLM AUTHENTICATE messages: each is a bad logon against the account"
+    servers = json.loads(record.read_text())["servers"]
+    assert sum("authentication failed" in s["error"] for s in servers) == 1
+    assert sum(s["error"].startswith("not attempted: ") for s in servers) == 7
+
+
+def test_with_the_right_password_every_server_logs_on_once_per_endpoint(start_fleet, exbe, tmp_path, monkeypatch):
+    fleet = start_fleet([(f"exch0{n}", "healthy") for n in range(1, 4)])
+    seen = _ntlm_authenticate_messages(monkeypatch)
+    assert exbe(fleet, "verify", "--all").code == 0
+    assert len(seen) == 3 * 2, "one logon per endpoint and server: the first one's wait costs no extra logon"

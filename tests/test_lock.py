@@ -360,3 +360,26 @@ def test_a_restart_no_one_expected_takes_the_lock_again_in_its_own_pipeline(star
     journal = files(fleet)[LAST_RUN_FILE]["journal"]
     assert [(e["step"], e["phase"]) for e in journal] == [("lock", "begin"), ("restart", "begin"), ("restart", "end")]
     assert host.total_requests("winrm") == 14, "the restart's pipeline carries the lock: no extra round trip"
+
+
+# -- a lost answer to the pipeline that takes the lock (issue 27, item 1) -------------------------------------------
+LOST_FIRST_ANSWER = ["drop_in_step=lock", *(f"fail_request=winrm:{n}" for n in range(1, 9)),
+                     *(f"drop_request=winrm:{n}" for n in range(1, 9))]
+
+
+@pytest.mark.parametrize("fault", LOST_FIRST_ANSWER)
+def test_a_lost_answer_to_the_first_pipeline_leaves_no_lock_or_names_the_exact_unlock_command(start_fleet, exbe,
+                                                                                              tmp_path, fault):
+    fleet = start_fleet([("exch01", "backend_expiring")])
+    fleet.host("exch01").faults = Faults.parse(fault)
+    record = tmp_path / "r.json"
+    exbe(fleet, "renew", "--server", "exch01", "--json", str(record))
+    fleet.host("exch01").faults = Faults()
+    server = json.loads(record.read_text())["servers"][0]
+    left = files(fleet).get(LOCK_FILE)
+    if left is not None:
+        said = " ".join([*server["warnings"], *(w for s in server["steps"] for w in s["warnings"])])
+        assert f"`exbe unlock --server exch01 --run {left['run_id']}`" in said, (fault, server)
+        assert exbe(fleet, "unlock", "--server", "exch01", "--run", left["run_id"]).code == 0
+    rerun = exbe(fleet, "renew", "--server", "exch01")
+    assert rerun.code == 0, (fault, rerun.out)

@@ -276,3 +276,20 @@ def test_the_new_key_size_is_one_new_exchange_certificate_accepts_at_least_as_st
     """ValidateSet 1024, 2048, 4096: a 3072-bit key becomes 4096, not a KeySize the cmdlet refuses; above 4096 the
     largest it accepts."""
     assert new_exchange_key_size(old) == new
+
+
+def test_with_444_naming_none_the_certificate_the_last_run_made_to_replace_it_is_chosen():
+    """An interrupted renewal converges: its journal names the certificate it made (issue 27, item 2)."""
+    facts, _ = load_typed("two_candidates")
+    selection = select_backend(facts, SETTINGS, replacement=(CANDIDATE_NEW.lower(), "made by run R (renew)"))
+    assert selection.thumbprint == CANDIDATE_NEW
+    assert selection.reason.endswith(f"{CANDIDATE_NEW} the one made by run R (renew)")
+
+
+def test_a_replacement_that_is_no_candidate_changes_nothing():
+    facts, _ = load_typed("two_candidates")
+    with pytest.raises(SelectionError):
+        select_backend(facts, SETTINGS, replacement=(AUTH, "made by run R (renew)"))
+    bound, _ = load_typed("duplicate_backend_certs")
+    assert select_backend(bound, SETTINGS, replacement=(CANDIDATE_NEW, "made by run R")).thumbprint == BACKEND, \
+        "444's certificate wins over any replacement"

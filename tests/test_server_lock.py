@@ -98,11 +98,18 @@ def test_a_lock_held_by_another_run_stops_a_changing_run_and_names_the_holder():
     assert not lock.held
 
 
-def test_a_read_only_run_reports_a_live_lock_as_another_run_changing_the_server():
+def test_a_read_only_run_reports_an_unexpired_lock_as_a_run_at_work_or_one_that_died_and_how_to_remove_it():
     lock = ServerLock("exch01", RUN, "verify", taking=False, warn=print)
     result, warnings = lock.first_answered(lock_answer(held={**OTHER, "expires_at": "2026-12-06T23:00:00Z"}))
     assert result is None and warnings is not None
-    assert any("another exbe run is changing this server" in w for w in warnings)
+    (said,) = warnings
+    assert "another exbe run is changing this server, or it stopped without releasing its lock" in said
+    assert "`exbe unlock --server exch01 --run other0000001` removes it" in said
+
+
+def test_a_refused_lock_names_the_exact_unlock_command_of_its_run():
+    result, _ = ServerLock("exch01", RUN, "renew", taking=True, warn=print).first_answered(lock_answer(held=OTHER))
+    assert result is not None and "`exbe unlock --server exch01 --run other0000001` once it is gone" in result.message
 
 
 def test_a_lock_no_longer_this_runs_stops_carrying_its_context_and_is_a_warning():
@@ -133,3 +140,29 @@ def test_a_release_that_fails_once_is_sent_again_on_a_fresh_connection():
     lock.release_at_end(server, lambda: None)
     assert not lock.held and warnings == []
     assert server.shape() == ["lock:release"]
+
+
+# -- what the last run made (issue 27, item 2) -------------------------------------------------------------------------
+A, B, C = "A" * 40, "B" * 40, "C" * 40
+TAKEN = {"step": "lock", "phase": "begin", "replaces": {"my": [A]}}
+
+
+def found_last_run(journal: list[dict[str, Any]], how: str | None) -> lock_step.LockFacts:
+    last = {**OTHER, "journal": journal, "ended": {"how": how} if how else None}
+    return lock_step.LockFacts.parse(lock_answer(held=MINE, acquired=True, last_run=last)["data"])
+
+
+def test_the_replacement_is_what_the_last_runs_journal_recorded_for_its_renewal_or_clone():
+    renewed = {"step": "renew", "phase": "end", "ok": True, "result": {"replaced": A, "new_thumbprint": B.lower()}}
+    assert found_last_run([TAKEN, renewed], "released").replacement({A, B})[0] == B
+    cloned = {"step": "clone", "phase": "end", "ok": True, "result": {"new_thumbprint": C}}
+    replacement = found_last_run([TAKEN, cloned], "removed").replacement({A, C})
+    assert replacement == (C, "made by run other0000001 (renew) from agent agent02 to replace the back-end certificate")
+
+
+def test_a_run_stopped_before_recording_its_renewal_is_judged_by_what_my_gained_since_it_took_the_lock():
+    assert found_last_run([TAKEN], "removed").replacement({A, B})[0] == B
+    assert found_last_run([TAKEN], "removed").replacement({A, B, C}) is None, "two new ones: a human chooses"
+    assert found_last_run([TAKEN], "released").replacement({A, B}) is None, "a run that ended as it should"
+    assert found_last_run([TAKEN, {"step": "renew", "phase": "end", "ok": False, "result": {}}],
+                          "removed").replacement({A}) is None

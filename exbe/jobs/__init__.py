@@ -12,13 +12,12 @@ they run the servers' :class:`ServerJob` parts themselves (:func:`job_runner`).
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..auth_rule import Thresholds
 from ..errors import ConfigError
-from ..fleet import Progress, RunOptions, run_fleet
+from ..fleet import Fleetwide, Progress, RunOptions, run_fleet
 from ..model import ServerRun, Settings
 from ..server_run import ServerJob
 from ..settings import Defaults
@@ -42,8 +41,8 @@ def run_job(servers: list[Server], task: str, credentials: Credentials, settings
         raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
     job = JOBS[task]
 
-    def start(server: Server, restart_gate: threading.Lock) -> ServerJob:
-        return job(server, task, credentials, settings, options, progress, restart_gate)
+    def start(server: Server, fleetwide: Fleetwide) -> ServerJob:
+        return job(server, task, credentials, settings, options, progress, fleetwide)
 
     return run_fleet(servers, start, options, progress, concurrency)
 

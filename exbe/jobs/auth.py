@@ -21,11 +21,10 @@ it waits for the servicelet as Microsoft describes: KB 2617816).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,7 +33,7 @@ from ..auth_exchange import OrgRead, Presence, ReadFailed
 from ..auth_rule import Decision, OrgAuthState, Thresholds, days_left, decide, effective_date, lead_time
 from ..errors import ConnectionFailed
 from ..facts import iso
-from ..fleet import Cancelled, Progress, RunOptions, fail_unexpectedly, mark_cancelled
+from ..fleet import Cancelled, Fleetwide, Progress, RunOptions, fail_unexpectedly, mark_cancelled, run_fleet
 from ..model import CheckResult, ServerRun, Settings, StepResult
 from ..steps import clone as clone_step
 from .backend import BackendJob
@@ -59,9 +58,18 @@ class AuthServer(BackendJob):
 
     LOCKING_TASKS: ClassVar[tuple[str, ...]] = ("auth", "federation")
 
+    locked = False  # this server is locked for the run (in a dry run: its lock was read)
+
+    def execute(self) -> ServerRun:
+        """The fleet's part (:func:`exbe.fleet.run_fleet`: first logon, lockout safety, cancellation): lock this
+        server and keep the session open; the organization job goes on from there and releases at its end."""
+        self.locked = _guard(self, self.take_lock) and self.run.error is None
+        return self.run
+
     def take_lock(self) -> bool:
         """Lock (or, in a dry run, look at the lock); False when this server must not be changed."""
         self.begin("lock")
+        self.log_on()
         answer = self.scripts([self.lock.first_statement()])[0]
         result, warnings = self.lock.first_answered(answer)
         if result is not None:
@@ -93,17 +101,26 @@ class AuthServer(BackendJob):
 def organization_run(servers: list[Server], task: str, credentials: Credentials, settings: Settings,
                      options: RunOptions, progress: Progress, concurrency: int,
                      body: Callable[[list[AuthServer], list[bool]], None]) -> list[ServerRun]:
-    """An organization job: every selected server locked (in parallel, ``concurrency`` at once), then ``body`` with
-    the servers and which of them are locked (the first one reads and changes the organization), then every lock
-    released; one record per server."""
-    gate = threading.Lock()
-    flows = [AuthServer(server, task, credentials, settings, options, progress, gate) for server in servers]
+    """An organization job: every selected server locked by the fleet (in parallel, ``concurrency`` at once, after
+    the run's first logon), then ``body`` with the servers and which of them are locked (the first one reads and
+    changes the organization), then every lock released; one record per server."""
+    jobs: dict[str, AuthServer] = {}
+
+    def start(server: Server, fleetwide: Fleetwide) -> AuthServer:
+        jobs[server.name] = AuthServer(server, task, credentials, settings, options, progress, fleetwide)
+        return jobs[server.name]
+
     started = time.monotonic()
+    runs = run_fleet(servers, start, dataclasses.replace(options, finished=None), progress, concurrency)
+    flows = []
+    for server, run in zip(servers, runs, strict=True):
+        flow = jobs.get(server.name) or AuthServer(server, task, credentials, settings, options, progress,
+                                                   Fleetwide())  # not started (cancelled, not attempted)
+        flow.run = run
+        flows.append(flow)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(flows))),
-                                thread_name_prefix=f"exbe-{task}") as pool:
-            locked = list(pool.map(lambda flow: _guard(flow, flow.take_lock) and flow.run.error is None, flows))
-        body(flows, locked)
+        if not options.cancel.requested:
+            body(flows, [flow.locked for flow in flows])
     finally:
         for flow in flows:
             _guard(flow, flow.release)

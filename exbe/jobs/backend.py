@@ -102,7 +102,7 @@ class BackendJob(ServerJob):
         self.facts = HostFacts.parse(envelope["data"])
         warnings = [*lock_warnings, *envelope["warnings"], *self._exchange_warnings()]
         try:
-            selection = select_backend(self.facts, self.settings)
+            selection = select_backend(self.facts, self.settings, replacement=self.lock.replacement(self.facts))
         except SelectionError as exc:
             if exc.candidates:  # several possible back-end certificates and none bound: a human must choose
                 return self.fail("preflight", str(exc), duration, warnings=warnings)
@@ -256,7 +256,8 @@ class BackendJob(ServerJob):
         """iisreset, one server of the fleet at a time, waiting for W3SVC, then one start attempt for W3SVC/WAS if
         they stayed stopped. It ends the Exchange endpoint's pools: the next Exchange call opens a new one."""
         started = time.monotonic()
-        with self.restart_gate:  # a cancel that came while waiting for the gate stops the restart before it starts
+        # a cancel that came while waiting for the gate stops the restart before it starts
+        with self.fleetwide.restart_gate:
             self.begin("restart")
             envelope = self.scripts([("restart", restart_step.plan(dry_run=self.settings.dry_run))],
                                     release=self._last_change("restart"), retake=True)[0]

@@ -22,6 +22,9 @@ FAULT_KINDS: dict[str, tuple[type, str]] = {
     "drop_request": (str, "ENDPOINT:N (winrm or exchange): only that endpoint's N-th HTTP request (from 1, "
                           "authentication rounds included) is dropped unanswered, before the server acts on it; the "
                           "others are served"),
+    "fail_request": (str, "ENDPOINT:N (winrm or exchange): only that endpoint's N-th HTTP request (counted as "
+                          "drop_request counts) answers HTTP 500 with a WSMan internal-error fault, before the server "
+                          "acts on it"),
     "latency_ms": (int, "added latency per HTTP request, in milliseconds (a WAN round trip)"),
     "auth_fail": (bool, "every authentication attempt is refused with 401"),
     "http_500": (bool, "every WSMan request answers HTTP 500 with a WSMan internal-error fault"),
@@ -42,6 +45,7 @@ class Faults:
     drop_after: int | None = None
     drop_in_step: str | None = None
     drop_request: str | None = None
+    fail_request: str | None = None
     latency_ms: int = 0
     auth_fail: bool = False
     http_500: bool = False
@@ -75,23 +79,31 @@ class Faults:
                     raise ValueError(f"sandbox fault {kind} needs a value, e.g. {kind}=bind")
                 value = raw.strip()
             setattr(faults, kind, value)
-        if faults.drop_request is not None:
-            faults.dropped_request()  # checks its form
+        faults.dropped_request()  # checks their form
+        faults._request("fail_request", faults.fail_request)
         return faults
 
     def dropped_request(self) -> tuple[str, int] | None:
         """``drop_request`` as (endpoint, request number); raises ValueError when it is not ``ENDPOINT:N``."""
-        if self.drop_request is None:
-            return None
-        endpoint, _, number = self.drop_request.partition(":")
-        if endpoint not in DROP_ENDPOINTS or not number.isdigit() or int(number) < 1:
-            raise ValueError(f"sandbox fault drop_request needs ENDPOINT:N with ENDPOINT {' or '.join(DROP_ENDPOINTS)} "
-                             f"and N from 1, got {self.drop_request!r}")
-        return endpoint, int(number)
+        return self._request("drop_request", self.drop_request)
 
     def drops(self, endpoint: str, number: int) -> bool:
         """Whether the ``number``-th request on ``endpoint`` is dropped (``drop_request``)."""
         return self.dropped_request() == (endpoint, number)
+
+    def fails(self, endpoint: str, number: int) -> bool:
+        """Whether the ``number``-th request on ``endpoint`` answers HTTP 500 (``fail_request``)."""
+        return self._request("fail_request", self.fail_request) == (endpoint, number)
+
+    @staticmethod
+    def _request(kind: str, spec: str | None) -> tuple[str, int] | None:
+        if spec is None:
+            return None
+        endpoint, _, number = spec.partition(":")
+        if endpoint not in DROP_ENDPOINTS or not number.isdigit() or int(number) < 1:
+            raise ValueError(f"sandbox fault {kind} needs ENDPOINT:N with ENDPOINT {' or '.join(DROP_ENDPOINTS)} "
+                             f"and N from 1, got {spec!r}")
+        return endpoint, int(number)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, False, 0)}

@@ -232,7 +232,8 @@ class _Connection:
         number = host.next_request_number()
         if faults.drop_after is not None and number > faults.drop_after:
             return None
-        if faults.drops(counter, host.next_endpoint_request_number(counter)):
+        number = host.next_endpoint_request_number(counter)
+        if faults.drops(counter, number):
             return None
         if not configuration:
             return http_response(404)
@@ -274,6 +275,10 @@ class _Connection:
             return http_response(400)  # WinRM over HTTP refuses unencrypted bodies (AllowUnencrypted=false)
 
         relates_to = ""
+        if faults.fails(counter, number):  # read (and decrypted) as WinRM does, then refused before acting on it
+            host.count(counter, "http_500")
+            return self._fault(wsman.Fault(500, 2147943418, "The WS-Management service encountered an internal "
+                                           "error."), wsman.parse_request(body).message_id)
         try:
             wsman_request = wsman.parse_request(body)
             relates_to = wsman_request.message_id

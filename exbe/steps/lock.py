@@ -50,6 +50,9 @@ RESULT = {"action": (str,), "now": (str,), "held": (dict, type(None)), "last_run
 #: and what it holds (:func:`context`).
 CONTEXT_KEY = "lock"
 CONTEXT = {"run_id": (str,), "ttl_minutes": (int,)}
+#: The journal entries whose result names a certificate made to replace the back-end one (``new_thumbprint``): the
+#: Exchange endpoint's renewal (a note) and the clone.
+REPLACING_STEPS = ("renew", "clone")
 
 
 def request(action: str, run_id: str, agent: str, task: str, *, force: bool = False,
@@ -98,6 +101,14 @@ class LockRecord:
             return (f"an unreadable lock record ({self.unreadable}); expires at {_at(self.expires_at)}")
         return (f"run {self.run_id} ({self.task}) from agent {self.agent} since {_at(self.started_at)}; expires at "
                 f"{_at(self.expires_at)}")
+
+    def held_by_another(self, server: str) -> str:
+        """A lock another run holds and that has not expired, as what it may be: that run at work, or one that died
+        without releasing it (one read cannot tell them apart: a live run moves the expiry on at each step)."""
+        unlock = f"`exbe unlock --server {server} --run {self.run_id}`" if self.run_id else \
+            f"`exbe unlock --server {server} --yes`"
+        return (f"locked by {self.holder()}: another exbe run is changing this server, or it stopped without "
+                f"releasing its lock; if that run is gone, {unlock} removes it (or wait for its expiry)")
 
     def expired(self, now: datetime.datetime) -> bool:
         return self.expires_at is None or self.expires_at <= now
@@ -149,6 +160,26 @@ class LockFacts:
                    last_run=LockRecord.parse(data.get("last_run")), acquired=bool(data.get("acquired")),
                    took_over=LockRecord.parse(data.get("took_over")), released=bool(data.get("released")),
                    removed=LockRecord.parse(data.get("removed")), refused=data.get("refused") or None)
+
+    def replacement(self, my_now: set[str]) -> tuple[str, str] | None:
+        """The certificate the last run made to replace the back-end certificate, and in words who made it: what
+        its journal recorded (a renewal's or a clone's result), else, for a run that stopped without recording one,
+        the one certificate LocalMachine\\My gained after it took the lock. None when there is no such run or
+        certificate. Selection prefers it when 444 names none (:func:`exbe.selection.select_backend`)."""
+        record = self.took_over or (self.held if self.held is not None and not self.acquired else None) \
+            or self.last_run
+        if record is None or record.unreadable:
+            return None
+        who = f"run {record.run_id} ({record.task}) from agent {record.agent}"
+        for entry in reversed(record.journal):
+            result = entry.get("result") if isinstance(entry.get("result"), Mapping) else {}
+            if entry.get("step") in REPLACING_STEPS and entry.get("phase") == "end" and entry.get("ok") \
+                    and result.get("new_thumbprint"):
+                return str(result["new_thumbprint"]).upper(), f"made by {who} to replace the back-end certificate"
+        created = leftovers(record, my_now, set())
+        if len(created) == 1 and (record.ended or {}).get("how") != "released":
+            return created[0], f"created after {who} took the lock, which stopped before recording its renewal"
+        return None
 
     def interrupted(self) -> LockRecord | None:
         """The journal of a run that did not end by releasing its lock, and that no run has followed since: the
