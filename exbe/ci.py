@@ -114,7 +114,7 @@ class CiReporter:
         notes: list[tuple[str, str]] = []
         for run in runs:
             server, outcome = self._value(run.server), verdict(run)
-            if outcome == "unreachable" or (outcome == "failed" and run.error_kind):
+            if outcome in ("unreachable", "cancelled", "not_attempted") or (outcome == "failed" and run.error_kind):
                 errors.append((f"{server} {outcome}: {self._value(run.error)}", run.server))
             elif outcome == "failed":
                 failing = findings(run, "fail")

@@ -78,7 +78,7 @@ def verdict(run: ServerRun, *, dry_run: bool = False) -> str:
     """One server's outcome (:func:`exbe.report.verdict`) in the recap's words, which are exbe's own (never
     redacted, never from a server): a server exbe did not try says why; a dry run says whether it would change."""
     kind = report.verdict(run)
-    if kind == "unreachable":
+    if kind in ("unreachable", "cancelled", "not_attempted"):
         return NOT_RUN_KINDS.get(run.error_kind or "", "UNREACHABLE")
     if dry_run:
         if plan_blocked(run):

@@ -83,7 +83,7 @@ CONNECTION_KINDS: dict[str, tuple[str, str]] = {
     ),
     "timeout": (
         "the server did not answer in time",
-        "check the server's load, or raise exbe.defaults.connect_timeout / operation_timeout",
+        "check the server's load, or raise the setting named above (per server in the inventory, or exbe.defaults)",
     ),
     "dropped": (
         "the server closed the connection",

@@ -134,12 +134,14 @@ class ServerLock:
         try:
             envelopes = run(statements)
         except ConnectionFailed as lost:
-            if lost.kind in ANSWER_LOST_KINDS and any(step == "lock" and data["action"] == "acquire"
-                                                      for step, data in statements):
-                self._maybe_held = True
+            if lost.kind in ANSWER_LOST_KINDS:
+                if any(step == "lock" and data["action"] == "acquire" for step, data in statements):
+                    self._maybe_held = True
+                if noted:  # it may have been written: not twice (a pipeline that never left keeps it for the next)
+                    self._note = None
             raise
         if noted:
-            self._note = None  # kept until a pipeline carrying it was answered: a lost one takes it to the next
+            self._note = None
         for request, envelope in zip([*head, *tail], [*envelopes[:len(head)], *envelopes[len(envelopes) - len(tail):]],
                                      strict=True):
             self._tail_answered(request["action"], envelope, stage)

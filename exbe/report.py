@@ -53,9 +53,11 @@ STATUSES = frozenset({"ok", "changed", "failed", "skipped", "pass", "warn", "fai
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 #: What a server's run came to, worst last: findings decide the first three, ``unreachable`` means exbe could not
-#: work on the server at all (its run has an ``error_kind`` other than ``unexpected``, which is exbe's own failure).
-Verdict = Literal["passed", "warnings", "failed", "unreachable"]
-VERDICTS: tuple[Verdict, ...] = ("passed", "warnings", "failed", "unreachable")
+#: work on the server at all (its run has an ``error_kind`` other than ``unexpected``, which is exbe's own failure),
+#: ``cancelled`` that a stop request ended its run, ``not_attempted`` that exbe did not try it (another server refused
+#: the credentials).
+Verdict = Literal["passed", "warnings", "failed", "unreachable", "cancelled", "not_attempted"]
+VERDICTS: tuple[Verdict, ...] = ("passed", "warnings", "failed", "unreachable", "cancelled", "not_attempted")
 
 #: Tasks that end in verify: in their reports every server carries every check, judged or skipped with the reason.
 VERIFYING_TASKS = frozenset({"renew", "verify", "cleanup"})
@@ -122,7 +124,10 @@ def warnings(run: ServerRun) -> list[str]:
 
 
 def verdict(run: ServerRun) -> Verdict:
-    """``unreachable`` (exbe could not work on the server), ``failed``, ``warnings`` or ``passed``."""
+    """``cancelled``, ``not_attempted``, ``unreachable`` (exbe could not work on the server), ``failed``,
+    ``warnings`` or ``passed``."""
+    if run.error_kind in ("cancelled", "not_attempted"):
+        return "cancelled" if run.error_kind == "cancelled" else "not_attempted"
     if run.error_kind is not None and run.error_kind != "unexpected":
         return "unreachable"
     if run.failed:

@@ -36,7 +36,7 @@ _BAR_WIDTH = 40
 
 def severity(run: ServerRun) -> tuple[int, float, str]:
     """Sort key, most severe first: failed, unreachable, warnings, passed; then fewest days left; then the name."""
-    rank = {"failed": 0, "unreachable": 1, "warnings": 2, "passed": 3}[verdict(run)]
+    rank = {"failed": 0, "unreachable": 1, "not_attempted": 1, "cancelled": 1, "warnings": 2, "passed": 3}[verdict(run)]
     days = backend_days_left(run)
     return rank, float("inf") if days is None else days, run.server
 

@@ -461,8 +461,10 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
             return "no_credentials", ""
         if isinstance(cause, requests.exceptions.SSLError):
             return "tls_validation", _first_line(text)
-        if isinstance(cause, (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout)):
-            return "timeout", ""
+        if isinstance(cause, requests.exceptions.ConnectTimeout):
+            return "timeout", "no connection within connect_timeout (exbe.defaults.connect_timeout)"
+        if isinstance(cause, requests.exceptions.ReadTimeout):
+            return "timeout", "no answer within read_timeout (exbe.defaults.read_timeout)"
         if isinstance(cause, requests.exceptions.ConnectionError):
             lowered = text.lower()
             if any(words in lowered for words in ("name or service not known", "nodename nor servname",
@@ -473,7 +475,7 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
             return "unreachable", ""
         if isinstance(cause, WSManFaultError):
             if cause.code == 2150858793:
-                return "timeout", "WSMan operation timeout"
+                return "timeout", "WSMan operation timeout (exbe.defaults.operation_timeout)"
             return "server_error", _first_line(f"WSMan fault {cause.code}: {cause.reason}")
         if isinstance(cause, WinRMTransportError):
             if cause.code in (404, 405):

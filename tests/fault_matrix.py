@@ -63,7 +63,7 @@ FAULT_POINTS = (
     *(f"step_fail={step}" for step in ("facts", "clone", "trust", "bind", "restart", "cleanup")),
     *(f"step_fail={cmdlet}" for cmdlet in ("Get-ExchangeCertificate", "New-ExchangeCertificate")),
     "bind_com_error",
-    *(f"drop_in_step={step}" for step in ("clone", "trust", "bind", "restart", "cleanup")),
+    *(f"drop_in_step={step}" for step in ("lock", "clone", "trust", "bind", "restart", "cleanup")),
     "http_500",
     "operation_timeout",
     "iisreset_timeout",
@@ -313,15 +313,19 @@ def run_case(workdir: Path, scenario: str, fault: str) -> tuple[Outcome, dict[st
 
 
 def grid(workdir: Path, scenarios: Sequence[str], points: Sequence[str] = FAULT_POINTS, *,
-         drop_stride: int | None = 1, report: Callable[[Outcome], None] | None = None) -> Totals:
+         drop_stride: int | None = 1, fail_stride: int | None = None,
+         report: Callable[[Outcome], None] | None = None) -> Totals:
     """``scenarios`` x (no fault, ``points``, a one-request drop at every ``drop_stride``-th request index of the
-    clean chain on each endpoint; None: no drops), each with its rerun."""
+    clean chain on each endpoint, and a single HTTP 500 at every ``fail_stride``-th one; None: none), each with its
+    rerun."""
     totals = Totals()
     started = time.monotonic()
     for scenario in scenarios:
         clean, counts = run_case(workdir, scenario, "")
         cases = [*points, *(f"drop_request={endpoint}:{n}" for endpoint in DROP_ENDPOINTS
-                            for n in range(1, counts[endpoint] + 1, drop_stride or 1) if drop_stride)]
+                            for n in range(1, counts[endpoint] + 1, drop_stride or 1) if drop_stride),
+                 *(f"fail_request={endpoint}:{n}" for endpoint in DROP_ENDPOINTS
+                   for n in range(1, counts[endpoint] + 1, fail_stride or 1) if fail_stride)]
         for outcome in [clean, *(run_case(workdir, scenario, fault)[0] for fault in cases)]:
             totals.outcomes.append(outcome)
             if report is not None:
@@ -555,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="exbe-fault-matrix-") as work, credentials():
         workdir = Path(work)
         started = time.monotonic()
-        totals = grid(workdir, args.scenario or scenario_names(), drop_stride=args.drop_stride, report=report)
+        totals = grid(workdir, args.scenario or scenario_names(), drop_stride=args.drop_stride,
+                      fail_stride=args.drop_stride, report=report)
         for extra in [*(concurrent_renews(workdir, n) for n in range(3)),
                       *(cancelled_fleet(workdir, delay) for delay in (0.5, 1.5, 3.0))]:
             totals.outcomes.append(extra)

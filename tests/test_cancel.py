@@ -202,3 +202,13 @@ def test_a_renewal_interrupted_before_its_bind_on_a_server_without_a_444_certifi
     assert after.https_binding(BACKEND_SITE, 444).certificate_hash == new, "the interrupted run's certificate"
     assert {c.thumbprint for c in after.my} == mine, "no further certificate"
     assert exbe(fleet, "verify", "--server", "exch01").code == 0
+
+
+def test_json_and_junit_call_a_cancelled_server_cancelled_not_unreachable(start_fleet, exbe, tmp_path, monkeypatch):
+    fleet = start_fleet([("exch01", "backend_expiring")])
+    cancel_after(monkeypatch, "renew")
+    record, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    assert exbe(fleet, "renew", "--server", "exch01", "--json", str(record), "--junit", str(junit)).code == 130
+    assert json.loads(record.read_text())["servers"][0]["verdict"] == "cancelled"
+    (suite,) = junitparser.JUnitXml.fromfile(str(junit))
+    assert {p.name: p.value for p in suite.properties()}.get("verdict") == "cancelled"

@@ -328,3 +328,11 @@ def test_with_the_right_password_every_server_logs_on_once_per_endpoint(start_fl
     seen = _ntlm_authenticate_messages(monkeypatch)
     assert exbe(fleet, "verify", "--all").code == 0
     assert len(seen) == 3 * 2, "one logon per endpoint and server: the first one's wait costs no extra logon"
+
+
+def test_json_calls_a_server_exbe_did_not_try_not_attempted(start_fleet, exbe, tmp_path, monkeypatch):
+    fleet = start_fleet([("exch01", "healthy"), ("exch02", "healthy")])
+    record = tmp_path / "r.json"
+    exbe(fleet, "verify", "--all", "--json", str(record), password="Wr0ng-password")
+    verdicts = sorted(s["verdict"] for s in json.loads(record.read_text())["servers"])
+    assert verdicts == ["not_attempted", "unreachable"]
