@@ -49,7 +49,6 @@ def run_job(servers: list[Server], task: str, credentials: Credentials, settings
 
 #: run_job's signature: servers, task, credentials, settings, run options, progress, concurrency.
 Runner = Callable[..., list[ServerRun]]
-ORGANIZATION_TASKS = ("auth", "federation")
 
 
 def job_runner(task: str, given: JobFlags | None, defaults: Defaults, default: Runner) -> Runner:
