@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from .checks_auth import auth_next, auth_previous, federation_cert
 from .facts import Binding, Certificate, ExchangeFacts, HostFacts, iso
 from .model import CheckResult, CheckStatus, Settings
 from .selection import (
@@ -281,21 +282,21 @@ def auth_cert(ctx: _Context) -> CheckResult:
     thumb = auth.current
     if not thumb:
         return _fail("auth_cert", f"{ctx.server}: Get-AuthConfig names no current Auth certificate; create one "
-                                  "(MonitorExchangeAuthCertificate.ps1)")
+                                  "with `exbe auth`")
     cert = ctx.facts.certificate(thumb)
     if cert is None:
         return _fail("auth_cert", f"{ctx.server}: the current Auth certificate {short(thumb)} is not in "
-                                  "LocalMachine\\My; renew it (MonitorExchangeAuthCertificate.ps1)", value=thumb)
+                                  "LocalMachine\\My; `exbe auth` imports or replaces it", value=thumb)
     days = ctx.days(cert)
     if days <= 0:
         return _fail("auth_cert", f"{ctx.server}: the Auth certificate {short(thumb)} expired on "
-                                  f"{cert.not_after.date()} (OWA/ECP redirect loops, Event 1003); renew it "
-                                  "(MonitorExchangeAuthCertificate.ps1)", value=days)
+                                  f"{cert.not_after.date()} (OWA/ECP redirect loops, Event 1003); replace it "
+                                  "with `exbe auth`", value=days)
     staged = ctx.facts.certificate(auth.next)
     if days < ctx.settings.warn_days and not (staged and ctx.days(staged) > 0):
         return CheckResult("auth_cert", "warn", f"{ctx.server}: the Auth certificate {short(thumb)} expires in {days} "
-                                                "days and no next certificate is staged; renew it "
-                                                "(MonitorExchangeAuthCertificate.ps1)", value=days)
+                                                "days and no next certificate is staged; stage one "
+                                                "with `exbe auth`", value=days)
     return CheckResult("auth_cert", "pass", f"{ctx.server}: the Auth certificate {short(thumb)} expires in {days} "
                                             "days", value=days)
 
@@ -393,8 +394,9 @@ def interrupted_run(ctx: _Context) -> CheckResult:
 CHECKS: tuple[Check, ...] = (
     backend_binding_present, backend_days_left, backend_signature, backend_key_size, backend_key_provider,
     no_ip_specific_444, backend_no_hsts, root_copy, loopback_443, default_site_not_self_signed,
-    internal_transport_cert, auth_cert, serialization_signing, w3svc_running, tls_444_serves_bound,
-    backend_http_401, interrupted_run,
+    internal_transport_cert, auth_cert, auth_next, auth_previous, federation_cert, serialization_signing,
+    w3svc_running,
+    tls_444_serves_bound, backend_http_401, interrupted_run,
 )
 
 

@@ -62,6 +62,7 @@ class TaskOptions:
     run: str | None = None  # `exbe unlock --run R`: remove only that run's lock
     yes: bool = False  # `exbe unlock --yes`: remove whatever lock is there
     output: str | None = None  # `exbe render --output F`: the hand-run script's file
+    jobs: Any = None  # `exbe auth` / `exbe federation`: their own flags (exbe.jobs.JobFlags)
 
 
 def run_task(c: Any, task: str, options: TaskOptions) -> None:
@@ -76,7 +77,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     from .fleet import Cancel, RunOptions, cancel_grace
     from .html_report import write_html
     from .inventory import select_servers, servers
-    from .jobs import run_job
+    from .jobs import job_runner, run_job
     from .locations import inventory_locations
     from .metrics import write_metrics
     from .model import Settings
@@ -136,8 +137,8 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
             progress = console.step
             started = time.monotonic()
             with cancel_on_signals(cancel, cancel_grace(chosen)):
-                runs = run_job(chosen, JOB_OF.get(task, task), credentials, settings, run_options, progress,
-                               defaults.concurrency)
+                runs = job_runner(task, options.jobs, defaults, run_job)(
+                    chosen, JOB_OF.get(task, task), credentials, settings, run_options, progress, defaults.concurrency)
             wall_time_s = time.monotonic() - started
             for run in runs:
                 run.simulated = sandbox

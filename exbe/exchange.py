@@ -44,6 +44,7 @@ from .facts import (
     ExchangeCertificate,
     ExchangeFacts,
     ExchangeServer,
+    FederationFacts,
     normalise_thumbprint,
     parse_time,
 )
@@ -56,6 +57,7 @@ _TYPES = {
     "SettingOverride": "override",
     "TransportService": "transport",
     "TransportServer": "transport",  # the type Get-TransportService emits
+    "FederationTrust": "federation",
 }
 #: Microsoft.Exchange.Data.AllowedServices flags (the values the captured SerializationData carries: 27 =
 #: IMAP, POP, IIS, SMTP; 16 = SMTP).
@@ -77,6 +79,7 @@ def read_statements(server_name: str) -> list[list[Command]]:
         [("Get-AuthConfig", {})],
         [("Get-SettingOverride", {})],
         [("Get-TransportService", {"Identity": server_name})],
+        [("Get-FederationTrust", {})],
         [("Get-ExchangeCertificate", {"Server": server_name}), ("Select-Object", {"Property": PROJECTED_PROPERTIES})],
     ]
 
@@ -92,6 +95,8 @@ READS = (
     batch.Statement("Get-AuthConfig", _of_kind("auth"), ("Get-AuthConfig",)),
     batch.Statement("Get-SettingOverride", _of_kind("override"), ("Get-SettingOverride",), writes_output=False),
     batch.Statement("Get-TransportService", _of_kind("transport"), ("Get-TransportService",)),
+    # an organization without a Federation trust answers nothing
+    batch.Statement("Get-FederationTrust", _of_kind("federation"), ("Get-FederationTrust",), writes_output=False),
     batch.Statement("Get-ExchangeCertificate | Select-Object", _of_kind("projection"),
                     ("Get-ExchangeCertificate", "Select-Object"), writes_output=False),
 )
@@ -111,10 +116,11 @@ def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None
     notes = [note for answer in answers for note in _notes(answer)]
     if not any(answer.output for answer in answers):  # nothing answered (a lost runspace, an unusable endpoint)
         return None, notes
-    server, auth, overrides, transport, projected = answers
+    server, auth, overrides, transport, federation, projected = answers
     unread: dict[str, str] = {}
     certificates_unknown = ""
-    objects = [*server.output, *auth.output, *overrides.output, *transport.output, *projected.output]
+    objects = [*server.output, *auth.output, *overrides.output, *transport.output, *federation.output,
+               *projected.output]
     refusal = _certificates_refusal(projected)
     if refusal is not None and refusal[0] == "denied":
         certificates_unknown = refusal[1]
@@ -124,7 +130,8 @@ def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None
         objects += full.output
         if full.failed:  # records beside objects (one certificate it could not read) are notes, not a failure
             certificates_unknown = f"Get-ExchangeCertificate failed: {full.why()}"
-    for key, answer in (("server", server), ("auth", auth), ("overrides", overrides), ("transport", transport)):
+    for key, answer in (("server", server), ("auth", auth), ("overrides", overrides), ("transport", transport),
+                        ("federation", federation)):
         if not answer.clean and not answer.output:
             unread[key] = f"{answer.statement.name}: {answer.why()}"
     if certificates_unknown:
@@ -185,6 +192,7 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name:
     auth = AuthConfig()
     overrides: list[dict[str, Any]] = []
     internal = None
+    federation: FederationFacts | None = None
     for obj in result.output:
         kind = kind_of(obj)
         props = _props(obj)
@@ -204,11 +212,14 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name:
         elif kind == "auth":
             auth = AuthConfig(current=normalise_thumbprint(props.get("CurrentCertificateThumbprint")),
                               next=normalise_thumbprint(props.get("NextCertificateThumbprint")),
-                              next_effective=_time(props.get("NextCertificateEffectiveDate")))
+                              next_effective=_time(props.get("NextCertificateEffectiveDate")),
+                              previous=normalise_thumbprint(props.get("PreviousCertificateThumbprint")))
         elif kind == "override":
             overrides.append({key: _plain(value) for key, value in props.items()})
         elif kind == "transport":
             internal = normalise_thumbprint(props.get("InternalTransportCertificateThumbprint"))
+        elif kind == "federation":
+            federation = federation_facts(props)
     state = signing.judge(server.version if server else None, None if "overrides" in unread else overrides,
                           (server.name if server else None) or server_name)
     if state.on is None:
@@ -220,7 +231,7 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name:
                                        assignments[thumb])
         listed.append(cert)
     facts = ExchangeFacts(server=server, certificates=tuple(listed), auth=auth, serialization_signing=state.on,
-                          internal_transport=internal, signing_why=state.why, unread=unread)
+                          internal_transport=internal, signing_why=state.why, unread=unread, federation=federation)
     missing = [c.thumbprint for c in listed if c.services is None]
     if "certificates" in unread:
         return facts.with_assignments_unknown(unknown_because or unread["certificates"])
@@ -248,6 +259,20 @@ def read_certificate(obj: Any) -> ExchangeCertificate | None:
         parsed.issuer == parsed.subject if parsed else None)
     return ExchangeCertificate(thumbprint=thumb, subject=subject, not_after=not_after, self_signed=self_signed,
                                services=services(props["Services"]) if "Services" in props else None)
+
+
+def federation_facts(props: dict[str, Any]) -> FederationFacts:
+    """A FederationTrust's certificates: the thumbprints from ``Org*PrivCertificate`` (strings), the expiry from the
+    ``Org*Certificate`` X509 objects (``RawData``; Microsoft's documented property names, the wire shape a belief)."""
+    def one(certificate: str, thumbprint: str) -> tuple[str | None, datetime.datetime | None]:
+        cert = read_certificate(props.get(certificate)) if props.get(certificate) is not None else None
+        thumb = normalise_thumbprint(props.get(thumbprint)) or (cert.thumbprint if cert else None)
+        return thumb, cert.not_after if cert is not None and cert.thumbprint == thumb else None
+
+    current, current_after = one("OrgCertificate", "OrgPrivCertificate")
+    nxt, next_after = one("OrgNextCertificate", "OrgNextPrivCertificate")
+    previous, _ = one("OrgPrevCertificate", "OrgPrevPrivCertificate")
+    return FederationFacts(current, nxt, previous, current_after, next_after)
 
 
 def new_certificate(session: Session, params: dict[str, Any]) -> tuple[str | None, list[str]]:

@@ -231,6 +231,18 @@ class AuthConfig:
     current: str | None = None
     next: str | None = None
     next_effective: datetime.datetime | None = None
+    previous: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FederationFacts:
+    """The Federation trust's certificates (``Get-FederationTrust``): thumbprints and expiry, None where unset."""
+
+    current: str | None = None
+    next: str | None = None
+    previous: str | None = None
+    current_not_after: datetime.datetime | None = None
+    next_not_after: datetime.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +260,7 @@ class ExchangeFacts:
     #: what the Exchange endpoint did not answer, and why (keys: server, auth, overrides, transport, certificates,
     #: signing): unknown, never taken for empty
     unread: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    federation: FederationFacts | None = None  # None: no Federation trust (or it was not read)
 
     def certificate(self, thumbprint: str | None) -> ExchangeCertificate | None:
         wanted = normalise_thumbprint(thumbprint)

@@ -99,6 +99,22 @@ class SandboxDefaults:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuthCertificateDefaults:
+    """The organization's Auth certificate (`exbe auth`): MonitorExchangeAuthCertificate.ps1's thresholds
+    (CSS-Exchange, DataCollection/Get-ExchangeAuthCertificateStatus.ps1 and ConfigurationAction/
+    New-ExchangeAuthCertificate.ps1), the defaults."""
+
+    renew_days: int = setting(60, "stage a next Auth certificate when the current one has this many days left or "
+                                  "fewer", at_least=1)
+    next_min_days: int = setting(120, "a staged next Auth certificate with this many days left or fewer is staged "
+                                      "again", at_least=0)
+    lead_days: int = setting(30, "days between staging the next Auth certificate and its effective date (shorter "
+                                 "when the current one expires sooner: 4, 2 or 0 days, as MEAC does)", at_least=0)
+    skew_minutes: int = setting(15, "minutes added to the server's clock for an effective date of 'now', so clock "
+                                    "skew never makes Set-AuthConfig refuse a date in the past", at_least=1)
+
+
+@dataclasses.dataclass(frozen=True)
 class Defaults:
     """Every setting, as ``exbe.defaults`` in a configuration file holds them."""
 
@@ -135,6 +151,7 @@ class Defaults:
     template_dir: str = setting("", "a directory whose templates override the shipped ones (empty: none); set it in "
                                     "a configuration file: from EXBE_TEMPLATE_DIR it is warned about on every run")
     sandbox: SandboxDefaults = section(SandboxDefaults, "the embedded sandbox")
+    auth_certificate: AuthCertificateDefaults = section(AuthCertificateDefaults, "the Auth certificate (`exbe auth`)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,7 +57,7 @@ TaskBody = Callable[..., None]
 METAVARS = {"server": "NAME", "group": "NAME", "shard": "I/N", "junit": "FILE", "json": "FILE", "metrics": "FILE",
             "html": "FILE", "output": "FILE", "run": "RUN_ID", "smtp": "keep|move", "thumbprint": "THUMBPRINT",
             "restart-iis": "always", "scenarios": "mixed|LIST", "faults": "SPEC", "state-dir": "DIR",
-            "inventory": "FILE"}
+            "inventory": "FILE", "cer": "FILE", "domain": "DOMAIN"}
 
 
 class ExbeTask(Task[TaskBody]):
@@ -217,6 +217,44 @@ def unlock(c: Context, server: list[str] | None = None, all_: bool = False, grou
 #: The scripts `exbe render` writes (the manual path's tasks).
 RENDERABLE = ("renew", "verify", "trust", "bind", "cleanup")
 
+
+@exbe_task(hybrid="acknowledge a hybrid organization: stage anyway, write the next certificate's public part (.cer) "
+                  "and print what to do in Entra before its effective date",
+           ignore_unreachable="act although a selected server could not be read (MEAC's IgnoreUnreachableServers)",
+           cer="with --hybrid: write the next Auth certificate's public part here (default auth-next-<thumb>.cer)")
+def auth(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+         shard: str | None = None, dry_run: bool = False, hybrid: bool = False, ignore_unreachable: bool = False,
+         cer: str | None = None, junit: str | None = None, json_: str | None = None, metrics: str | None = None,
+         sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
+    """The organization's Auth certificate: read it once, then stage, replace or publish as MEAC's rule says.
+
+    The first selected server reads and changes the organization (Set-AuthConfig is organization-wide); every
+    selected server is locked meanwhile and checked for the current and next certificates."""
+    from .jobs.flags import JobFlags
+
+    run_task(c, "auth", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
+                                    junit=junit, json=json_, metrics=metrics, sandbox=sandbox, keep_going=keep_going,
+                                    verbose=verbose, jobs=JobFlags(hybrid=hybrid, ignore_unreachable=ignore_unreachable,
+                                                                   cer=cer)))
+
+
+@exbe_task(publish="publish the staged next certificate once every server has it (Set-FederationTrust "
+                   "-PublishFederationCertificate)", domain="the federated domain whose DNS TXT proof is printed")
+def federation(c: Context, server: list[str] | None = None, all_: bool = False, group: str | None = None,
+               shard: str | None = None, dry_run: bool = False, publish: bool = False, domain: str | None = None,
+               junit: str | None = None, json_: str | None = None, metrics: str | None = None,
+               sandbox: bool = False, keep_going: bool = False, verbose: bool = False) -> None:
+    """The Federation trust's certificate before it expires: stage a next one, print its DNS proof, publish it.
+
+    An expired one is refused with Microsoft's procedure (the trust is removed and created again by a human)."""
+    from .jobs.flags import JobFlags
+
+    run_task(c, "federation", TaskOptions(server=server or [], all=all_, group=group, shard=shard, dry_run=dry_run,
+                                          junit=junit, json=json_, metrics=metrics, sandbox=sandbox,
+                                          keep_going=keep_going, verbose=verbose,
+                                          jobs=JobFlags(publish=publish, domain=domain)))
+
+
 @task(klass=ExbeTask, positional=["task_name"], iterable=["server"], auto_shortflags=False, help={
     "task-name": f"the script to write: {', '.join(RENDERABLE)}", "days": flag_help("--days"),
     "force": "renew even when healthy", "smtp": flag_help("--smtp"), "no-trust": flag_help("--no-trust"),
@@ -329,5 +367,6 @@ def sandbox(c: Context, hosts: int = SANDBOX.hosts, scenarios: str = SANDBOX.sce
 yaml_only.install()  # plain `invoke` loads tasks.py, then the project's and -f's files: never as Python
 
 #: The task table: a new task is one function above and one entry here.
-ns = Collection(preflight, renew, trust, bind, restart, verify, cleanup, status, unlock, render, sandbox)
+ns = Collection(preflight, renew, trust, bind, restart, verify, cleanup, status, unlock, auth, federation, render,
+                sandbox)
 ns.configure(collection_config())

@@ -61,6 +61,9 @@ class PipelineOutput:
     warnings: list[str]
     failed: str | None  # message of the terminating error, None when the pipeline completed
     events: list[Event] = dataclasses.field(default_factory=list)
+    #: each error's category reason (the exception's type name, e.g. ``InvalidOperationException``), as ``errors``
+    #: and then ``failed`` list them; "" where the record names none
+    reasons: list[str] = dataclasses.field(default_factory=list)
 
 
 def preload() -> None:
@@ -157,6 +160,7 @@ class Session:
                 ps = self._run(pool, build)
             output = ps.output
             errors = [_error_text(e) for e in ps.streams.error]
+            reasons = [str(getattr(e, "reason", None) or "") for e in ps.streams.error]
             warnings = [str(w) for w in ps.streams.warning]
             events: list[Event] = [(kind, server_error(item) if kind == "error" else item)
                                    for kind, item in ps.events]
@@ -166,7 +170,7 @@ class Session:
                 errors = errors[:-1] if errors else errors
                 if not ps.streams.error:  # a Failed state without its record: the failure is still an event
                     events.append(("error", ServerError(failed)))
-            return PipelineOutput(list(output), errors, warnings, failed, events)
+            return PipelineOutput(list(output), errors, warnings, failed, events, reasons)
 
     @staticmethod
     def _run(pool: Any, build: Callable[[Any], None]) -> Any:

@@ -334,6 +334,70 @@ def grid(workdir: Path, scenarios: Sequence[str], points: Sequence[str] = FAULT_
     return totals
 
 
+# -- the Auth certificate (issue 23): `exbe auth` on an organization of two servers ---------------------------------
+#: Fault points of `exbe auth` on the server that reads and changes the organization (exch01).
+AUTH_FAULT_POINTS = (
+    *(f"step_fail={cmdlet}" for cmdlet in ("Get-AuthConfig", "Get-ExchangeCertificate", "New-ExchangeCertificate",
+                                           "Set-AuthConfig")),
+    *(f"step_fail={step}" for step in ("lock", "clone", "restart")),
+    *(f"drop_in_step={step}" for step in ("clone", "restart")),
+    "exchange_unavailable",
+)
+
+
+def auth_violations(states: dict[str, list[HostState]]) -> list[str]:
+    """AuthConfig must name only certificates present on every server, except a next one staged for later (the
+    servicelet copies it): in every saved state, the current certificate is in that server's My."""
+    found = []
+    for name, seen in states.items():
+        for state in seen:
+            current = state.exchange.auth_current
+            if current and state.find("My", current) is None:
+                found.append(f"{name}: AuthConfig's current certificate {current} is not in LocalMachine\\My")
+    return found
+
+
+def auth_case(workdir: Path, current_days: int, fault: str) -> Outcome:
+    """`exbe auth --all` with ``fault`` on exch01 (the current Auth certificate ``current_days`` from expiry: 45
+    stages, -3 replaces), then again without it: no saved state breaks :func:`auth_violations`, and the rerun
+    exits 0 with nothing left to do."""
+    from exbe.sandbox.authconfig import Organization
+
+    started = time.monotonic()
+    outcome = Outcome(case=f"auth, current {current_days} days / {fault or 'no fault'}", code=0)
+    directory = Path(tempfile.mkdtemp(prefix="auth-", dir=workdir))
+    hosts = [(HOST, "healthy"), ("exch02", "healthy")]
+    fleet = Fleet(directory / "sandbox", hosts, username=USERNAME, password=PASSWORD)
+    try:
+        with fleet, contextlib.ExitStack() as stack:
+            organization = Organization.of_fleet(fleet)  # the organization as it starts: not a state under test
+            organization.set_auth(current_days)
+            try:
+                seen = stack.enter_context(saved_states())
+                fleet.host(HOST).faults = Faults.parse(fault)
+                config = write_config(fleet, directory / "exbe.yaml")
+                outcome.code, _ = exbe(config, "auth", "--all")
+                fleet.host(HOST).faults = Faults()
+                record = directory / "rerun.json"
+                outcome.rerun_code, output = exbe(config, "auth", "--all", "--json", str(record))
+                by_name = {name: list(seen.get(fleet.host(name).state_path, [])) for name, _ in hosts}
+                outcome.violations += auth_violations(by_name)
+                final = {name: [fleet.host(name).state] for name, _ in hosts}
+                outcome.violations += auth_violations(final)
+                again, output = exbe(config, "auth", "--all", "--json", str(record))
+                steps = [s for s in json.loads(record.read_text(encoding="utf-8"))["servers"][0]["steps"]
+                         if s["step"] == "auth"]
+                if outcome.rerun_code != 0 or again != 0 or [s["status"] for s in steps] != ["ok"]:
+                    outcome.converged = False
+                    outcome.why_not = f"rerun exit {outcome.rerun_code}, then {again}: {last_line(output)}"
+            finally:
+                organization.leave()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
 # -- two runs at once, and a cancelled run (real `exbe` processes against a fleet served from here) -----------------
 def default_signals() -> None:
     """In the child, before exbe starts: the stop signals' default handling, whatever the parent (a test runner, a

@@ -31,8 +31,9 @@ DWS, EBE = "Default Web Site", "Exchange Back End"
 CHECK_IDS = [
     "backend_binding_present", "backend_days_left", "backend_signature", "backend_key_size", "backend_key_provider",
     "no_ip_specific_444", "backend_no_hsts", "root_copy", "loopback_443", "default_site_not_self_signed",
-    "internal_transport_cert", "auth_cert", "serialization_signing", "w3svc_running", "tls_444_serves_bound",
-    "backend_http_401", "interrupted_run",
+    "internal_transport_cert", "auth_cert", "auth_next", "auth_previous", "federation_cert", "serialization_signing",
+    "w3svc_running",
+    "tls_444_serves_bound", "backend_http_401", "interrupted_run",
 ]
 #: exbe's lock as a server without any exbe run shows it (tests/test_lock.py specifies interrupted_run)
 NO_LOCK = LockFacts.parse({"now": "2026-06-01T08:00:00Z", "held": None, "last_run": None})

@@ -85,7 +85,7 @@ def test_a_finding_no_planned_step_fixes_is_shown_and_does_not_fail_the_dry_run(
     result = exbe(fleet, "renew", "--all", "--dry-run")
     assert result.code == 0, result.out + result.err
     findings = section(result.out, "FINDINGS")
-    assert any(line.split()[:2] == ["fail", "auth_cert"] and "MonitorExchangeAuthCertificate.ps1" in line
+    assert any(line.split()[:2] == ["fail", "auth_cert"] and "exbe auth" in line
                for line in findings), "the real run's verify will report it: the dry run says so now"
     assert findings[0] == "exch01  no change needed (1 finding(s) the plan does not fix)"
 

@@ -106,3 +106,10 @@ def test_drop_request_drops_only_the_named_request_of_the_named_endpoint():
         with pytest.raises(ValueError, match="ENDPOINT:N"):
             Faults.parse(bad)
 
+
+@pytest.mark.parametrize("current_days", [45, -3])
+@pytest.mark.parametrize("fault", ["", *matrix.AUTH_FAULT_POINTS])
+def test_a_fault_in_any_auth_step_leaves_auth_config_on_certificates_every_server_holds(tmp_path, current_days,
+                                                                                        fault):
+    outcome = matrix.auth_case(tmp_path, current_days, fault)
+    assert outcome.violations == [] and outcome.converged, (outcome.violations, outcome.why_not)

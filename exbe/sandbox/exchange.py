@@ -684,3 +684,9 @@ _CMDLETS: dict[str, Callable[[_Exchange, dict[str, Any]], Outcome]] = {
     "Get-SettingOverride": _get_setting_override,
     "Get-TransportService": _get_transport_service,
 }
+
+# The organization's Auth configuration, hybrid state and Federation trust (exbe.sandbox.authconfig) add their cmdlets
+# and make Get-AuthConfig and Get-ExchangeCertificate -Server organization-wide.
+from . import authconfig as _authconfig  # noqa: E402 - it builds on the definitions above
+
+_authconfig.register([PARAMETERS, _BINDABLE], UNMODELLED, _CMDLETS)

@@ -100,7 +100,10 @@ _EVENTS = {
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    """The simulated servers' clock: real time unless a test moved it (:mod:`exbe.sandbox.clock`)."""
+    from . import clock
+
+    return clock.now()
 
 
 def provider_type(provider: str | None) -> str | None:
