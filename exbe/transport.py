@@ -58,6 +58,9 @@ class PipelineOutput:
 
 def preload() -> None:
     """Import pypsrp before the fleet's threads start: concurrent first imports serialise on the import lock."""
+    from .lean_imports import import_without_metadata
+
+    import_without_metadata("requests")
     import pypsrp.powershell  # noqa: F401
     import pypsrp.wsman  # noqa: F401
     import requests  # noqa: F401
