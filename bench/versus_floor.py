@@ -2,6 +2,7 @@
 
     python -m bench.versus_floor                         # 100 hosts for CPU, 10 for instructions (50 ms, conc. 16)
     python -m bench.versus_floor --hosts 10 100 1000 --instr-hosts 10 100
+    python -m bench.versus_floor --tasks renew --hosts --instr-hosts 5 --out floor-renew-instr.json
 
 For each task (verify on ``healthy`` hosts, renew on ``backend_expiring`` ones) and each host count, exbe's requests
 are recorded once (``bench.floor record``, on a fleet of its own), then three clients each run on a fresh fleet:
@@ -99,11 +100,12 @@ def per_server(at_n: float, at_1: float, n: int) -> float:
     return (at_n - at_1) / (n - 1)
 
 
-def run(hosts: list[int], instr_hosts: list[int], latency_ms: int, concurrency: int, procs: int) -> dict[str, Any]:
+def run(tasks: list[str], hosts: list[int], instr_hosts: list[int], latency_ms: int, concurrency: int,
+        procs: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="exbe-floor-") as tmp:
         work = Path(tmp)
-        for task in TASKS:
+        for task in tasks:
             plans = {n: record(n, task, latency_ms, concurrency, work, procs)
                      for n in sorted({1, *hosts, *instr_hosts})}
             for instructions, counts in ((False, hosts), (True, instr_hosts)):
@@ -156,12 +158,14 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=50, help="ms per request (default 50)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--sandbox-procs", type=int, default=2)
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--out", default="versus-floor.json", help="file name under bench/results/")
     args = parser.parse_args()
     if any(n < 2 for n in [*args.hosts, *args.instr_hosts]):
         parser.error("host counts must be 2 or more (1 host is the fixed cost removed)")
-    result = run(args.hosts, args.instr_hosts, args.latency, args.concurrency, args.sandbox_procs)
+    result = run(args.tasks, args.hosts, args.instr_hosts, args.latency, args.concurrency, args.sandbox_procs)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "versus-floor.json"
+    path = RESULTS / args.out
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result["ratios"], indent=1))
     print(f"written: {path}")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exbe import transport
+from exbe import transport, wsman_connection
 from exbe.config import Credentials
 from exbe.inventory import load_inventory
 from exbe.redaction import Secret
@@ -68,3 +68,22 @@ def test_envelopes_stay_well_formed_while_other_servers_connect(fine_thread_swit
         thread.join()
     assert written[0] == 2 * ENVELOPES
     assert bad == [], f"{len(bad)} of {written[0]} envelopes were not well-formed XML, e.g. {bad[0][:400]}"
+
+
+@pytest.mark.parametrize("text", ["plain", "Zürich – 東京 😀", "lone \ud800 surrogate", "<&>\"'\r\n\t"],
+                         ids=["ascii", "non-ascii", "surrogate", "markup"])
+def test_pypsrp_writes_the_same_bytes_as_elementtree(text):
+    """The faster tostring pypsrp's modules get is byte for byte ElementTree's (a lone surrogate included)."""
+    transport.preload()
+    envelope = ET.Element("{http://www.w3.org/2003/05/soap-envelope}Envelope")
+    body = ET.SubElement(envelope, "{http://www.w3.org/2003/05/soap-envelope}Body",
+                         {"{http://www.w3.org/XML/1998/namespace}lang": text})
+    ET.SubElement(body, "S", N=text).text = text
+    assert wsman_connection.tostring(envelope, encoding="utf-8", method="xml") == ET.tostring(
+        envelope, encoding="utf-8", method="xml")
+    import pypsrp.messages
+    import pypsrp.serializer
+    import pypsrp.wsman
+
+    for module in (pypsrp.wsman, pypsrp.messages, pypsrp.serializer):
+        assert module.ET.tostring is wsman_connection.tostring  # type: ignore[attr-defined]
