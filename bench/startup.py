@@ -58,9 +58,11 @@ def measure(root: Path, *, warm: bool) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the exbe checkout to measure (default: this one)")
+    parser.add_argument("--cache", choices=("warm", "cold", "both"), default="both",
+                        help="with a bytecode cache (warm), without (cold), or both (default)")
     args = parser.parse_args()
     figures = {}
-    for warm in (True, False):
+    for warm in {"warm": (True,), "cold": (False,), "both": (True, False)}[args.cache]:
         cache = "bytecode cached" if warm else "no bytecode cache"
         for label, count in measure(args.root.resolve(), warm=warm).items():
             figures[f"{label} ({cache})"] = count

@@ -63,9 +63,9 @@ def register_namespaces_once() -> None:
         import pypsrp.serializer
         import pypsrp.wsman
 
-        for prefix, uri in pypsrp.wsman.NAMESPACES.items():
-            ET.register_namespace(prefix, uri)
         facade = _element_tree_for_pypsrp()
+        for prefix, uri in pypsrp.wsman.NAMESPACES.items():
+            facade.register_namespace(prefix, uri)  # "xml" is ElementTree's own: left alone, never deleted
         for module in (pypsrp.wsman, pypsrp.messages, pypsrp.serializer):
             setattr(module, "ET", facade)  # noqa: B010 - pypsrp does not export ET
         _done.append(True)
