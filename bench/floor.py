@@ -325,6 +325,7 @@ def replay_server(name: str, entry: dict[str, Any], server: dict[str, Any], clie
         scripts_into, cmdlets_into = _floor_scripts, _pypsrp_cmdlets
     recorded = server["thumbprints"]
     learned: dict[str, str] = {}
+    failure: BaseException | None = None
     try:
         for call in server["calls"]:
             if learned:
@@ -348,9 +349,16 @@ def replay_server(name: str, entry: dict[str, Any], server: dict[str, Any], clie
         if set(recorded) - set(learned):
             return f"thumbprints not read: {sorted(set(recorded) - set(learned))}"
         return None
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
         for endpoint in endpoints.values():
-            endpoint.close()
+            try:
+                endpoint.close()
+            except Exception:
+                if failure is None:
+                    raise  # closing failed on its own; otherwise the first error is the one to see
 
 
 def replay(plan_file: str, inventory: str, concurrency: int, client: str) -> int:
