@@ -65,6 +65,13 @@ class TaskOptions:
     jobs: Any = None  # `exbe auth` / `exbe federation`: their own flags (exbe.jobs.JobFlags)
 
 
+def _write_metrics(runs: Any, path: Any, **kwargs: Any) -> None:
+    """exbe.metrics imports prometheus_client, a sixth of a task's start-up: only when --metrics is given."""
+    from .metrics import write_metrics
+
+    write_metrics(runs, path, **kwargs)
+
+
 def run_task(c: Any, task: str, options: TaskOptions) -> None:
     """Run ``task`` with ``options`` on the selected servers; raises invoke's Exit with the exit code.
 
@@ -79,7 +86,6 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     from .inventory import select_servers, servers
     from .jobs import job_runner, run_job
     from .locations import inventory_locations
-    from .metrics import write_metrics
     from .model import Settings
     from .redaction import install_log_filter
     from .report import exit_code, verdict, write_json, write_junit
@@ -155,7 +161,7 @@ def run_task(c: Any, task: str, options: TaskOptions) -> None:
     for kind, path, write in (("JUnit", junit, functools.partial(write_junit, task=task, wall_time_s=wall_time_s,
                                                                  locations=locations)),
                               ("JSON", record, write_json),
-                              ("metrics", metrics, functools.partial(write_metrics, task=task,
+                              ("metrics", metrics, functools.partial(_write_metrics, task=task,
                                                                      wall_time_s=wall_time_s, shard=options.shard)),
                               ("HTML", html, functools.partial(write_html, task=task, dry_run=settings.dry_run,
                                                                wall_time_s=wall_time_s))):

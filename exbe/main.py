@@ -27,6 +27,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import exbe.lean_imports  # noqa: F401 - first: Invoke imported without importlib.metadata (issue 26)
+
+# isort: split
 from invoke.collection import Collection
 from invoke.config import yaml  # type: ignore[attr-defined]  # Invoke's own YAML, whose errors its loaders raise
 from invoke.exceptions import Exit, ParseError

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .batch import Event, ServerError
 from .contract import READ_ONLY_CMDLETS
 from .errors import ConfigError, ConnectionFailed
+from .wsman_connection import RedirectRefused, new_wsman, refuse_redirect, register_namespaces_once
 
 if TYPE_CHECKING:
     from .config import Credentials, Server
@@ -68,9 +69,14 @@ class PipelineOutput:
 
 def preload() -> None:
     """Import pypsrp before the fleet's threads start: concurrent first imports serialise on the import lock."""
+    from .lean_imports import import_without_metadata
+
+    import_without_metadata("requests")
     import pypsrp.powershell  # noqa: F401
     import pypsrp.wsman  # noqa: F401
     import requests  # noqa: F401
+
+    register_namespaces_once()
 
 
 class Session:
@@ -194,12 +200,10 @@ class Session:
         return pool
 
     def _wsman(self, endpoint: str) -> Any:
-        from pypsrp.wsman import WSMan
-
         s = self.server
         exchange = endpoint == "exchange"
         password = self._credentials.password.reveal() if self._credentials.password is not None else None
-        return WSMan(
+        return new_wsman(
             s.exchange_host if exchange else s.host,
             port=s.exchange_port if exchange else s.port,
             path=s.exchange_path if exchange else "wsman",
@@ -207,7 +211,7 @@ class Session:
             auth=s.auth,
             username=self._credentials.username,
             password=password,
-            cert_validation=s.verify,  # type: ignore[arg-type]  # pypsrp takes a CA bundle path too (requests' verify)
+            cert_validation=s.verify,  # pypsrp takes a CA bundle path too (requests' verify)
             connection_timeout=s.connect_timeout,
             read_timeout=s.read_timeout,
             operation_timeout=s.operation_timeout,
@@ -246,7 +250,8 @@ def _tune_session(wsman: Any) -> None:
       (``trust_env`` off; the resolved proxy stays in ``session.proxies``);
     * with message encryption on (NTLM/Kerberos over HTTP), every successful answer that is not encrypted is refused:
       pypsrp 0.9.1 accepts a plaintext body silently, so someone on the path could forge results. Answers before
-      authentication completes (401) and http.sys's own errors (503, 404) carry no WinRM message and pass through."""
+      authentication completes (401) and http.sys's own errors (503, 404) carry no WinRM message and pass through;
+    * a redirect is never followed (:func:`~exbe.wsman_connection.refuse_redirect`)."""
     transport = wsman.transport
     build = transport._build_session
     encrypted = bool(getattr(transport, "wrap_required", False))
@@ -254,6 +259,7 @@ def _tune_session(wsman: Any) -> None:
     def build_tuned() -> Any:
         session = build()
         session.trust_env = False
+        session.hooks["response"].append(refuse_redirect)
         if encrypted:
             session.hooks["response"].append(_refuse_plaintext)
         return session
@@ -502,6 +508,8 @@ def classify(exc: BaseException) -> tuple[str, str] | None:
             return "auth", ""
         if isinstance(cause, UnencryptedResponse):
             return "unencrypted", text
+        if isinstance(cause, RedirectRefused):
+            return "protocol", text
         if "no username or password was specified" in text.lower():  # spnego, before any request was sent
             return "no_credentials", ""
         if isinstance(cause, requests.exceptions.SSLError):
