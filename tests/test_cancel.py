@@ -190,7 +190,9 @@ def test_a_renewal_interrupted_before_its_bind_on_a_server_without_a_444_certifi
     cancel_after(monkeypatch, "renew")
     record = tmp_path / "cancelled.json"
     assert exbe(fleet, "renew", "--server", "exch01", "--force", "--json", str(record)).code == 130
-    new = json.loads(record.read_text())["servers"][0]["new_thumbprint"]
+    server = json.loads(record.read_text())["servers"][0]
+    assert server["new_thumbprint"] is None, "created, not bound: not the new certificate"
+    new = next(step for step in server["steps"] if step["step"] == "renew")["after"]["thumbprint"]
     assert new
     monkeypatch.undo()
     state_file = fleet.host("exch01").state_path

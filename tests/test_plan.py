@@ -208,7 +208,8 @@ def bind_for(facts, thumbprint=STAGED, settings=SETTINGS):
 def test_bind_moves_the_loopback_binding_that_carried_the_old_back_end_certificate():
     data = bind_for(load()[0], STAGED.lower(), Settings(dry_run=True))
     assert data == {"thumbprint": STAGED, "backend_site": EBE, "frontend_site": DWS, "backend_binding": "*:444:",
-                    "loopback_binding": "127.0.0.1:443:", "loopback_from": BACKEND, "dry_run": True}
+                    "loopback_binding": "127.0.0.1:443:", "loopback_from": BACKEND, "after_trust": False,
+                    "dry_run": True}
 
 
 def test_bind_leaves_a_loopback_binding_on_another_certificate_alone():

@@ -39,7 +39,7 @@ NEW = "B2" * 20
 SITES = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site"}
 TRUST = {"thumbprint": NEW, "dry_run": False}
 BIND = {"thumbprint": NEW, **SITES, "backend_binding": "*:444:", "loopback_binding": "127.0.0.1:443:",
-        "loopback_from": OLD, "dry_run": True}
+        "loopback_from": OLD, "after_trust": False, "dry_run": True}
 MANUAL = manual_input(Settings())
 
 

@@ -36,7 +36,7 @@ def _step_variants() -> list[tuple[str, str, dict]]:
                 variants.append((f"bind-dry{dry}-backend{backend is not None}-loopback{loopback is not None}", "bind",
                                  {"thumbprint": NEW, **SITES, "backend_binding": backend,
                                   "loopback_binding": "127.0.0.1:443:" if loopback else None, "loopback_from": loopback,
-                                  "dry_run": dry}))
+                                  "after_trust": not dry, "dry_run": dry}))
         for method in ("iisreset", "services"):
             variants.append((f"restart-{method}-dry{dry}", "restart",
                              {"method": method, "timeout_seconds": 120, "dry_run": dry}))

@@ -23,7 +23,7 @@ BASELINE: dict[str, dict[str, Any]] = {
               "key_length": 2048, "hash_algorithm": "SHA256", "validity_years": 5, "dry_run": False},
     "trust": {"thumbprint": NEW, "dry_run": False},
     "bind": {"thumbprint": NEW, **SITES, "backend_binding": "*:444:", "loopback_binding": "127.0.0.1:443:",
-             "loopback_from": OLD, "dry_run": False},
+             "loopback_from": OLD, "after_trust": True, "dry_run": False},
     "restart": {"method": "iisreset", "timeout_seconds": 120, "dry_run": False},
     "cleanup": {"thumbprints": [OLD], **SITES, "dry_run": False},
 }

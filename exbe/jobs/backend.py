@@ -257,8 +257,8 @@ class BackendJob(ServerJob):
         if trust:
             scripts.append(("trust", trust_step.plan(thumbprint, dry_run=self.settings.dry_run)))
         if bind:
-            scripts.append(("bind", self._finish_interrupted_bind(facts, bind_step.plan(facts, thumbprint,
-                                                                                      self.settings))))
+            scripts.append(("bind", self._finish_interrupted_bind(
+                facts, bind_step.plan(facts, thumbprint, self.settings, after_trust=trust))))
         scripts.append(("facts", facts_step.plan(self.settings)))
         envelopes = self.scripts(scripts, release=self._last_change("bind", scripts))
         duration = round(time.monotonic() - started, 3)
@@ -266,10 +266,13 @@ class BackendJob(ServerJob):
         first_failure: StepResult | None = None
         for envelope in envelopes[:-1]:
             result = StepResult.from_envelope(self.server.name, envelope, duration)
-            if first_failure is not None and result.status == "failed" and result.message == first_failure.message:
-                # the pipeline stopped at the earlier step: this one never ran, and its failure is that step's
+            if first_failure is not None and result.status == "failed" and not result.changed:
+                # an earlier statement failed: this one refused to act on what that one did not do (or answered with
+                # that failure's text): one failure per cause, this step skipped saying why
                 result = StepResult(server=self.server.name, step=result.step, status="skipped",
-                                    message=f"not run: {first_failure.step} failed before it")
+                                    message=f"not run: {first_failure.step} failed before it ({result.message})"
+                                    if result.message != first_failure.message else
+                                    f"not run: {first_failure.step} failed before it")
             elif first_failure is None and result.status == "failed":
                 first_failure = result
             self.record(result)

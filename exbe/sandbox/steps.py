@@ -243,6 +243,9 @@ def bind(state: HostState, data: dict[str, Any], faults: Faults, dry_run: bool,
     result.update(before=before, after=dict(before), ip_specific_444=ip_specific)
     refusal = _bind_input_refusal(state, backend_site, backend_text, frontend_site, loopback_text, catch_all) \
         or _bind_refusal(state, thumb)
+    if not refusal and data.get("after_trust") and not any(c.thumbprint == thumb for c in state.root):
+        # a statement of a batch runs after a failed one (PowerShell's batch): the template checks Root itself
+        refusal = f"certificate {thumb} is not in LocalMachine\\Root (the trust before this bind did not complete)"
     if refusal:
         raise StepFailed(f"refusing to bind: {refusal}; nothing changed", result)
     loopback = _exact_binding(state, frontend_site, loopback_text)

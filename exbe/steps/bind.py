@@ -28,17 +28,19 @@ NAME = "bind"
 SUMMARY = "bind the certificate to Exchange Back End 444 (and the loopback 443 binding that carried the old one)"
 INPUTS = {"thumbprint": (str,), "backend_site": (str,), "frontend_site": (str,),
           "backend_binding": (str, type(None)), "loopback_binding": (str, type(None)),
-          "loopback_from": (str, type(None)), "dry_run": (bool,)}
+          "loopback_from": (str, type(None)), "after_trust": (bool,), "dry_run": (bool,)}
 RESULT = {"thumbprint": (str,), "before": (dict,), "after": (dict,), "created_backend_binding": (bool,),
           "restored": (bool,), "ip_specific_444": (ListOf(str),)}
 _ROLES = {"backend": "the back-end 444 binding", "loopback": "the loopback 127.0.0.1:443: binding"}
 
 
-def plan(facts: HostFacts, new_thumbprint: str, settings: Settings) -> dict[str, Any]:
-    """The input: the exact binding texts found by meaning. The loopback binding moves only when it
-    carries the old back-end certificate, or another self-signed back-end-like one (a split binding,
-    :func:`exbe.selection.split_loopback`); the Default Web Site's public 443 binding is never part of it, nor a
-    CA-issued certificate on the loopback."""
+def plan(facts: HostFacts, new_thumbprint: str, settings: Settings, *, after_trust: bool = False) -> dict[str, Any]:
+    """The input: the exact binding texts found by meaning. ``after_trust``: a trust statement runs before this one
+    in the same pipeline; PowerShell runs the next statement of a batch even when one fails (real-server-shapes.md
+    §4), so the bind itself refuses, changing nothing, when the certificate did not reach LocalMachine\\Root.
+    The loopback binding moves only when it carries the old back-end certificate, or another self-signed
+    back-end-like one (a split binding, :func:`exbe.selection.split_loopback`); the Default Web Site's public 443
+    binding is never part of it, nor a CA-issued certificate on the loopback."""
     old = _old_backend(facts, settings)
     backend = backend_binding(facts, settings)
     loopback = loopback_binding(facts, settings)
@@ -53,6 +55,7 @@ def plan(facts: HostFacts, new_thumbprint: str, settings: Settings) -> dict[str,
         "backend_binding": backend.information if backend else None,
         "loopback_binding": loopback.information if loopback and moves_loopback else None,
         "loopback_from": loopback.certificate_hash if loopback and moves_loopback else None,
+        "after_trust": after_trust and not settings.dry_run,
         "dry_run": settings.dry_run,
     }
 

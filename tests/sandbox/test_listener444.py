@@ -77,7 +77,7 @@ def test_the_served_certificate_switches_as_soon_as_bind_changes_the_binding(sta
         result = run_step(backend.state, "bind", {"thumbprint": new, "backend_site": BACKEND_SITE,
                                                   "frontend_site": FRONTEND_SITE, "backend_binding": BACKEND_BINDING,
                                                   "loopback_binding": LOOPBACK_BINDING, "loopback_from": old,
-                                                  "dry_run": False}, Faults())
+                                                  "after_trust": False, "dry_run": False}, Faults())
     assert result["ok"]
     assert backend.get()[0] == new
 

@@ -62,7 +62,7 @@ def bind_input(state: HostState, thumbprint: str, *, moving_from: str | None = N
     return {"thumbprint": thumbprint, **SITES,
             "backend_binding": backend(state).binding_information if backend(state) else None,
             "loopback_binding": found_loopback.binding_information if found_loopback else None,
-            "loopback_from": moving_from, "dry_run": dry_run}
+            "loopback_from": moving_from, "after_trust": False, "dry_run": dry_run}
 
 
 def new_clone(state: HostState) -> str:
