@@ -92,6 +92,9 @@ def test_under_expired_auth_cert_with_signing_renew_works_through_the_certificat
     assert new and new != old
     assert "New-SelfSignedCertificate -CloneCert" in result.out
     assert "cannot sign their answers" in result.out or "cannot sign their answers" in record.read_text()
+    preflight = next(s for s in json.loads(record.read_text())["servers"][0]["steps"] if s["step"] == "preflight")
+    assert any("`exbe auth --server exch01` renews the Auth certificate" in w for w in preflight["warnings"]), \
+        "the blinded path names the fix"
     steps = {s["step"]: s["status"] for s in json.loads(record.read_text())["servers"][0]["steps"]}
     assert steps["renew"] == steps["trust"] == steps["bind"] == "changed"
     assert failed_checks(record) == {"auth_cert"}, "only the Auth certificate, which is another job, stays red"

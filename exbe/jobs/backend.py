@@ -22,6 +22,7 @@ from ..errors import ConnectionFailed
 from ..facts import Certificate, HostFacts
 from ..model import StepResult, StepStatus
 from ..probe import probe_backend
+from ..quoting import exbe_command
 from ..selection import SelectionError, assignments_unknown, backend_binding, exchange_blinded, select_backend
 from ..server_run import ServerJob
 from ..steps import bind as bind_step
@@ -143,7 +144,9 @@ class BackendJob(ServerJob):
                 return self._renew_failed(
                     "there is no back-end certificate to clone and the Exchange endpoint cannot create one "
                     f"({self.exchange_reason or blinded}); run `exbe render renew` and the script in the Exchange "
-                    "Management Shell", started)
+                    "Management Shell" + (f", or first {exbe_command('auth', ('--server', self.server.name))} "
+                                          "(it renews the Auth certificate that blinds the cmdlets)" if blinded
+                                          else ""), started)
         else:
             thumb = self.selected.thumbprint
             reasons = plan.renew_reasons(self.selected, facts, self.settings)
@@ -433,7 +436,8 @@ class BackendJob(ServerJob):
         notes = list(self.exchange_notes)  # the server's own words for what did not answer
         blinded = exchange_blinded(self.current_facts(), self.exchange)
         if blinded:
-            return [*notes, f"{blinded}: working from the certificate store; service assignments unknown"]
+            return [*notes, f"{blinded}: working from the certificate store; service assignments unknown; "
+                            f"{exbe_command('auth', ('--server', self.server.name))} renews the Auth certificate"]
         if self.exchange.assignments_unknown:
             return [*notes, f"service assignments unknown ({self.exchange.assignments_unknown}): SMTP is not moved "
                             "and cleanup keeps every superseded certificate"]
