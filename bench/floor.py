@@ -239,14 +239,22 @@ def _floor_scripts(ps: Any, scripts: list[str]) -> None:
         ps.add_script(script)
 
 
-def _floor_cmdlets(ps: Any, statements: list[list[Any]]) -> None:
-    for i, commands in enumerate(statements):
-        if i:
-            ps.add_statement()
-        for name, params in commands:
-            ps.add_command(name)
-            for key, value in params.items():
-                ps.add_parameter(key, value)
+def _cmdlets_through(add: str) -> Any:
+    """Statements of cmdlets into a pipeline, each command added by the client's own method (psrpcore's
+    ``add_command``, pypsrp's ``add_cmdlet``)."""
+    def into(ps: Any, statements: list[list[Any]]) -> None:
+        for i, commands in enumerate(statements):
+            if i:
+                ps.add_statement()
+            for name, params in commands:
+                getattr(ps, add)(name)
+                for key, value in params.items():
+                    ps.add_parameter(key, value)
+    return into
+
+
+_floor_cmdlets = _cmdlets_through("add_command")
+_pypsrp_cmdlets = _cmdlets_through("add_cmdlet")
 
 
 # -- plain pypsrp ----------------------------------------------------------------------------------------------------
@@ -271,16 +279,6 @@ class PypsrpEndpoint:
         if self.pool is not None:
             self.pool.close()
         self.wsman.close()
-
-
-def _pypsrp_cmdlets(ps: Any, statements: list[list[Any]]) -> None:
-    for i, commands in enumerate(statements):
-        if i:
-            ps.add_statement()
-        for name, params in commands:
-            ps.add_cmdlet(name)
-            for key, value in params.items():
-                ps.add_parameter(key, value)
 
 
 # -- replay ----------------------------------------------------------------------------------------------------------
