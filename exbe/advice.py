@@ -7,7 +7,8 @@ report and `exbe status` print each `exbe <task>` of an advice with ``--server N
 from __future__ import annotations
 
 import re
-import shlex
+
+from .quoting import Unquotable, posix
 
 _ADVICE = re.compile(r"`exbe ([a-z]+)([^`]*)`")
 
@@ -17,6 +18,10 @@ def runnable(text: str, server: str) -> str:
     def one(found: re.Match[str]) -> str:
         if "--server" in found[2]:
             return found[0]
-        return f"`exbe {found[1]}{found[2]} --server {shlex.quote(server)}`"
+        try:
+            word = posix(server, "--server value")
+        except Unquotable:  # a name no shell word can carry: the advice stays as the check wrote it
+            return found[0]
+        return f"`exbe {found[1]}{found[2]} --server {word}`"
 
     return _ADVICE.sub(one, text)
