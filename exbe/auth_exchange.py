@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from .exchange import federation_facts, kind_of, normalise, read_certificate
 from .facts import AuthConfig, FederationFacts, normalise_thumbprint
+from .redaction import Secret
 from .transport import Command, PipelineOutput, Session
 
 AUTH_SUBJECT = "cn=Microsoft Exchange Server Auth Certificate"
@@ -128,6 +129,45 @@ def _created(result: PipelineOutput) -> tuple[str | None, bytes | None, list[str
         if cert is not None:
             return cert.thumbprint, _raw_of(obj), errors
     return None, None, errors
+
+
+def read_sites(session: Session) -> dict[str, str]:
+    """``Get-ExchangeServer`` (every server of the organization, one round trip): ``{name and FQDN (lower case):
+    AD site}``. ``Site`` is an ADObjectId (the CSS-Exchange capture ``Admin/MonitorExchangeAuthCertificate/
+    DataCollection/Tests/Data/GetExchangeServer.xml``): its ``Name``, else the last part of its canonical ToString
+    (``contoso.lab/Configuration/Sites/Default-First-Site-Name``); a server without one is in the site ""."""
+    result = session.run_cmdlets([[("Get-ExchangeServer", {})]])
+    sites: dict[str, str] = {}
+    for obj in result.output:
+        props = _props(obj)
+        site = props.get("Site")
+        name = str((_props(site).get("Name") if site is not None else None)
+                   or str(getattr(site, "to_string", None) or site or "").rpartition("/")[2])
+        for key in ("Name", "Fqdn"):
+            if props.get(key):
+                sites[str(props[key]).lower()] = name
+    return sites
+
+
+def import_pfx(session: Session, servers: list[str], pfx: bytes, password: Secret) -> dict[str, tuple[str | None,
+                                                                                                    str]]:
+    """``Import-ExchangeCertificate -Server <s> -FileData <pfx> -Password <SecureString> -PrivateKeyExportable
+    $true`` for each server, one statement each in one round trip (the password travels as a SecureString under
+    PSRP's session key: :meth:`exbe.transport.Session.run_cmdlets`): ``{server: (imported thumbprint or None,
+    error text)}``."""
+    statements: list[list[Command]] = [[("Import-ExchangeCertificate", {
+        "Server": server, "FileData": pfx, "Password": password, "PrivateKeyExportable": True})] for server in servers]
+    result = session.run_cmdlets(statements)
+    events = iter(result.events)  # each statement answers with one object or one error record, in order
+    answers: dict[str, tuple[str | None, str]] = {}
+    for server in servers:
+        kind, item = next(events, ("error", None))
+        cert = read_certificate(item) if kind == "output" else None
+        if cert is not None:
+            answers[server] = (cert.thumbprint, "")
+        else:
+            answers[server] = (None, getattr(item, "text", "") or "no certificate in the answer")
+    return answers
 
 
 def stage(session: Session, thumbprint: str, effective: datetime.datetime) -> list[str]:

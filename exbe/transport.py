@@ -89,15 +89,20 @@ class Session:
         self._locks = {name: threading.Lock() for name in ENDPOINTS}
 
     # -- public ------------------------------------------------------------------------------------------------------
-    def run_scripts(self, scripts: list[str], *, repeatable: bool = False) -> PipelineOutput:
+    def run_scripts(self, scripts: list[str], *, repeatable: bool = False,
+                    arguments: tuple[Any, ...] = ()) -> PipelineOutput:
         """Run scripts on the WinRM endpoint as statements of ONE pipeline: one round trip for all of them.
-        ``repeatable``: the scripts only read, so the pipeline is run again if its Command is lost."""
+        ``repeatable``: the scripts only read, so the pipeline is run again if its Command is lost. ``arguments``:
+        positional arguments of the last script (``$args``); a :class:`~exbe.redaction.Secret` travels as a
+        SecureString (:func:`_secure_values`)."""
         def build(ps: Any) -> None:
             for i, script in enumerate(scripts):
                 if i:
                     ps.add_statement()
                 ps.add_script(script)
-        return self._invoke("winrm", build, repeatable=repeatable)
+            for value in arguments:
+                ps.add_argument(value)
+        return self._invoke("winrm", build, repeatable=repeatable, secure=_has_secret(arguments))
 
     def open(self, endpoint: str) -> None:
         """Open the endpoint's pool now, if it is not open (authentication and Create): a logon decided on its own."""
@@ -116,7 +121,8 @@ class Session:
                     for key, value in params.items():
                         ps.add_parameter(key, value)
         reads = all(name in READ_ONLY_CMDLETS for commands in statements for name, _ in commands)
-        return self._invoke("exchange", build, repeatable=reads)
+        secure = _has_secret(v for commands in statements for _, params in commands for v in params.values())
+        return self._invoke("exchange", build, repeatable=reads, secure=secure)
 
     def discard(self, endpoint: str) -> None:
         """Forget an endpoint's pool without closing it: ``iisreset`` ends every pool of the Exchange endpoint (an IIS
@@ -152,9 +158,13 @@ class Session:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------------------------------
-    def _invoke(self, endpoint: str, build: Callable[[Any], None], *, repeatable: bool) -> PipelineOutput:
+    def _invoke(self, endpoint: str, build: Callable[[Any], None], *, repeatable: bool,
+                secure: bool = False) -> PipelineOutput:
         with self._locks[endpoint], _translate_errors(self.server, endpoint):
             pool = self._pool(endpoint)
+            if secure:
+                pool.exchange_keys()  # PSRP's session key (2 requests, once per pool): SecureStrings need it
+                build = _secure_values(build)
             try:
                 ps = self._run(pool, build)
             except Exception as exc:
@@ -216,6 +226,30 @@ class Session:
             read_timeout=s.read_timeout,
             operation_timeout=s.operation_timeout,
         )
+
+
+def _has_secret(values: Iterable[Any]) -> bool:
+    from .redaction import Secret
+
+    return any(isinstance(value, Secret) for value in values)
+
+
+def _secure_values(build: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``build`` with every :class:`~exbe.redaction.Secret` parameter or argument sent as a SecureString
+    (``TaggedValue("SS")``: pypsrp encrypts it with the pool's session key), revealed only here, at the send."""
+    from pypsrp.serializer import TaggedValue
+
+    from .redaction import Secret
+
+    def reveal(value: Any) -> Any:
+        return TaggedValue("SS", value.reveal()) if isinstance(value, Secret) else value
+
+    def secured(ps: Any) -> None:
+        add_parameter, add_argument = ps.add_parameter, ps.add_argument
+        ps.add_parameter = lambda name, value=None: add_parameter(name, reveal(value))
+        ps.add_argument = lambda value: add_argument(reveal(value))
+        build(ps)
+    return secured
 
 
 def check_auth_available(servers: Iterable[Server]) -> None:
@@ -384,6 +418,11 @@ def _fast_serializer_class() -> Any:
             if isinstance(value, str) and "_x" not in value:
                 return value
             return super()._deserialize_string(value)
+
+        def _serialize_secure_string(self, value: Any) -> str:
+            # the second serialization of a shared command (Cmds, then ExtraCmds) finds the parameter's metadata
+            # already tagged SS and the TaggedValue still wrapped
+            return str(super()._serialize_secure_string(getattr(value, "value", value)))
 
         def _serialize_string(self, value: str | None) -> str | None:
             if value is None:

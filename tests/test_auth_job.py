@@ -98,19 +98,114 @@ def test_row_3_publishes_the_staged_next_certificate_when_the_current_one_has_ex
     assert exbe("auth")[0].code == 0 and exbe("verify")[0].code == 0
 
 
+def lacking(org: Organization, thumb: str, *servers: int) -> None:
+    """These servers lose ``thumb`` and their servicelet copies nothing (MEAC's rows 4 and 5)."""
+    for n in servers:
+        member = org.members[n]
+        org.not_replicating.add(member.name)
+        member.state.my.remove(member.state.find("My", thumb))
+
+
 @pytest.mark.parametrize("missing", ["current", "next"])
-def test_rows_4_and_5_a_certificate_missing_on_a_server_is_reported_and_nothing_is_changed(
-        org: Organization, exbe: Exbe, missing: str) -> None:
+def test_rows_4_and_5_import_the_missing_certificate_there_then_verify_passes_and_a_rerun_changes_nothing(
+        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe, missing: str) -> None:
     made = org.set_auth(400, next_days=1500, next_effective_in=datetime.timedelta(hours=12))
-    two = org.members[1]
-    org.not_replicating.add(two.name)
-    two.state.my.remove(two.state.find("My", made[missing]))
+    lacking(org, made[missing], 1)
     before = config(org)
     result, record = exbe("auth")
+    assert result.code == 0, result.out + result.err
     step = auth_step(record)
-    assert result.code == 1 and step["data"]["row"] == (4 if missing == "current" else 5)
-    assert "exch02" in step["message"] and "replication takes time" in step["message"]
-    assert config(org) == before
+    assert step["status"] == "changed" and step["data"]["row"] == (4 if missing == "current" else 5)
+    assert "replication takes time" in step["message"] and "KB 2617816" in step["message"]
+    (item,) = step["data"]["import"]
+    assert (item["role"], item["source"], item["targets"]) == (missing, "exch01", ["exch02"])
+    assert item["sites"] == {"exch02": "Default-First-Site-Name"}  # Get-ExchangeServer's Site
+    copy = org.members[1].state.find("My", made[missing])
+    assert copy is not None and copy.key_pem is not None and copy.exportable  # -PrivateKeyExportable $true
+    assert config(org) == before  # an import never touches the Auth configuration
+    assert steps(record, "verify")[0]["status"] == "ok" and held_locks(world) == []
+    verified, record = exbe("verify")
+    assert verified.code == 0, verified.out
+    assert {check(record, f"auth_{'cert' if missing == 'current' else 'next'}", 1)["status"]} <= {"pass"}
+    again, record = exbe("auth")
+    assert again.code == 0 and auth_step(record)["status"] == "ok" and config(org) == before
+
+
+def test_one_server_per_ad_site_imports_and_the_rest_of_the_site_gets_it_by_replication(
+        org: Organization, exbe: Exbe) -> None:
+    current = org.set_auth(400)["current"]
+    org.sites.update({"exch02": "Branch", "exch03": "Branch"})
+    lacking(org, current, 1, 2)
+    result, record = exbe("auth")
+    assert result.code == 0, result.out + result.err
+    (item,) = auth_step(record)["data"]["import"]
+    assert (item["targets"], item["waiting_for_replication"]) == (["exch02"], ["exch03"])
+    assert org.members[2].state.find("My", current) is None
+    (verify,) = steps(record, "verify")
+    assert verify["status"] == "ok" and "waiting for replication" in verify["message"]
+    org.advance(REPLICATION_DELAY + datetime.timedelta(minutes=5))
+    assert org.members[2].state.find("My", current) is not None
+    again, record = exbe("auth")
+    assert again.code == 0 and auth_step(record)["status"] == "ok"
+
+
+def test_servers_in_different_sites_each_get_an_import_exported_from_a_server_that_is_not_the_home_one(
+        org: Organization, exbe: Exbe) -> None:
+    current = org.set_auth(400)["current"]
+    org.sites.update({"exch02": "Branch"})
+    lacking(org, current, 0, 1)  # only exch03 has it: the export runs there, the imports on exch01's endpoint
+    result, record = exbe("auth")
+    assert result.code == 0, result.out + result.err
+    (item,) = auth_step(record)["data"]["import"]
+    assert (item["source"], item["targets"], item["waiting_for_replication"]) == ("exch03", ["exch01", "exch02"], [])
+    assert all(m.state.find("My", current) is not None for m in org.members)
+    assert exbe("verify")[0].code == 0
+
+
+def test_an_unreachable_server_stops_an_import_unless_the_admin_says_to_go_on(
+        org: Organization, exbe: Exbe) -> None:
+    current = org.set_auth(400)["current"]
+    lacking(org, current, 1)
+    org.unreachable.add(org.members[2].name)
+    result, record = exbe("auth")
+    step = auth_step(record)
+    assert result.code == 1 and "--ignore-unreachable" in step["message"] and "exch03" in step["message"]
+    assert org.members[1].state.find("My", current) is None
+    result, record = exbe("auth", "--ignore-unreachable")
+    assert result.code == 0, result.out + result.err
+    assert auth_step(record)["data"]["import"][0]["targets"] == ["exch02"]  # never the unreachable one
+    assert org.members[1].state.find("My", current) is not None
+
+
+def test_when_only_an_unreachable_server_holds_the_certificate_nothing_is_changed(
+        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe) -> None:
+    current = org.set_auth(400)["current"]
+    lacking(org, current, 0, 1)  # only exch03 has it, and exbe cannot reach exch03's WinRM (Exchange can)
+    world[0].host("exch03").faults.http_500 = True
+    before = {name: host.snapshot() for name, host in world[0].hosts.items()}
+    result, record = exbe("auth")
+    assert result.code == 1 and "--ignore-unreachable" in auth_step(record)["message"]
+    result, record = exbe("auth", "--ignore-unreachable")
+    step = auth_step(record)
+    assert result.code == 1 and step["status"] == "failed"
+    assert "nothing to export it from" in step["message"] and "nothing was changed" in step["message"]
+    after = {name: host.snapshot() for name, host in world[0].hosts.items()}
+    assert [after[n]["certificates"] for n in after] == [before[n]["certificates"] for n in before]
+    assert config(org) == (current, None, None) and held_locks(world) == []
+
+
+def test_a_dry_run_prints_the_import_plan_and_changes_nothing(
+        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe) -> None:
+    current = org.set_auth(400)["current"]
+    lacking(org, current, 1)
+    before = {name: host.snapshot() for name, host in world[0].hosts.items()}
+    result, record = exbe("auth", "--dry-run")
+    step = auth_step(record)
+    assert step["status"] == "changed" and step["message"].startswith(
+        f"would export the current Auth certificate {current} from exch01 and import it on exch02 "
+        "(site Default-First-Site-Name)")
+    assert "replication takes time" in step["message"] and current[:8] in result.out
+    assert {name: host.snapshot() for name, host in world[0].hosts.items()} == before
 
 
 def test_hybrid_stops_staging_until_acknowledged_then_writes_the_cer_and_says_what_to_do(

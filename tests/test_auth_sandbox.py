@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from exbe.sandbox import certs
-from exbe.sandbox.authconfig import DATE_IN_THE_PAST, REPLICATION_DELAY, Member, Organization
+from exbe.sandbox.authconfig import DATE_IN_THE_PAST, REPLICATION_DELAY, WRONG_PASSWORD, Member, Organization
 from exbe.sandbox.exchange import run_cmdlet
 from exbe.sandbox.faults import Faults
+from exbe.sandbox.psrp import SecureText
 from exbe.sandbox.records import TerminatingError
 from exbe.sandbox.state import HostState, utcnow
 
@@ -139,8 +140,45 @@ def test_a_server_that_does_not_replicate_keeps_lacking_the_certificate_until_it
     pfx = pkcs12.serialize_key_and_certificates(
         b"auth", certs.load_key(source.key_pem), certs.load_cert(source.pem), None,
         serialization.BestAvailableEncryption(b"pw"))
-    run(one, "Import-ExchangeCertificate", Server=two.fqdn, FileData=pfx, Password="pw", PrivateKeyExportable=True)
+    with pytest.raises(TerminatingError) as plain:  # a password must arrive as a SecureString
+        run(one, "Import-ExchangeCertificate", Server=two.fqdn, FileData=pfx, Password="pw")
+    assert plain.value.info.error_id.startswith("ParameterArgumentTransformationError")
+    assert "System.Security.SecureString" in plain.value.info.message and two.find("My", current) is None
+    with pytest.raises(TerminatingError) as wrong:
+        run(one, "Import-ExchangeCertificate", Server=two.fqdn, FileData=pfx, Password=SecureText("not it"))
+    assert wrong.value.info.message == WRONG_PASSWORD and two.find("My", current) is None
+    (imported,) = run(one, "Import-ExchangeCertificate", Server=two.fqdn, FileData=pfx, Password=SecureText("pw"),
+                      PrivateKeyExportable=True).output
     assert two.find("My", current) is not None and two.find("My", current).key_pem is not None
+    assert certs.thumbprint(certs.cert_pem(certs.x509.load_der_x509_certificate(imported.adapted["RawData"]))) == \
+        current
+    with pytest.raises(TerminatingError) as again:  # already there
+        run(one, "Import-ExchangeCertificate", Server=two.fqdn, FileData=pfx, Password=SecureText("pw"))
+    assert "already exists" in again.value.info.message
+
+
+def test_an_import_seeds_its_site_and_get_exchange_server_names_each_servers_site(org: Organization) -> None:
+    one, two, three = members(org)
+    org.sites[three.computer_name] = "Branch"
+    sites = {o.adapted["Name"]: o.adapted["Site"] for o in run(one, "Get-ExchangeServer").output}
+    assert {name: site.to_string for name, site in sites.items()} == {
+        "EXCH01": "contoso.local/Configuration/Sites/Default-First-Site-Name",
+        "EXCH02": "contoso.local/Configuration/Sites/Default-First-Site-Name",
+        "EXCH03": "contoso.local/Configuration/Sites/Branch"}
+    assert sites["EXCH03"].adapted["Name"] == "Branch"
+    current = auth_config(one)["CurrentCertificateThumbprint"]
+    for state in (two, three):  # neither copies by itself
+        org.not_replicating.add(state.computer_name)
+        state.my.remove(state.find("My", current))
+    org.sites[two.computer_name] = "Branch"
+    source = one.find("My", current)
+    pfx = pkcs12.serialize_key_and_certificates(b"auth", certs.load_key(source.key_pem), certs.load_cert(source.pem),
+                                                None, serialization.BestAvailableEncryption(b"pw"))
+    run(one, "Import-ExchangeCertificate", Server=two.fqdn, FileData=pfx, Password=SecureText("pw"))
+    org.advance(REPLICATION_DELAY / 2)
+    assert three.find("My", current) is None  # replication takes time
+    org.advance(REPLICATION_DELAY)
+    assert three.find("My", current) is not None  # the site's import reached it
 
 
 def test_hybrid_is_an_object_or_nothing(org: Organization) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .. import auth_exchange
+from .. import auth_exchange, auth_import
 from ..auth_exchange import OrgRead, Presence, ReadFailed
 from ..auth_rule import Decision, OrgAuthState, Thresholds, days_left, decide, effective_date, lead_time
 from ..errors import ConnectionFailed
@@ -171,6 +171,7 @@ class _AuthJob:
         self.settings = settings
         self.thresholds = thresholds
         self.flags = flags
+        self.waiting: set[str] = set()  # servers left to their site's replication after this run's import
 
     # -- the runbook -------------------------------------------------------------------------------------------------
     def run(self, locked: list[bool]) -> None:
@@ -258,11 +259,7 @@ class _AuthJob:
             home.step("auth", "failed", f"{decision.reason}; {decision.blocked}", data=data, warnings=warnings)
             return
         if decision.action == "import":
-            targets = sorted({*decision.import_current_to, *decision.import_next_to})
-            home.step("auth", "failed", f"{decision.reason}. exbe does not import Auth certificates yet: wait for "
-                        "the servicelet (KB 2617816: up to an hour), or run MonitorExchangeAuthCertificate.ps1 on "
-                        f"a server that has it to export and import it on {', '.join(targets)}; replication takes "
-                        "time, and one server per AD site is enough", data=data, warnings=warnings)
+            self._import(read, data, warnings)
             return
         now = self.server_now()
         if decision.action == "stage":
@@ -320,6 +317,36 @@ class _AuthJob:
         data["new_thumbprint"], data["der"], data["method"] = thumb, der, how
         return str(thumb)
 
+    # -- import where missing (rows 4 and 5) ---------------------------------------------------------------------------
+    def _import(self, read: dict[str, Any], data: dict[str, Any], warnings: list[str]) -> None:
+        """Each certificate a server lacks: exported as PFX over WinRM from a reachable server that holds it, imported
+        with ``Import-ExchangeCertificate -Server`` on one lacking server per AD site (the home server's Exchange
+        endpoint); the others of that site get it from their servicelet (:mod:`exbe.auth_import`)."""
+        home = self.home
+        decision: Decision = read["decision"]
+        sites = auth_exchange.read_sites(home.session)
+        plans = auth_import.plan(decision, read["state"], read["presence"], self.flows, sites)
+        data["import"] = [p.as_data() for p in plans]
+        stuck = [p for p in plans if p.source is None]
+        if stuck:
+            home.step("auth", "failed", f"{decision.reason}; but " + "; ".join(p.no_source() for p in stuck)
+                      + ": nothing was changed", data=data, warnings=warnings)
+            return
+        if self.settings.dry_run:
+            home.step("auth", "changed", "would " + "; ".join(p.line() for p in plans) + f" ({decision.reason}); "
+                      + auth_import.REPLICATION_NOTE, changed=True, data=data, warnings=warnings)
+            return
+        done, failed = auth_import.carry_out(plans, home, self.flows)
+        data["imported"] = done
+        if failed:
+            home.step("auth", "failed", "; ".join(failed) + (f"; imported {auth_import.listing(done)}" if done else "")
+                      + "; the Auth configuration was not changed; run `exbe auth` again", changed=bool(done),
+                      data=data, warnings=warnings)
+            raise _Stop
+        self.waiting = {name for p in plans for name in p.waiting}
+        home.step("auth", "changed", f"imported {auth_import.listing(done)} ({decision.reason}); "
+                  + auth_import.REPLICATION_NOTE, changed=True, data=data, warnings=warnings)
+
     def _change(self, what: str, intent: str, call: Any, data: dict[str, Any]) -> None:
         errors: list[str] = call()
         self.home.note("auth", intent, None, None if errors else what, "; ".join(errors) or None)
@@ -353,9 +380,15 @@ class _AuthJob:
         after = self._read_quiet(unreachable)
         decision: Decision = after["decision"]
         left = decision.action != "none"
-        check = CheckResult("auth_organization", "fail" if left else "pass",
-                            (f"still to do: {decision.reason}" if left else "the organization's Auth "
-                             f"configuration needs nothing more: {decision.reason}"))
+        lacking = {*decision.import_current_to, *decision.import_next_to}
+        if decision.action == "import" and lacking <= self.waiting:
+            left = False  # imported in their site this run: their servicelet copies it (replication takes time)
+            check = CheckResult("auth_organization", "pass", f"waiting for replication: {', '.join(sorted(lacking))} "
+                                f"get it from their AD site's servicelet ({auth_import.REPLICATION_NOTE})")
+        else:
+            check = CheckResult("auth_organization", "fail" if left else "pass",
+                                (f"still to do: {decision.reason}" if left else "the organization's Auth "
+                                 f"configuration needs nothing more: {decision.reason}"))
         home.step("verify", "failed" if left else "ok", check.message, checks=[check])
 
     def _read_quiet(self, unreachable: list[str]) -> dict[str, Any]:

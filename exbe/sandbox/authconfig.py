@@ -30,8 +30,18 @@ Sources of each shape and text:
   server's store, and for ``-PublishCertificate`` with no next certificate (no capture of either).
 * ``Get-ExchangeCertificate -Server X -Thumbprint T``: missing -> ``InvalidOperationException`` (MEAC's rule and its
   Pester mocks); the message text, and the unreachable error's text and type, are **belief**.
-* ``Import-ExchangeCertificate -Server -FileData -Password -PrivateKeyExportable``: Microsoft's cmdlet reference; the
-  "already exists" refusal text is **belief**.
+* ``Import-ExchangeCertificate -Server -FileData -Password -PrivateKeyExportable``: Microsoft's cmdlet reference
+  (``-Password`` is a SecureString; MEAC's ``Import-ExchangeAuthCertificateToServers.ps1`` passes one it made in
+  memory). A plain string for ``-Password`` fails parameter binding as PowerShell does for any string given to a
+  SecureString parameter (no conversion exists: ``ParameterArgumentTransformationError``). The texts for a wrong
+  password and for a thumbprint already in the store are **belief** (no capture or documentation found): the wrong
+  password carries Windows' own text for a PFX that does not open ("The specified network password is not
+  correct.", ERROR_INVALID_PASSWORD, what ``X509Certificate2.Import`` raises), both as terminating errors.
+* AD sites: each server's ``Get-ExchangeServer`` ``Site`` (the capture's shape, :meth:`exbe.sandbox.exchange.
+  _Directory.site`); the organization places members in sites (``sites``: computer name -> site, default
+  ``Default-First-Site-Name``). An imported Auth certificate seeds its site: members of that site whose servicelet
+  copies nothing otherwise (``not_replicating``) get it ``replication_delay`` after the import (MEAC: "one server
+  per AD site is enough"; the mechanism -- each site's servicelet copying from a server of its site -- is **belief**).
 * ``Get-HybridConfiguration``: the type name and properties are **belief** (no capture); only "an object or
   nothing" is what MEAC and exbe rely on.
 * Federation: the property names of ``Get-FederationTrust`` (``OrgCertificate``, ``OrgNextCertificate``,
@@ -75,6 +85,9 @@ FEDERATION_TRUST_NAME = "Microsoft Federation Gateway"
 SITE = "Default-First-Site-Name"
 #: What the servicelet needs before a configured certificate reaches the other servers (KB 2617816: up to an hour).
 REPLICATION_DELAY = datetime.timedelta(hours=1)
+#: Belief (no capture): what Import-ExchangeCertificate says when the PFX's password is wrong -- Windows' text for
+#: ERROR_INVALID_PASSWORD, which X509Certificate2's PFX import raises.
+WRONG_PASSWORD = "The specified network password is not correct."
 DATE_IN_THE_PAST = ("The new certificate effective date is invalid. The effective date must be greater than the "
                     "current time.")
 
@@ -125,6 +138,8 @@ class Organization:
         self.hybrid = hybrid
         self.unreachable: set[str] = set()  # computer names the other servers cannot reach
         self.not_replicating: set[str] = set()  # computer names whose servicelet copies nothing
+        self.sites: dict[str, str] = {}  # server name (any of its names) -> AD site (SITE when absent)
+        self.seeded: dict[tuple[str, str], datetime.datetime] = {}  # (site, thumbprint) -> when it was imported
         self.lock = threading.RLock()
         self.configured: dict[str, _Configured] = {}
         self.federation: FederationTrust | None = None
@@ -159,6 +174,9 @@ class Organization:
     def reachable(self, member: Member) -> bool:
         return member.name not in self.unreachable
 
+    def site(self, member: Member) -> str:
+        return next((site for name, site in self.sites.items() if member.answers_to(name)), SITE)
+
     # -- the servicelet ----------------------------------------------------------------------------------------------
     def tick(self, *, wait: bool = False) -> None:
         """What the certificate servicelets have done by now: next becomes current at its effective date, configured
@@ -181,6 +199,11 @@ class Organization:
                     if self.reachable(member) and member.name not in self.not_replicating:
                         for cert in due:
                             self._copy(member, cert)
+                    elif self.reachable(member):  # an import in its site seeds it (module docstring)
+                        for cert in due:
+                            seeded = self.seeded.get((self.site(member), cert.thumbprint))
+                            if seeded is not None and now >= seeded + self.replication_delay:
+                                self._copy(member, cert)
                     self._sync_one(member)
                 finally:
                     member.lock.release()
@@ -371,6 +394,30 @@ def _get_auth_config(original: Callable[[_Exchange, dict[str, Any]], Outcome]) -
     return run
 
 
+def site_of(state: HostState) -> str:
+    """The AD site of a server (``Get-ExchangeServer``'s ``Site``), as its organization places it."""
+    org = organization_of(state)
+    member = org.member(state.computer_name)
+    return org.site(member) if member is not None else SITE
+
+
+def _get_exchange_server(original: Callable[[_Exchange, dict[str, Any]], Outcome]) -> Callable[..., Outcome]:
+    """Org-aware: without ``-Identity`` every server of the organization (Microsoft's reference: "returns summary
+    information about all Exchange servers in the organization"), with it the server named."""
+    def run(ex: _Exchange, params: dict[str, Any]) -> Outcome:
+        org = organization_of(ex.state)
+        if "Identity" not in params:
+            output = []
+            for each in org.members:
+                output.extend(original(ex if each.state is ex.state else _view(each), params).output)
+            return Outcome(output=output)
+        named = org.member(params["Identity"])
+        if named is None or named.state is ex.state:
+            return original(ex, params)
+        return original(_view(named), {**params, "Identity": named.state.computer_name})
+    return run
+
+
 def _get_exchange_certificate(original: Callable[[_Exchange, dict[str, Any]], Outcome]) -> Callable[..., Outcome]:
     """Org-aware: ``-Server`` may name any server of the organization (Exchange asks that server)."""
     def run(ex: _Exchange, params: dict[str, Any]) -> Outcome:
@@ -439,17 +486,29 @@ def _get_hybrid_configuration(ex: _Exchange, params: dict[str, Any]) -> Outcome:
 
 
 def _import_exchange_certificate(ex: _Exchange, params: dict[str, Any]) -> Outcome:
+    from .psrp import SecureText
+
     org = organization_of(ex.state)
     member = _target(org, ex, params)
     data = params.get("FileData")
     password = params.get("Password")
     if not isinstance(data, (bytes, bytearray)):
         raise _invalid("FileData must be the bytes of a PFX file.", "Import-ExchangeCertificate")
+    if password is not None and not isinstance(password, SecureText):
+        kind = "System.String" if isinstance(password, str) else type(password).__name__
+        raise TerminatingError(ErrorInfo(  # PowerShell's binder echoes the value: a plain password leaks here
+            f"Cannot process argument transformation on parameter 'Password'. Cannot convert the \"{password}\" "
+            f"value of type \"{kind}\" to type \"System.Security.SecureString\".",
+            error_id="ParameterArgumentTransformationError,Import-ExchangeCertificate", category="InvalidData",
+            exception_type="System.Management.Automation.ParameterBindingException"))
+    secret = password.value if isinstance(password, SecureText) else ""
     try:
-        key, cert, _ = pkcs12.load_key_and_certificates(bytes(data), str(password or "").encode("utf-8"))
+        key, cert, _ = pkcs12.load_key_and_certificates(bytes(data), secret.encode("utf-8"))
     except ValueError:
-        raise _invalid("The PFX file could not be opened: the password is wrong or the data is not a PFX file.",
-                       "Import-ExchangeCertificate") from None  # belief
+        raise TerminatingError(ErrorInfo(WRONG_PASSWORD, error_id="InvalidOperation,Import-ExchangeCertificate",
+                                         category="InvalidOperation",
+                                         exception_type="System.Security.Cryptography.CryptographicException")) \
+            from None  # text and type: belief (module docstring)
     if cert is None:
         raise _invalid("The PFX file holds no certificate.", "Import-ExchangeCertificate")
     pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
@@ -464,6 +523,7 @@ def _import_exchange_certificate(ex: _Exchange, params: dict[str, Any]) -> Outco
                            "exists.", "Import-ExchangeCertificate")  # belief
         member.state.my.append(stored)
         member.save()
+        org.seeded.setdefault((org.site(member), stored.thumbprint), utcnow())
         return Outcome(output=[_view(member).certificate(stored)])
 
 
@@ -623,6 +683,7 @@ def register(parameters: list[dict[str, tuple[str, ...]]], unmodelled: dict[str,
     unmodelled.update(UNMODELLED)
     cmdlets["Get-AuthConfig"] = _get_auth_config(cmdlets["Get-AuthConfig"])
     cmdlets["Get-ExchangeCertificate"] = _get_exchange_certificate(cmdlets["Get-ExchangeCertificate"])
+    cmdlets["Get-ExchangeServer"] = _get_exchange_server(cmdlets["Get-ExchangeServer"])
     cmdlets.update(CMDLETS)
 
 

@@ -329,6 +329,15 @@ class _Directory:
                      "ObjectGuid": uuid.uuid5(uuid.NAMESPACE_X500, dn.lower()), "Name": name},
             members={"SerializationData": _SERIALIZATION_DATA}, to_string=name)
 
+    def site(self, name: str) -> SandboxObject:
+        """An AD site as ``Get-ExchangeServer``'s ``Site`` carries it: an ADObjectId whose ToString is the canonical
+        ``<domain>/Configuration/Sites/<name>`` (CSS-Exchange capture
+        ``Admin/MonitorExchangeAuthCertificate/DataCollection/Tests/Data/GetExchangeServer.xml``)."""
+        found = self.object_id(f"CN={name},CN=Sites,CN=Configuration,{self.base}", name)
+        found.adapted["Parent"] = f"{self.domain}/Configuration/Sites"
+        found.to_string = f"{self.domain}/Configuration/Sites/{name}"
+        return found
+
     def properties(self, name: str, dn: str, object_class: list[str], schema_class: str,
                    exchange_version: str = "0.20 (15.0.0.0)") -> dict[str, Any]:
         """ExchangeVersion ... ObjectState in the captured order (Name and AdminDisplayName are the caller's)."""
@@ -501,6 +510,12 @@ def _server_edition(name: str) -> EnumValue:
     return EnumValue("Microsoft.Exchange.Data.ServerEditionType", tuple(members.items()), members[name])
 
 
+#: The AD site of a server (``Get-ExchangeServer``'s ``Site``): the default site's name unless the server's
+#: organization (:mod:`exbe.sandbox.authconfig`, which replaces this) places it elsewhere.
+DEFAULT_SITE = "Default-First-Site-Name"
+site_of: Callable[[HostState], str] = lambda state: DEFAULT_SITE  # noqa: E731 - replaced by the organization
+
+
 def _get_exchange_server(ex: _Exchange, params: dict[str, Any]) -> Outcome:
     if "Identity" in params and not ex.is_this_server(params["Identity"]):
         return Outcome(errors=[ex.not_found(params["Identity"])])
@@ -513,6 +528,7 @@ def _get_exchange_server(ex: _Exchange, params: dict[str, Any]) -> Outcome:
         "Name": cfg.server_name, "Edition": _server_edition(cfg.edition), "Fqdn": cfg.fqdn,
         "IsMailboxServer": True,
         "AdminDisplayVersion": _server_version(cfg.version),
+        "Site": ex.directory.site(site_of(ex.state)),
         "ServerRole": EnumValue("Microsoft.Exchange.Data.Directory.SystemConfiguration.ServerRole",
                                 (("None", 0), ("Mailbox", 2)), 2, flags=True),
         **ex.directory.properties(cfg.server_name, dn, ["top", "server", "msExchExchangeServer"],
@@ -690,3 +706,4 @@ _CMDLETS: dict[str, Callable[[_Exchange, dict[str, Any]], Outcome]] = {
 from . import authconfig as _authconfig  # noqa: E402 - it builds on the definitions above
 
 _authconfig.register([PARAMETERS, _BINDABLE], UNMODELLED, _CMDLETS)
+site_of = _authconfig.site_of

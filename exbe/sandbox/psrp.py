@@ -21,11 +21,28 @@ facts, from PowerShell's source (``src/System.Management.Automation/engine/hosti
 
 A pipeline of ONE statement is no batch: its terminating error fails the pipeline (state Failed with the record).
 A lost runspace (fault ``runspace_lost``) fails the whole pipeline whatever it holds.
+
+SecureStrings (PSRP's session key). psrpcore's ``ServerRunspacePool`` already answers a client's PUBLIC_KEY with
+ENCRYPTED_SESSION_KEY (its session key, RSA-encrypted with the client's key) and decrypts ``<SS>`` values with that
+key. What a Windows PowerShell 5.1 server does with a SecureString that arrives before any key exchange comes from
+PowerShell's source (the 2016 import: ``src/System.Management.Automation/utils/CryptoUtils.cs``,
+``PSRemotingCryptoHelperServer.DecryptSecureString`` -> ``RunKeyExchangeIfRequired`` -> ``StartKeyExchange``;
+``engine/remoting/server/serverremotesessionstatemachine.cs``): it sends PUBLIC_KEY_REQUEST to the client and waits;
+without a PUBLIC_KEY within ``ServerDefaultKeepAliveTimeoutMs`` (4 minutes) the session fails with
+``ServerKeyExchangeFailed``, "The client did not respond with a public key within the specified time-out period."
+(pypsrp 0.9.1 does not answer that request: its handler returns ``exchange_keys`` without calling it.) The shell
+here sends the request and then fails the pipeline with that text at once (neither the 4-minute wait nor the
+session's close is modelled).
+(PowerShell 7's protocol 2.4 stops encrypting SecureStrings; Exchange's Windows PowerShell 5.1 speaks 2.3.)
+A SecureString reaches the model as :class:`SecureText`; a script's positional arguments (``$args``) as
+:data:`SCRIPT_ARGUMENTS` while it runs.
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
+import dataclasses
 import datetime
 import functools
 import threading
@@ -34,7 +51,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from psrpcore import ServerPipeline, ServerRunspacePool
-from psrpcore._events import CreatePipelineEvent
+from psrpcore._events import CreatePipelineEvent, PublicKeyEvent
 from psrpcore._payload import PSRPPayload, StreamType
 from psrpcore.types import (
     ErrorCategory,
@@ -48,6 +65,7 @@ from psrpcore.types import (
     PSList,
     PSNoteProperty,
     PSObject,
+    PSSecureString,
     PSType,
     RunspacePoolState,
 )
@@ -56,6 +74,19 @@ from psrpcore.types._serializer import _serialize_string
 
 from . import wsman
 from .records import EnumValue, ErrorInfo, Outcome, RunspaceLost, SandboxObject, TerminatingError
+
+#: PowerShell's text when the client sends no public key (remotingerroridstrings.resx, ServerKeyExchangeFailed).
+KEY_EXCHANGE_FAILED = "The client did not respond with a public key within the specified time-out period."
+#: The positional arguments (``$args``) of the script the executor is running, as the model sees them.
+SCRIPT_ARGUMENTS: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar("SCRIPT_ARGUMENTS", default=())
+
+
+@dataclasses.dataclass(frozen=True)
+class SecureText:
+    """A value that arrived as a SecureString, decrypted with the pool's session key (never printed)."""
+
+    value: str = dataclasses.field(repr=False)
+
 
 #: Bytes of PSRP fragments per Receive response (WinRM's MaxEnvelopeSize is 500 KiB for protocol 2.2+).
 RECEIVE_CHUNK = 256 * 1024
@@ -94,6 +125,7 @@ class Shell:
         self._pool_queue: deque[bytes] = deque()
         self._commands: dict[str, Command] = {}
         self.closed = False
+        self.keys_exchanged = False  # the client sent PUBLIC_KEY and got the session key
 
     # -- WSMan verbs -------------------------------------------------------------------------------------------------
     def create(self, creation_xml: str) -> None:
@@ -166,6 +198,8 @@ class Shell:
             event = self._pool.next_event()
             if event is None:
                 break
+            if isinstance(event, PublicKeyEvent):
+                self.keys_exchanged = True  # psrpcore queued ENCRYPTED_SESSION_KEY
             if isinstance(event, CreatePipelineEvent):
                 self._run_pipeline(self._pool.pipeline_table[event.pipeline_id])
         self._drain()
@@ -189,14 +223,27 @@ class Shell:
         if metadata is None:  # psrpcore sets it from the CreatePipeline message before it hands us the event
             raise RuntimeError(f"pipeline {pipeline.pipeline_id} was created without its PowerShell metadata")
         statements: list[list[tuple[str, bool, dict[str, Any]]]] = [[]]
+        arguments: tuple[Any, ...] = ()
+        secure = False
         for cmd in metadata.commands:
+            secure = secure or any(isinstance(value, PSSecureString) for _, value in cmd.parameters)
             params = {str(name): _plain(value) for name, value in cmd.parameters if name is not None}
+            arguments = tuple(_plain(value) for name, value in cmd.parameters if name is None)
             statements[-1].append((str(cmd.command_text), bool(cmd.is_script), params))
             if cmd.end_of_statement:
                 statements.append([])
         statements = [s for s in statements if s]
         batch = len(statements) > 1
         pipeline.start()
+        if secure and not self.keys_exchanged:  # the module docstring: the server asks for the key, in vain
+            self._pool.request_key()
+            pipeline._change_state(PSInvocationState.Failed, error=_error_record(ErrorInfo(
+                KEY_EXCHANGE_FAILED, error_id="ServerKeyExchangeFailed", category="InvalidOperation",
+                exception_type="System.Management.Automation.Remoting.PSRemotingDataStructureException")))
+            command.finished = True
+            self._drain()
+            return
+        token = SCRIPT_ARGUMENTS.set(arguments)
         try:
             for statement in statements:
                 try:
@@ -214,6 +261,7 @@ class Shell:
         else:
             pipeline.complete()
         finally:
+            SCRIPT_ARGUMENTS.reset(token)
             command.finished = True
             self._drain()
 
@@ -280,6 +328,8 @@ def _enum_type(type_name: str, members: tuple[tuple[str, int], ...], flags: bool
 
 def _plain(value: Any) -> Any:
     """psrpcore primitive wrappers -> plain Python values for the model."""
+    if isinstance(value, PSSecureString):
+        return SecureText(value.decrypt())
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):

@@ -684,3 +684,6 @@ HANDLERS: dict[str, Callable[..., tuple[bool, dict[str, Any]]]] = {
     "facts": facts, "clone": clone, "trust": trust, "bind": bind, "restart": restart, "cleanup": cleanup,
     "lock": lock,
 }
+from .pfx import export as _export  # noqa: E402 - its module imports this one's helpers
+
+HANDLERS["export"] = _export
