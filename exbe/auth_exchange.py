@@ -131,11 +131,11 @@ def _created(result: PipelineOutput) -> tuple[str | None, bytes | None, list[str
     return None, None, errors
 
 
-def read_sites(session: Session) -> dict[str, str]:
+def read_sites(session: Session) -> tuple[dict[str, str], str]:
     """``Get-ExchangeServer`` (every server of the organization, one round trip): ``{name and FQDN (lower case):
     AD site}``. ``Site`` is an ADObjectId (the CSS-Exchange capture ``Admin/MonitorExchangeAuthCertificate/
     DataCollection/Tests/Data/GetExchangeServer.xml``): its ``Name``, else the last part of its canonical ToString
-    (``contoso.lab/Configuration/Sites/Default-First-Site-Name``); a server without one is in the site ""."""
+    (``contoso.lab/Configuration/Sites/Default-First-Site-Name``); and the error text when the cmdlet failed."""
     result = session.run_cmdlets([[("Get-ExchangeServer", {})]])
     sites: dict[str, str] = {}
     for obj in result.output:
@@ -146,7 +146,8 @@ def read_sites(session: Session) -> dict[str, str]:
         for key in ("Name", "Fqdn"):
             if props.get(key):
                 sites[str(props[key]).lower()] = name
-    return sites
+    records = _records(result)
+    return sites, records[0][0] if records and not sites else ""
 
 
 def import_pfx(session: Session, servers: list[str], pfx: bytes, password: Secret) -> dict[str, tuple[str | None,

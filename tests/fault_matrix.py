@@ -398,6 +398,76 @@ def auth_case(workdir: Path, current_days: int, fault: str) -> Outcome:
     return outcome
 
 
+# -- the Auth certificate's import where missing (issue 23, MEAC rows 4-5; helper authimport's block) --------------
+#: Fault points of the import on exch01, which exports the certificate (WinRM) and imports it on exch02 (its
+#: Exchange endpoint, ``-Server exch02``).
+AUTH_IMPORT_FAULT_POINTS = (
+    *(f"step_fail={cmdlet}" for cmdlet in ("Get-ExchangeServer", "Import-ExchangeCertificate")),
+    "runspace_lost=Import-ExchangeCertificate", "step_fail=export", "runspace_lost=export", "drop_in_step=export",
+    "exchange_unavailable",
+)
+
+
+def auth_import_violations(states: dict[str, list[HostState]], held: dict[str, set[str]], current: str) -> list[str]:
+    """An import changes no Auth configuration and removes nothing: in every saved state, AuthConfig still names
+    ``current`` (and no next one) and each server still holds every certificate ``held`` says it held at the start."""
+    found = []
+    for name, seen in states.items():
+        for state in seen:
+            lost = held[name] - {cert.thumbprint for cert in state.my}
+            if lost:
+                found.append(f"{name}: lost {', '.join(sorted(lost))}")
+            if (state.exchange.auth_current, state.exchange.auth_next) != (current, None):
+                found.append(f"{name}: AuthConfig changed to {state.exchange.auth_current}/{state.exchange.auth_next}")
+    return found
+
+
+def auth_import_case(workdir: Path, fault: str) -> Outcome:
+    """`exbe auth --all` where exch02 lacks the current Auth certificate (and copies nothing by itself), with
+    ``fault`` on exch01, then again without it: no saved state loses a certificate or changes AuthConfig; the rerun
+    imports it, after which the current certificate is on every server and a third run has nothing to do."""
+    from exbe.sandbox.authconfig import Organization
+
+    started = time.monotonic()
+    outcome = Outcome(case=f"auth import / {fault or 'no fault'}", code=0)
+    directory = Path(tempfile.mkdtemp(prefix="auth-import-", dir=workdir))
+    hosts = [(HOST, "healthy"), ("exch02", "healthy")]
+    fleet = Fleet(directory / "sandbox", hosts, username=USERNAME, password=PASSWORD)
+    try:
+        with fleet, contextlib.ExitStack() as stack:
+            organization = Organization.of_fleet(fleet)
+            current = organization.set_auth(400)["current"]
+            two = organization.members[1]
+            organization.not_replicating.add(two.name)
+            two.state.my.remove(two.state.find("My", current))
+            two.save()
+            held = {name: {c.thumbprint for c in fleet.host(name).state.my} for name, _ in hosts}
+            try:
+                seen = stack.enter_context(saved_states())
+                fleet.host(HOST).faults = Faults.parse(fault)
+                config = write_config(fleet, directory / "exbe.yaml")
+                outcome.code, _ = exbe(config, "auth", "--all")
+                fleet.host(HOST).faults = Faults()
+                record = directory / "rerun.json"
+                outcome.rerun_code, output = exbe(config, "auth", "--all", "--json", str(record))
+                by_name = {name: list(seen.get(fleet.host(name).state_path, [])) for name, _ in hosts}
+                outcome.violations += auth_import_violations(by_name, held, current)
+                final = {name: [fleet.host(name).state] for name, _ in hosts}
+                outcome.violations += auth_violations(final)
+                again, output = exbe(config, "auth", "--all", "--json", str(record))
+                steps = [s for s in json.loads(record.read_text(encoding="utf-8"))["servers"][0]["steps"]
+                         if s["step"] == "auth"]
+                if outcome.rerun_code != 0 or again != 0 or [s["status"] for s in steps] != ["ok"]:
+                    outcome.converged = False
+                    outcome.why_not = f"rerun exit {outcome.rerun_code}, then {again}: {last_line(output)}"
+            finally:
+                organization.leave()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
 # -- two runs at once, and a cancelled run (real `exbe` processes against a fleet served from here) -----------------
 def default_signals() -> None:
     """In the child, before exbe starts: the stop signals' default handling, whatever the parent (a test runner, a

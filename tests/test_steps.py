@@ -12,15 +12,16 @@ from exbe.facts import HostFacts
 from exbe.model import Settings, StepResult
 from exbe.render import TEMPLATE_DIR, render_step
 from exbe.sandbox.faults import Faults
+from exbe.sandbox.psrp import SCRIPT_ARGUMENTS, SecureText
 from exbe.sandbox.state import HostState
 from exbe.sandbox.steps import HANDLERS, run_step
-from exbe.steps import REGISTRY, bind, cleanup, clone, facts, get, lock, restart, trust
+from exbe.steps import REGISTRY, bind, cleanup, clone, export, facts, get, lock, restart, trust
 
 SETTINGS = Settings()
 
 
 def test_the_registry_names_each_step_once_and_the_sandbox_implements_exactly_those():
-    assert list(REGISTRY) == ["facts", "clone", "trust", "bind", "restart", "cleanup", "lock"]
+    assert list(REGISTRY) == ["facts", "clone", "trust", "bind", "restart", "cleanup", "lock", "export"]
     assert set(HANDLERS) == set(REGISTRY), "a registered step the sandbox cannot run, or one it runs unregistered"
 
 
@@ -45,6 +46,7 @@ def _inputs(state: HostState) -> dict[str, dict]:
         "restart": restart.plan(dry_run=True),
         "cleanup": cleanup.step_input([], SETTINGS),
         "lock": lock.request("acquire", "0123456789ab", "agent01", "renew"),
+        "export": export.plan(str(state.exchange.auth_current)),  # the Auth certificate: its key is exportable
     }
 
 
@@ -53,6 +55,7 @@ def test_the_sandbox_answers_each_step_in_its_declared_result_schema(name):
     state = HostState.from_scenario("exch01", "healthy")
     data = _inputs(state)[name]
     get(name).check_input(data)
+    SCRIPT_ARGUMENTS.set((SecureText("a PFX password"),))  # export's: a SecureString argument (the others take none)
     envelope = run_step(state, name, data, Faults())
     assert envelope["ok"], envelope["error"]
     get(name).check_result(envelope)

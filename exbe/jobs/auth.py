@@ -324,7 +324,10 @@ class _AuthJob:
         endpoint); the others of that site get it from their servicelet (:mod:`exbe.auth_import`)."""
         home = self.home
         decision: Decision = read["decision"]
-        sites = auth_exchange.read_sites(home.session)
+        sites, unread = auth_exchange.read_sites(home.session)
+        if unread:
+            warnings.append(f"Get-ExchangeServer failed ({unread}): the AD sites are unknown, so exbe imports on "
+                            "every server that lacks the certificate")
         plans = auth_import.plan(decision, read["state"], read["presence"], self.flows, sites)
         data["import"] = [p.as_data() for p in plans]
         stuck = [p for p in plans if p.source is None]

@@ -222,19 +222,8 @@ class Shell:
         metadata = pipeline.metadata
         if metadata is None:  # psrpcore sets it from the CreatePipeline message before it hands us the event
             raise RuntimeError(f"pipeline {pipeline.pipeline_id} was created without its PowerShell metadata")
-        statements: list[list[tuple[str, bool, dict[str, Any]]]] = [[]]
-        arguments: tuple[Any, ...] = ()
-        secure = False
-        for cmd in metadata.commands:
-            secure = secure or any(isinstance(value, PSSecureString) for _, value in cmd.parameters)
-            params = {str(name): _plain(value) for name, value in cmd.parameters if name is not None}
-            arguments = tuple(_plain(value) for name, value in cmd.parameters if name is None)
-            statements[-1].append((str(cmd.command_text), bool(cmd.is_script), params))
-            if cmd.end_of_statement:
-                statements.append([])
-        statements = [s for s in statements if s]
-        batch = len(statements) > 1
         pipeline.start()
+        secure = any(isinstance(value, PSSecureString) for cmd in metadata.commands for _, value in cmd.parameters)
         if secure and not self.keys_exchanged:  # the module docstring: the server asks for the key, in vain
             self._pool.request_key()
             pipeline._change_state(PSInvocationState.Failed, error=_error_record(ErrorInfo(
@@ -243,6 +232,16 @@ class Shell:
             command.finished = True
             self._drain()
             return
+        statements: list[list[tuple[str, bool, dict[str, Any]]]] = [[]]
+        arguments: tuple[Any, ...] = ()
+        for cmd in metadata.commands:
+            params = {str(name): _plain(value) for name, value in cmd.parameters if name is not None}
+            arguments = tuple(_plain(value) for name, value in cmd.parameters if name is None)
+            statements[-1].append((str(cmd.command_text), bool(cmd.is_script), params))
+            if cmd.end_of_statement:
+                statements.append([])
+        statements = [s for s in statements if s]
+        batch = len(statements) > 1
         token = SCRIPT_ARGUMENTS.set(arguments)
         try:
             for statement in statements:
