@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import junitparser
 
@@ -361,17 +362,29 @@ def auth_case(workdir: Path, current_days: int, fault: str) -> Outcome:
     """`exbe auth --all` with ``fault`` on exch01 (the current Auth certificate ``current_days`` from expiry: 45
     stages, -3 replaces), then again without it: no saved state breaks :func:`auth_violations`, and the rerun
     exits 0 with nothing left to do."""
+    def prepare(organization: Any) -> None:
+        organization.set_auth(current_days)
+
+    return organization_case(workdir, f"auth, current {current_days} days / {fault or 'no fault'}", fault, prepare,
+                             auth_violations)
+
+
+def organization_case(workdir: Path, case: str, fault: str, prepare: Callable[[Any], Any],
+                      violations: Callable[[dict[str, list[HostState]]], list[str]]) -> Outcome:
+    """An `exbe auth --all` case on an organization of exch01 and exch02: ``prepare`` it, run with ``fault`` on
+    exch01, rerun without it; ``violations`` of every saved state and :func:`auth_violations` of the final ones are
+    the case's violations, and a third run must find nothing left to do."""
     from exbe.sandbox.authconfig import Organization
 
     started = time.monotonic()
-    outcome = Outcome(case=f"auth, current {current_days} days / {fault or 'no fault'}", code=0)
+    outcome = Outcome(case=case, code=0)
     directory = Path(tempfile.mkdtemp(prefix="auth-", dir=workdir))
     hosts = [(HOST, "healthy"), ("exch02", "healthy")]
     fleet = Fleet(directory / "sandbox", hosts, username=USERNAME, password=PASSWORD)
     try:
         with fleet, contextlib.ExitStack() as stack:
             organization = Organization.of_fleet(fleet)  # the organization as it starts: not a state under test
-            organization.set_auth(current_days)
+            prepare(organization)
             try:
                 seen = stack.enter_context(saved_states())
                 fleet.host(HOST).faults = Faults.parse(fault)
@@ -381,7 +394,7 @@ def auth_case(workdir: Path, current_days: int, fault: str) -> Outcome:
                 record = directory / "rerun.json"
                 outcome.rerun_code, output = exbe(config, "auth", "--all", "--json", str(record))
                 by_name = {name: list(seen.get(fleet.host(name).state_path, [])) for name, _ in hosts}
-                outcome.violations += auth_violations(by_name)
+                outcome.violations += violations(by_name)
                 final = {name: [fleet.host(name).state] for name, _ in hosts}
                 outcome.violations += auth_violations(final)
                 again, output = exbe(config, "auth", "--all", "--json", str(record))
@@ -426,46 +439,20 @@ def auth_import_case(workdir: Path, fault: str) -> Outcome:
     """`exbe auth --all` where exch02 lacks the current Auth certificate (and copies nothing by itself), with
     ``fault`` on exch01, then again without it: no saved state loses a certificate or changes AuthConfig; the rerun
     imports it, after which the current certificate is on every server and a third run has nothing to do."""
-    from exbe.sandbox.authconfig import Organization
+    start: dict[str, Any] = {}
 
-    started = time.monotonic()
-    outcome = Outcome(case=f"auth import / {fault or 'no fault'}", code=0)
-    directory = Path(tempfile.mkdtemp(prefix="auth-import-", dir=workdir))
-    hosts = [(HOST, "healthy"), ("exch02", "healthy")]
-    fleet = Fleet(directory / "sandbox", hosts, username=USERNAME, password=PASSWORD)
-    try:
-        with fleet, contextlib.ExitStack() as stack:
-            organization = Organization.of_fleet(fleet)
-            current = organization.set_auth(400)["current"]
-            two = organization.members[1]
-            organization.not_replicating.add(two.name)
-            two.state.my.remove(two.state.find("My", current))
-            two.save()
-            held = {name: {c.thumbprint for c in fleet.host(name).state.my} for name, _ in hosts}
-            try:
-                seen = stack.enter_context(saved_states())
-                fleet.host(HOST).faults = Faults.parse(fault)
-                config = write_config(fleet, directory / "exbe.yaml")
-                outcome.code, _ = exbe(config, "auth", "--all")
-                fleet.host(HOST).faults = Faults()
-                record = directory / "rerun.json"
-                outcome.rerun_code, output = exbe(config, "auth", "--all", "--json", str(record))
-                by_name = {name: list(seen.get(fleet.host(name).state_path, [])) for name, _ in hosts}
-                outcome.violations += auth_import_violations(by_name, held, current)
-                final = {name: [fleet.host(name).state] for name, _ in hosts}
-                outcome.violations += auth_violations(final)
-                again, output = exbe(config, "auth", "--all", "--json", str(record))
-                steps = [s for s in json.loads(record.read_text(encoding="utf-8"))["servers"][0]["steps"]
-                         if s["step"] == "auth"]
-                if outcome.rerun_code != 0 or again != 0 or [s["status"] for s in steps] != ["ok"]:
-                    outcome.converged = False
-                    outcome.why_not = f"rerun exit {outcome.rerun_code}, then {again}: {last_line(output)}"
-            finally:
-                organization.leave()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    outcome.seconds = time.monotonic() - started
-    return outcome
+    def prepare(organization: Any) -> None:
+        current = organization.set_auth(400)["current"]
+        two = organization.members[1]
+        organization.not_replicating.add(two.name)
+        two.state.my.remove(two.state.find("My", current))
+        two.save()
+        start["current"] = current
+        start["held"] = {m.state.computer_name.lower(): {c.thumbprint for c in m.state.my}
+                         for m in organization.members}
+
+    return organization_case(workdir, f"auth import / {fault or 'no fault'}", fault, prepare,
+                             lambda seen: auth_import_violations(seen, start["held"], start["current"]))
 
 
 # -- two runs at once, and a cancelled run (real `exbe` processes against a fleet served from here) -----------------
