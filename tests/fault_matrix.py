@@ -340,8 +340,8 @@ def grid(workdir: Path, scenarios: Sequence[str], points: Sequence[str] = FAULT_
 AUTH_FAULT_POINTS = (
     *(f"step_fail={cmdlet}" for cmdlet in ("Get-AuthConfig", "Get-ExchangeCertificate", "New-ExchangeCertificate",
                                            "Set-AuthConfig")),
-    *(f"step_fail={step}" for step in ("lock", "clone", "restart")),
-    *(f"drop_in_step={step}" for step in ("clone", "restart")),
+    *(f"step_fail={step}" for step in ("lock", "clone", "reload")),
+    *(f"drop_in_step={step}" for step in ("clone", "reload")),
     "exchange_unavailable",
 )
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from exbe.sandbox.auth_steps import recycled
 from exbe.sandbox.authconfig import REPLICATION_DELAY, Organization
 from exbe.sandbox.fleet import Fleet
 from exbe.sandbox.state import utcnow
+from exbe.steps.reload import APP_POOLS
 
 from .auth_org import Exbe, exbe, org, real_time, world  # noqa: F401 - pytest fixtures, used as parameters
 
@@ -69,7 +71,7 @@ def test_row_2_stages_a_next_certificate_a_rerun_changes_nothing_and_the_clock_m
     assert auth_step(record)["status"] == "ok"
 
 
-def test_row_1_replaces_an_expired_certificate_now_and_restarts_iis_one_server_at_a_time(
+def test_row_1_replaces_an_expired_certificate_now_and_reloads_each_server_one_at_a_time(
         world: tuple[Fleet, Organization], org: Organization, exbe: Exbe) -> None:
     old = org.set_auth(-3)["current"]  # expired, signing on: Exchange's certificate cmdlets are blinded
     result, record = exbe("auth")
@@ -79,8 +81,12 @@ def test_row_1_replaces_an_expired_certificate_now_and_restarts_iis_one_server_a
     new = step["data"]["new_thumbprint"]
     assert (org.current, org.next, org.previous) == (new, None, None)
     assert all(m.state.find("My", new) is not None for m in org.members)
-    assert [len(steps(record, "restart", n)) for n in range(3)] == [1, 1, 1]
-    assert all(host.state.iis_restarts == 1 for host in world[0].hosts.values())
+    reloads = [steps(record, "reload", n) for n in range(3)]
+    assert [[r["status"] for r in each] for each in reloads] == [["changed"]] * 3
+    assert all(host.state.iis_restarts == 0 for host in world[0].hosts.values())  # IIS is left alone
+    assert all(host.state.services["MSExchangeServiceHost"] == "Running" for host in world[0].hosts.values())
+    assert [recycled(host.state) for host in world[0].hosts.values()] == [list(APP_POOLS)] * 3
+    assert "MSExchangeServiceHost" in reloads[0][0]["message"]
     assert org.members[0].state.find("My", old) is not None  # nothing in use is deleted
     again, record = exbe("auth")
     assert again.code == 0 and auth_step(record)["status"] == "ok"
@@ -262,3 +268,16 @@ def test_a_fault_in_any_auth_step_leaves_auth_config_on_certificates_every_reach
     world[0].host("exch01").faults.step_fail = None
     healed, _ = exbe("auth")  # the next run converges
     assert healed.code == 0, healed.out + healed.err
+
+
+def test_a_reload_that_fails_on_a_server_is_a_warning_and_the_replacement_stands(
+        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe) -> None:
+    org.set_auth(-3)
+    world[0].host("exch02").faults.step_fail = "reload"
+    result, record = exbe("auth")
+    assert result.code == 0, result.out + result.err
+    (failed,) = steps(record, "reload", 1)
+    assert failed["status"] == "skipped" and "not an error" in failed["message"]
+    assert any("reload" in w for w in failed["warnings"])
+    assert [s["status"] for n in (0, 2) for s in steps(record, "reload", n)] == ["changed", "changed"]
+    assert auth_step(record)["status"] == "changed" and org.current == auth_step(record)["data"]["new_thumbprint"]

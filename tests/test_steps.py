@@ -15,13 +15,13 @@ from exbe.sandbox.faults import Faults
 from exbe.sandbox.psrp import SCRIPT_ARGUMENTS, SecureText
 from exbe.sandbox.state import HostState
 from exbe.sandbox.steps import HANDLERS, run_step
-from exbe.steps import REGISTRY, bind, cleanup, clone, export, facts, get, lock, restart, trust
+from exbe.steps import REGISTRY, bind, cleanup, clone, export, facts, get, lock, reload, restart, trust
 
 SETTINGS = Settings()
 
 
 def test_the_registry_names_each_step_once_and_the_sandbox_implements_exactly_those():
-    assert list(REGISTRY) == ["facts", "clone", "trust", "bind", "restart", "cleanup", "lock", "export"]
+    assert list(REGISTRY) == ["facts", "clone", "trust", "bind", "restart", "cleanup", "lock", "export", "reload"]
     assert set(HANDLERS) == set(REGISTRY), "a registered step the sandbox cannot run, or one it runs unregistered"
 
 
@@ -47,6 +47,7 @@ def _inputs(state: HostState) -> dict[str, dict]:
         "cleanup": cleanup.step_input([], SETTINGS),
         "lock": lock.request("acquire", "0123456789ab", "agent01", "renew"),
         "export": export.plan(str(state.exchange.auth_current)),  # the Auth certificate: its key is exportable
+        "reload": reload.plan(dry_run=True),
     }
 
 

@@ -11,7 +11,8 @@ The runbook, top down (:func:`run_auth`):
 4. **act** once, on that server: stage (create with ``-Services None``, ``Set-AuthConfig -NewCertificateThumbprint
    -NewCertificateEffectiveDate`` later than *its* clock plus the skew margin), replace (create, stage, publish,
    clear previous) or publish the staged one; each Exchange change is journaled in that server's lock; a replacement
-   ends with an IIS restart (which recycles the OWA and ECP pools) on each server, one at a time;
+   ends, on each server one at a time, with MSExchangeServiceHost restarted and the OWA and ECP app pools recycled
+   (failures there are warnings);
 5. **verify**: read the organization again and decide again: nothing left to do, or only waiting for replication.
 
 A next certificate the servicelet has not copied yet is not "missing" while its effective date is more than
@@ -36,6 +37,7 @@ from ..facts import iso
 from ..fleet import Cancelled, Fleetwide, Progress, RunOptions, fail_unexpectedly, mark_cancelled, run_fleet
 from ..model import CheckResult, ServerRun, Settings, StepResult
 from ..steps import clone as clone_step
+from ..steps import reload as reload_step
 from .backend import BackendJob
 from .flags import JobFlags
 
@@ -53,7 +55,7 @@ HYBRID_STEPS = ("before {date}: add the public key {cer} to the Exchange hybrid 
 
 
 class AuthServer(BackendJob):
-    """One selected server of an organization job: its session, lock, recorder and IIS restart (the back-end job's
+    """One selected server of an organization job: its session, lock and recorder (the back-end job's
     machinery, :class:`exbe.server_run.ServerJob`); the organization job drives its steps itself."""
 
     LOCKING_TASKS: ClassVar[tuple[str, ...]] = ("auth", "federation")
@@ -289,7 +291,7 @@ class _AuthJob:
         home.step("auth", "changed", f"{_done_line(decision, str(new), effective)} ({decision.reason})",
                     changed=True, before=before, after=after, data=data, warnings=warnings)
         if decision.action in ("replace", "publish"):
-            self._restart_each()
+            self._reload_each()
 
     def _create(self, data: dict[str, Any], read: dict[str, Any]) -> str:
         """A new Auth certificate on the home server: ``New-ExchangeCertificate -Services None`` on the Exchange
@@ -368,18 +370,18 @@ class _AuthJob:
             where = "(exbe could not read it: export it from the server's LocalMachine\\My)"
         return "hybrid: " + HYBRID_STEPS.format(date=iso(effective), cer=where)
 
-    def _restart_each(self) -> None:
-        """IIS restarted (OWA and ECP pools recycled) on each reachable server, one at a time; a failure there is a
-        warning of that server (Microsoft: these steps are not required for the new certificate)."""
+    def _reload_each(self) -> None:
+        """On each reachable server, one at a time: MSExchangeServiceHost restarted, the OWA and ECP app pools
+        recycled (the ``reload`` step; ../shared/auth-certificate.md §3 "Replace now"). Failures are that server's
+        warnings, never the run's failure: the servicelet picks the certificate up later anyway."""
         for flow in self.flows:
             if flow.run.error is None:
-                _guard(flow, lambda flow=flow: flow.restart("the Auth certificate changed: OWA and ECP load it"))
+                _guard(flow, lambda flow=flow: _reload(flow))
 
     # -- verify ------------------------------------------------------------------------------------------------------
     def _verify(self, unreachable: list[str]) -> None:
         home = self.home
         home.begin("verify")
-        home.session.discard("exchange")  # a restart ended its pools
         after = self._read_quiet(unreachable)
         decision: Decision = after["decision"]
         left = decision.action != "none"
@@ -405,6 +407,23 @@ class _AuthJob:
                                                   hybrid_acknowledged=True)}
 
 
+_RELOAD_LINE = (f"restart {reload_step.SERVICE} and recycle {' and '.join(reload_step.APP_POOLS)} on each server, one "
+                "at a time")
+
+
+def _reload(flow: AuthServer) -> None:
+    """The ``reload`` step on one server, recorded; its failure is recorded as skipped with the reason as a warning."""
+    started = time.monotonic()
+    flow.begin("reload")
+    envelope = flow.scripts([(reload_step.NAME, reload_step.plan(dry_run=False))])[0]
+    result = StepResult.from_envelope(flow.server.name, envelope, time.monotonic() - started)
+    if result.status == "failed":
+        result = dataclasses.replace(result, status="skipped", warnings=[*result.warnings, result.message],
+                                     message=f"not reloaded ({result.message}); the certificate servicelet picks the "
+                                             "new Auth certificate up later (not an error)")
+    flow.record(result)
+
+
 def _presence_line(found: dict[str, Presence], org: OrgRead) -> str:
     names = {org.auth.current: "current", org.auth.next: "next"}
     if not found:
@@ -416,9 +435,9 @@ def _presence_line(found: dict[str, Presence], org: OrgRead) -> str:
 def _plan_line(decision: Decision, effective: datetime.datetime) -> str:
     return {"stage": f"create an Auth certificate and stage it as next, effective {iso(effective)}",
             "replace": "create an Auth certificate, make it current now (stage, publish, clear the previous one) and "
-                       "restart IIS on each server, one at a time",
-            "publish": "publish the staged next certificate now, clear the previous one and restart IIS on each "
-                       "server, one at a time"}.get(decision.action, decision.action)
+                       f"{_RELOAD_LINE}",
+            "publish": f"publish the staged next certificate now, clear the previous one and {_RELOAD_LINE}",
+            }.get(decision.action, decision.action)
 
 
 def _done_line(decision: Decision, thumb: str, effective: datetime.datetime) -> str:

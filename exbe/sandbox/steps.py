@@ -684,6 +684,6 @@ HANDLERS: dict[str, Callable[..., tuple[bool, dict[str, Any]]]] = {
     "facts": facts, "clone": clone, "trust": trust, "bind": bind, "restart": restart, "cleanup": cleanup,
     "lock": lock,
 }
-from .pfx import export as _export  # noqa: E402 - its module imports this one's helpers
+from . import auth_steps as _auth_steps  # noqa: E402 - it imports this module's helpers
 
-HANDLERS["export"] = _export
+HANDLERS.update(export=_auth_steps.export, reload=_auth_steps.reload)

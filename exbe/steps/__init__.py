@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..contract import ContractError, Schema, validate
-from . import bind, cleanup, clone, export, facts, lock, restart, trust
+from . import bind, cleanup, clone, export, facts, lock, reload, restart, trust
 
 Describe = Callable[[Mapping[str, Any], bool, bool], str]  # data, changed, dry_run -> one line
 BeforeAfter = Callable[[Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
@@ -60,7 +60,8 @@ def _step(module: Any) -> Step:
                 choices=getattr(module, "CHOICES", {}), mutating=getattr(module, "MUTATING", True))
 
 
-REGISTRY: dict[str, Step] = {s.name: s for s in map(_step, (facts, clone, trust, bind, restart, cleanup, lock, export))}
+REGISTRY: dict[str, Step] = {s.name: s for s in map(_step, (facts, clone, trust, bind, restart, cleanup, lock, export,
+                                                                reload))}
 
 
 def get(name: str) -> Step:
