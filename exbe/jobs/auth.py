@@ -10,9 +10,10 @@ The runbook, top down (:func:`run_auth`):
 3. **decide** with MEAC's rule (:func:`exbe.auth_rule.decide`);
 4. **act** once, on that server: stage (create with ``-Services None``, ``Set-AuthConfig -NewCertificateThumbprint
    -NewCertificateEffectiveDate`` later than *its* clock plus the skew margin), replace (create, stage, publish,
-   clear previous) or publish the staged one; each Exchange change is journaled in that server's lock; a replacement
-   ends, on each server one at a time, with MSExchangeServiceHost restarted and the OWA and ECP app pools recycled
-   (failures there are warnings);
+   clear previous), publish the staged one, or import a certificate a server lacks (PFX exported over WinRM from
+   a server that has it, ``Import-ExchangeCertificate -Server`` on one lacking server per AD site: :mod:`exbe.
+   auth_import`); each Exchange change is journaled in that server's lock; a replacement ends, on each server one
+   at a time, with MSExchangeServiceHost restarted and the OWA and ECP app pools recycled (failures are warnings);
 5. **verify**: read the organization again and decide again: nothing left to do, or only waiting for replication.
 
 A next certificate the servicelet has not copied yet is not "missing" while its effective date is more than
