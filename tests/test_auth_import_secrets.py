@@ -92,6 +92,8 @@ def test_the_password_appears_in_no_output_report_log_file_or_wire_bytes_before_
     secure = [blob for blob in blobs if b"<SS" in blob]
     assert len(secure) >= 2, "the export's argument and the import's -Password both travel as SecureStrings"
     assert any(b"Import-ExchangeCertificate" in blob for blob in secure)
+    keys = [blob for blob in blobs if b'N="PublicKey"' in blob]
+    assert len(keys) == 2, "one key exchange per pool with a SecureString: the source's WinRM, the home's Exchange"
 
 
 def test_the_sandbox_fails_a_secure_string_sent_without_the_key_exchange_as_windows_powershell_does(

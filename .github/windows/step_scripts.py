@@ -43,7 +43,7 @@ from exbe.facts import HostFacts
 from exbe.model import Settings
 from exbe.render import MANUAL_TASKS, manual_input, render_manual, render_step, to_file_bytes
 from exbe.selection import select_backend, self_signed_exchange_certs
-from exbe.steps import bind, cleanup, clone, facts, lock, restart, trust
+from exbe.steps import bind, cleanup, clone, export, facts, lock, reload, restart, trust
 
 STRICT_AS_RENDERED = "Set-StrictMode -Version 2.0"
 STRICT_LATEST = "Set-StrictMode -Version Latest"
@@ -53,11 +53,13 @@ RUN_ID = "exbe-ci-step-scripts"
 
 @dataclasses.dataclass(frozen=True)
 class Planned:
-    """One run of one step script: a name for the report, the step, and its input document."""
+    """One run of one step script: a name for the report, the step, and its input document; ``secure_argument``:
+    the script gets a SecureString as its first argument (export's PFX password), so it runs with ``-Command``."""
 
     name: str
     step: str
     data: dict[str, Any]
+    secure_argument: bool = False
 
 
 def strict_latest(script: str) -> str:
@@ -87,6 +89,10 @@ def plan_runs(host: HostFacts) -> list[Planned]:
         # taken and given back: the machine is left without a lock
         Planned("lock acquire", "lock", lock.request("acquire", RUN_ID, "step_scripts.py", "renew")),
         Planned("lock release", "lock", lock.request("release", RUN_ID, "step_scripts.py", "renew")),
+        Planned("reload -WhatIf", "reload", reload.plan(dry_run=True)),
+        # the bound certificate's key is exportable on the runner (setup-exchange-layout.ps1)
+        Planned("export with a SecureString password", "export", export.plan(selected.thumbprint),
+                secure_argument=True),
     ]
     missing = set(steps.REGISTRY) - {p.step for p in planned}
     if missing:
@@ -162,10 +168,13 @@ def check_output(step: str, stdout: str) -> dict[str, Any]:
 Runner = Callable[[Path], subprocess.CompletedProcess[str]]
 
 
-def powershell(executable: str) -> Runner:
+def powershell(executable: str, *, secure_argument: bool = False) -> Runner:
     def run(path: Path) -> subprocess.CompletedProcess[str]:
+        how = ["-File", str(path)] if not secure_argument else [
+            "-Command", f"& '{path}' (ConvertTo-SecureString -String ([guid]::NewGuid().ToString('N')) -AsPlainText "
+                        "-Force)"]  # a throwaway password made on the runner, as exbe's travels: a SecureString
         return subprocess.run([executable, "-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
-                               "-File", str(path)], capture_output=True, text=True, timeout=600)
+                               *how], capture_output=True, text=True, timeout=600)
     return run
 
 
@@ -254,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             text = variant(rendered[planned.name])
             started = time.monotonic()
             try:
-                envelope, output = run_script(run, args.work, planned.name + label, planned.step, text)
+                runner = powershell(args.powershell, secure_argument=True) if planned.secure_argument else run
+                envelope, output = run_script(runner, args.work, planned.name + label, planned.step, text)
                 failure = None if envelope["ok"] else f"the envelope is not ok: {envelope['error']}"
             except AssertionError as exc:
                 failure, output = str(exc), ""
