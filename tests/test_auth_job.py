@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from exbe.jobs.auth import AuthServer
 from exbe.sandbox.auth_steps import recycled
 from exbe.sandbox.authconfig import REPLICATION_DELAY, Organization
 from exbe.sandbox.fleet import Fleet
@@ -114,10 +115,15 @@ def lacking(org: Organization, thumb: str, *servers: int) -> None:
 
 @pytest.mark.parametrize("missing", ["current", "next"])
 def test_rows_4_and_5_import_the_missing_certificate_there_then_verify_passes_and_a_rerun_changes_nothing(
-        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe, missing: str) -> None:
+        world: tuple[Fleet, Organization], org: Organization, exbe: Exbe, missing: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     made = org.set_auth(400, next_days=1500, next_effective_in=datetime.timedelta(hours=12))
     lacking(org, made[missing], 1)
     before = config(org)
+    journaled: list[tuple[str, str | None]] = []
+    note = AuthServer.note
+    monkeypatch.setattr(AuthServer, "note", lambda self, step, intent, replaced, new, error: journaled.append(
+        (f"{self.server.name}: {intent}", new)) or note(self, step, intent, replaced, new, error))
     result, record = exbe("auth")
     assert result.code == 0, result.out + result.err
     step = auth_step(record)
@@ -130,6 +136,7 @@ def test_rows_4_and_5_import_the_missing_certificate_there_then_verify_passes_an
     assert copy is not None and copy.key_pem is not None and copy.exportable  # -PrivateKeyExportable $true
     assert config(org) == before  # an import never touches the Auth configuration
     assert steps(record, "verify")[0]["status"] == "ok" and held_locks(world) == []
+    assert journaled == [(f"exch01: Import-ExchangeCertificate {made[missing]} on exch02", made[missing])]
     verified, record = exbe("verify")
     assert verified.code == 0, verified.out
     assert {check(record, f"auth_{'cert' if missing == 'current' else 'next'}", 1)["status"]} <= {"pass"}
