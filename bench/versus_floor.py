@@ -12,9 +12,10 @@ are recorded once (``bench.floor record``, on a fleet of its own), then three cl
 * ``floor``: the same pipelines through the minimal client (``bench.floor replay --client floor``).
 
 All three send the same requests per server (the sandbox's counters are in each row). CPU time is the child's
-user+sys (``bench.fleet``); instructions are the child's, counted by ``valgrind --tool=callgrind`` (load-independent,
-and the figure to trust on a shared machine). Start-up and every other fixed cost are removed by running each client
-on 1 host too: per server = (cost at N hosts - cost at 1 host) / (N - 1). Writes ``bench/results/versus-floor.json``.
+user+sys (``bench.fleet``); instructions are the child's, counted by ``valgrind --tool=callgrind`` from its first
+connection on (``bench.instrument``; load-independent, and the figure to trust on a shared machine). Start-up and
+every other fixed cost are removed by running each client on 1 host too: per server = (cost at N hosts - cost at
+1 host) / (N - 1). Writes ``bench/results/versus-floor.json``.
 """
 
 from __future__ import annotations
