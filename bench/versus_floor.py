@@ -12,9 +12,10 @@ are recorded once (``bench.floor record``, on a fleet of its own), then three cl
 * ``floor``: the same pipelines through the minimal client (``bench.floor replay --client floor``).
 
 All three send the same requests per server (the sandbox's counters are in each row). CPU time is the child's
-user+sys (``bench.fleet``); instructions are the child's, counted by ``valgrind --tool=callgrind`` (load-independent,
-and the figure to trust on a shared machine). Start-up and every other fixed cost are removed by running each client
-on 1 host too: per server = (cost at N hosts - cost at 1 host) / (N - 1). Writes ``bench/results/versus-floor.json``.
+user+sys (``bench.fleet``); instructions are the child's, counted by ``valgrind --tool=callgrind`` from its first
+connection on (``bench.instrument``; load-independent, and the figure to trust on a shared machine). Start-up and
+every other fixed cost are removed by running each client on 1 host too: per server = (cost at N hosts - cost at
+1 host) / (N - 1). Writes ``bench/results/versus-floor.json``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import instrument
 from bench.fleet import PASSWORD, RESULTS, ROOT, TASKS, USERNAME, SandboxProcesses, _child
 
 CLIENTS = ("exbe", "pypsrp", "floor")
 COLLECTED = re.compile(r"Collected : (\d+)")
-CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+#: start-up runs uninstrumented; bench.instrument turns instrumentation on at the client's first connection
+CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--instr-atstart=no"]
 
 
 def _env(concurrency: int) -> dict[str, str]:
@@ -71,12 +74,12 @@ def measure(client: str, n: int, task: str, latency_ms: int, concurrency: int, p
         inventory = _inventory(sandbox, state / "exbe.yaml")
         sandbox.ask("reset")
         if client == "exbe":
-            argv = [sys.executable, "-m", "exbe", "-f", str(inventory), task, "--all"]
+            module = ["exbe", "-f", str(inventory), task, "--all"]
         else:
-            argv = [sys.executable, "-m", "bench.floor", "replay", str(plan), str(inventory), str(concurrency),
-                    "--client", client]
+            module = ["bench.floor", "replay", str(plan), str(inventory), str(concurrency), "--client", client]
         if instructions:
-            done = subprocess.run([*CALLGRIND, *argv], env=env, cwd=ROOT, capture_output=True, text=True)
+            argv = [*CALLGRIND, sys.executable, "-m", "bench.instrument", str(work / instrument.LIBRARY), "-m", *module]
+            done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
             counted = COLLECTED.findall(done.stderr)
             # exbe's verify probes the back end's port 444 itself (TLS); under callgrind that handshake can outlast
             # the sandbox listener's patience, which fails one check (exit 1): the row keeps the exit code
@@ -85,7 +88,7 @@ def measure(client: str, n: int, task: str, latency_ms: int, concurrency: int, p
                                    f"{done.stderr[-1500:]}")
             figure: dict[str, Any] = {"instructions": int(counted[-1]), "exit": done.returncode}
         else:
-            measured = _child(argv, env)
+            measured = _child([sys.executable, "-m", *module], env)
             if measured["exit"] != 0:
                 raise RuntimeError(f"{client} {task} {n}: exit {measured['exit']}: {measured['stdout_tail']}")
             figure = {"cpu_s": measured["cpu_s"], "wall_s": measured["wall_s"], "exit": measured["exit"]}
@@ -107,6 +110,8 @@ def run(tasks: list[str], hosts: list[int], instr_hosts: list[int], latency_ms: 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="exbe-floor-") as tmp:
         work = Path(tmp)
+        if instr_hosts:
+            instrument.build(work)
         for task in tasks:
             plans = {n: record(n, task, latency_ms, concurrency, work, procs)
                      for n in sorted({1, *hosts, *instr_hosts})}

@@ -294,7 +294,8 @@ def _cases(run: ServerRun, server: str, redact: Redact, every_check: bool) -> li
         if step is infrastructure:
             continue
         if step.checks:
-            share = round(step.duration_s / len(step.checks), 3)
+            # at least a millisecond for a step that took time: a check that ran never reads as taking none
+            share = max(round(step.duration_s / len(step.checks), 3), 0.001 if step.duration_s > 0 else 0.0)
             cases.extend(_check_case(server, check, share, redact) for check in step.checks)
         else:
             cases.append(_step_case(server, step, redact))

@@ -33,6 +33,7 @@ from .batch import Event, ServerError
 from .contract import READ_ONLY_CMDLETS
 from .errors import ConfigError, ConnectionFailed
 from .wsman_connection import RedirectRefused, new_wsman, refuse_redirect, register_namespaces_once
+from .wsman_pipeline import create_pipeline_xml
 
 if TYPE_CHECKING:
     from .config import Credentials, Server
@@ -394,16 +395,27 @@ def fast_serializer() -> Any:
       per line break (2 ms for the bind script, 0.06 ms this way); any other string goes through pypsrp's escaping;
     * a primitive element is converted directly: pypsrp first writes every element it deserializes back to XML text
       (``ET.tostring``, kept for objects it cannot type), primitives included, which was most of a received
-      message's cost; a string without ``_x`` has nothing to unescape."""
+      message's cost; a string without ``_x`` has nothing to unescape;
+    * the message that starts a pipeline (CreatePipeline) is written as text in one pass, the same bytes
+      (:mod:`exbe.wsman_pipeline`); a shape that writer does not know (a SecureString parameter among them) goes
+      through pypsrp's serializer."""
     return _fast_serializer_class()()
 
 
 @functools.cache
 def _fast_serializer_class() -> Any:
     from pypsrp._utils import to_unicode
+    from pypsrp.messages import CreatePipeline
     from pypsrp.serializer import Serializer
 
     class FastSerializer(Serializer):
+        def serialize(self, value: Any, metadata: Any = None, parent: Any = None, clear: bool = True) -> Any:
+            if isinstance(value, CreatePipeline) and metadata is None and parent is None:
+                written = create_pipeline_xml(value, self._serialize_string)
+                if written is not None:
+                    return written  # Message.pack sends bytes as they are
+            return super().serialize(value, metadata, parent, clear)
+
         def deserialize(self, element: Any, metadata: Any = None, clear: bool = True) -> Any:
             convert = None if isinstance(element, str) else _PRIMITIVES.get(element.tag)
             if convert is None:
