@@ -18,6 +18,7 @@ from pypsrp.powershell import PowerShell
 from pypsrp.serializer import Serializer, TaggedValue
 
 from exbe import transport
+from exbe.redaction import Secret
 from exbe.render import render_step
 from exbe.wsman_pipeline import create_pipeline_xml
 
@@ -51,7 +52,8 @@ def messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     def build(statements: list[Any], protocol_version: str = "2.3") -> tuple[Any, Any]:
         ps = transport._shared_powershell()(_Pool(protocol_version))
         session = transport.Session.__new__(transport.Session)
-        session._invoke = lambda endpoint, build, *, repeatable: build(ps)  # type: ignore[method-assign]
+        session._invoke = lambda endpoint, build, *, repeatable, secure=False: (  # type: ignore[method-assign]
+            transport._secure_values(build) if secure else build)(ps)
         if all(isinstance(statement, str) for statement in statements):
             session.run_scripts(statements)
         else:
@@ -111,7 +113,8 @@ def test_what_the_text_writer_does_not_know_goes_through_pypsrp(messages, statem
 
 def test_a_secure_string_parameter_is_left_to_pypsrp(messages):
     """A SecureString needs the session key pypsrp holds (pool.exchange_keys()): never written as text."""
-    owner, message = messages([[("Import-Thing", {"Password": TaggedValue("SS", "secret")})]])
+    owner, message = messages([[("Import-Thing", {"Password": Secret("secret")})]])
+    assert isinstance(message.pipeline.commands[0].args[0].value, TaggedValue)
     assert create_pipeline_xml(message, FAST._serialize_string) is None
 
 
