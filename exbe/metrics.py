@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Enum, Gauge, generate_latest
 
 from . import __version__
 from .model import ServerRun
+from .organization import is_organization
 from .redaction import REDACTOR, Redact
 from .report import EXIT_OK, VERDICTS, backend_not_after, checks, exit_code, verdict, write_atomically
 
@@ -75,7 +76,8 @@ def render_metrics(runs: list[ServerRun], *, task: str, wall_time_s: float, reda
     servers = Gauge("exbe_run_servers", "Servers of the exbe run per verdict", [*RUN_LABELS, "verdict"],
                     registry=registry)
     for name in VERDICTS:
-        servers.labels(verdict=name, **run).set(sum(verdict(server_run) == name for server_run in runs))
+        servers.labels(verdict=name, **run).set(sum(verdict(server_run) == name for server_run in runs
+                                                    if not is_organization(server_run)))
     Gauge("exbe_run_info", "The exbe run: exbe's version and whether the servers were simulated",
           [*RUN_LABELS, "version", "simulated"], registry=registry).labels(
         version=__version__, simulated="true" if any(r.simulated for r in runs) else "false", **run).set(1)

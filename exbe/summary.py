@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from .markdown import markdown_table, markdown_text
 from .model import ServerRun
+from .organization import servers_only
 from .redaction import Redact
 from .report import VERDICTS, backend_days_left, findings, new_certificate, unbound_certificate, verdict
 
@@ -73,7 +74,7 @@ def render(runs: Sequence[ServerRun], *, mermaid: bool, redact: Redact, task: st
     per_verdict = {name: sum(verdict(run) == name for run in runs) for name in VERDICTS}
     counts = ", ".join(f"{n} {'with warnings' if name == 'warnings' else name}"
                        for name, n in per_verdict.items() if n)
-    head = ["## " + markdown_text(f"{title(task)}: {len(runs)} server(s), {counts or 'none'}"), ""]
+    head = ["## " + markdown_text(f"{title(task)}: {len(servers_only(runs))} server(s), {counts or 'none'}"), ""]
     if any(run.simulated for run in runs):
         head += ["**SANDBOX**: simulated Exchange servers; nothing ran on Windows.", ""]
     chart = ["### Back-end certificate expiry", "", *(_mermaid(runs) if mermaid else _text_chart(runs)), ""]
