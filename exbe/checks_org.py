@@ -227,7 +227,7 @@ def _fix(decision: Decision, servers: list[str], hybrid: bool | None) -> str:
     select = [("--server", name) for name in servers]
     command = exbe_command("auth", *select)
     if decision.action == "import":
-        return f"{command} says how to import it (exbe does not import yet)"
+        return f"import it with {command} (or it says how, where it cannot)"
     if hybrid is False or decision.action not in ("stage", "replace", "publish") or not command.endswith("`"):
         return f"fix it with {command} (its plan first: add --dry-run)"
     return (f"read the plan with {command[:-1]} --dry-run`, then run {command[:-1]} --hybrid` and upload the .cer "

@@ -158,3 +158,17 @@ def test_servers_that_read_different_configurations_are_judged_each_on_their_own
     check = org_check(json.loads(record_path.read_text()))
     assert check["status"] == "pass" and "2 different Auth configurations" in check["message"], check
     assert [line.split(":")[0] for line in check["details"].splitlines()] == ["exch01", "exch02"]
+
+
+def test_a_server_lacking_the_current_certificate_fails_the_organization_and_names_it(org: Organization,
+                                                                                      exbe: Exbe,
+                                                                                      tmp_path: Path) -> None:
+    lacking = org.members[2].name
+    org.unreachable.add(lacking)  # set_auth copies to the servers it reaches; the servicelet copies nothing there
+    org.not_replicating.add(lacking)
+    org.set_auth(400)
+    org.unreachable.discard(lacking)
+    code, _, record, _ = verify(exbe, tmp_path)
+    check = org_check(record)
+    assert code == 1 and check["status"] == "fail" and check["value"]["row"] == 4, check
+    assert f"missing on {lacking.lower()}" in check["message"] and "`exbe auth --server exch01" in check["message"]
