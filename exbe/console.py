@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING
 
 from . import report, winconsole
 from .findings import RUN_WIDE_KINDS, cause, findings, shared_causes, unreachable, without_server
+from .organization import is_organization, servers_only
 from .redaction import REDACTOR, Redact, clean
 from .selection import short
 from .status import ServerStatus, backend_days
@@ -174,12 +175,15 @@ def _days(left: int | None) -> str:
 def outcome_line(runs: Sequence[ServerRun], elapsed_s: float, *, dry_run: bool = False) -> str:
     """``30 servers in 12.4 s: 20 passed, 2 passed with warnings, 6 FAILED, 1 UNREACHABLE, 1 NOT ATTEMPTED``."""
     tally: dict[str, int] = {}
-    for run in runs:
+    servers = servers_only(runs)
+    for run in servers:
         word = verdict(run, dry_run=dry_run)
         tally[word] = tally.get(word, 0) + 1
     parts = ", ".join(f"{n} {word}" for word, n in sorted(tally.items(), key=lambda item: _verdict_order(item[0])))
-    noun = "server" if len(runs) == 1 else "servers"
-    return f"{len(runs)} {noun} in {elapsed_s:.1f} s: {parts or 'nothing to do'}"
+    noun = "server" if len(servers) == 1 else "servers"
+    organization = "".join(f"; the organization: {verdict(run, dry_run=dry_run)}" for run in runs
+                           if is_organization(run))
+    return f"{len(servers)} {noun} in {elapsed_s:.1f} s: {parts or 'nothing to do'}{organization}"
 
 
 def _verdict_order(word: str) -> tuple[int, str]:
@@ -385,7 +389,8 @@ class Console:
         for kind, sharing in causes.items():
             hit = [run for run in sharing if run.error_kind == kind]
             first = clean(cause(hit[0]), self._redact, one_line=True)
-            self._print(self.out, f"{len(sharing)} of {len(runs)} servers  {verdict(hit[0])} (one cause, said once)",
+            self._print(self.out, f"{len(sharing)} of {len(servers_only(runs))} servers  {verdict(hit[0])} "
+                                  "(one cause, said once)",
                         "red")
             self._print(self.out, f"  {'error':<10}connect  {first}", "red")
             names = ", ".join(clean(run.server, self._redact, one_line=True) for run in hit)

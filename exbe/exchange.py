@@ -58,6 +58,7 @@ _TYPES = {
     "TransportService": "transport",
     "TransportServer": "transport",  # the type Get-TransportService emits
     "FederationTrust": "federation",
+    "HybridConfiguration": "hybrid",
 }
 #: Microsoft.Exchange.Data.AllowedServices flags (the values the captured SerializationData carries: 27 =
 #: IMAP, POP, IIS, SMTP; 16 = SMTP).
@@ -80,6 +81,7 @@ def read_statements(server_name: str) -> list[list[Command]]:
         [("Get-SettingOverride", {})],
         [("Get-TransportService", {"Identity": server_name})],
         [("Get-FederationTrust", {})],
+        [("Get-HybridConfiguration", {})],
         [("Get-ExchangeCertificate", {"Server": server_name}), ("Select-Object", {"Property": PROJECTED_PROPERTIES})],
     ]
 
@@ -97,6 +99,9 @@ READS = (
     batch.Statement("Get-TransportService", _of_kind("transport"), ("Get-TransportService",)),
     # an organization without a Federation trust answers nothing
     batch.Statement("Get-FederationTrust", _of_kind("federation"), ("Get-FederationTrust",), writes_output=False),
+    # a hybrid organization answers its hybrid configuration, any other nothing (MEAC tests $null)
+    batch.Statement("Get-HybridConfiguration", _of_kind("hybrid"), ("Get-HybridConfiguration",),
+                    writes_output=False),
     batch.Statement("Get-ExchangeCertificate | Select-Object", _of_kind("projection"),
                     ("Get-ExchangeCertificate", "Select-Object"), writes_output=False),
 )
@@ -116,11 +121,11 @@ def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None
     notes = [note for answer in answers for note in _notes(answer)]
     if not any(answer.output for answer in answers):  # nothing answered (a lost runspace, an unusable endpoint)
         return None, notes
-    server, auth, overrides, transport, federation, projected = answers
+    server, auth, overrides, transport, federation, hybrid, projected = answers
     unread: dict[str, str] = {}
     certificates_unknown = ""
     objects = [*server.output, *auth.output, *overrides.output, *transport.output, *federation.output,
-               *projected.output]
+               *hybrid.output, *projected.output]
     refusal = _certificates_refusal(projected)
     if refusal is not None and refusal[0] == "denied":
         certificates_unknown = refusal[1]
@@ -131,7 +136,7 @@ def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None
         if full.failed:  # records beside objects (one certificate it could not read) are notes, not a failure
             certificates_unknown = f"Get-ExchangeCertificate failed: {full.why()}"
     for key, answer in (("server", server), ("auth", auth), ("overrides", overrides), ("transport", transport),
-                        ("federation", federation)):
+                        ("federation", federation), ("hybrid", hybrid)):
         if not answer.clean and not answer.output:
             unread[key] = f"{answer.statement.name}: {answer.why()}"
     if certificates_unknown:
@@ -193,6 +198,7 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name:
     overrides: list[dict[str, Any]] = []
     internal = None
     federation: FederationFacts | None = None
+    hybrid: bool | None = None if "hybrid" in unread else False
     for obj in result.output:
         kind = kind_of(obj)
         props = _props(obj)
@@ -220,6 +226,8 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name:
             internal = normalise_thumbprint(props.get("InternalTransportCertificateThumbprint"))
         elif kind == "federation":
             federation = federation_facts(props)
+        elif kind == "hybrid":
+            hybrid = True
     state = signing.judge(server.version if server else None, None if "overrides" in unread else overrides,
                           (server.name if server else None) or server_name)
     if state.on is None:
@@ -231,7 +239,8 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name:
                                        assignments[thumb])
         listed.append(cert)
     facts = ExchangeFacts(server=server, certificates=tuple(listed), auth=auth, serialization_signing=state.on,
-                          internal_transport=internal, signing_why=state.why, unread=unread, federation=federation)
+                          internal_transport=internal, signing_why=state.why, unread=unread, federation=federation,
+                          hybrid=hybrid)
     missing = [c.thumbprint for c in listed if c.services is None]
     if "certificates" in unread:
         return facts.with_assignments_unknown(unknown_because or unread["certificates"])

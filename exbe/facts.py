@@ -261,6 +261,8 @@ class ExchangeFacts:
     #: signing): unknown, never taken for empty
     unread: Mapping[str, str] = dataclasses.field(default_factory=dict)
     federation: FederationFacts | None = None  # None: no Federation trust (or it was not read)
+    #: Get-HybridConfiguration answered an object (True) or nothing (False); None: it did not answer (unknown)
+    hybrid: bool | None = None
 
     def certificate(self, thumbprint: str | None) -> ExchangeCertificate | None:
         wanted = normalise_thumbprint(thumbprint)
@@ -300,10 +302,12 @@ class ExchangeFacts:
                 for c in data.get("certificates") or ()),
             auth=AuthConfig(current=normalise_thumbprint(auth.get("current")),
                             next=normalise_thumbprint(auth.get("next")),
-                            next_effective=when(auth.get("next_effective"))),
+                            next_effective=when(auth.get("next_effective")),
+                            previous=normalise_thumbprint(auth.get("previous"))),
             serialization_signing=None if data.get("serialization_signing", True) is None
             else bool(data.get("serialization_signing", True)),
             internal_transport=normalise_thumbprint(data.get("internal_transport")),
             assignments_unknown=str(data.get("assignments_unknown") or ""),
             signing_why=str(data.get("signing_why") or ""),
-            unread={str(k): str(v) for k, v in (data.get("unread") or {}).items()})
+            unread={str(k): str(v) for k, v in (data.get("unread") or {}).items()},
+            hybrid=None if data.get("hybrid") is None else bool(data["hybrid"]))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .console import outcome_line, verdict
 from .findings import cause, findings, shared_causes
+from .organization import servers_only
 from .redaction import REDACTOR, Redact, clean
 from .status import backend_days
 
@@ -71,7 +72,7 @@ def page(runs: Sequence[ServerRun], *, redact: Redact | None = None, task: str, 
            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            '<link rel="icon" href="data:,">',  # or a browser asks the page's server for /favicon.ico
-           f"<title>{text(title)}: {len(runs)} servers</title><style>{STYLE}</style></head><body>",
+           f"<title>{text(title)}: {len(servers_only(runs))} servers</title><style>{STYLE}</style></head><body>",
            f"<h1>{text(title)}</h1>",
            f'<p class="meta">{text(now)} &middot; '
            f"{text(outcome_line(runs, wall_time_s or 0.0, dry_run=dry_run)) if statuses is None else len(runs)}"
@@ -131,7 +132,7 @@ def _findings(runs: Sequence[ServerRun], text: Text, redact: Redact, dry_run: bo
     out: list[str] = []
     for kind, sharing in causes.items():
         hit = [run for run in sharing if run.error_kind == kind]
-        out.append(f'<h3 class="error">{len(sharing)} of {len(runs)} servers: {text(verdict(hit[0]))} '
+        out.append(f'<h3 class="error">{len(sharing)} of {len(servers_only(runs))} servers: {text(verdict(hit[0]))} '
                    "(one cause)</h3>")
         out.append(f"<ul><li>{text(cause(hit[0]))}</li><li class=\"details\">"
                    f"{text(', '.join(run.server for run in sharing))}</li></ul>")

@@ -14,7 +14,9 @@ the redactor:
   zero). Days left are computed at query time, so they never freeze between runs:
   ``(exbe_backend_certificate_not_after_timestamp_seconds - time()) / 86400``;
 * ``exbe_check_status{server,check,exbe_check_status}``: one series per check status (pass, warn, fail, skip), 1 for
-  the status the check had, 0 for the others (prometheus_client's Enum, an OpenMetrics state set);
+  the status the check had, 0 for the others (prometheus_client's Enum, an OpenMetrics state set); the organization's
+  checks (``auth_organization``, :mod:`exbe.checks_org`) under ``server="organization"``, which no other series
+  counts as a server;
 * ``exbe_server_verdict{server,exbe_server_verdict}``: the same for each server's verdict (passed, warnings, failed,
   unreachable);
 * ``exbe_run_duration_seconds``, ``exbe_run_success`` (1 when exbe exits 0), ``exbe_run_timestamp_seconds`` (when
@@ -34,6 +36,7 @@ from prometheus_client import CollectorRegistry, Enum, Gauge, generate_latest
 
 from . import __version__
 from .model import ServerRun
+from .organization import is_organization, servers_only
 from .redaction import REDACTOR, Redact
 from .report import EXIT_OK, VERDICTS, backend_not_after, checks, exit_code, verdict, write_atomically
 
@@ -60,7 +63,8 @@ def render_metrics(runs: list[ServerRun], *, task: str, wall_time_s: float, reda
                     states=list(VERDICTS), registry=registry)
     for server_run in runs:
         server = redact(server_run.server)
-        verdicts.labels(server=server, **run).state(verdict(server_run))
+        if not is_organization(server_run):  # a server's verdict; the organization has its check's status
+            verdicts.labels(server=server, **run).state(verdict(server_run))
         expires = backend_not_after(server_run)
         if expires is not None:
             not_after.labels(server=server, **run).set(expires.timestamp())
@@ -75,7 +79,7 @@ def render_metrics(runs: list[ServerRun], *, task: str, wall_time_s: float, reda
     servers = Gauge("exbe_run_servers", "Servers of the exbe run per verdict", [*RUN_LABELS, "verdict"],
                     registry=registry)
     for name in VERDICTS:
-        servers.labels(verdict=name, **run).set(sum(verdict(server_run) == name for server_run in runs))
+        servers.labels(verdict=name, **run).set(sum(verdict(server_run) == name for server_run in servers_only(runs)))
     Gauge("exbe_run_info", "The exbe run: exbe's version and whether the servers were simulated",
           [*RUN_LABELS, "version", "simulated"], registry=registry).labels(
         version=__version__, simulated="true" if any(r.simulated for r in runs) else "false", **run).set(1)

@@ -44,6 +44,7 @@ import junit_xml  # type: ignore[import-untyped]  # junit-xml 1.9 ships no type 
 from . import __version__, safe_write
 from .errors import ExbeError
 from .model import CheckResult, ServerRun, StepResult
+from .organization import is_organization
 from .quoting import verify_command
 from .redaction import REDACTOR, VOCABULARY, Redact, clean, redact_values, typed_text
 
@@ -386,11 +387,19 @@ def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = Non
     """The run record: per server its verdict and, per step, status, message, changed, before/after, data,
     warnings, checks. Raises :class:`ReportWriteError`."""
     redact = _redact_default(redact)
-    document = {
+    document: dict[str, object] = {
         "exbe": __version__,
         "failed": exit_code(runs) != EXIT_OK,
         "simulated": any(run.simulated for run in runs),
-        "servers": [{
+        "servers": [_server_record(run, redact) for run in runs if not is_organization(run)],
+    }
+    for run in filter(is_organization, runs):
+        document["organization"] = _server_record(run, redact)
+    write_atomically(Path(path), json.dumps(document, indent=1, sort_keys=False, allow_nan=False) + "\n", "JSON")
+
+
+def _server_record(run: ServerRun, redact: Redact) -> dict[str, object]:
+    return {
             **redact_values({
                 "server": run.server,
                 "host": run.host,
@@ -406,9 +415,7 @@ def write_json(runs: list[ServerRun], path: Path, *, redact: Redact | None = Non
             }, redact),
             "verdict": verdict(run),
             "steps": [_step_record(step, redact) for step in run.steps],
-        } for run in runs],
-    }
-    write_atomically(Path(path), json.dumps(document, indent=1, sort_keys=False, allow_nan=False) + "\n", "JSON")
+        }
 
 
 def _step_record(step: StepResult, redact: Redact) -> dict[str, object]:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from .markdown import markdown_table, markdown_text
 from .model import ServerRun
+from .organization import servers_only
 from .redaction import Redact
 from .report import VERDICTS, backend_days_left, findings, new_certificate, unbound_certificate, verdict
 
@@ -70,13 +71,14 @@ def expiry_bands(runs: Sequence[ServerRun]) -> dict[str, int]:
 def render(runs: Sequence[ServerRun], *, mermaid: bool, redact: Redact, task: str | None = None,
            limit: int = LIMIT_BYTES) -> str:
     """The page for ``runs``: Markdown with a Mermaid chart (``mermaid``) or a text bar chart."""
-    per_verdict = {name: sum(verdict(run) == name for run in runs) for name in VERDICTS}
+    servers = servers_only(runs)  # the organization's record is a row of the table, not a server of the counts
+    per_verdict = {name: sum(verdict(run) == name for run in servers) for name in VERDICTS}
     counts = ", ".join(f"{n} {'with warnings' if name == 'warnings' else name}"
                        for name, n in per_verdict.items() if n)
-    head = ["## " + markdown_text(f"{title(task)}: {len(runs)} server(s), {counts or 'none'}"), ""]
+    head = ["## " + markdown_text(f"{title(task)}: {len(servers)} server(s), {counts or 'none'}"), ""]
     if any(run.simulated for run in runs):
         head += ["**SANDBOX**: simulated Exchange servers; nothing ran on Windows.", ""]
-    chart = ["### Back-end certificate expiry", "", *(_mermaid(runs) if mermaid else _text_chart(runs)), ""]
+    chart = ["### Back-end certificate expiry", "", *(_mermaid(servers) if mermaid else _text_chart(servers)), ""]
     ordered = sorted(runs, key=severity)
     rows = [_row(run, redact) for run in ordered]
     budget = limit - len("\n".join([*head, *chart]).encode("utf-8")) - 200  # the closing line and the joins

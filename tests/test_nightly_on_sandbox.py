@@ -29,8 +29,13 @@ def test_the_nightly_command_runs_on_the_sandbox_and_writes_the_published_junit(
                           text=True, timeout=300)
     junit_path = tmp_path / argv[argv.index("--junit") + 1]
     assert junit_path.exists(), proc.stdout + proc.stderr
-    suites = {s.name for s in junitparser.JUnitXml.fromfile(str(junit_path))}
-    assert suites == {"exch01", "exch02", "exch03"}
+    xml = junitparser.JUnitXml.fromfile(str(junit_path))
+    assert {s.name for s in xml} == {"exch01", "exch02", "exch03", "organization"}
+    # the Auth and Federation certificates are judged too: per server, and once for the organization
+    cases = {case.name for suite in xml for case in suite}
+    assert {f"{server}: {check}" for server in ("exch01", "exch02", "exch03")
+            for check in ("auth_cert", "auth_next", "auth_previous", "federation_cert")} <= cases
+    assert "organization: auth_organization" in cases
     # exch02's certificate has 20 days left: the nightly job goes red and says why
     assert proc.returncode == 1
     assert "backend_days_left" in proc.stdout

@@ -168,7 +168,7 @@ def test_the_admin_must_name_the_source_none_has_a_default() -> None:
     with pytest.raises(KeyError, match="parameters.exbePackage"):
         install_steps(AZURE_STAGE)
     # ... and the pipelines that call nothing read the documented variable, in every stage.
-    assert [s.env["EXBE_PACKAGE"] for s in install_steps(AZURE_RELEASE)] == ["$(EXBE_PACKAGE)"] * 3
+    assert [s.env["EXBE_PACKAGE"] for s in install_steps(AZURE_RELEASE)] == ["$(EXBE_PACKAGE)"] * 5
     assert [s.env["EXBE_PACKAGE"] for s in install_steps(AZURE_NIGHTLY)] == ["$(EXBE_PACKAGE)"]
     assert [s.env["EXBE_PACKAGE"] for s in install_steps(GITHUB_NIGHTLY, variables={"EXBE_PACKAGE": "x"})] == ["x"]
 

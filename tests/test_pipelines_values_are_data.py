@@ -102,8 +102,8 @@ def _azure_command(step: dict[str, Any], tmp_path: Path, **env: str) -> tuple[in
 
 
 STAGE_VALUES = {"EXBE_CONFIG": "exbe.yaml", "EXBE_SERVERS": "", "EXBE_GROUP": "", "EXBE_DAYS": "60",
-                "EXBE_MIN_AGE": "7", "EXBE_DRY_RUN": "False", "EXBE_CREDENTIALS": "False", "EXBE_USERNAME": "",
-                "EXBE_PASSWORD": ""}
+                "EXBE_MIN_AGE": "7", "EXBE_DRY_RUN": "False", "EXBE_HYBRID": "False", "EXBE_CREDENTIALS": "False",
+                "EXBE_USERNAME": "", "EXBE_PASSWORD": ""}
 
 
 @pytest.mark.parametrize(("values", "expected"), [
@@ -111,6 +111,10 @@ STAGE_VALUES = {"EXBE_CONFIG": "exbe.yaml", "EXBE_SERVERS": "", "EXBE_GROUP": ""
     ({"EXBE_TASK": "cleanup", "EXBE_SERVERS": "exch01,exch02", "EXBE_DRY_RUN": "True"},
      ["cleanup", "--server", "exch01,exch02", "--min-age", "7", "--dry-run"]),
     ({"EXBE_TASK": "verify", "EXBE_DRY_RUN": "True"}, ["verify", "--all"]),
+    # auth: the plan, then the change; --hybrid (and the .cer the stage publishes) only when asked, only for auth
+    ({"EXBE_TASK": "auth", "EXBE_DRY_RUN": "True"}, ["auth", "--all", "--dry-run"]),
+    ({"EXBE_TASK": "auth", "EXBE_HYBRID": "True"}, ["auth", "--all", "--hybrid", "--cer", "reports/auth-next.cer"]),
+    ({"EXBE_TASK": "verify", "EXBE_HYBRID": "True"}, ["verify", "--all"]),
     # a value that would be code in a script is one argument here, as it is
     ({"EXBE_TASK": "verify", "EXBE_GROUP": "dag1 & del /q C:\\ ; rm -rf ~ $(whoami)"},
      ["verify", "--group", "dag1 & del /q C:\\ ; rm -rf ~ $(whoami)"]),

@@ -238,6 +238,8 @@ def test_github_actions_are_pinned_to_a_commit() -> None:
         for line in path.read_text(encoding="utf-8").splitlines():
             if "uses:" in line and not line.strip().startswith("#"):
                 ref = line.split("uses:", 1)[1].split("#", 1)[0].strip()
+                if ref.startswith("./"):
+                    continue  # a reusable workflow of the same repository: the caller's own commit
                 assert len(ref.rsplit("@", 1)[1]) == 40, f"{path.name}: {ref} is not pinned to a commit SHA"
 
 
@@ -288,10 +290,11 @@ def test_every_workflow_with_a_test_report_has_checks_write_and_the_docs_tell_ca
 
 
 def test_the_azure_release_renews_behind_an_approval_and_verifies_without_one() -> None:
-    stages = {stage["parameters"]["task"]: stage["parameters"]["environment"]
+    stages = {stage["parameters"]["stageName"]: (stage["parameters"]["task"], stage["parameters"]["environment"])
               for stage in load(PIPELINES / "azure" / "release.yml")["stages"]}
-    assert stages == {"renew": "exchange-backend", "verify": "exchange-backend-verify",
-                      "cleanup": "exchange-backend-cleanup"}
+    assert stages == {"renew": ("renew", "exchange-backend"), "verify": ("verify", "exchange-backend-verify"),
+                      "cleanup": ("cleanup", "exchange-backend-cleanup"),
+                      "auth_plan": ("auth", "exchange-backend-verify"), "auth": ("auth", "exchange-backend")}
     docs = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")
     for environment, gate in (("exchange-backend", "Approvals"), ("exchange-backend-cleanup", "Approvals"),
                               ("exchange-backend-verify", "no checks")):
@@ -337,3 +340,47 @@ def test_the_documented_unlock_commands_use_the_unlock_tasks_own_flags_and_a_run
         assert set(re.findall(r"--[a-z-]+", given)) <= known, given
         for run_id in re.findall(r"--run (\S+)", given):
             assert re.fullmatch(r"[0-9a-f]{12}", run_id) and len(RunOptions().run_id) == len(run_id), given
+
+
+def test_the_azure_release_runs_auth_only_when_asked_its_plan_first_then_behind_renews_approval() -> None:
+    document = load(PIPELINES / "azure" / "release.yml")
+    parameters = {p["name"]: p for p in document["parameters"]}
+    assert parameters["auth"]["type"] == parameters["hybrid"]["type"] == "boolean"
+    assert parameters["auth"]["default"] == parameters["hybrid"]["default"] == "false"  # as Azure reads it
+    stages = {stage["parameters"]["stageName"]: stage["parameters"] for stage in document["stages"]}
+    plan, change, renew = stages["auth_plan"], stages["auth"], stages["renew"]
+    assert plan["dryRun"] == "true" and "hybrid" not in plan  # the plan never acknowledges hybrid
+    assert change["dependsOn"] == ["auth_plan"] and change["environment"] == renew["environment"]
+    assert "eq('${{ parameters.auth }}', 'true')" in plan["condition"]
+    assert change["condition"] == "and(succeeded(), eq('${{ parameters.auth }}', 'true'))"
+    assert change["hybrid"] == "${{ parameters.hybrid }}" and change["dryRun"] == "${{ parameters.dryRun }}"
+    # the stage publishes its reports directory: the JUnit, the JSON record and, hybrid, auth-next.cer
+    template = load(PIPELINES / "azure" / "exbe-stage.yml")
+    assert {p["name"]: p.get("default") for p in template["parameters"]}["hybrid"] == "false"
+    (artifact,) = [step for _, step in steps(template) if step.get("task") == "PublishPipelineArtifact@1"]
+    assert artifact["inputs"]["targetPath"] == "reports" and artifact["condition"] == "succeededOrFailed()"
+
+
+def test_the_github_release_runs_auth_by_hand_its_plan_first_then_behind_renews_reviewers() -> None:
+    document = load(PIPELINES / "github" / "release.yml")
+    inputs = document["on"]["workflow_dispatch"]["inputs"]
+    assert inputs["change"]["options"] == ["renew", "auth"] and inputs["hybrid"]["default"] == "false"
+    jobs = document["jobs"]
+    plan, change, after = jobs["auth-plan"]["with"], jobs["auth"]["with"], jobs["auth-verify"]["with"]
+    assert plan["task"] == change["task"] == "auth" and after["task"] == "verify"
+    assert plan["dry-run"] == "true" and "hybrid" not in plan  # the plan never acknowledges hybrid
+    assert jobs["auth"]["needs"] == "auth-plan" and jobs["auth-verify"]["needs"] == "auth"
+    # the change waits for renew's reviewers; the plan and the verify after it change nothing and wait for none
+    assert change["environment"] == jobs["renew"]["with"]["environment"] == "exchange-backend"
+    assert plan["environment"] == after["environment"] == "exchange-backend-verify"
+    assert change["hybrid"] == "${{ inputs.hybrid }}" and change["dry-run"] == "${{ inputs.dry-run }}"
+    assert jobs["auth-plan"]["if"] == "${{ inputs.change == 'auth' }}"
+    assert jobs["renew"]["if"] == "${{ inputs.change == 'renew' }}"
+    # the reusable workflow passes --hybrid (with the .cer it uploads in reports/) for auth only, never by default
+    reusable = load(PIPELINES / "github" / "exbe-reusable.yml")
+    assert reusable["on"]["workflow_call"]["inputs"]["hybrid"]["default"] == "false"
+    (run,) = [step["run"] for _, step in steps(reusable) if step.get("id") == "exbe"]
+    assert ("if ($env:HYBRID -eq 'true' -and $env:TASK -eq 'auth') { $argv += @('--hybrid', '--cer', "
+            "'reports/auth-next.cer') }") in run
+    (upload,) = [step for _, step in steps(reusable) if "upload-artifact" in str(step.get("uses"))]
+    assert upload["with"]["path"] == "reports/" and upload["if"] == "always()"

@@ -68,4 +68,8 @@ def job_runner(task: str, given: JobFlags | None, defaults: Defaults, default: R
         def federation(*args: Any) -> list[ServerRun]:
             return run_federation(*args, flags=flags)
         return federation
+    if task == "verify":
+        from ..checks_org import with_organization
+
+        return with_organization(default, flags.thresholds)
     return default
