@@ -6,12 +6,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from exbe.sandbox.faults import Faults
 from exbe.sandbox.fleet import Fleet
 
 PASSWORD = "Sandb0x-Pa55;'\"$(x)"
 USERNAME = "SANDBOX\\exbe-admin"
+
+# Hypothesis's per-example deadline is a timing assertion: the suite must pass beside a CPU hog, and speed lives in
+# bench/, never in timed tests.
+settings.register_profile("exbe", deadline=None)
+settings.load_profile("exbe")
 
 
 @pytest.fixture

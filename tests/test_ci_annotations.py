@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from exbe.ci import (
@@ -171,7 +171,6 @@ def test_github_outputs_are_appended_to_the_github_output_file(tmp_path: Path) -
     assert (tmp_path / "output").read_text(encoding="utf-8") == "earlier=1\nexch_01_new_thumbprint=0123ABCD\n"
 
 
-@settings(deadline=None)  # a file write per example: a loaded machine takes longer than 200 ms
 @given(value=st.text(alphabet=st.sampled_from(list("ab\nEXBE_OF_<>=")), min_size=1).filter(lambda v: "\n" in v))
 def test_a_multi_line_github_output_uses_a_delimiter_the_value_does_not_contain(value: str) -> None:
     import tempfile
