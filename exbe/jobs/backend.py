@@ -37,6 +37,23 @@ METHODS = {"exchange": "New-ExchangeCertificate -Services None on the Exchange e
            "clone": "New-SelfSignedCertificate -CloneCert with a legacy CSP over WinRM"}
 
 
+#: The end of the bind's refusal when the trust before it in the same pipeline did not put the certificate in
+#: LocalMachine\\Root (ps_templates/bind.ps1.j2, the sandbox's model in exbe/sandbox/steps.py).
+TRUST_UNFINISHED = "is not in LocalMachine\\Root (the trust before this bind did not complete)"
+
+
+def stopped_by(earlier: StepResult, result: StepResult) -> bool:
+    """Whether ``result``, a later statement of the pipeline in which ``earlier`` failed, failed only because of it:
+    the bind that refused since the failed trust left its certificate out of Root, or a statement that answered
+    with the earlier failure's own text (a pipeline that failed whole). A statement that ran and refused or failed
+    for a reason of its own is reported as that."""
+    if result.status != "failed" or result.changed:
+        return False
+    if result.message == earlier.message:
+        return True
+    return earlier.step == "trust" and result.step == "bind" and TRUST_UNFINISHED in result.message
+
+
 class BackendJob(ServerJob):
     """The back-end certificate's tasks on one server."""
 
@@ -269,9 +286,8 @@ class BackendJob(ServerJob):
         first_failure: StepResult | None = None
         for envelope in envelopes[:-1]:
             result = StepResult.from_envelope(self.server.name, envelope, duration)
-            if first_failure is not None and result.status == "failed" and not result.changed:
-                # an earlier statement failed: this one refused to act on what that one did not do (or answered with
-                # that failure's text): one failure per cause, this step skipped saying why
+            if first_failure is not None and stopped_by(first_failure, result):
+                # one failure per cause: this step did not act because the earlier one failed
                 result = StepResult(server=self.server.name, step=result.step, status="skipped",
                                     message=f"not run: {first_failure.step} failed before it ({result.message})"
                                     if result.message != first_failure.message else
