@@ -324,7 +324,7 @@ class BackendJob(ServerJob):
         they stayed stopped. It ends the Exchange endpoint's pools: the next Exchange call opens a new one."""
         started = time.monotonic()
         # a cancel that came while waiting for the gate stops the restart before it starts
-        with self.fleetwide.restart_gate:
+        with self.restart_turn():
             self.begin("restart")
             envelope = self.scripts([("restart", restart_step.plan(dry_run=self.settings.dry_run))],
                                     release=self._last_change("restart"), retake=True)[0]
