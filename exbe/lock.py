@@ -194,6 +194,13 @@ class ServerLock:
                        f"({lock_step.TTL_MINUTES} minutes after its last step); "
                        f"{unlock_command(self.server, self.run_id)} removes it")
 
+    def beside(self, warn: Callable[[str], None]) -> ServerLock:
+        """A copy of this hold for a release sent beside the step still running (a second signal): it knows whether
+        the lock was released, and carries a journal note not yet answered."""
+        own = ServerLock(self.server, self.run_id, self.task, taking=self.taking, warn=warn)
+        own.released, own._note = self.released, self._note
+        return own
+
     def release_abandoned(self, run: RunPipeline, stage: str) -> None:
         """exbe stopped waiting for this run's ``stage`` (a second signal): a lock it took, or may have taken, is
         released through ``run`` (a fresh connection, beside the running step) with this run's id; when that fails,
@@ -207,9 +214,10 @@ class ServerLock:
         why = (f"exbe stopped waiting for {abandoned}" if abandoned is not None
                else "the answer to exbe's lock request was lost")
         failure = ""
+        note = [("lock", self._request("note", entry=self._note))] if self._note is not None else []
         try:
             fresh_connection()
-            envelope = run([("lock", self._request("release"))])[0]
+            envelope = run([*note, ("lock", self._request("release"))])[-1]
         except ConnectionFailed as exc:
             failure = str(exc)
         except Exception as exc:  # noqa: BLE001 - the run's own outcome stands; the lock's fate is a warning

@@ -206,8 +206,7 @@ class ServerJob:
         lock on a session of its own, beside the step still running (the release carries the run id, so it removes
         only this run's lock); the warnings to report (the exact unlock command when that failed)."""
         said: list[str] = []
-        own = ServerLock(self.server.name, self.options.run_id, self.task, taking=self.lock.taking, warn=said.append)
-        own.released = self.lock.released
+        own = self.lock.beside(said.append)
         allowed = release_allowance(self.server)
         with running(Deadline(allowed, reason=f"releasing the lock took its whole allowance ({allowed:g} s)")), \
                 Session(self.server, self._credentials) as fresh:
