@@ -793,21 +793,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def report(outcome: Outcome) -> None:
         if not args.quiet:
-            mark = "ok" if not outcome.violations and outcome.converged else "BAD"
-            print(f"{mark:3} {outcome.seconds:5.1f}s exit {outcome.code}/{outcome.rerun_code}  {outcome.case}",
-                  flush=True)
+            mark = "ok" if not (outcome.violations or outcome.misleading or outcome.third_changed) \
+                and outcome.converged else "BAD"
+            notes = [f"{len(outcome.violations)} violation(s)" if outcome.violations else "",
+                     "misleading exit" if outcome.misleading else "", "not converged" if not outcome.converged
+                     else "", "third run changed" if outcome.third_changed else "",
+                     "rerun refused by a lock" if outcome.lock_refused else ""]
+            print(f"{mark:3} {outcome.seconds:5.1f}s exit {outcome.code}/{outcome.rerun_code}/{outcome.third_code}  "
+                  f"{outcome.case}" + "".join(f" [{note}]" for note in notes if note), flush=True)
 
     with tempfile.TemporaryDirectory(prefix="exbe-fault-matrix-") as work, credentials():
         workdir = Path(work)
         started = time.monotonic()
-        totals = Totals() if args.no_grid else grid(workdir, args.scenario or scenario_names(),
-                                                    drop_stride=args.drop_stride, fail_stride=args.drop_stride,
-                                                    report=report)
-        for extra in itertools.chain((concurrent_renews(workdir, n) for n in range(3)),
-                                     (cancelled_fleet(workdir, delay) for delay in (0.5, 1.5, 3.0)),
-                                     issue27_cases(workdir)):
+        totals = Totals()
+        for extra in itertools.chain(issue27_cases(workdir), (concurrent_renews(workdir, n) for n in range(3)),
+                                     (cancelled_fleet(workdir, delay) for delay in (0.5, 1.5, 3.0))):
             totals.outcomes.append(extra)
             report(extra)
+        if not args.no_grid:
+            totals.outcomes += grid(workdir, args.scenario or scenario_names(), drop_stride=args.drop_stride,
+                                    fail_stride=args.drop_stride, report=report).outcomes
         totals.seconds = time.monotonic() - started
     print(totals.text())
     return 1 if totals.violations or totals.non_converging or totals.misleading or totals.third_changed else 0
