@@ -55,6 +55,7 @@ from exbe.sandbox.state import BACKEND_SITE, CSP_PROVIDERS, FRONTEND_SITE, HostS
 
 from .conftest import PASSWORD, USERNAME
 from .test_chain import MUST_STOP, VERIFY_STILL_FAILS
+from .test_signals import wait_for_handlers
 
 #: The chain every case runs: every step of it (restart and cleanup included), so that every step can fail.
 COMMAND = ("renew", "--restart-iis", "--cleanup", "--min-age", "0")
@@ -724,13 +725,14 @@ def hung_server(workdir: Path, scenario: str, request: int) -> Outcome:
 
 
 def signalled(workdir: Path, when: str, delay_s: float = 0.0) -> Outcome:
-    """SIGINT to a real `exbe renew` at start-up (``delay_s`` after the process started: before, while or just
-    after it contacts the server) or at its end (the moment its server's lines are printed: the reports are being
-    written): exit 130, one line saying so, whole reports when the run got that far, no invariant broken, and the
-    rerun converges."""
+    """SIGINT to a real `exbe renew` at start-up (``delay_s`` after its handlers are installed, the first thing
+    exbe does -- before that the interpreter itself is starting, and a SIGINT there is Python's: a traceback from
+    its ``site`` import, exit 1 -- so before, while or just after it contacts the server) or at its end (the
+    moment its server's lines are printed: the reports are being written): exit 130, whole reports when the run
+    got that far, no invariant broken, and the rerun converges."""
     started = time.monotonic()
     directory = Path(tempfile.mkdtemp(prefix="signalled-", dir=workdir))
-    outcome = Outcome(case=f"SIGINT at {when}" + (f" (+{delay_s:.1f} s)" if when == "start" else ""), code=0)
+    outcome = Outcome(case=f"SIGINT at {when}" + (f" (handlers + {delay_s:.1f} s)" if when == "start" else ""), code=0)
     fleet = Fleet(directory / "sandbox", [(HOST, "backend_expiring")], username=USERNAME, password=PASSWORD)
     try:
         with fleet, saved_states() as seen:
@@ -742,6 +744,7 @@ def signalled(workdir: Path, when: str, delay_s: float = 0.0) -> Outcome:
             assert process.stdout is not None
             lines: list[str] = []
             if when == "start":
+                wait_for_handlers(process)
                 time.sleep(delay_s)
             else:
                 for line in process.stdout:  # the server's lines come together once it finished
@@ -750,8 +753,7 @@ def signalled(workdir: Path, when: str, delay_s: float = 0.0) -> Outcome:
                         break
             process.send_signal(signal.SIGINT)
             output = "".join(lines) + process.communicate(timeout=300)[0]
-            # killed by SIGINT before Python could install any handler: the shell's exit status is 130 too
-            outcome.code = 130 if process.returncode == -signal.SIGINT else process.returncode
+            outcome.code = process.returncode
             if outcome.code != 130:
                 outcome.misleading = f"exit {outcome.code} after SIGINT, not 130: {last_line(output)}"
             if "Traceback" in output:
