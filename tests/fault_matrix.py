@@ -716,7 +716,8 @@ def hung_server(workdir: Path, scenario: str, request: int) -> Outcome:
                 outcome.misleading = f"exit {outcome.code} without naming server_timeout: {last_line(output)}"
             else:
                 outcome.misleading = misleading_exit(outcome.code, first, [])
-            unlock_then_rerun(outcome, config, directory, scenario, before, host, output)
+            # the server answers again: the rerun and the third run get the default server_timeout
+            unlock_then_rerun(outcome, write_config(fleet, config), directory, scenario, before, host, output)
             outcome.violations += violations(before, list(seen.get(host.state_path, [])))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
