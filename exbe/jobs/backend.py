@@ -42,11 +42,6 @@ METHODS = {"exchange": "New-ExchangeCertificate -Services None on the Exchange e
 TRUST_UNFINISHED = "is not in LocalMachine\\Root (the trust before this bind did not complete)"
 
 
-#: The least time verify's probe of 444 gets when the server's deadline is (nearly) reached: it still answers
-#: whether the port serves the certificate, at once on a server that answers at all.
-PROBE_AT_LEAST_S = 1.0
-
-
 def stopped_by(earlier: StepResult, result: StepResult) -> bool:
     """Whether ``result``, a later statement of the pipeline in which ``earlier`` failed, failed only because of it:
     the bind that refused since the failed trust left its certificate out of Root, or a statement that answered
@@ -350,9 +345,9 @@ class BackendJob(ServerJob):
             if not envelope["ok"]:
                 return self.fail("verify", f"reading the certificate store and IIS failed: {envelope['error']}", 0.0)
             self.facts = HostFacts.parse(envelope["data"])
-        # the probe is not a WinRM request, but it counts against the server's deadline too (exbe.deadline)
+        # not a WinRM request, but bounded by the server's deadline too (at least 1 s: a live 444 answers at once)
         probe = probe_backend(self.server.host, self.server.backend_port,
-                              timeout=min(self.server.connect_timeout, max(self.deadline.left(), PROBE_AT_LEAST_S)))
+                              timeout=min(self.server.connect_timeout, max(self.deadline.left(), 1.0)))
         results = checks.run_checks(self.facts, self.exchange, probe, self.settings, lock=self.lock.found)
         fixed: dict[str, str] = {}
         if self.settings.dry_run:
