@@ -43,6 +43,7 @@ class Server:
     connect_timeout: int
     operation_timeout: int
     read_timeout: int
+    server_timeout: int
 
     @property
     def winrm_url(self) -> str:
@@ -163,6 +164,7 @@ def _server(raw: Any, index: int, defaults: Defaults) -> Server:
         connect_timeout=defaults.connect_timeout,
         operation_timeout=defaults.operation_timeout,
         read_timeout=defaults.read_timeout,
+        server_timeout=defaults.server_timeout,
     )
 
 

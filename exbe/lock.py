@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -136,11 +137,12 @@ class ServerLock:
         try:
             envelopes = run(statements)
         except ConnectionFailed as lost:
-            if lost.kind in ANSWER_LOST_KINDS:
-                if any(step == "lock" and data["action"] == "acquire" for step, data in statements):
-                    self._maybe_held = True
-                if noted:  # it may have been written: not twice (a pipeline that never left keeps it for the next)
-                    self._note = None
+            if lost.kind in ANSWER_LOST_KINDS and any(step == "lock" and data["action"] == "acquire"
+                                                      for step, data in statements):
+                self._maybe_held = True
+            # a note whose pipeline lost its answer may not have been written: it rides on the next pipeline too
+            # (the release, on a new connection if need be); its id makes a second copy count once
+            # (exbe.steps.lock.LockRecord)
             raise
         if noted:
             self._note = None
@@ -151,11 +153,14 @@ class ServerLock:
 
     def note_exchange_change(self, step: str, intent: str, replaced: str | None, new: str | None,
                              error: str | None) -> None:
-        """A change made on the Exchange endpoint, which runs no scripts: its journal entry rides on the next WinRM
-        pipeline (the lock's first entry holds what LocalMachine\\My held before)."""
+        """A change made on the Exchange endpoint, which runs no scripts: its journal entry rides on the very next
+        WinRM request, the Command of the next pipeline -- the next step's, or the release's when the run stops
+        before that step (a cancel, a failure, the deadline) -- and again on the release when that pipeline lost
+        its answer, so an interruption after the change still leaves its certificate named in the journal (the
+        lock's first entry holds what LocalMachine\\My held before)."""
         if self.held:
             self._note = {"step": step, "phase": "end", "intent": intent, "ok": new is not None,
-                          "changed": new is not None, "error": error,
+                          "changed": new is not None, "error": error, lock_step.NOTE_ID: uuid.uuid4().hex[:12],
                           "result": {"replaced": replaced, "new_thumbprint": new}}
 
     def release_at_end(self, run: RunPipeline, fresh_connection: Callable[[], None]) -> None:
@@ -189,6 +194,13 @@ class ServerLock:
                        f"({lock_step.TTL_MINUTES} minutes after its last step); "
                        f"{unlock_command(self.server, self.run_id)} removes it")
 
+    def beside(self, warn: Callable[[str], None]) -> ServerLock:
+        """A copy of this hold for a release sent beside the step still running (a second signal): it knows whether
+        the lock was released, and carries a journal note not yet answered."""
+        own = ServerLock(self.server, self.run_id, self.task, taking=self.taking, warn=warn)
+        own.released, own._note = self.released, self._note
+        return own
+
     def release_abandoned(self, run: RunPipeline, stage: str) -> None:
         """exbe stopped waiting for this run's ``stage`` (a second signal): a lock it took, or may have taken, is
         released through ``run`` (a fresh connection, beside the running step) with this run's id; when that fails,
@@ -202,9 +214,10 @@ class ServerLock:
         why = (f"exbe stopped waiting for {abandoned}" if abandoned is not None
                else "the answer to exbe's lock request was lost")
         failure = ""
+        note = [("lock", self._request("note", entry=self._note))] if self._note is not None else []
         try:
             fresh_connection()
-            envelope = run([("lock", self._request("release"))])[0]
+            envelope = run([*note, ("lock", self._request("release"))])[-1]
         except ConnectionFailed as exc:
             failure = str(exc)
         except Exception as exc:  # noqa: BLE001 - the run's own outcome stands; the lock's fate is a warning

@@ -19,17 +19,22 @@ StepResults and the current facts.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import batch, contract, exchange, steps
+from .deadline import Deadline, DeadlinePassed, release_allowance, running
 from .errors import ConnectionFailed
 from .facts import ExchangeFacts, HostFacts
 from .fleet import Cancelled, Fleetwide, Progress, RunOptions, fail_unexpectedly, mark_cancelled, new_run
 from .lock import Planned, ServerLock
 from .model import ServerRun, Settings, StepResult
+from .quoting import verify_command
 from .render import render_step
 from .steps import facts as facts_step
 from .transport import Session
@@ -70,6 +75,7 @@ class ServerJob:
         self.exchange_notes: list[str] = []  # warnings of the last Exchange read (statements that did not answer)
         self.credentials_refused = False  # the server refused the logon (lockout safety, exbe.fleet)
         self.stage = "connect"  # the step under way: an unexpected exception fails this one
+        self.deadline = Deadline(server.server_timeout)  # started now: the job is built as the server's run starts
         self.lock = ServerLock(server.name, options.run_id, task, warn=self.run.warnings.append,
                                taking=task in self.LOCKING_TASKS and not settings.dry_run)
 
@@ -79,16 +85,25 @@ class ServerJob:
         raise NotImplementedError
 
     def execute(self) -> ServerRun:
-        """Run :meth:`steps` over one session; whatever happens, release the lock and return the record."""
+        """Run :meth:`steps` over one session, within the server's deadline (:mod:`exbe.deadline`); whatever
+        happens, release the lock (within the deadline's allowance) and return the record."""
         started = time.monotonic()
         try:
-            with self.session:
+            with running(self.deadline), self.session:
                 try:
                     self.steps()
                 finally:
-                    self.lock.release_at_end(self._run_planned, lambda: self.session.discard("winrm"))
+                    with self.deadline.allowance(release_allowance(self.server)):
+                        self.lock.release_at_end(self._run_planned, lambda: self.session.discard("winrm"))
         except Cancelled as stop:
             mark_cancelled(self.run, stop.stage, self.options.cancel.reason)
+        except DeadlinePassed as exc:
+            self.run.error, self.run.error_kind = str(exc), exc.kind
+            what = (f"while {self.stage} awaited the server's answer: the outcome of {self.stage} is unknown, "
+                    f"{verify_command(self.server.name)} shows where the server stands" if exc.waiting
+                    else f"before {self.stage} could send its next request")
+            self.record(StepResult(server=self.server.name, step=self.stage, status="failed",
+                                   message=f"stopped by server_timeout {what} ({exc})"))
         except ConnectionFailed as exc:
             self.run.error = str(exc)
             self.run.error_kind = exc.kind
@@ -110,6 +125,17 @@ class ServerJob:
         if self.options.began is not None:
             self.options.began(self.server.name, stage)
 
+    @contextlib.contextmanager
+    def restart_turn(self) -> Iterator[None]:
+        """Hold the fleet's restart gate (one IIS restart at a time) inside; the wait for it, behind another
+        server's restart, does not count against this server's deadline."""
+        with self.deadline.paused():
+            self.fleetwide.restart_gate.acquire()
+        try:
+            yield
+        finally:
+            self.fleetwide.restart_gate.release()
+
     def record(self, result: StepResult) -> None:
         self.run.steps.append(result)
         self.progress(self.server.name, result.step, result.status, result.message)
@@ -130,7 +156,7 @@ class ServerJob:
         and the facts envelope."""
         self.log_on()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"exbe-{self.server.name}-exchange") as side:
-            exchange_read = side.submit(self.read_exchange)
+            exchange_read = side.submit(contextvars.copy_context().run, self.read_exchange)  # the deadline too
             # the lock first: a changing task reads the facts it decides with under its lock (same round trip)
             lock_answer, envelope = self.scripts([self.lock.first_statement(),
                                                   ("facts", facts_step.plan(self.settings))])
@@ -165,7 +191,7 @@ class ServerJob:
             if self.exchange is None:
                 self.exchange_reason = "; ".join(self.exchange_notes) or "the Exchange cmdlets failed"
         except ConnectionFailed as exc:
-            if exc.kind not in EXCHANGE_DOWN_KINDS:
+            if exc.kind not in EXCHANGE_DOWN_KINDS or isinstance(exc, DeadlinePassed):
                 raise
             self.exchange, self.exchange_reason = None, str(exc)
 
@@ -180,9 +206,10 @@ class ServerJob:
         lock on a session of its own, beside the step still running (the release carries the run id, so it removes
         only this run's lock); the warnings to report (the exact unlock command when that failed)."""
         said: list[str] = []
-        own = ServerLock(self.server.name, self.options.run_id, self.task, taking=self.lock.taking, warn=said.append)
-        own.released = self.lock.released
-        with Session(self.server, self._credentials) as fresh:
+        own = self.lock.beside(said.append)
+        allowed = release_allowance(self.server)
+        with running(Deadline(allowed, reason=f"releasing the lock took its whole allowance ({allowed:g} s)")), \
+                Session(self.server, self._credentials) as fresh:
             own.release_abandoned(lambda planned: self._run_planned(planned, session=fresh), self.stage)
         return said
 

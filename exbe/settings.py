@@ -138,6 +138,10 @@ class Defaults:
     connect_timeout: int = setting(30, "seconds to wait for a connection", at_least=1)
     operation_timeout: int = setting(60, "seconds one WinRM operation may take on the server", at_least=1)
     read_timeout: int = setting(90, "seconds to wait for an answer", at_least=1)
+    server_timeout: int = setting(600, "seconds one server's whole run may take (every request is bounded by what "
+                                       "is left; then 30 s more to release exbe's lock): a server that stops "
+                                       "answering costs this, not read_timeout again and again; the wait for "
+                                       "another server's IIS restart does not count", at_least=1)
     auth: AuthMethod = setting("negotiate", "authentication, for servers whose inventory entry names none")
     port: int = setting(5985, "WinRM port over HTTP", port=True)
     ssl_port: int = setting(5986, "WinRM port over HTTPS (servers with ssl: true and no port)", port=True)

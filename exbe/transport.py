@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .batch import Event, ServerError
 from .contract import READ_ONLY_CMDLETS
+from .deadline import bound_requests
 from .errors import ConfigError, ConnectionFailed
 from .wsman_connection import RedirectRefused, new_wsman, refuse_redirect, register_namespaces_once
 from .wsman_pipeline import create_pipeline_xml
@@ -204,6 +205,7 @@ class Session:
             wsman = self._wsman(endpoint)
             _tune_session(wsman)
             _retry_safe_requests(wsman, self.server.name, endpoint)
+            bound_requests(wsman, self.server, endpoint)  # the server's deadline (exbe.deadline)
             pool = RunspacePool(wsman, configuration_name=ENDPOINTS[endpoint])
             pool._serializer = pool._fragmenter.serializer = fast_serializer()
             pool.open()

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import datetime
 import io
+import itertools
 import json
 import os
 import re
@@ -55,6 +56,7 @@ from exbe.sandbox.state import BACKEND_SITE, CSP_PROVIDERS, FRONTEND_SITE, HostS
 
 from .conftest import PASSWORD, USERNAME
 from .test_chain import MUST_STOP, VERIFY_STILL_FAILS
+from .test_signals import wait_for_handlers
 
 #: The chain every case runs: every step of it (restart and cleanup included), so that every step can fail.
 COMMAND = ("renew", "--restart-iis", "--cleanup", "--min-age", "0")
@@ -85,6 +87,11 @@ class Outcome:
     converged: bool = True
     why_not: str = ""
     seconds: float = 0.0
+    misleading: str = ""  # the faulted run's exit code said something its record and the server contradict
+    third_code: int | None = None  # a third run after the rerun: it must change nothing
+    third_changed: str = ""  # what the third run changed ("" when nothing)
+    lock_refused: bool = False  # the rerun was refused by a lock the faulted run left
+    extra_runs: int = 0  # runs besides those three (`exbe unlock`, a rerun after it)
 
 
 @dataclasses.dataclass
@@ -102,13 +109,30 @@ class Totals:
 
     @property
     def runs(self) -> int:
-        return sum(1 + (o.rerun_code is not None) for o in self.outcomes)
+        return sum(1 + (o.rerun_code is not None) + (o.third_code is not None) + o.extra_runs for o in self.outcomes)
+
+    @property
+    def misleading(self) -> list[tuple[str, str]]:
+        return [(o.case, o.misleading) for o in self.outcomes if o.misleading]
+
+    @property
+    def third_changed(self) -> list[tuple[str, str]]:
+        return [(o.case, o.third_changed) for o in self.outcomes if o.third_changed]
+
+    @property
+    def lock_refused(self) -> list[str]:
+        return [o.case for o in self.outcomes if o.lock_refused]
 
     def text(self) -> str:
-        lines = [f"fault matrix: {len(self.outcomes)} cases, {self.runs} runs, {len(self.violations)} invariant "
-                 f"violations, {len(self.non_converging)} non-converging reruns, {self.seconds:.1f} s"]
+        lines = [f"fault matrix: {len(self.outcomes)} cases, {self.runs} exbe runs, {len(self.violations)} invariant "
+                 f"violations, {len(self.misleading)} misleading exit codes, {len(self.non_converging)} "
+                 f"non-converging reruns, {len(self.third_changed)} third runs that changed something, "
+                 f"{len(self.lock_refused)} reruns refused by a lock, {self.seconds:.1f} s"]
         lines += [f"  VIOLATION {case}: {why}" for case, why in self.violations]
+        lines += [f"  MISLEADING {case}: {why}" for case, why in self.misleading]
         lines += [f"  NOT CONVERGED {case}: {why}" for case, why in self.non_converging]
+        lines += [f"  THIRD RUN CHANGED {case}: {why}" for case, why in self.third_changed]
+        lines += [f"  RERUN REFUSED BY A LOCK {case}" for case in self.lock_refused]
         return "\n".join(lines)
 
 
@@ -271,6 +295,41 @@ def converged(scenario: str, code: int, output: str, record: Path, before: HostS
     return f"exit {code}" + (f"; {'; '.join(still)}" if still else "") + f"; {last_line(output)}"
 
 
+def misleading_exit(code: int, record: Path, still_broken: list[str]) -> str:
+    """Why the faulted run's exit code misleads ("" when it does not): 0 while a step failed or the server is
+    broken, or non-zero while its record shows nothing failed."""
+    document = json.loads(record.read_text(encoding="utf-8")) if record.exists() else None
+    failed = [] if document is None else [
+        f"{step['step']} failed" for server in document["servers"] for step in server["steps"]
+        if step["status"] == "failed"] + [f"error {server['error']}" for server in document["servers"]
+                                          if server.get("error")]
+    if code == 0 and (failed or still_broken):
+        return f"exit 0 while {'; '.join([*failed, *still_broken])[:300]}"
+    if code != 0 and document is not None and not failed:
+        return f"exit {code} while its record shows no failure"
+    return ""
+
+
+def changes(record: Path) -> str:
+    """The steps of a run's record that changed something ("" when none did, or the record is missing)."""
+    if not record.exists():
+        return f"no record ({record.name})"
+    document = json.loads(record.read_text(encoding="utf-8"))
+    return ", ".join(f"{server['server']} {step['step']}" for server in document["servers"]
+                     for step in server["steps"] if step.get("changed"))
+
+
+def third_run(outcome: Outcome, config: Path, directory: Path, *args: str) -> None:
+    """After a converged rerun: the same command once more must change nothing."""
+    record = directory / "third.json"
+    outcome.third_code, output = exbe(config, *args, "--json", str(record))
+    outcome.third_changed = changes(record) or ("" if record.exists() else last_line(output))
+
+
+def refused_by_lock(output: str) -> bool:
+    return bool(re.search(r"\slock\s+failed\s+locked by", output))
+
+
 def last_line(output: str) -> str:
     """What a run said last: its last failed step's line (``exch01  lock  failed  <why>``), else its last ``exbe:``
     or FAILED line (the recap's "1 FAILED" alone hides why)."""
@@ -292,21 +351,26 @@ def run_case(workdir: Path, scenario: str, fault: str) -> tuple[Outcome, dict[st
             host = fleet.host(HOST)
             before = HostState.load(host.state_path)
             config = write_config(fleet, directory / "exbe.yaml")
-            code, output = exbe(config, *COMMAND, "--server", HOST)
+            first = directory / "first.json"
+            code, output = exbe(config, *COMMAND, "--server", HOST, "--json", str(first))
             counts = {endpoint: host.total_requests(endpoint) for endpoint in DROP_ENDPOINTS}
             outcome = Outcome(case=name, code=code)
-            states = list(seen.get(host.state_path, []))
             after = HostState.load(host.state_path)
             if code == 0 and broken(before, after):
                 outcome.violations.append(f"exit 0 while broken: {'; '.join(broken(before, after))}")
+            outcome.misleading = misleading_exit(code, first, broken(before, after) if scenario not in MUST_STOP
+                                                 and scenario not in VERIFY_STILL_FAILS else [])
             host.faults = Faults()
             record = directory / "rerun.json"
             outcome.rerun_code, rerun_output = exbe(config, *COMMAND, "--server", HOST, "--json", str(record))
+            outcome.lock_refused = refused_by_lock(rerun_output)
             states = list(seen.get(host.state_path, []))
             final = HostState.load(host.state_path)
             outcome.violations += violations(before, states)
             outcome.why_not = converged(scenario, outcome.rerun_code, rerun_output, record, before, final)
             outcome.converged = not outcome.why_not
+            if outcome.converged:
+                third_run(outcome, config, directory, *COMMAND, "--server", HOST)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     outcome.seconds = time.monotonic() - started
@@ -599,32 +663,219 @@ def cancelled_reports(code: int, output: str, record: Path, junit: Path, names: 
     return found
 
 
+# -- issue 27: interruptions at the worst instants ------------------------------------------------------------------
+#: The first WinRM request after New-ExchangeCertificate answered, in COMMAND with --force on a server whose 444
+#: carries nothing (3 authentication, Create, Receive, the lock + facts pipeline's Command and Receive; then the
+#: trust + bind pipeline's Command).
+FIRST_AFTER_RENEWAL = 8
+#: Where a server goes silent against its deadline (hang_from=winrm:N): the first pipeline's Command (before the
+#: lock is taken), its Receive (the lock taken, its answer lost), the trust + bind pipeline's Receive (changed).
+HANG_POINTS = (6, 7, 9)
+#: The timeouts of a hung-server case: read_timeout 4 s, server_timeout 12 s; the bound is 12 + min(30, 4) s.
+HANG_DEFAULTS = {"connect_timeout": 2, "operation_timeout": 2, "read_timeout": 4, "server_timeout": 12}
+#: What the agent may add to the documented bound on a loaded machine (thread start, reports).
+HANG_SLACK_S = 20.0
+EMPTY_444 = ("binding_empty", "binding_removed_by_update")
+
+
+def unlock_then_rerun(outcome: Outcome, config: Path, directory: Path, scenario: str, before: HostState,
+                      host: SandboxHost, output: str, *, killed: bool = False) -> None:
+    """The rerun after an interruption. When a lock the interrupted run left refuses it, that run's ``output`` must
+    have named the exact command that removes it (`exbe unlock --server S --run R`, R the holder the refusal names;
+    a ``killed`` run says nothing, and the refusal's own advice is used); that command, then the rerun again. Then
+    a third run, which must change nothing."""
+    host.faults = Faults()
+    record = directory / "rerun.json"
+    outcome.rerun_code, rerun_output = exbe(config, *COMMAND, "--server", HOST, "--json", str(record))
+    if refused_by_lock(rerun_output):
+        outcome.lock_refused = True
+        holder = re.search(r"locked by run ([0-9a-f]+)", rerun_output)
+        said = re.search(r"`exbe unlock --server \S+ --run ([0-9a-f]+)`", rerun_output if killed else output)
+        if holder is None or said is None or said.group(1) != holder.group(1):
+            outcome.violations.append("the lock left on the server was not named with the command that removes it: "
+                                      f"{last_line(output)}")
+        unlock_code, _ = exbe(config, "unlock", "--server", HOST, "--run", holder.group(1) if holder else "")
+        outcome.rerun_code, rerun_output = exbe(config, *COMMAND, "--server", HOST, "--json", str(record))
+        outcome.extra_runs += 2
+        if unlock_code != 0:
+            outcome.violations.append(f"exbe unlock --run {holder.group(1) if holder else None} exited {unlock_code}")
+    outcome.why_not = converged(scenario, outcome.rerun_code, rerun_output, record, before,
+                                HostState.load(host.state_path))
+    outcome.converged = not outcome.why_not
+    if outcome.converged:
+        third_run(outcome, config, directory, *COMMAND, "--server", HOST)
+
+
+def killed_after_renewal(workdir: Path, scenario: str) -> Outcome:
+    """A real exbe process killed (SIGKILL: nothing of it runs again) between New-ExchangeCertificate's answer and
+    the next WinRM step, on a server whose 444 carries nothing: the host holds that step's request unanswered and
+    the process dies there. The next run is refused by the dead run's lock, which its output named; after
+    `exbe unlock --run R` it binds the certificate the killed run made (the journal's "My since the lock"), with no
+    human choosing between the two candidates."""
+    started = time.monotonic()
+    directory = Path(tempfile.mkdtemp(prefix="killed-", dir=workdir))
+    outcome = Outcome(case=f"{scenario} / killed between the Exchange renewal and the next step", code=0)
+    fleet = Fleet(directory / "sandbox", [(HOST, scenario)],
+                  faults={HOST: Faults.parse(f"hang_from=winrm:{FIRST_AFTER_RENEWAL}")},
+                  username=USERNAME, password=PASSWORD)
+    try:
+        with fleet, saved_states() as seen:
+            host = fleet.host(HOST)
+            before = HostState.load(host.state_path)
+            config = write_config(fleet, directory / "exbe.yaml")
+            process = exbe_process(config, *COMMAND, "--force", "--server", HOST)
+            deadline = time.monotonic() + 300
+            while process.poll() is None and not host.request_counts().get("winrm", {}).get("hang"):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            process.kill()
+            output = process.communicate(timeout=60)[0]
+            outcome.code = process.returncode
+            made = [c.thumbprint for c in HostState.load(host.state_path).my
+                    if c.thumbprint not in {m.thumbprint for m in before.my}]
+            if len(made) != 1:
+                outcome.violations.append(f"the kill did not land after the renewal: My gained {made}")
+            unlock_then_rerun(outcome, config, directory, scenario, before, host, output, killed=True)
+            if made and backend_hash(HostState.load(host.state_path)) != made[0]:
+                outcome.converged = False
+                outcome.why_not = (outcome.why_not or "") + f"; 444 is not on {made[0]}, the killed run's certificate"
+            outcome.violations += violations(before, list(seen.get(host.state_path, [])))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def hung_server(workdir: Path, scenario: str, request: int) -> Outcome:
+    """The server stops answering from WinRM request ``request`` on (``hang_from``): the run ends within
+    server_timeout + min(30 s, read_timeout) (+ :data:`HANG_SLACK_S`), its output names server_timeout, a lock it
+    left is named with its exact unlock command; once the server answers again the rerun converges."""
+    started = time.monotonic()
+    directory = Path(tempfile.mkdtemp(prefix="hung-", dir=workdir))
+    outcome = Outcome(case=f"{scenario} / silent from winrm request {request} (server_timeout 12 s)", code=0)
+    fleet = Fleet(directory / "sandbox", [(HOST, scenario)], faults={HOST: Faults.parse(f"hang_from=winrm:{request}")},
+                  username=USERNAME, password=PASSWORD)
+    try:
+        with fleet, saved_states() as seen:
+            host = fleet.host(HOST)
+            before = HostState.load(host.state_path)
+            config = directory / "exbe.yaml"
+            config.write_text(json.dumps({"exbe": {"inventory": fleet.inventory(), "defaults": HANG_DEFAULTS}}),
+                              encoding="utf-8")
+            first = directory / "first.json"
+            outcome.code, output = exbe(config, *COMMAND, "--server", HOST, "--json", str(first))
+            took = time.monotonic() - started
+            bound = HANG_DEFAULTS["server_timeout"] + min(30, HANG_DEFAULTS["read_timeout"])
+            if took > bound + HANG_SLACK_S:
+                outcome.violations.append(f"the silent server held the run {took:.1f} s, bound {bound} s")
+            if "server_timeout" not in output:
+                outcome.misleading = f"exit {outcome.code} without naming server_timeout: {last_line(output)}"
+            else:
+                outcome.misleading = misleading_exit(outcome.code, first, [])
+            # the server answers again: the rerun and the third run get the default server_timeout
+            unlock_then_rerun(outcome, write_config(fleet, config), directory, scenario, before, host, output)
+            outcome.violations += violations(before, list(seen.get(host.state_path, [])))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def signalled(workdir: Path, when: str, delay_s: float = 0.0) -> Outcome:
+    """SIGINT to a real `exbe renew` at start-up (``delay_s`` after its handlers are installed, the first thing
+    exbe does -- before that the interpreter itself is starting, and a SIGINT there is Python's: a traceback from
+    its ``site`` import, exit 1 -- so before, while or just after it contacts the server) or at its end (the
+    moment its server's lines are printed: the reports are being written): exit 130, whole reports when the run
+    got that far, no invariant broken, and the rerun converges."""
+    started = time.monotonic()
+    directory = Path(tempfile.mkdtemp(prefix="signalled-", dir=workdir))
+    outcome = Outcome(case=f"SIGINT at {when}" + (f" (handlers + {delay_s:.1f} s)" if when == "start" else ""), code=0)
+    fleet = Fleet(directory / "sandbox", [(HOST, "backend_expiring")], username=USERNAME, password=PASSWORD)
+    try:
+        with fleet, saved_states() as seen:
+            host = fleet.host(HOST)
+            before = HostState.load(host.state_path)
+            config = write_config(fleet, directory / "exbe.yaml")
+            record, junit = directory / "r.json", directory / "r.xml"
+            process = exbe_process(config, *COMMAND, "--server", HOST, "--json", str(record), "--junit", str(junit))
+            assert process.stdout is not None
+            lines: list[str] = []
+            if when == "start":
+                wait_for_handlers(process)
+                time.sleep(delay_s)
+            else:
+                for line in process.stdout:  # the server's lines come together once it finished
+                    lines.append(line)
+                    if re.match(rf"{HOST}\s+verify\s", line):
+                        break
+            process.send_signal(signal.SIGINT)
+            output = "".join(lines) + process.communicate(timeout=300)[0]
+            outcome.code = process.returncode
+            if outcome.code != 130:
+                outcome.misleading = f"exit {outcome.code} after SIGINT, not 130: {last_line(output)}"
+            if "Traceback" in output:
+                outcome.violations.append("a traceback: " + output[output.index("Traceback"):][:300])
+            if when == "end":
+                outcome.violations += [v for v in cancelled_reports(outcome.code, output, record, junit, [HOST])
+                                       if "exit" not in v and "no line saying" not in v]
+            outcome.violations += violations(before, list(seen.get(host.state_path, [])))
+            unlock_then_rerun(outcome, config, directory, "backend_expiring", before, host, output)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def issue27_cases(workdir: Path) -> Iterator[Outcome]:
+    """Every interruption of issue 27 the grid does not cover (its grid holds the lost first answers -- drop and
+    HTTP 500 at every request index, ``drop_in_step=lock`` -- and every single 500 on a Receive)."""
+    for scenario in EMPTY_444:
+        yield killed_after_renewal(workdir, scenario)
+    for request in HANG_POINTS:
+        yield hung_server(workdir, "backend_expiring", request)
+    yield hung_server(workdir, "binding_empty", FIRST_AFTER_RENEWAL + 1)
+    for delay in (0.0, 0.3, 0.8, 1.5):
+        yield signalled(workdir, "start", delay)
+    for _ in range(2):
+        yield signalled(workdir, "end")
+
+
 # -- the full grid ---------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fault_matrix", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", action="append", help="only this scenario (repeatable; default: all)")
     parser.add_argument("--drop-stride", type=int, default=1, help="drop at every n-th request index (default 1)")
     parser.add_argument("--quiet", action="store_true", help="print the figures only, not each case")
+    parser.add_argument("--no-grid", action="store_true", help="only the cases outside the grid (concurrent "
+                        "renews, cancelled fleets, issue 27's interruptions)")
     args = parser.parse_args(argv)
 
     def report(outcome: Outcome) -> None:
         if not args.quiet:
-            mark = "ok" if not outcome.violations and outcome.converged else "BAD"
-            print(f"{mark:3} {outcome.seconds:5.1f}s exit {outcome.code}/{outcome.rerun_code}  {outcome.case}",
-                  flush=True)
+            mark = "ok" if not (outcome.violations or outcome.misleading or outcome.third_changed) \
+                and outcome.converged else "BAD"
+            notes = [f"{len(outcome.violations)} violation(s)" if outcome.violations else "",
+                     "misleading exit" if outcome.misleading else "", "not converged" if not outcome.converged
+                     else "", "third run changed" if outcome.third_changed else "",
+                     "rerun refused by a lock" if outcome.lock_refused else ""]
+            print(f"{mark:3} {outcome.seconds:5.1f}s exit {outcome.code}/{outcome.rerun_code}/{outcome.third_code}  "
+                  f"{outcome.case}" + "".join(f" [{note}]" for note in notes if note), flush=True)
 
     with tempfile.TemporaryDirectory(prefix="exbe-fault-matrix-") as work, credentials():
         workdir = Path(work)
         started = time.monotonic()
-        totals = grid(workdir, args.scenario or scenario_names(), drop_stride=args.drop_stride,
-                      fail_stride=args.drop_stride, report=report)
-        for extra in [*(concurrent_renews(workdir, n) for n in range(3)),
-                      *(cancelled_fleet(workdir, delay) for delay in (0.5, 1.5, 3.0))]:
+        totals = Totals()
+        for extra in itertools.chain(issue27_cases(workdir), (concurrent_renews(workdir, n) for n in range(3)),
+                                     (cancelled_fleet(workdir, delay) for delay in (0.5, 1.5, 3.0))):
             totals.outcomes.append(extra)
             report(extra)
+        if not args.no_grid:
+            totals.outcomes += grid(workdir, args.scenario or scenario_names(), drop_stride=args.drop_stride,
+                                    fail_stride=args.drop_stride, report=report).outcomes
         totals.seconds = time.monotonic() - started
     print(totals.text())
-    return 1 if totals.violations or totals.non_converging else 0
+    return 1 if totals.violations or totals.non_converging or totals.misleading or totals.third_changed else 0
 
 
 if __name__ == "__main__":

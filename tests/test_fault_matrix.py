@@ -43,6 +43,8 @@ def test_the_reduced_fault_matrix_breaks_no_invariant_and_every_rerun_converges(
     print(totals.text())
     assert totals.violations == []
     assert totals.non_converging == []
+    assert totals.misleading == []
+    assert totals.third_changed == []
     assert len(totals.outcomes) >= 45
     failed = {o.case for o in totals.outcomes if o.code != 0}
     assert {f"backend_expiring / {point}" for point in ON_THE_PATH} <= failed, "a fault on the chain's path fails it"
@@ -113,3 +115,21 @@ def test_a_fault_in_any_auth_step_leaves_auth_config_on_certificates_every_serve
                                                                                         fault):
     outcome = matrix.auth_case(tmp_path, current_days, fault)
     assert outcome.violations == [] and outcome.converged, (outcome.violations, outcome.why_not)
+
+
+def test_issue_27s_interruptions_converge_and_name_what_they_leave(tmp_path):
+    """A kill between the Exchange renewal and the next step on a server whose 444 is empty, a server that goes
+    silent after the lock was taken (against server_timeout), SIGINT at start-up and at the end: no invariant
+    broken, no misleading exit code, every rerun converges (after the named unlock where a lock was left), and a
+    third run changes nothing."""
+    totals = matrix.Totals(outcomes=[
+        matrix.killed_after_renewal(tmp_path, "binding_empty"),
+        matrix.hung_server(tmp_path, "backend_expiring", 7),
+        matrix.signalled(tmp_path, "start", 0.3),
+        matrix.signalled(tmp_path, "end"),
+    ])
+    print(totals.text())
+    assert totals.violations == [] and totals.misleading == [] and totals.third_changed == []
+    assert totals.non_converging == []
+    killed, hung = totals.outcomes[:2]
+    assert killed.lock_refused and hung.lock_refused, "both left the lock, and the rerun found it"

@@ -34,7 +34,7 @@ def test_an_entry_with_only_a_name_gets_the_winrm_and_exchange_defaults():
     assert server == Server(
         name="exch01", host="exch01", port=5985, ssl=False, auth="negotiate", cert_validation=True, ca_file=None,
         groups=(), exchange_host="exch01", exchange_port=80, exchange_ssl=False, exchange_path="PowerShell",
-        backend_port=444, connect_timeout=30, operation_timeout=60, read_timeout=90,
+        backend_port=444, connect_timeout=30, operation_timeout=60, read_timeout=90, server_timeout=600,
     )
     assert server.winrm_url == "http://exch01:5985/wsman"
     assert server.exchange_url == "http://exch01:80/PowerShell"

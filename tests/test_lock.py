@@ -201,8 +201,9 @@ def test_a_connection_lost_inside_the_bind_fails_the_server_but_releases_the_loc
     assert result.code == 1
     kept = files(fleet)
     assert LOCK_FILE not in kept, "released on a new connection at the end of the run"
-    assert [(e["step"], e["phase"]) for e in kept[LAST_RUN_FILE]["journal"]][-2:] == [("bind", "begin"),
-                                                                                     ("bind", "end")]
+    # as the journal reads (a note sent again with the release, its pipeline's answer lost, counts once)
+    journal = lock.LockRecord.parse(kept[LAST_RUN_FILE]).journal
+    assert [(e["step"], e["phase"]) for e in journal][-2:] == [("bind", "begin"), ("bind", "end")]
     fleet.host("exch01").faults = Faults()
     assert exbe(fleet, "renew", "--server", "exch01").code == 0, "the next run converges"
 

@@ -37,6 +37,23 @@ METHODS = {"exchange": "New-ExchangeCertificate -Services None on the Exchange e
            "clone": "New-SelfSignedCertificate -CloneCert with a legacy CSP over WinRM"}
 
 
+#: The end of the bind's refusal when the trust before it in the same pipeline did not put the certificate in
+#: LocalMachine\\Root (ps_templates/bind.ps1.j2, the sandbox's model in exbe/sandbox/steps.py).
+TRUST_UNFINISHED = "is not in LocalMachine\\Root (the trust before this bind did not complete)"
+
+
+def stopped_by(earlier: StepResult, result: StepResult) -> bool:
+    """Whether ``result``, a later statement of the pipeline in which ``earlier`` failed, failed only because of it:
+    the bind that refused since the failed trust left its certificate out of Root, or a statement that answered
+    with the earlier failure's own text (a pipeline that failed whole). A statement that ran and refused or failed
+    for a reason of its own is reported as that."""
+    if result.status != "failed" or result.changed:
+        return False
+    if result.message == earlier.message:
+        return True
+    return earlier.step == "trust" and result.step == "bind" and TRUST_UNFINISHED in result.message
+
+
 class BackendJob(ServerJob):
     """The back-end certificate's tasks on one server."""
 
@@ -269,9 +286,8 @@ class BackendJob(ServerJob):
         first_failure: StepResult | None = None
         for envelope in envelopes[:-1]:
             result = StepResult.from_envelope(self.server.name, envelope, duration)
-            if first_failure is not None and result.status == "failed" and not result.changed:
-                # an earlier statement failed: this one refused to act on what that one did not do (or answered with
-                # that failure's text): one failure per cause, this step skipped saying why
+            if first_failure is not None and stopped_by(first_failure, result):
+                # one failure per cause: this step did not act because the earlier one failed
                 result = StepResult(server=self.server.name, step=result.step, status="skipped",
                                     message=f"not run: {first_failure.step} failed before it ({result.message})"
                                     if result.message != first_failure.message else
@@ -308,7 +324,7 @@ class BackendJob(ServerJob):
         they stayed stopped. It ends the Exchange endpoint's pools: the next Exchange call opens a new one."""
         started = time.monotonic()
         # a cancel that came while waiting for the gate stops the restart before it starts
-        with self.fleetwide.restart_gate:
+        with self.restart_turn():
             self.begin("restart")
             envelope = self.scripts([("restart", restart_step.plan(dry_run=self.settings.dry_run))],
                                     release=self._last_change("restart"), retake=True)[0]
@@ -329,7 +345,9 @@ class BackendJob(ServerJob):
             if not envelope["ok"]:
                 return self.fail("verify", f"reading the certificate store and IIS failed: {envelope['error']}", 0.0)
             self.facts = HostFacts.parse(envelope["data"])
-        probe = probe_backend(self.server.host, self.server.backend_port, timeout=self.server.connect_timeout)
+        # not a WinRM request, but bounded by the server's deadline too (at least 1 s: a live 444 answers at once)
+        probe = probe_backend(self.server.host, self.server.backend_port,
+                              timeout=min(self.server.connect_timeout, max(self.deadline.left(), 1.0)))
         results = checks.run_checks(self.facts, self.exchange, probe, self.settings, lock=self.lock.found)
         fixed: dict[str, str] = {}
         if self.settings.dry_run:

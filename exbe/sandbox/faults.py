@@ -34,6 +34,9 @@ FAULT_KINDS: dict[str, tuple[type, str]] = {
     "fail_request": (str, "ENDPOINT:N (winrm or exchange): only that endpoint's N-th HTTP request (counted as "
                           "drop_request counts) answers HTTP 500 with a WSMan internal-error fault, before the server "
                           "acts on it"),
+    "hang_from": (str, "ENDPOINT:N (winrm or exchange): from that endpoint's N-th HTTP request on (counted as "
+                       "drop_request counts), the server reads each request and never answers, holding the "
+                       "connection open until the client gives up (a server that stopped answering)"),
     "latency_ms": (int, "added latency per HTTP request, in milliseconds (a WAN round trip)"),
     "auth_fail": (bool, "every authentication attempt is refused with 401"),
     "http_500": (bool, "every WSMan request answers HTTP 500 with a WSMan internal-error fault"),
@@ -58,6 +61,7 @@ class Faults:
     drop_in_step: str | None = None
     drop_request: str | None = None
     fail_request: str | None = None
+    hang_from: str | None = None
     latency_ms: int = 0
     auth_fail: bool = False
     http_500: bool = False
@@ -93,6 +97,7 @@ class Faults:
             setattr(faults, kind, value)
         faults.dropped_request()  # checks their form
         faults._request("fail_request", faults.fail_request)
+        faults._request("hang_from", faults.hang_from)
         return faults
 
     def dropped_request(self) -> tuple[str, int] | None:
@@ -106,6 +111,11 @@ class Faults:
     def fails(self, endpoint: str, number: int) -> bool:
         """Whether the ``number``-th request on ``endpoint`` answers HTTP 500 (``fail_request``)."""
         return self._request("fail_request", self.fail_request) == (endpoint, number)
+
+    def hangs(self, endpoint: str, number: int) -> bool:
+        """Whether the ``number``-th request on ``endpoint`` goes unanswered (``hang_from``)."""
+        hang = self._request("hang_from", self.hang_from)
+        return hang is not None and hang[0] == endpoint and number >= hang[1]
 
     @staticmethod
     def _request(kind: str, spec: str | None) -> tuple[str, int] | None:

@@ -201,12 +201,19 @@ def listen(reactor: Reactor, host: SandboxHost, bind: str, port: int, tls: ssl.S
             answer = await reactor.work(connection.handle, request)
             if answer is None:  # the fault drops the connection without an answer
                 return
+            if answer is HANG:  # the fault never answers: the connection stays open until the client closes it
+                await reader.read()
+                return
             writer.write(answer)
             await writer.drain()
             if not request.keep_alive:
                 return
 
     return reactor.listen(serve, bind, port, tls)
+
+
+#: What :meth:`_Connection.handle` returns for a request the server never answers (fault ``hang_from``).
+HANG = b"(no answer: fault hang_from)"
 
 
 class _Connection:
@@ -235,6 +242,9 @@ class _Connection:
         number = host.next_endpoint_request_number(counter)
         if faults.drops(counter, number):
             return None
+        if faults.hangs(counter, number):
+            host.count(counter, "hang")
+            return HANG
         if not configuration:
             return http_response(404)
         if counter == "exchange" and (faults.exchange_unavailable or not host.web_sites_running()):

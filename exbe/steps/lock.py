@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..facts import iso, parse_time
@@ -54,6 +54,9 @@ CONTEXT = {"run_id": (str,), "ttl_minutes": (int,)}
 #: The journal entries whose result names a certificate made to replace the back-end one (``new_thumbprint``): the
 #: Exchange endpoint's renewal (a note) and the clone.
 REPLACING_STEPS = ("renew", "clone")
+#: The key of a note's id (exbe.lock.ServerLock.note_exchange_change): a note sent again after its pipeline lost
+#: its answer may be in the journal twice; the reader keeps its first copy, where it happened.
+NOTE_ID = "note_id"
 
 
 def request(action: str, run_id: str, agent: str, task: str, *, force: bool = False,
@@ -91,7 +94,7 @@ class LockRecord:
         return cls(run_id=data.get("run_id") or None, agent=str(data.get("agent") or "an unknown agent"),
                    task=str(data.get("task") or "an unknown task"), started_at=_time(data.get("started_at")),
                    expires_at=_time(data.get("expires_at")),
-                   journal=tuple(e for e in data.get("journal") or [] if isinstance(e, Mapping)),
+                   journal=_once(e for e in data.get("journal") or [] if isinstance(e, Mapping)),
                    ended=data.get("ended") if isinstance(data.get("ended"), Mapping) else None,
                    took_over=data.get("took_over") if isinstance(data.get("took_over"), Mapping) else None,
                    unreadable=data.get("unreadable") or None)
@@ -227,6 +230,20 @@ def describe(data: Mapping[str, Any], changed: bool, dry_run: bool) -> str:
     if action == "note":
         return "journal entry written"
     return f"locked by {facts.held.holder()}" if facts.held else "no exbe run holds the lock"
+
+
+def _once(entries: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
+    """The journal with each note once (:data:`NOTE_ID`): its first copy, in its place."""
+    seen: set[str] = set()
+    kept = []
+    for entry in entries:
+        note = entry.get(NOTE_ID)
+        if isinstance(note, str) and note:
+            if note in seen:
+                continue
+            seen.add(note)
+        kept.append(entry)
+    return tuple(kept)
 
 
 def _time(value: Any) -> datetime.datetime | None:
