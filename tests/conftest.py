@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -48,3 +49,13 @@ def _no_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("TF_BUILD", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT",
                  "EXBE_USERNAME", "EXBE_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def exbe(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """Run exbe in-process against a fleet: ``exbe(fleet, "renew", "--all")`` (tests/exbe_cli.py's run_exbe)."""
+    from .exbe_cli import run_exbe  # it imports this module's credentials
+
+    def run(fleet: Fleet, *args: str, **kwargs: Any) -> Any:
+        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
+    return run

@@ -19,8 +19,6 @@ from exbe import jobs
 from exbe.sandbox.state import BACKEND_SITE, HostState
 from exbe.sandbox.steps import LOCK_FILE
 
-from .exbe_cli import run_exbe
-
 HOSTS = 6
 
 
@@ -118,12 +116,6 @@ def test_a_second_signal_stops_waiting_for_running_steps_and_still_writes_whole_
         assert f"exbe verify --server {name}" in servers[name]["error"]
     assert "left running (outcome unknown)" in err
 
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 def cancel_after(monkeypatch: pytest.MonkeyPatch, step: str) -> None:

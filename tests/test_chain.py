@@ -11,7 +11,6 @@ from exbe.sandbox.faults import Faults
 from exbe.sandbox.state import scenario_names
 
 from . import sandbox_probe as probe
-from .exbe_cli import run_exbe
 
 BACKEND, FRONTEND = "Exchange Back End", "Default Web Site"
 MUST_STOP = {
@@ -32,12 +31,6 @@ def failed_checks(record_path) -> set[str]:
     record = json.loads(record_path.read_text())
     return {c["id"] for step in record["servers"][0]["steps"] for c in step.get("checks", []) if c["status"] == "fail"}
 
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 def served_state(fleet) -> dict:

@@ -8,14 +8,7 @@ import socket
 import pytest
 
 from .conftest import PASSWORD
-from .exbe_cli import requests_seen, run_exbe, write_config
-
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
+from .exbe_cli import requests_seen, write_config
 
 
 def _free_port() -> int:

@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from exbe.deadline import RELEASE_ALLOWANCE_S
 from exbe.sandbox.faults import Faults
 
-from .exbe_cli import run_exbe, write_config
+from .exbe_cli import write_config
 
 #: The sandbox's timeouts for these tests: a Receive long-polls 2 s; an answer is awaited 4 s.
 TIMEOUTS = {"connect_timeout": 2, "operation_timeout": 2, "read_timeout": 4}
@@ -23,12 +21,6 @@ BOUND = SERVER_TIMEOUT + min(RELEASE_ALLOWANCE_S, TIMEOUTS["read_timeout"])
 #: What the agent itself may add (starting the fleet's threads, writing reports) on a loaded machine.
 SLACK = 15
 
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 def renew(fleet, exbe, tmp_path, *args, **defaults):

@@ -6,19 +6,9 @@ from __future__ import annotations
 import json
 
 import junitparser
-import pytest
 
 from exbe.model import CheckResult, Settings
 from exbe.plan import planned_fixes
-
-from .exbe_cli import run_exbe
-
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 def section(text: str, title: str) -> list[str]:

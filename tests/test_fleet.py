@@ -17,16 +17,8 @@ from exbe.model import ServerRun, Settings, StepResult
 from exbe.server_run import ServerJob
 from exbe.transport import Session
 
-from .exbe_cli import run_exbe
-
 HOSTS = [("exch01", "backend_expiring"), ("exch02", "backend_expiring"), ("exch03", "healthy")]
 
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 @pytest.fixture

@@ -12,18 +12,10 @@ import pytest
 from exbe.sandbox.faults import Faults
 from exbe.sandbox.state import BACKEND_SITE, HostState
 
-from .exbe_cli import run_exbe
-
 #: The renew chain's WinRM requests: 3 authentication, Create, Receive, the lock + facts pipeline (Command, Receive);
 #: the 8th is the first after New-ExchangeCertificate's answer: the Command of the trust + bind pipeline.
 FIRST_AFTER_RENEWAL = 8
 
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 @pytest.mark.parametrize("fault", [f"drop_request=winrm:{FIRST_AFTER_RENEWAL}",

@@ -28,19 +28,13 @@ from tests.test_templates_syntax import _allowed_parameters
 
 from . import sandbox_probe as probe
 from .conftest import PASSWORD, USERNAME
-from .exbe_cli import run_exbe, write_config
+from .exbe_cli import write_config
 from .fault_matrix import released_together
 
 DEAD_RUN = "dead00000001"
 LOCKED = (r"locked by run (?P<run>\w+) \(renew\) from agent \S+ since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ; "
           r"expires at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 def backend_candidates(fleet: Fleet) -> set[str]:

@@ -22,7 +22,7 @@ from exbe.sandbox.state import HostState
 from exbe.sandbox.steps import run_step
 from exbe.steps import facts, get, restart
 
-from .exbe_cli import requests_seen, run_exbe
+from .exbe_cli import requests_seen
 
 
 def host_facts(**services: str) -> HostFacts:
@@ -146,11 +146,6 @@ def test_the_template_reports_every_key_of_the_result_schema_and_tries_each_serv
 
 
 # -- --restart-iis on the command line: when needed, or =always ------------------------------------------------------
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 def restart_record(fleet, exbe, tmp_path, *flags: str) -> tuple[int, dict, int]:

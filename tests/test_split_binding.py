@@ -16,14 +16,6 @@ from exbe.sandbox.fleet import Fleet
 from exbe.sandbox.state import BACKEND_BINDING, BACKEND_SITE, FRONTEND_BINDING, FRONTEND_SITE, LOOPBACK_BINDING
 
 from . import sandbox_probe as probe
-from .exbe_cli import run_exbe
-
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 def split(fleet: Fleet) -> tuple[str, str]:

@@ -6,19 +6,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from exbe.sandbox.faults import Faults
 
 from . import sandbox_probe as probe
-from .exbe_cli import run_exbe
-
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 def preflight(fleet, exbe, tmp_path) -> dict:

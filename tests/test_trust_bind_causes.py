@@ -7,18 +7,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from exbe.sandbox.faults import Faults
-
-from .exbe_cli import run_exbe
-
-
-@pytest.fixture
-def exbe(tmp_path, capsys, monkeypatch):
-    def run(fleet, *args, **kwargs):
-        return run_exbe(fleet, tmp_path, capsys, monkeypatch, *args, **kwargs)
-    return run
 
 
 def steps_of(record) -> dict[str, dict]:
