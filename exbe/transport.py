@@ -33,6 +33,7 @@ from .batch import Event, ServerError
 from .contract import READ_ONLY_CMDLETS
 from .deadline import bound_requests
 from .errors import ConfigError, ConnectionFailed
+from .http_transport import HttpTransport, UnencryptedResponse, environment_proxy, usable
 from .wsman_connection import RedirectRefused, new_wsman, refuse_redirect, register_namespaces_once
 from .wsman_pipeline import create_pipeline_xml
 
@@ -203,9 +204,14 @@ class Session:
             from pypsrp.powershell import RunspacePool
 
             wsman = self._wsman(endpoint)
-            _tune_session(wsman)
+            proxy = environment_proxy(wsman.transport.endpoint)
+            if usable(self.server, proxy):
+                wsman.transport = HttpTransport(wsman.transport, server=self.server, endpoint_name=endpoint,
+                                                proxy=proxy)
+            else:  # CredSSP, or a proxy reached over TLS or SOCKS: pypsrp's requests transport, guarded alike
+                _tune_session(wsman)
+                bound_requests(wsman, self.server, endpoint)  # the server's deadline (exbe.deadline)
             _retry_safe_requests(wsman, self.server.name, endpoint)
-            bound_requests(wsman, self.server, endpoint)  # the server's deadline (exbe.deadline)
             pool = RunspacePool(wsman, configuration_name=ENDPOINTS[endpoint])
             pool._serializer = pool._fragmenter.serializer = fast_serializer()
             pool.open()
@@ -275,12 +281,9 @@ class LostAgain(Exception):
     pipeline around it is not run again either). Classified "dropped", like the loss it follows."""
 
 
-class UnencryptedResponse(Exception):
-    """A server answered in plaintext on a connection whose messages must be encrypted (NTLM/Kerberos over HTTP)."""
-
-
 def _tune_session(wsman: Any) -> None:
-    """Adjust the requests session pypsrp builds for an endpoint (on its first request), once:
+    """Adjust the requests session pypsrp builds for an endpoint where pypsrp's transport carries it
+    (:func:`~exbe.http_transport.usable`), on its first request, once:
 
     * the environment's proxy settings (``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``) and CA bundle were resolved for
       this endpoint when pypsrp built the session, so requests stops looking them up again on every request
@@ -361,6 +364,7 @@ def _new_connection(wsman: Any) -> None:
     encryption the security context died with the old one (NTLM and Kerberos over HTTP are per connection), so
     pypsrp authenticates again first (it does the same after a read timeout)."""
     time.sleep(RETRY_DELAY_S)
+    wsman.transport.close()  # a kept-alive connection is not reused: the retry gets a new one
     wsman.transport.encryption = None
 
 

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from pypsrp.complex_objects import PSInvocationState
 from pypsrp.powershell import PowerShell
 from pypsrp.serializer import TaggedValue
-from pypsrp.wsman import _TransportHTTP
 
 from exbe import auth_import
+from exbe.http_transport import HttpTransport
 from exbe.sandbox import certs
 from exbe.sandbox.authconfig import Organization
 from exbe.sandbox.fleet import Fleet
@@ -68,8 +68,8 @@ def test_the_password_appears_in_no_output_report_log_file_or_wire_bytes_before_
     real = auth_import.secrets.token_urlsafe
     monkeypatch.setattr(auth_import.secrets, "token_urlsafe", lambda n: made.append(real(n)) or made[-1])
     sent: list[bytes] = []
-    send = _TransportHTTP.send
-    monkeypatch.setattr(_TransportHTTP, "send", lambda self, message, **kw: sent.append(message) or send(
+    send = HttpTransport.send  # every WSMan message, before encryption
+    monkeypatch.setattr(HttpTransport, "send", lambda self, message, **kw: sent.append(message) or send(
         self, message, **kw))
     caplog.set_level(logging.DEBUG)
     reports = tmp_path / "reports"
