@@ -374,7 +374,7 @@ def test_a_lost_answer_to_the_first_pipeline_leaves_no_lock_or_names_the_exact_u
     left = files(fleet).get(LOCK_FILE)
     if left is not None:
         said = " ".join([*server["warnings"], *(w for s in server["steps"] for w in s["warnings"])])
-        assert f"`exbe unlock --server exch01 --run {left['run_id']}`" in said, (fault, json.dumps(server, indent=1)[:3000])
+        assert f"`exbe unlock --server exch01 --run {left['run_id']}`" in said, (fault, server)
         assert exbe(fleet, "unlock", "--server", "exch01", "--run", left["run_id"]).code == 0
     rerun = exbe(fleet, "renew", "--server", "exch01")
     assert rerun.code == 0, (fault, rerun.out)
