@@ -149,6 +149,9 @@ class HttpTransport:
     # -- one request -------------------------------------------------------------------------------------------------
     def _send_once(self, message: bytes, timeout: float | tuple[float, float] | None) -> bytes:
         connect, read = self._timeouts(timeout)
+        kept = self._conn
+        if kept is not None and (kept.sock is None or _closed_by_peer(kept.sock)):
+            self.close()  # closed by the server while idle (its context with it): a new one is opened below
         if self._negotiate is not None and self.wrap_required and self.encryption is None:
             self.close()  # a security context is made on a new connection, never on one that had another
             conn = self._connection(connect)
@@ -187,15 +190,10 @@ class HttpTransport:
         return connect, read
 
     def _connection(self, connect_timeout: float) -> http.client.HTTPConnection:
-        """The endpoint's connection, opened now if there is none or the server closed the kept-alive one."""
-        conn = self._conn
-        if conn is not None and (conn.sock is None or _closed_by_peer(conn.sock)):
-            self.close()
-            conn = None
-        if conn is None:
-            conn = self._new_connection(connect_timeout)
-            self._conn = conn
-        return conn
+        """The endpoint's connection, opened now if there is none."""
+        if self._conn is None:
+            self._conn = self._new_connection(connect_timeout)
+        return self._conn
 
     def _new_connection(self, connect_timeout: float) -> http.client.HTTPConnection:
         import requests
