@@ -18,7 +18,9 @@ So a server's run ends within ``server_timeout + min(30, read_timeout)`` seconds
 agent's own work between requests (README, "How long a server can take").
 
 The deadline of the run under way reaches the transport through :data:`CURRENT` (a context variable, set by
-:func:`running`): :func:`bound_requests` is the transport's one call, made when it opens an endpoint's pool.
+:func:`running`): exbe's HTTP transport (:class:`exbe.http_transport.HttpTransport`) reads it when an endpoint's
+pool is opened and bounds each of its requests itself; where pypsrp's requests transport carries an endpoint (CredSSP,
+a proxy over TLS or SOCKS), :func:`bound_requests` wraps that transport's requests the same way.
 """
 
 from __future__ import annotations
