@@ -35,6 +35,7 @@ from .deadline import bound_requests
 from .errors import ConfigError, ConnectionFailed
 from .http_transport import HttpTransport, UnencryptedResponse, environment_proxy, usable
 from .wsman_connection import RedirectRefused, new_wsman, refuse_redirect, register_namespaces_once
+from .wsman_envelope import speak_text
 from .wsman_pipeline import create_pipeline_xml
 
 if TYPE_CHECKING:
@@ -211,6 +212,7 @@ class Session:
             else:  # CredSSP, or a proxy reached over TLS or SOCKS: pypsrp's requests transport, guarded alike
                 _tune_session(wsman)
                 bound_requests(wsman, self.server, endpoint)  # the server's deadline (exbe.deadline)
+            speak_text(wsman)  # envelopes written as text (exbe.wsman_envelope)
             _retry_safe_requests(wsman, self.server.name, endpoint)
             pool = RunspacePool(wsman, configuration_name=ENDPOINTS[endpoint])
             pool._serializer = pool._fragmenter.serializer = fast_serializer()

@@ -1,0 +1,105 @@
+"""Every WSMan envelope exbe writes as text is, byte for byte, what pypsrp's ``WSMan.invoke`` writes for that request
+(exbe/wsman_envelope.py): over every request of real runs on the sandbox, and over values that need escaping."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pypsrp.wsman import NAMESPACES, OptionSet, SelectorSet, WSMan
+
+from exbe import wsman_envelope
+from exbe.wsman_connection import new_wsman
+
+from .conftest import PASSWORD, USERNAME
+
+
+class _Sent(Exception):
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+
+
+class _Capture:
+    """A transport that keeps the envelope instead of sending it."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def send(self, message: bytes, **kwargs: Any) -> bytes:
+        raise _Sent(message)
+
+    def close(self) -> None:
+        pass
+
+
+def pypsrp_writes(wsman: Any, message_id: str, *args: Any) -> bytes:
+    """The envelope pypsrp's own ``invoke`` writes for ``args`` now, its random MessageID replaced by ``message_id``."""
+    real = wsman.transport
+    wsman.transport = _Capture(real.endpoint)
+    try:
+        WSMan.invoke(wsman, *args)
+    except _Sent as sent:
+        theirs = re.search(rb"<wsa:MessageID>uuid:([0-9A-F-]+)</wsa:MessageID>", sent.message)
+        assert theirs is not None
+        return sent.message.replace(theirs.group(1), message_id.encode(), 1)
+    finally:
+        wsman.transport = real
+    raise AssertionError("pypsrp sent nothing")
+
+
+def test_every_request_of_real_runs_is_written_as_pypsrp_writes_it(start_fleet, exbe, monkeypatch, tmp_path):
+    compared: list[str] = []
+    envelope = wsman_envelope.envelope
+
+    def compared_with_pypsrp(wsman: Any, names: Any, *args: Any) -> bytes:
+        xml = envelope(wsman, names, *args)
+        *request, message_id = args
+        assert xml == pypsrp_writes(wsman, message_id, *request), request[0]  # as the request is sent
+        compared.append(request[0].rsplit("/", 1)[-1])
+        return xml
+
+    monkeypatch.setattr(wsman_envelope, "envelope", compared_with_pypsrp)
+    fleet = start_fleet([("exch01", "backend_expiring"), ("exch02", "healthy")])
+    assert exbe(fleet, "renew", "--all").code == 0
+    assert exbe(fleet, "verify", "--all").code == 0
+    assert {"Create", "Command", "Receive", "Delete"} <= set(compared), set(compared)
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+
+
+@given(option=_TEXT, selector=_TEXT, body=_TEXT, locale=st.sampled_from(["en-US", 'x"<&>\n\t\r']),
+       timeout=st.one_of(st.none(), st.integers(1, 3600)))
+def test_values_that_need_escaping_are_written_as_pypsrp_writes_them(option, selector, body, locale, timeout):
+    wsman = new_wsman("exch01.contoso.com", port=5985, path="wsman", ssl=False, auth="ntlm", username=USERNAME,
+                      password=PASSWORD, locale=locale)
+    options = OptionSet()
+    options.add_option("WINRS_NOPROFILE", option, {"MustComply": "true"})
+    selectors = SelectorSet()
+    selectors.add_option("ShellId", selector)
+    rsp = NAMESPACES["rsp"]
+    resource = ET.Element(f"{{{rsp}}}Receive")
+    ET.SubElement(resource, f"{{{rsp}}}DesiredStream", CommandId=selector).text = body
+    message_id = str(uuid.UUID(int=7)).upper()
+    args = ("http://schemas.xmlsoap.org/ws/2004/09/transfer/Create", "http://schemas.microsoft.com/x", resource,
+            options, selectors, timeout)
+    names = {p: NAMESPACES[p] for p in ("s", "wsa", "wsman", "wsmv")}
+    assert wsman_envelope.envelope(wsman, names, *args, message_id) == pypsrp_writes(wsman, message_id, *args)
+
+
+def test_a_name_in_a_namespace_nobody_registered_is_left_to_pypsrp(monkeypatch):
+    wsman = new_wsman("exch01", port=5985, path="wsman", ssl=False, auth="ntlm", username=USERNAME,
+                      password=PASSWORD)
+    sent: list[bytes] = []
+    wsman.transport = _Capture(wsman.transport.endpoint)
+    wsman.transport.send = lambda message, **kw: sent.append(message) or (_ for _ in ()).throw(_Sent(message))
+    wsman_envelope.speak_text(wsman)
+    stranger = ET.Element("{urn:nobody-registered-this}Thing")
+    with pytest.raises(_Sent):
+        wsman.invoke("urn:action", "urn:resource", stranger)
+    assert re.search(rb'xmlns:ns[0-9]+="urn:nobody-registered-this"', sent[0]), "ElementTree invented a prefix"
