@@ -32,6 +32,7 @@ retries_on_read_timeout, timeout)``, ``close()`` and reads ``endpoint``; :class:
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import logging
 import os
@@ -282,9 +283,9 @@ class HttpTransport:
         context_req = spnego.ContextReq.default
         if auth.delegate:
             context_req |= spnego.ContextReq.delegate
-        context = spnego.client(self.username, auth.password, hostname=auth.hostname_override or self._host,
-                                service=auth.service, channel_bindings=cbt, context_req=context_req,
-                                protocol=protocol,
+        context = spnego.client(*_credentials(self.username, auth.password),
+                                hostname=auth.hostname_override or self._host, service=auth.service,
+                                channel_bindings=cbt, context_req=context_req, protocol=protocol,
                                 options=spnego.NegotiateOptions.wrapping_winrm if self.wrap_required
                                 else spnego.NegotiateOptions.none)
         out_token = context.step()
@@ -330,6 +331,33 @@ class HttpTransport:
         from pypsrp.exceptions import AuthenticationError
 
         return AuthenticationError(f"Failed to authenticate the user {self.username} with {self.auth_name}")
+
+
+def _credentials(username: str | None, password: str | None) -> tuple[Any, Any]:
+    """``spnego.client``'s first two arguments for this account. Where pyspnego's own NTLM is all this agent has (no
+    SSPI, no GSSAPI: Kerberos cannot happen), the account's NTLM one-way hashes, computed once per process: pyspnego
+    computes them for every context it makes (two DES blocks and an MD4 in pure Python, a twentieth of a verify's
+    CPU), and derives everything else from them, so the messages are the same. Elsewhere (Windows' SSPI, GSSAPI),
+    username and password as pypsrp passes them: a hash credential would turn SSPI off."""
+    if username is None or password is None or not _python_ntlm_only():
+        return username, password
+    return _hashed(username, password), None
+
+
+@functools.cache
+def _python_ntlm_only() -> bool:
+    import spnego._gss
+    import spnego._sspi
+
+    return not spnego._sspi.HAS_SSPI and not spnego._gss.HAS_GSSAPI
+
+
+@functools.lru_cache(maxsize=4)
+def _hashed(username: str, password: str) -> Any:
+    import spnego
+    from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+
+    return spnego.NTLMHash(username, lm_hash=lmowfv1(password).hex(), nt_hash=ntowfv1(password).hex())
 
 
 def _aborted(why: str) -> Exception:

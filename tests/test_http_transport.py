@@ -140,3 +140,37 @@ def test_a_kept_alive_connection_the_server_closed_while_idle_is_replaced_before
     assert contract.parse_result("facts", second.output)["ok"], "not lost: nothing was sent on the closed connection"
     assert forwarder.accepted == 2, "one new connection"
     assert counts.get("auth") == 3, "authenticated anew on it (NTLM's context belonged to the closed connection)"
+
+
+def test_where_pyspnegos_ntlm_is_all_there_is_the_passwords_hashes_are_made_once_not_per_connection(start_fleet,
+                                                                                                     exbe,
+                                                                                                     monkeypatch):
+    import spnego._ntlm
+
+    client_credentials: list[str] = []  # the sandbox's NTLM acceptor, in this process too, reads its store instead
+    real = spnego._ntlm._NTLMCredential.__init__
+
+    def recording(self: Any, credential: Any = None) -> None:
+        if type(credential).__name__ in ("Password", "NTLMHash"):  # a client's, not an acceptor's store
+            client_credentials.append(type(credential).__name__)
+        real(self, credential)
+
+    monkeypatch.setattr(spnego._ntlm._NTLMCredential, "__init__", recording)
+    monkeypatch.setattr(http_transport, "_python_ntlm_only", lambda: True)
+    http_transport._hashed.cache_clear()
+    fleet = start_fleet([("exch01", "healthy"), ("exch02", "healthy"), ("exch03", "healthy")])
+    assert exbe(fleet, "verify", "--all").code == 0, "six NTLM connections, each accepted by the server"
+    assert client_credentials == ["NTLMHash"] * 6, "no context hashed the password again"
+    assert http_transport._hashed.cache_info().misses == 1
+
+
+def test_with_sspi_or_gssapi_spnego_gets_the_username_and_password_as_pypsrp_gave_them(fleet, monkeypatch):
+    import spnego
+
+    given: list[tuple[Any, Any]] = []
+    real = spnego.client
+    monkeypatch.setattr(spnego, "client", lambda user, password, **kw: given.append((user, password)) or real(
+        user, password, **kw))
+    monkeypatch.setattr(http_transport, "_python_ntlm_only", lambda: False)
+    assert _reads(_server(fleet, {}))[0]["ok"]
+    assert given == [(USERNAME, PASSWORD)], "a hash credential would switch SSPI off on a Windows agent"
