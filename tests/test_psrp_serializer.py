@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import struct
+import sys
 import threading
 import uuid
 import xml.etree.ElementTree as ET
@@ -107,10 +108,15 @@ def test_threads_reading_one_objects_xml_at_once_all_get_pypsrps_text():
         seen.append([obj._xml for obj in nested_objects(certificate)])
 
     threads = [threading.Thread(target=read, args=(certificates[n % 4],)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can, mid-write included
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert seen == [expected] * 8
 
 
