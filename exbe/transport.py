@@ -1,7 +1,8 @@
-# Over 500 lines because it is the only pypsrp importer: both doors, their errors classified once, retries.
 """One conversation per server: a pypsrp runspace pool per endpoint, opened once, used by every step, closed at the end.
 
-This is the only module that imports pypsrp. It knows two doors:
+The steps and jobs reach pypsrp only through this module; beneath it, the wire's own modules adapt pypsrp:
+:mod:`exbe.http_transport` (the HTTP), :mod:`exbe.wsman_envelope` and :mod:`exbe.wsman_pipeline` (requests written
+as text), :mod:`exbe.psrp_serializer` (values), :mod:`exbe.wsman_connection`. It knows two doors:
 
 * ``winrm`` — WinRM's ``/wsman``, configuration ``Microsoft.PowerShell``: exbe's rendered step scripts run here;
 * ``exchange`` — Exchange's ``/PowerShell``, configuration ``Microsoft.Exchange``: cmdlets only (no-language mode).
@@ -16,16 +17,13 @@ the server: opening a pool (Create), reading output (Receive), closing (Delete),
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import functools
 import importlib
 import logging
-import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +32,9 @@ from .contract import READ_ONLY_CMDLETS
 from .deadline import bound_requests
 from .errors import ConfigError, ConnectionFailed
 from .http_transport import HttpTransport, UnencryptedResponse, environment_proxy, usable
+from .psrp_serializer import fast_serializer
 from .wsman_connection import RedirectRefused, new_wsman, refuse_redirect, register_namespaces_once
 from .wsman_envelope import speak_text
-from .wsman_pipeline import create_pipeline_xml
 
 if TYPE_CHECKING:
     from .config import Credentials, Server
@@ -368,95 +366,6 @@ def _new_connection(wsman: Any) -> None:
     time.sleep(RETRY_DELAY_S)
     wsman.transport.close()  # a kept-alive connection is not reused: the retry gets a new one
     wsman.transport.encryption = None
-
-
-#: What pypsrp's serializer writes for each ASCII control character in a string ([MS-PSRP] 2.2.5.3.2: ``_xHHHH_``,
-#: the UTF-16 code unit in upper-case hex).
-_CONTROL_ESCAPES = tuple((chr(code), f"_x{code:04X}_") for code in (*range(0x20), 0x7F))
-_UNDERSCORE_X = re.compile("(?i)_(x)")
-
-
-#: How pypsrp 0.9.1's ``Serializer.deserialize`` converts each primitive element ([MS-PSRP] 2.2.5.1); the other
-#: elements (``C``, ``D``, ``XD``, ``SBK``, ``SS`` and every object) go through pypsrp itself.
-_PRIMITIVES: dict[str, Callable[[Any, Any], Any]] = {
-    "S": lambda s, e: s._deserialize_string(e.text),
-    "ToString": lambda s, e: s._deserialize_string(e.text),
-    "URI": lambda s, e: s._deserialize_string(e.text),
-    "B": lambda s, e: e.text.lower() == "true",
-    "DT": lambda s, e: e.text,
-    "TS": lambda s, e: e.text,
-    "Version": lambda s, e: e.text,
-    **dict.fromkeys(("By", "SB", "U16", "I16", "U32", "I32", "U64", "I64"), lambda s, e: int(e.text)),
-    "Sg": lambda s, e: float(e.text),
-    "Db": lambda s, e: float(e.text),
-    "BA": lambda s, e: base64.b64decode(e.text),
-    "G": lambda s, e: uuid.UUID(e.text),
-    "Nil": lambda s, e: None,
-    "Ref": lambda s, e: s.obj[e.attrib["RefId"]],
-}
-
-
-def fast_serializer() -> Any:
-    """A pypsrp Serializer that gives the same output, faster where exbe's traffic spends its time:
-
-    * ASCII strings (every rendered script) are escaped with a few ``str.replace`` calls instead of a Python callback
-      per line break (2 ms for the bind script, 0.06 ms this way); any other string goes through pypsrp's escaping;
-    * a primitive element is converted directly: pypsrp first writes every element it deserializes back to XML text
-      (``ET.tostring``, kept for objects it cannot type), primitives included, which was most of a received
-      message's cost; a string without ``_x`` has nothing to unescape;
-    * the message that starts a pipeline (CreatePipeline) is written as text in one pass, the same bytes
-      (:mod:`exbe.wsman_pipeline`); a shape that writer does not know (a SecureString parameter among them) goes
-      through pypsrp's serializer."""
-    return _fast_serializer_class()()
-
-
-@functools.cache
-def _fast_serializer_class() -> Any:
-    from pypsrp._utils import to_unicode
-    from pypsrp.messages import CreatePipeline
-    from pypsrp.serializer import Serializer
-
-    class FastSerializer(Serializer):
-        def serialize(self, value: Any, metadata: Any = None, parent: Any = None, clear: bool = True) -> Any:
-            if isinstance(value, CreatePipeline) and metadata is None and parent is None:
-                written = create_pipeline_xml(value, self._serialize_string)
-                if written is not None:
-                    return written  # Message.pack sends bytes as they are
-            return super().serialize(value, metadata, parent, clear)
-
-        def deserialize(self, element: Any, metadata: Any = None, clear: bool = True) -> Any:
-            convert = None if isinstance(element, str) else _PRIMITIVES.get(element.tag)
-            if convert is None:
-                return super().deserialize(element, metadata, clear)
-            if clear:
-                self._clear()
-            if metadata is not None and metadata.tag == "*":  # as pypsrp does: the caller's metadata learns the tag
-                metadata.tag = element.tag
-            return convert(self, element)
-
-        def _deserialize_string(self, value: str | None) -> str:
-            if isinstance(value, str) and "_x" not in value:
-                return value
-            return super()._deserialize_string(value)
-
-        def _serialize_secure_string(self, value: Any) -> str:
-            # the second serialization of a shared command (Cmds, then ExtraCmds) finds the parameter's metadata
-            # already tagged SS and the TaggedValue still wrapped
-            return str(super()._serialize_secure_string(getattr(value, "value", value)))
-
-        def _serialize_string(self, value: str | None) -> str | None:
-            if value is None:
-                return None
-            text = to_unicode(value)
-            if not text.isascii():
-                return super()._serialize_string(value)
-            text = _UNDERSCORE_X.sub("_x005F_\\1", text)
-            for character, escaped in _CONTROL_ESCAPES:
-                if character in text:
-                    text = text.replace(character, escaped)
-            return text
-
-    return FastSerializer
 
 
 @functools.cache

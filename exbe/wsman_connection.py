@@ -9,8 +9,9 @@
 * **Envelopes written without a codec per write.** ``ET.tostring(element, encoding="utf-8")`` sends every piece of
   the document through a text wrapper over a byte buffer; writing to a string and encoding it once gives the same
   bytes (no XML declaration for UTF-8 either way) in about 60% of the time. pypsrp writes every envelope and every
-  PSRP message this way, and every complex object it receives back (issue 26: a fifth of a run's CPU). A string that
-  UTF-8 cannot encode (a lone surrogate) goes through ElementTree's own path, which writes a character reference.
+  PSRP message this way (issue 26: a fifth of a run's CPU); what it writes back of a received object, exbe's
+  serializer writes only when it is read, with this function (:mod:`exbe.psrp_serializer`). A string that UTF-8
+  cannot encode (a lone surrogate) goes through ElementTree's own path, which writes a character reference.
 * **Redirects are never followed.** A WinRM or Exchange endpoint that answers 3xx has been moved or intercepted:
   following it would send the request -- and start NTLM or send a Basic password -- to a host nobody configured,
   HTTPS to HTTP included. The answer becomes a connection error naming the Location (control characters shown

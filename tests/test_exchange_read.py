@@ -36,8 +36,10 @@ from exbe.exchange import (
     services,
 )
 from exbe.facts import ExchangeFacts, HostFacts, iso
+from exbe.psrp_serializer import fast_serializer
 from exbe.selection import exchange_blinded
-from exbe.transport import PipelineOutput, fast_serializer
+from exbe.transport import PipelineOutput
+from tests.psrp_values import as_seen
 from tests.real_shapes import (
     BROKEN_CERTIFICATES,
     BROKEN_CERTS,
@@ -532,17 +534,6 @@ def test_new_exchange_certificate_output_that_names_no_single_certificate_yields
 
 
 # -- exbe's deserializer hands over exactly what pypsrp's does -------------------------------------------------------
-def as_seen(value):
-    """Everything a reader can see of a deserialized value (types, properties, ToString, nested objects, raw XML)."""
-    if isinstance(value, list):
-        return [as_seen(v) for v in value]
-    if isinstance(value, dict):
-        return {k: as_seen(v) for k, v in value.items()}
-    if hasattr(value, "__dict__"):
-        return (type(value).__name__, {k: as_seen(v) for k, v in vars(value).items()})
-    return (type(value).__name__, value)
-
-
 def both_ways(xml_text: str):
     """``xml_text`` deserialized as a received message is: once by pypsrp's Serializer, once by exbe's."""
     return [as_seen(serializer.deserialize(xml_text)) for serializer in (Serializer(), fast_serializer())]

@@ -18,11 +18,12 @@ from pypsrp.powershell import PowerShell
 from pypsrp.serializer import Serializer, TaggedValue
 
 from exbe import transport
+from exbe.psrp_serializer import fast_serializer
 from exbe.redaction import Secret
 from exbe.render import render_step
 from exbe.wsman_pipeline import create_pipeline_xml
 
-FAST = transport.fast_serializer()
+FAST = fast_serializer()
 REFERENCE = Serializer()
 
 class _Pool:

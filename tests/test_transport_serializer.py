@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pypsrp.serializer import Serializer
 
+from exbe.psrp_serializer import fast_serializer
 from exbe.render import render_step
-from exbe.transport import fast_serializer
 
 REFERENCE = Serializer()
 FAST = fast_serializer()
