@@ -1,3 +1,4 @@
+# Over 500 lines because it is the one door to pypsrp: both endpoints, their errors classified once, retries.
 """One conversation per server: a pypsrp runspace pool per endpoint, opened once, used by every step, closed at the end.
 
 The steps and jobs reach pypsrp only through this module; beneath it, the wire's own modules adapt pypsrp:
