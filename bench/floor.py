@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import http.client
 import json
@@ -231,6 +232,16 @@ class _PipelineWriter:
         return "".join(self.parts)
 
 
+@functools.cache
+def _ntlm_hashes(username: str, password: str) -> Any:
+    """The account's NTLM one-way hashes, computed once per process: pyspnego would compute them for every context
+    (the protocol does not need that, and exbe does not do it either where pyspnego's NTLM is all there is)."""
+    import spnego
+    from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+
+    return spnego.NTLMHash(username, lm_hash=lmowfv1(password).hex(), nt_hash=ntowfv1(password).hex())
+
+
 class FloorEndpoint:
     """One endpoint of one server: a keep-alive HTTP connection, NTLM with message encryption, PSRP from templates."""
 
@@ -259,8 +270,8 @@ class FloorEndpoint:
 
         status, headers, _ = self._post(b"", {})
         assert status == 401 and "Negotiate" in headers.get("WWW-Authenticate", ""), status
-        context = spnego.client(*self.credentials, hostname=self.host, service="WSMAN", protocol="ntlm",
-                                options=spnego.NegotiateOptions.wrapping_winrm)
+        context = spnego.client(_ntlm_hashes(*self.credentials), hostname=self.host, service="WSMAN",
+                                protocol="ntlm", options=spnego.NegotiateOptions.wrapping_winrm)
         token = context.step()
         while token is not None:
             status, headers, _ = self._post(b"", {"Authorization": "Negotiate " + base64.b64encode(token).decode()})
