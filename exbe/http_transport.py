@@ -69,10 +69,23 @@ def usable(server: Server, proxy: str | None) -> bool:
 
 
 def environment_proxy(endpoint: str) -> str | None:
-    """The proxy the environment names for ``endpoint``, as requests resolves it (``NO_PROXY`` honoured)."""
+    """The proxy the environment names for ``endpoint``, as requests resolves it (``NO_PROXY`` honoured). Where the
+    environment names no proxy at all (decided once per environment: requests' look costs more than a request),
+    there is nothing to resolve."""
     import requests.utils
 
+    if not _proxies_named(tuple(os.environ.items())):
+        return None
     return requests.utils.select_proxy(endpoint, requests.utils.get_environ_proxies(endpoint)) or None
+
+
+@functools.lru_cache(maxsize=2)
+def _proxies_named(environment: tuple[tuple[str, str], ...]) -> bool:
+    """Whether requests would find any proxy for this environment (``urllib.request.getproxies``: the variables, and
+    on Windows the Internet settings when they name none); ``environment`` is the cache's key."""
+    import urllib.request
+
+    return bool(urllib.request.getproxies())
 
 
 class HttpTransport:

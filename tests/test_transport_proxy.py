@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -117,8 +118,14 @@ def _clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_without_a_proxy_requests_go_direct_and_the_environment_is_not_read_per_request(fleet, monkeypatch, lookups):
     _clear_proxy_environment(monkeypatch)
-    endpoint = _read_over_https(fleet)
-    assert lookups == [endpoint], "read once, when the endpoint's session was built, not once per request"
+    scans: list[int] = []
+    getproxies = urllib.request.getproxies
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: scans.append(1) or getproxies())
+    _read_over_https(fleet)
+    fleet.host("exch01").reset_counts()
+    _read_over_https(fleet)  # a second server's endpoint, as far as the environment is concerned
+    assert lookups == [], "the environment names no proxy: no endpoint has one to bypass"
+    assert len(scans) <= 1, "the environment was looked at once for every endpoint (none if already decided)"
 
 
 def test_an_https_proxy_from_the_environment_carries_every_request(fleet, monkeypatch, proxy, lookups):
