@@ -1,10 +1,11 @@
-"""The HTTP beneath pypsrp's ``WSMan``: one keep-alive ``http.client`` connection per endpoint (issue 26).
+"""The HTTP beneath pypsrp's ``WSMan``: one keep-alive connection per endpoint (issue 26).
 
 pypsrp 0.9.1 sends each WSMan envelope through a requests ``Session``; per request that costs more CPU than the
 protocol's own work (merging the session's settings, preparing the request, urllib3's pool, the response hooks), most
 of what separated exbe from the floor. pypsrp's ``WSMan`` only calls its transport's ``send(message, *,
-retries_on_read_timeout, timeout)``, ``close()`` and reads ``endpoint``; :class:`HttpTransport` is that transport on
-``http.client``, doing what pypsrp's did, and what exbe added around it, in one place:
+retries_on_read_timeout, timeout)``, ``close()`` and reads ``endpoint``; :class:`HttpTransport` is that transport:
+``http.client`` opens the connection (TLS, a proxy's tunnel), :mod:`exbe.http_wire` carries each request and answer
+on it. It does what pypsrp's transport did, and what exbe added around it, in one place:
 
 * **Authentication** as pypsrp's: Negotiate, NTLM and Kerberos with pyspnego (the same context options, SPN service
   and channel binding token from the TLS certificate, RFC 5929), WinRM message encryption with pypsrp's
@@ -43,6 +44,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from .deadline import CURRENT, Deadline
+from .http_wire import BrokenAnswer, HttpWire
 
 if TYPE_CHECKING:
     from .inventory import Server
@@ -128,7 +130,16 @@ class HttpTransport:
             raise ValueError(f"auth {t.auth!r} is not carried by exbe's HTTP transport")
         self._tls_context = _tls_context(t.cert_validation) if self._tls else None
         self._proxy = urllib.parse.urlsplit(proxy) if proxy else None
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: http.client.HTTPConnection | None = None  # opens the connection (TLS, a proxy's tunnel)
+        self._wire: HttpWire | None = None  # requests and answers on it
+        through_proxy = self._proxy is not None and not self._tls  # plain HTTP through a proxy: absolute targets
+        self._request_target = self.endpoint if through_proxy else self._target
+        default_port = 443 if self._tls else 80
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._host_field = url.netloc if through_proxy else (
+            host if self._port == default_port else f"{host}:{self._port}")  # what http.client writes
+        if through_proxy and self._proxy is not None:
+            self._headers.update(_proxy_headers(self._proxy))
 
     # -- pypsrp's interface ------------------------------------------------------------------------------------------
     def send(self, message: bytes, *, retries_on_read_timeout: int = 0,
@@ -155,17 +166,26 @@ class HttpTransport:
                 time.sleep(pause)
 
     def close(self) -> None:
+        self._drop()
+        self.encryption = None  # the security context belonged to the connection
+
+    def _drop(self) -> None:
+        """Close the connection (its context is forgotten when the next request finds none)."""
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        self.encryption = None  # the security context belonged to the connection
 
     # -- one request -------------------------------------------------------------------------------------------------
     def _send_once(self, message: bytes, timeout: float | tuple[float, float] | None) -> bytes:
         connect, read = self._timeouts(timeout)
         kept = self._conn
         if kept is not None and (kept.sock is None or _closed_by_peer(kept.sock)):
-            self.close()  # closed by the server while idle (its context with it): a new one is opened below
+            self._drop()  # closed by the server while idle: a new one is opened below
+        if self._conn is None:
+            self.encryption = None  # a security context lives and dies with its connection
         if self._negotiate is not None and self.wrap_required and self.encryption is None:
             self.close()  # a security context is made on a new connection, never on one that had another
             conn = self._connection(connect)
@@ -206,7 +226,8 @@ class HttpTransport:
     def _connection(self, connect_timeout: float) -> http.client.HTTPConnection:
         """The endpoint's connection, opened now if there is none."""
         if self._conn is None:
-            self._conn = self._new_connection(connect_timeout)
+            conn = self._new_connection(connect_timeout)
+            self._conn, self._wire = conn, HttpWire(conn.sock)  # connect() made the socket
         return self._conn
 
     def _new_connection(self, connect_timeout: float) -> http.client.HTTPConnection:
@@ -235,32 +256,28 @@ class HttpTransport:
 
     def _exchange(self, conn: http.client.HTTPConnection, payload: bytes | None, headers: dict[str, str],
                   read_timeout: float) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP request and its whole answer: (status, headers with lower-case names, body)."""
+        """One HTTP request and its whole answer (:mod:`exbe.http_wire`): (status, fields, body)."""
         import requests
 
-        target = self.endpoint if self._proxy is not None and not self._tls else self._target
-        if self._proxy is not None and not self._tls:
-            headers.update(_proxy_headers(self._proxy))
-        if conn.sock is None:  # closed after the previous answer (Connection: close) within one handshake
+        wire = self._wire
+        if wire is None or self._conn is not conn:  # closed after the previous answer, within one handshake
             raise _aborted("the server closed the connection")
+        body = payload or b""
+        head = "".join([f"POST {self._request_target} HTTP/1.1\r\nHost: {self._host_field}\r\n",
+                        *(f"{name}: {value}\r\n" for name, value in headers.items()),
+                        f"Content-Length: {len(body)}\r\n\r\n"]).encode("latin-1")
         try:
-            conn.sock.settimeout(read_timeout)
-            conn.request("POST", target, body=payload, headers=headers)
-            response = conn.getresponse()
-            body = response.read()
-        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            wire.sock.settimeout(read_timeout)
+            status, fields, answer, close = wire.exchange(head, body)
+        except (TimeoutError, OSError, BrokenAnswer) as exc:
             self.close()  # the connection's state is unknown: never reused
             if isinstance(exc, TimeoutError):
                 raise requests.exceptions.ReadTimeout(f"read from {self.endpoint} timed out "
                                                       f"(read timeout={read_timeout:g})") from exc
             raise _aborted(repr(exc)) from exc
-        answer_headers: dict[str, str] = {}
-        for name, value in response.getheaders():
-            key = name.lower()
-            answer_headers[key] = f"{answer_headers[key]}, {value}" if key in answer_headers else value
-        if response.will_close:
-            self.close()
-        return response.status, answer_headers, body
+        if close:
+            self._drop()  # this answer is still read with the connection's context; the next request opens anew
+        return status, fields, answer
 
     def _authenticate(self, conn: http.client.HTTPConnection, payload: bytes | None, read_timeout: float,
                       first: tuple[dict[str, str], dict[str, str]] | None = None) -> tuple[int, dict[str, str], bytes]:
