@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from . import collector
 from .facts import iso
 from .model import ServerRun, StepResult
 from .quoting import unlock_command, verify_command
@@ -292,14 +293,15 @@ def run_fleet(servers: list[Server], start: StartJob, options: RunOptions, progr
         return run
 
     pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(servers))), thread_name_prefix="exbe")
-    futures = [pool.submit(reported, index, server) for index, server in enumerate(servers)]
-    try:
-        # short waits, so that the signal handlers of the main thread run and the deadline is noticed
-        while wait(futures, timeout=0.2).not_done and not cancel.abandoned:
-            if cancel.deadline is not None and time.monotonic() > cancel.deadline:
-                cancel.abandon()
-    finally:
-        pool.shutdown(wait=not cancel.abandoned, cancel_futures=True)
+    with collector.quiet():
+        futures = [pool.submit(reported, index, server) for index, server in enumerate(servers)]
+        try:
+            # short waits, so that the signal handlers of the main thread run and the deadline is noticed
+            while wait(futures, timeout=0.2).not_done and not cancel.abandoned:
+                if cancel.deadline is not None and time.monotonic() > cancel.deadline:
+                    cancel.abandon()
+        finally:
+            pool.shutdown(wait=not cancel.abandoned, cancel_futures=True)
     runs = [future.result() if future.done() and not future.cancelled() else _unfinished(server, jobs.get(index),
                                                                                          cancel.reason)
             for index, (future, server) in enumerate(zip(futures, servers, strict=True))]
