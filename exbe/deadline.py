@@ -127,6 +127,24 @@ def running(deadline: Deadline) -> Iterator[Deadline]:
         CURRENT.reset(token)
 
 
+def request_timeouts(deadline: Deadline | None, timeout: float | tuple[float, float] | None,
+                     defaults: tuple[float, float], server: Server, endpoint: str) -> tuple[float, float]:
+    """A request's (connect, read) timeouts as requests takes them (None: ``defaults``; one number: both), each at
+    most the time left before ``deadline``; a request that would start after it is refused."""
+    if timeout is None:
+        connect, read = defaults
+    elif isinstance(timeout, tuple):
+        connect, read = timeout
+    else:
+        connect = read = timeout
+    if deadline is None:
+        return connect, read
+    left = deadline.left()
+    if left <= 0:
+        raise deadline.refused(server, endpoint)
+    return min(connect, left), min(read, left)
+
+
 def bound_requests(wsman: Any, server: Server, endpoint: str) -> None:
     """Bind every HTTP request of pypsrp's ``wsman`` to the current deadline (none: unchanged). pypsrp sends each
     request through its transport's ``_send_request(request, timeout)``; this wraps it:
@@ -145,17 +163,10 @@ def bound_requests(wsman: Any, server: Server, endpoint: str) -> None:
     timeouts_in_a_row = [0]
 
     def send_bounded(request: Any, timeout: Any = None) -> Any:
-        left = deadline.left()
-        if left <= 0:
-            raise deadline.refused(server, endpoint)
-        if timeout is None:
-            connect, read = transport.connection_timeout, transport.read_timeout
-        elif isinstance(timeout, tuple):
-            connect, read = timeout
-        else:
-            connect = read = timeout
+        bounded = request_timeouts(deadline, timeout, (transport.connection_timeout, transport.read_timeout),
+                                   server, endpoint)
         try:
-            answer = send(request, timeout=(min(connect, left), min(read, left)))
+            answer = send(request, timeout=bounded)
         except (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout):
             timeouts_in_a_row[0] += 1
             # pypsrp pauses reconnection_backoff * 2**attempt at most before its retry

@@ -43,7 +43,7 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
-from .deadline import CURRENT, Deadline
+from .deadline import CURRENT, Deadline, request_timeouts
 from .http_wire import BrokenAnswer, HttpWire
 
 if TYPE_CHECKING:
@@ -210,18 +210,8 @@ class HttpTransport:
         return self._answer(status, answer_headers, body)
 
     def _timeouts(self, timeout: float | tuple[float, float] | None) -> tuple[float, float]:
-        if timeout is None:
-            connect, read = self.connection_timeout, self.read_timeout
-        elif isinstance(timeout, tuple):
-            connect, read = timeout
-        else:
-            connect = read = timeout
-        if self._deadline is not None:
-            left = self._deadline.left()
-            if left <= 0:
-                raise self._deadline.refused(self._server, self._endpoint_name)
-            connect, read = min(connect, left), min(read, left)
-        return connect, read
+        return request_timeouts(self._deadline, timeout, (self.connection_timeout, self.read_timeout), self._server,
+                                self._endpoint_name)
 
     def _connection(self, connect_timeout: float) -> http.client.HTTPConnection:
         """The endpoint's connection, opened now if there is none."""

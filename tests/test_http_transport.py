@@ -19,6 +19,7 @@ from exbe.render import render_step
 from exbe.transport import Session
 
 from .conftest import PASSWORD, USERNAME
+from .test_transport_proxy import ConnectProxy
 
 FACTS = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site",
          "friendly_name": "Microsoft Exchange"}
@@ -66,43 +67,22 @@ def test_each_way_to_a_server_sends_the_requests_pypsrp_sent_and_reads_the_same_
     assert by_exbe == host.request_counts(), "the same requests, action by action, authentication included"
 
 
-class Forwarder:
+class Forwarder(ConnectProxy):
     """A TCP relay between the agent and a listener that can close every connection it carries, as a server
     (or a load balancer in front of it) closes kept-alive connections that sat idle."""
 
     def __init__(self, port: int) -> None:
         self.upstream = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.accepted = 0
         self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            upstream = socket.create_connection(("127.0.0.1", self.upstream))
-            self._open += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def _tunnel(self, client: socket.socket) -> None:  # every connection goes straight to the listener
+        self.accepted += 1
+        upstream = socket.create_connection(("127.0.0.1", self.upstream))
+        self._open += [client, upstream]
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self.pipe, args=(source, sink), daemon=True).start()
 
     def close_idle_connections(self) -> None:
         for end in self._open:
@@ -114,7 +94,7 @@ class Forwarder:
 
     def close(self) -> None:
         self.close_idle_connections()
-        self.listener.close()
+        super().close()
 
 
 @pytest.fixture

@@ -59,10 +59,11 @@ class ConnectProxy:
         upstream = socket.create_connection((host, int(port)))
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(source, sink), daemon=True).start()
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        """Copy ``source`` to ``sink`` until either ends (one direction of a relayed connection)."""
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
