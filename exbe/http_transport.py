@@ -91,10 +91,9 @@ def _proxies_named(environment: tuple[tuple[str, str], ...]) -> bool:
 
 
 class HttpTransport:
-    """pypsrp's transport interface on one ``http.client`` connection (see the module's docstring).
-
-    ``auth`` is pypsrp's configured ``HTTPNegotiateAuth`` (its options: provider, SPN service, CBT, delegation), or
-    None for Basic; the password is read from it or from ``basic`` only when authenticating."""
+    """pypsrp's transport interface on one kept-alive connection (see the module's docstring). Its settings are those
+    of pypsrp's own transport for the endpoint (URL, TLS validation, auth, credentials, timeouts), and for Negotiate,
+    NTLM and Kerberos the ``HTTPNegotiateAuth`` pypsrp would have used (provider, SPN service, CBT, delegation)."""
 
     def __init__(self, pypsrp_transport: Any, *, server: Server, endpoint_name: str, proxy: str | None) -> None:
         from pypsrp.negotiate import HTTPNegotiateAuth
