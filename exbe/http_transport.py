@@ -154,9 +154,10 @@ class HttpTransport:
                 return self._send_once(message, timeout)
             except (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout):
                 attempt += 1
-                pause = self.reconnection_backoff * (2 ** attempt - 1)
-                if self._deadline is not None and self._deadline.left() <= pause:
-                    # the deadline cut the wait short, or would pass before the next attempt: it is what stopped
+                pause = self.reconnection_backoff * (2 ** attempt - 1)  # pypsrp's pause before its next attempt
+                if self._deadline is not None and self._deadline.left() <= self.reconnection_backoff * 2 ** attempt:
+                    # the deadline cut the wait short, or would pass before the next attempt (pypsrp pauses at most
+                    # backoff * 2**attempt, exbe.deadline.bound_requests): it is what stopped, and is named
                     raise self._deadline.refused(self._server, self._endpoint_name, waiting=True) from None
                 if attempt > retries_on_read_timeout:
                     raise
