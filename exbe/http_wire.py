@@ -40,8 +40,10 @@ class HttpWire:
     def exchange(self, head: bytes, body: bytes) -> tuple[int, dict[str, str], bytes, bool]:
         """Send a request (``head``: its line and fields, ending with the empty line) and read the final answer:
         (status, fields with lower-case names, body, whether the connection ends with it)."""
-        self.sock.sendall(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
+        if len(body) < 65536:
+            self.sock.sendall(head + body)  # one send for the usual small request
+        else:
+            self.sock.sendall(head)  # a large body is not copied to join it
             self.sock.sendall(body)
         while True:
             version, status, fields = self._head()

@@ -32,7 +32,7 @@ from .batch import Event, ServerError
 from .contract import READ_ONLY_CMDLETS
 from .deadline import bound_requests
 from .errors import ConfigError, ConnectionFailed
-from .http_transport import HttpTransport, UnencryptedResponse, environment_proxy, usable
+from .http_transport import ENCRYPTED_TYPES, HttpTransport, UnencryptedResponse, environment_proxy, usable
 from .psrp_serializer import fast_serializer
 from .wsman_connection import RedirectRefused, new_wsman, refuse_redirect, register_namespaces_once
 from .wsman_envelope import speak_text
@@ -310,8 +310,7 @@ def _tune_session(wsman: Any) -> None:
 
 def _refuse_plaintext(response: Any, *args: Any, **kwargs: Any) -> Any:
     content_type = response.headers.get("content-type", "")
-    if response.status_code == 200 and response.content and not content_type.startswith(
-            ("multipart/encrypted;", "multipart/x-multi-encrypted;")):
+    if response.status_code == 200 and response.content and not content_type.startswith(ENCRYPTED_TYPES):
         raise UnencryptedResponse(f"HTTP 200 with content type {content_type or '(none)'}")
     return response
 
