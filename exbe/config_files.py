@@ -4,9 +4,11 @@ A YAML file can say much more than it holds: 488 bytes of nested aliases (the "b
 of millions of values, which Invoke's merge copies one by one (52 s and 1 GB before a traceback). So a file is read
 only up to :data:`MAX_BYTES`, composed into YAML's node graph (an alias is one shared node there, so composing costs
 what the text costs), and refused when the values it stands for -- every alias expanded -- exceed :data:`MAX_NODES`,
-or when it nests deeper than :data:`MAX_DEPTH`. Each refusal, and any file that cannot be read, is one line naming the
-file (:class:`~exbe.errors.ConfigError`, exit code 2); a syntax error stays YAML's or JSON's own, which the ``exbe``
-command turns into its one line (:mod:`exbe.main`). JSON gets the same size and nesting budget.
+or when it nests deeper than :data:`MAX_DEPTH`. JSON gets the same size and nesting budget. Each refusal, any file
+that cannot be read and any syntax error (in YAML's or JSON's own words, with the line and column) is one line naming
+the file (:class:`~exbe.errors.ConfigError`, exit code 2), wherever Invoke found it (``-f``, ``./exbe.yaml``,
+``~/.exbe.yaml``, ``/etc/exbe.yaml``). YAML is read by PyYAML (:data:`SAFE_LOADER`), never by the pure-Python copy
+Invoke vendors.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import os
 from typing import Any
 
-from invoke.config import yaml  # type: ignore[attr-defined]  # Invoke's own YAML, whose errors exbe.main turns into one line
+import yaml
 
 from .errors import ConfigError
 from .redaction import visible_controls
@@ -26,11 +28,15 @@ MAX_BYTES = 4 * 1024 * 1024
 MAX_NODES = 250_000
 #: The deepest nesting of mappings and lists (exbe's own shape is four levels deep).
 MAX_DEPTH = 64
+#: PyYAML's safe loader on libyaml where PyYAML was built with it (its wheels are): the same documents, the same
+#: errors, a sixth of the CPU (a 1,000-server inventory: 0.15 s instead of 0.9 s with the pure-Python loader).
+SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _shown(path: str) -> str:
+    """The path in quotes, its controls escaped; a long one cut in the middle, so that the file's name stays."""
     text = repr(visible_controls(str(path), keep=""))
-    return text if len(text) <= 80 else f"{text[:80]}... ({len(str(path))} characters)"
+    return text if len(text) <= 80 else f"{text[:30]}...{text[-50:]} ({len(str(path))} characters)"
 
 
 def _refused(path: str, problem: str) -> ConfigError:
@@ -79,7 +85,7 @@ def _expanded_size(root: yaml.Node) -> int:
 def read_yaml(path: str) -> Any:
     """A YAML configuration file's data, within the budget."""
     data = read_bytes(path)
-    loader: Any = yaml.SafeLoader(data)  # type: ignore[no-untyped-call]
+    loader: Any = SAFE_LOADER(data)
     try:
         try:
             node = loader.get_single_node()
@@ -91,16 +97,22 @@ def read_yaml(path: str) -> Any:
             return loader.construct_document(node)
         except RecursionError:
             raise _refused(path, f"it nests deeper than {MAX_DEPTH} levels") from None
+        except yaml.YAMLError as exc:
+            said = " ".join(str(exc).split()).replace('in "<byte string>", ', "at ")
+            raise _refused(path, f"it is not valid YAML: {said}") from None
     finally:
         loader.dispose()
 
 
 def read_json(path: str) -> Any:
     """A JSON configuration file's data, within the size and nesting budget."""
+    data = read_bytes(path)
     try:
-        return _check_depth(json.loads(read_bytes(path)), path)
+        return _check_depth(json.loads(data), path)
     except RecursionError:
         raise _refused(path, f"it nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # not JSON, or not UTF-8/16/32 text
+        raise _refused(path, f"it is not valid JSON: {' '.join(str(exc).split())}") from None
 
 
 def _check_depth(data: Any, path: str) -> Any:

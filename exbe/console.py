@@ -230,7 +230,9 @@ class Console:
         self._live = reporter.name == "plain" and _isatty(self.err) and not env.get("CI")
         self._lock = threading.Lock()
         self._total = 0
-        self._done: list[ServerRun] = []
+        self._done = 0  # servers finished; of them, failed and unreachable (the live line counts, not recounts)
+        self._failed = 0
+        self._lost = 0
         self._last = ""
         self._started = time.monotonic()
         self._running: dict[str, tuple[str, float]] = {}  # server -> (its step under way, when the server began)
@@ -316,7 +318,9 @@ class Console:
                 self._print(self.out, line, _STATUS_COLOUR.get(status))
             if group:
                 self._write(self.out, group[1])
-            self._done.append(run)
+            self._done += 1
+            self._lost += unreachable(run)
+            self._failed += run.failed and not unreachable(run)
             self._status()
 
     def server_lines(self, run: ServerRun) -> list[tuple[str, str]]:
@@ -422,13 +426,12 @@ class Console:
         """The live count on a terminal: ``[12/30] verify: 3 failed, 1 unreachable  sim-exch13 bind ok``."""
         if not self._live or not self._total:
             return
-        failed = sum(run.failed and not unreachable(run) for run in self._done)
-        lost = sum(unreachable(run) for run in self._done)
-        parts = [f"{failed} failed" if failed else "", f"{lost} unreachable" if lost else ""]
+        parts = [f"{self._failed} failed" if self._failed else "",
+                 f"{self._lost} unreachable" if self._lost else ""]
         summary = ", ".join(p for p in parts if p) or "no failure yet"
         last = clean(self._last, self._redact, one_line=True)
         running = self.running()
-        line = f"[{len(self._done)}/{self._total}] {self.task}: {summary}  " + \
+        line = f"[{self._done}/{self._total}] {self.task}: {summary}  " + \
             (f"running: {running}" if running else last)
         width = shutil.get_terminal_size((80, 24)).columns - 1  # one screen line, or \r cannot take it back
         self.err.write("\r\x1b[K" + self.reporter.safe_line(line)[:width])

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .config_files import SAFE_LOADER
 from .report import Location
 
 #: Invoke's configuration levels that come from files, highest precedence first.
@@ -31,7 +32,7 @@ def inventory_locations(config: Any, cwd: Path | None = None) -> dict[str, Locat
     base = Path(cwd or os.getcwd()).resolve()
     try:
         relative = path.resolve().relative_to(base)
-        root = yaml.compose(path.read_text(encoding="utf-8"))
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except (OSError, ValueError, yaml.YAMLError):
         return {}
     return {name: (relative.as_posix(), line) for name, line in _entries(root)}

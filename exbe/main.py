@@ -31,7 +31,6 @@ import exbe.lean_imports  # noqa: F401 - first: Invoke imported without importli
 
 # isort: split
 from invoke.collection import Collection
-from invoke.config import yaml  # type: ignore[attr-defined]  # Invoke's own YAML, whose errors its loaders raise
 from invoke.exceptions import Exit, ParseError
 from invoke.parser.argument import Argument
 from invoke.parser.context import ParserContext
@@ -105,7 +104,9 @@ class ExbeProgram(Program):
         self._namespace = value
 
     def create_config(self) -> None:
-        with _as_exit():  # Invoke reads /etc/exbe.yaml and ~/.exbe.yaml here: a bad one is one line, exit code 2
+        # Invoke reads /etc/exbe.yaml and ~/.exbe.yaml here: a bad one is one line naming it, exit code 2 (a file
+        # that cannot be read, or is not YAML or JSON, is a ConfigError of exbe.config_files)
+        with _as_exit():
             super().create_config()
 
     def parse_collection(self) -> None:
@@ -113,23 +114,17 @@ class ExbeProgram(Program):
         super().parse_collection()
         with _as_exit():
             self.config.set_project_location(os.getcwd())
-            try:
-                self.config.load_project()
-            except (OSError, yaml.YAMLError, ValueError) as exc:
-                raise ConfigError(f"cannot read exbe.yaml in {os.getcwd()}: {' '.join(str(exc).split())}") from None
+            self.config.load_project()
 
     def update_config(self, merge: bool = True) -> None:
         flag = self.args.config.value
         path = flag or os.environ.get(RUNTIME_CONFIG_VAR)
         with _as_exit():
-            try:
-                super().update_config(merge=False)
-                if not flag:  # Invoke has read INVOKE_RUNTIME_CONFIG; the exbe command reads EXBE_RUNTIME_CONFIG only
-                    self.config.set_runtime_path(Path(path) if path else None)
-                    if path:
-                        self.config.load_runtime(merge=False)
-            except (yaml.YAMLError, ValueError) as exc:
-                raise ConfigError(f"cannot read config file {path!r}: {' '.join(str(exc).split())}") from None
+            super().update_config(merge=False)
+            if not flag:  # Invoke has read INVOKE_RUNTIME_CONFIG; the exbe command reads EXBE_RUNTIME_CONFIG only
+                self.config.set_runtime_path(Path(path) if path else None)
+                if path:
+                    self.config.load_runtime(merge=False)
             if path and not self.config._runtime_found:
                 raise ConfigError(f"config file {path!r} not found")
         if merge:

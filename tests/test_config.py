@@ -221,13 +221,26 @@ def test_a_missing_dash_f_file_is_a_usage_error_not_silently_ignored(project, ca
     assert capsys.readouterr().err.strip() == "config file 'nope.yaml' not found"
 
 
-def test_a_broken_exbe_yaml_is_one_line_and_exit_code_2(project, capsys):
-    (project / "exbe.yaml").write_text("exbe: [unclosed\n", encoding="utf-8")
+@pytest.mark.parametrize(("where", "name", "text", "said"), [
+    ("project", "exbe.yaml", "exbe: [unclosed\n", "it is not valid YAML: "),
+    ("home", ".exbe.yaml", "exbe: {inventory: [exch01\n", "it is not valid YAML: "),
+    ("flag", "pipeline.json", '{"exbe": {"inventory": ["exch01",]}}', "it is not valid JSON: "),
+])
+def test_a_configuration_file_with_a_syntax_error_is_one_line_naming_it_and_exit_code_2(
+        project, tmp_path_factory, monkeypatch, capsys, where, name, text, said):
+    """Wherever Invoke found the file: ~/.exbe.yaml with a syntax error was a traceback and exit code 1."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    path = {"project": project, "home": home, "flag": project}[where] / name
+    path.write_text(text, encoding="utf-8")
     with pytest.raises(SystemExit) as caught:
-        recording_program({}).run(["exbe", "show"])
+        recording_program({}).run(["exbe", *(["-f", str(path)] if where == "flag" else []), "show"])
     err = capsys.readouterr().err
     assert caught.value.code == 2
-    assert err.startswith("cannot read exbe.yaml in ") and err.count("\n") == 1
+    assert err.startswith("cannot read config file '") and err.count("\n") == 1, err
+    assert f"{os.sep}{name}'" in err, "the file's name, whatever the length of its folder's path"
+    assert said in err
+    assert re.search(r"line \d+,? column \d+", err), "where in the file YAML or JSON stopped"
 
 
 def test_a_bad_environment_override_stops_the_command_with_exit_code_2(project, monkeypatch, capsys):

@@ -163,10 +163,12 @@ def test_each_server_s_lines_come_together_when_it_finishes_in_a_log_group_on_az
 
 def test_a_terminal_gets_a_live_count_on_stderr_and_a_pipeline_does_not():
     err = Terminal()
-    console_of([expiring(), renewed()], err=err)
+    console_of([expiring(), renewed(), unreachable()], err=err)
     frames = err.getvalue().split("\r\x1b[K")
-    assert "[1/2] verify: 1 failed  exch01 verify failed" in frames
-    assert "[2/2] verify: 1 failed  exch02 verify ok" in frames
+    assert "[1/3] verify: 1 failed  exch01 verify failed" in frames
+    assert "[2/3] verify: 1 failed  exch02 verify ok" in frames
+    assert "[3/3] verify: 1 failed, 1 unreachable  exch03 connect failed" in frames, \
+        "a server exbe could not reach is counted as unreachable, not as failed"
     assert err.getvalue().endswith("\r\x1b[K"), "the count is wiped before the recap"
     for env in ({"CI": "true"},):
         quiet = Terminal()
