@@ -229,7 +229,7 @@ def visible_controls(text: str, *, keep: str = "\t\n\r") -> str:
     noncharacters, line/paragraph separators and bidi controls written as ``\\xNN``/``\\uNNNN``; the characters
     in ``keep`` pass (a channel's own escaping handles them). Nothing is dropped, so no two characters of a value that
     were apart can meet (a password split by a NUL stays split)."""
-    if text.isprintable() and not any(char in _INVISIBLE_EXTRA for char in text):
+    if text.isprintable() and _INVISIBLE_EXTRA.isdisjoint(text):
         return text
     out = []
     for char in text:

@@ -35,7 +35,6 @@ from .errors import ConfigError, ConnectionFailed
 from .http_transport import ENCRYPTED_TYPES, HttpTransport, UnencryptedResponse, environment_proxy, usable
 from .psrp_serializer import fast_serializer
 from .wsman_connection import RedirectRefused, new_wsman, refuse_redirect, register_namespaces_once
-from .wsman_envelope import speak_text
 
 if TYPE_CHECKING:
     from .config import Credentials, Server
@@ -211,7 +210,6 @@ class Session:
             else:  # CredSSP, or a proxy reached over TLS or SOCKS: pypsrp's requests transport, guarded alike
                 _tune_session(wsman)
                 bound_requests(wsman, self.server, endpoint)  # the server's deadline (exbe.deadline)
-            speak_text(wsman)  # envelopes written as text (exbe.wsman_envelope)
             _retry_safe_requests(wsman, self.server.name, endpoint)
             pool = RunspacePool(wsman, configuration_name=ENDPOINTS[endpoint])
             pool._serializer = pool._fragmenter.serializer = fast_serializer()

@@ -26,6 +26,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from .redaction import visible_controls
+from .wsman_envelope import text_wsman
 
 #: The most of a redirect's Location an error message shows.
 LOCATION_SHOWN = 200
@@ -102,11 +103,10 @@ def tostring(element: ET.Element, encoding: Any = None, method: Any = None, **op
 
 
 def new_wsman(host: str, **options: Any) -> Any:
-    """pypsrp's ``WSMan`` for one endpoint (the namespaces registered once first)."""
+    """pypsrp's ``WSMan`` for one endpoint, writing its envelopes as text (:func:`exbe.wsman_envelope.text_wsman`),
+    the namespaces registered once first."""
     register_namespaces_once()
-    from pypsrp.wsman import WSMan
-
-    return WSMan(host, **options)
+    return text_wsman()(host, **options)
 
 
 def refuse_redirect(response: Any, *args: Any, **kwargs: Any) -> Any:

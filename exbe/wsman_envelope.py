@@ -2,7 +2,7 @@
 
 pypsrp 0.9.1 builds every request's envelope as an ElementTree (a dozen header elements, the option and selector
 sets, the body pypsrp's shell code made) and writes it with ``ET.tostring``, whose Python-level namespace pass and
-writer cost more than half a millisecond per request. :func:`speak_text` gives a ``WSMan`` an ``invoke`` that writes
+writer cost more than half a millisecond per request. :func:`text_wsman` is a ``WSMan`` whose ``invoke`` writes
 the same bytes directly: the header from its fields, the option/selector sets and the body with a small writer for the
 only shapes pypsrp makes (namespaced tags and attributes, text, no comments), namespace declarations on the root as
 ElementTree puts them (the prefixes used, sorted). Anything else -- a prefix not registered as pypsrp's, a value that
@@ -13,6 +13,7 @@ HTTP error is raised as pypsrp's ``WSManFaultError``, an answer to another messa
 
 from __future__ import annotations
 
+import functools
 import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -20,31 +21,55 @@ from typing import Any
 #: ``{uri}local`` -> (uri, local) for names already written (a handful: the WSMan and shell vocabularies).
 _NAMES: dict[str, tuple[str, str]] = {}
 _REPLY_TO = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
+_SHELL_CMD = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
+_EMPTY_UUID = "00000000-0000-0000-0000-000000000000"
+#: what :func:`envelope` writes around the body, and pypsrp's mock envelope does not have
+_BODY = b"<s:Body></s:Body>"
 
 
 class _Unwritable(Exception):
     """A shape this writer does not write exactly as ElementTree does: pypsrp's own invoke sends it."""
 
 
-def speak_text(wsman: Any) -> None:
-    """Make ``wsman.invoke`` write its envelopes as text (pypsrp's ``invoke`` for what the writer cannot write)."""
-    from pypsrp.wsman import NAMESPACES
+@functools.cache
+def text_wsman() -> type:
+    """pypsrp's ``WSMan`` with its envelopes written as text: ``invoke`` writes each request with :func:`envelope`
+    (pypsrp's own ``invoke`` for what that cannot write), and the largest payload an envelope can carry is worked out
+    from pypsrp's mock envelope written the same way (pypsrp writes it with ElementTree for every ``WSMan`` it builds
+    and every time the server's limit is learnt)."""
+    from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan, WSManAction
 
-    original = wsman.invoke
     header_names = {prefix: NAMESPACES[prefix] for prefix in ("s", "wsa", "wsman", "wsmv")}
+    rsp = NAMESPACES["rsp"]
 
-    def invoke(action: str, resource_uri: str, resource: ET.Element | None, option_set: Any = None,
-               selector_set: Any = None, timeout: int | None = None, *, retries_on_read_timeout: int = 0) -> Any:
-        message_id = str(uuid.uuid4()).upper()
-        try:
-            xml = envelope(wsman, header_names, action, resource_uri, resource, option_set, selector_set, timeout,
-                           message_id)
-        except _Unwritable:
-            return original(action, resource_uri, resource, option_set, selector_set, timeout,
-                            retries_on_read_timeout=retries_on_read_timeout)
-        return _exchange(wsman, xml, f"uuid:{message_id}", timeout, retries_on_read_timeout)
+    class TextWSMan(WSMan):
+        def invoke(self, action: str, resource_uri: str, resource: ET.Element | None, option_set: Any = None,
+                   selector_set: Any = None, timeout: int | None = None, *, retries_on_read_timeout: int = 0) -> Any:
+            message_id = str(uuid.uuid4()).upper()
+            try:
+                xml = envelope(self, header_names, action, resource_uri, resource, option_set, selector_set, timeout,
+                               message_id)
+            except _Unwritable:
+                return super().invoke(action, resource_uri, resource, option_set, selector_set, timeout,
+                                      retries_on_read_timeout=retries_on_read_timeout)
+            return _exchange(self, xml, f"uuid:{message_id}", timeout, retries_on_read_timeout)
 
-    wsman.invoke = invoke
+        def _calc_envelope_size(self, max_envelope_size: int) -> int:
+            """pypsrp's arithmetic on the length of pypsrp's mock envelope: a Send header (a ShellId selector, no
+            options) with an empty stdin Stream, placed in the Envelope without a Body element."""
+            selector_set = SelectorSet()
+            selector_set.add_option("ShellId", _EMPTY_UUID)
+            send = ET.Element(f"{{{rsp}}}Send")
+            ET.SubElement(send, f"{{{rsp}}}Stream", Name="stdin", CommandId=_EMPTY_UUID).text = ""
+            try:
+                written = envelope(self, header_names, WSManAction.SEND, _SHELL_CMD, send, None, selector_set, None,
+                                   _EMPTY_UUID)
+            except _Unwritable:
+                return int(super()._calc_envelope_size(max_envelope_size))
+            envelope_size = len(written) - len(_BODY) + 256
+            return int((max_envelope_size - envelope_size) / 4 * 3)
+
+    return TextWSMan
 
 
 def envelope(wsman: Any, header_names: dict[str, str], action: str, resource_uri: str, resource: ET.Element | None,

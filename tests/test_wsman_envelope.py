@@ -98,8 +98,27 @@ def test_a_name_in_a_namespace_nobody_registered_is_left_to_pypsrp(monkeypatch):
     sent: list[bytes] = []
     wsman.transport = _Capture(wsman.transport.endpoint)
     wsman.transport.send = lambda message, **kw: sent.append(message) or (_ for _ in ()).throw(_Sent(message))
-    wsman_envelope.speak_text(wsman)
     stranger = ET.Element("{urn:nobody-registered-this}Thing")
     with pytest.raises(_Sent):
         wsman.invoke("urn:action", "urn:resource", stranger)
     assert re.search(rb'xmlns:ns[0-9]+="urn:nobody-registered-this"', sent[0]), "ElementTree invented a prefix"
+
+
+@pytest.mark.parametrize(("host", "port", "path", "ssl", "locale", "operation_timeout"), [
+    ("exch01", 5985, "wsman", False, "en-US", 20),
+    ("exch01.contoso.com", 443, "PowerShell", True, "de-DE", 3600),
+    ("[fd00::1]", 5986, "wsman", True, 'x"<&>', 7),
+])
+@pytest.mark.parametrize("server_limit", [153_600, 512_000, 8_192_000])
+def test_the_largest_payload_an_envelope_carries_is_pypsrps_figure(host, port, path, ssl, locale, operation_timeout,
+                                                                    server_limit):
+    """What a PSRP fragment may fill is worked out from pypsrp's mock envelope written as text: the same figure
+    pypsrp's ElementTree gives, when the WSMan is built and when the server's limit is learnt."""
+    options = dict(port=port, path=path, ssl=ssl, auth="ntlm", username=USERNAME, password=PASSWORD, locale=locale,
+                   operation_timeout=operation_timeout)
+    ours = new_wsman(host, **options)
+    theirs = WSMan(host, **options)
+    assert type(ours) is not WSMan and ours.max_payload_size == theirs.max_payload_size
+    ours.update_max_payload_size(server_limit)
+    theirs.update_max_payload_size(server_limit)
+    assert (ours.max_envelope_size, ours.max_payload_size) == (theirs.max_envelope_size, theirs.max_payload_size)
