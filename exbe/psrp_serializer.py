@@ -8,6 +8,7 @@ does differently, and why that cannot change a value:
   callback per line break (2 ms for the bind script, 0.06 ms this way); a received string without ``_x`` has nothing
   to unescape.
 * **Primitives** are converted directly, as pypsrp's own table does (:data:`_PRIMITIVES`).
+* **pypsrp's type tables built once**, not at every call (:mod:`exbe.psrp_tables`).
 * **Nothing received is written back to XML until it is read.** pypsrp's ``deserialize`` first writes every element
   it is given back to XML text (``ET.tostring``), at every level of nesting, keeps that text as ``_xml`` on each
   object and returns it as the value of an object whose type it does not know. Here pypsrp's own ``deserialize`` runs
@@ -34,6 +35,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+from .psrp_tables import tables_built_once
 from .wsman_connection import tostring
 from .wsman_pipeline import create_pipeline_xml
 
@@ -169,6 +171,9 @@ def _without_write_back(serializer_module: types.ModuleType) -> Callable[..., An
     element_tree.__dict__.update({name: value for name, value in vars(ET).items() if not name.startswith("__")})
     element_tree.tostring = lambda element, encoding=None, method=None: Unwritten(element)  # type: ignore[attr-defined]
     module_globals = {**vars(serializer_module), "ET": element_tree}
+    built = tables_built_once(pypsrp_deserialize, module_globals)  # its lookup tables built once (exbe.psrp_tables)
+    if built is not None:
+        return built
     return types.FunctionType(pypsrp_deserialize.__code__, module_globals, pypsrp_deserialize.__name__,
                               pypsrp_deserialize.__defaults__, pypsrp_deserialize.__closure__)
 

@@ -97,6 +97,42 @@ def test_a_received_certificate_is_not_written_back_to_xml_until_its_xml_is_read
     assert as_seen(certificate) == as_seen(reference)
 
 
+def test_a_received_certificate_builds_no_type_table_for_each_object_in_it(monkeypatch):
+    """pypsrp builds its table of ~60 .NET types (each entry constructed) for every object it deserializes; exbe's
+    copy of pypsrp's code constructs only the entry it looks up, and hands over the same value."""
+    import pypsrp.complex_objects
+
+    made: list[str] = []
+    original = pypsrp.complex_objects.ObjectMeta.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(type(self).__name__)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pypsrp.complex_objects.ObjectMeta, "__init__", counted)
+    reference = received(CERTIFICATE, Serializer())
+    by_pypsrp, made[:] = len(made), []
+    certificate = received(CERTIFICATE, fast_serializer())
+    assert as_seen(certificate) == as_seen(reference)
+    assert by_pypsrp > 10 * len(nested_objects(reference)), "pypsrp: a whole table per object"
+    assert len(made) * 10 < by_pypsrp, (len(made), by_pypsrp)
+
+
+def test_pypsrps_deserialize_runs_as_it_is_where_its_tables_cannot_be_found():
+    """A pypsrp whose deserialize has another shape, or no source to read, is run as it is (None: no stand-in)."""
+    import pypsrp.serializer
+
+    from exbe.psrp_tables import tables_built_once
+
+    namespace = dict(vars(pypsrp.serializer))
+    built = tables_built_once(Serializer.deserialize, namespace)
+    assert built is not None and built.__code__.co_filename == Serializer.deserialize.__code__.co_filename
+    assert built.__code__.co_firstlineno == Serializer.deserialize.__code__.co_firstlineno, "tracebacks: pypsrp's lines"
+    assert tables_built_once(Serializer._deserialize_obj, namespace) is None, "no tables in it"
+    exec("def deserialize(self, element):\n    structures = {}\n    return structures.get(element)\n", namespace)
+    assert tables_built_once(namespace["deserialize"], namespace) is None, "no source file to read"
+
+
 def test_threads_reading_one_objects_xml_at_once_all_get_pypsrps_text():
     certificates = [received(CERTIFICATE, fast_serializer()) for _ in range(4)]
     expected = [obj._xml for obj in nested_objects(received(CERTIFICATE, Serializer()))]
