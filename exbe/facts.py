@@ -275,15 +275,17 @@ class ExchangeFacts:
 
     def to_dict(self) -> dict[str, Any]:
         """The run record's form (times as ISO 8601)."""
-        def plain(value: Any) -> Any:
+        def plain(value: Any) -> Any:  # dataclasses.asdict's result, without its deep copy of every value
             if isinstance(value, datetime.datetime):
                 return iso(value)
-            if isinstance(value, tuple):
+            if isinstance(value, (tuple, list)):
                 return [plain(v) for v in value]
             if isinstance(value, Mapping):
                 return {k: plain(v) for k, v in value.items()}
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                return {field.name: plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
             return value
-        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
+        return {field.name: plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExchangeFacts:
