@@ -40,8 +40,12 @@ CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "
 
 
 def _env(concurrency: int) -> dict[str, str]:
-    return {**os.environ, "EXBE_USERNAME": USERNAME, "EXBE_PASSWORD": PASSWORD,
-            "EXBE_CONCURRENCY": str(concurrency), "PYTHONPATH": str(ROOT)}
+    """The clients' environment: modules read from the bytecode cache, as an installed exbe reads them (a development
+    shell's ``PYTHONDONTWRITEBYTECODE=1`` made every run compile exbe's sources: start-up no installed exbe pays)."""
+    env = {**os.environ, "EXBE_USERNAME": USERNAME, "EXBE_PASSWORD": PASSWORD,
+           "EXBE_CONCURRENCY": str(concurrency), "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def _fleet(state: Path, n: int, task: str, latency_ms: int, procs: int, env: dict[str, str]) -> SandboxProcesses:
