@@ -136,6 +136,16 @@ def _fast_serializer_class() -> Any:
                 metadata.tag = element.tag
             return convert(self, element)
 
+        def _get_types_from_obj(self, element: Any) -> list[str]:
+            # pypsrp's, with findall("TN/T") as the children it selects (ElementPath parses the path at every call)
+            obj_types = [t.text or "" for tn in element if tn.tag == "TN" for t in tn if t.tag == "T"]
+            if obj_types:
+                self.tn[element.find("TN").attrib["RefId"]] = obj_types
+            tn_ref = element.find("TNRef")
+            if tn_ref is not None:
+                obj_types = self.tn[tn_ref.attrib["RefId"]]
+            return obj_types
+
         def _deserialize_string(self, value: str | None) -> str:
             if isinstance(value, str) and "_x" not in value:
                 return value

@@ -124,7 +124,9 @@ def _exchange(wsman: Any, xml: bytes, message_id: str, timeout: int | None, retr
         except ET.ParseError:
             raise err  # noqa: B904 - no WSMan fault in it: the HTTP error itself
     answer = ET.fromstring(response)
-    relates_to = answer.find("s:Header/wsa:RelatesTo", namespaces=NAMESPACES)
+    # pypsrp's find("s:Header/wsa:RelatesTo"): the first RelatesTo child of a Header child, without ElementPath
+    header, relates = f"{{{NAMESPACES['s']}}}Header", f"{{{NAMESPACES['wsa']}}}RelatesTo"
+    relates_to = next((child for part in answer if part.tag == header for child in part if child.tag == relates), None)
     if (relates_to.text if relates_to is not None else "") != message_id:
         raise WinRMError(f"Received related id does not match related expected message id: Sent: {message_id}, "
                          f"Received: {relates_to.text if relates_to is not None else ''}")

@@ -122,3 +122,31 @@ def test_the_largest_payload_an_envelope_carries_is_pypsrps_figure(host, port, p
     ours.update_max_payload_size(server_limit)
     theirs.update_max_payload_size(server_limit)
     assert (ours.max_envelope_size, ours.max_payload_size) == (theirs.max_envelope_size, theirs.max_payload_size)
+
+
+class _Answering(_Capture):
+    """A transport that answers each envelope with a Header whose RelatesTo is ``relate(message id sent)``."""
+
+    def __init__(self, endpoint: str, relate: Any) -> None:
+        super().__init__(endpoint)
+        self.relate = relate
+
+    def send(self, message: bytes, **kwargs: Any) -> bytes:
+        sent = re.search(rb"<wsa:MessageID>(uuid:[0-9A-F-]+)</wsa:MessageID>", message)
+        assert sent is not None
+        return (f'<s:Envelope xmlns:s="{NAMESPACES["s"]}" xmlns:wsa="{NAMESPACES["wsa"]}"><s:Header>'
+                f'<wsa:Action>urn:answer</wsa:Action><wsa:RelatesTo>{self.relate(sent.group(1).decode())}'
+                "</wsa:RelatesTo></s:Header><s:Body /></s:Envelope>").encode()
+
+
+def test_an_answer_to_another_message_is_refused_as_pypsrp_refuses_it():
+    from pypsrp.exceptions import WinRMError
+
+    wsman = new_wsman("exch01", port=5985, path="wsman", ssl=False, auth="ntlm", username=USERNAME,
+                      password=PASSWORD)
+    wsman.transport = _Answering(wsman.transport.endpoint, lambda sent: sent)
+    answer = wsman.invoke("urn:action", "urn:resource", None)
+    assert answer.find("s:Body", namespaces=NAMESPACES) is not None
+    wsman.transport = _Answering(wsman.transport.endpoint, lambda sent: "uuid:" + str(uuid.UUID(int=1)).upper())
+    with pytest.raises(WinRMError, match="Received related id does not match"):
+        wsman.invoke("urn:action", "urn:resource", None)
