@@ -135,6 +135,7 @@ ARRAY_LIST = '<TN RefId="3"><T>System.Collections.ArrayList</T><T>System.Object<
 MERGE = _ENUM.format(tn=4, name="System.Management.Automation.Runspaces.PipelineResultTypes")
 _ESCAPE_X = re.compile("(?i)_(x)")
 _CONTROL = re.compile("[\u0000-\u001F\u007F-\u009F\uD800-\uDFFF\U00010000-\U0010FFFF]")
+_ASCII_CONTROLS = tuple((chr(code), f"_x{code:04X}_") for code in (*range(0x20), 0x7F))
 _UNESCAPE = re.compile("_x([0-9A-F]{4})_")
 _OUTPUT_STRING = re.compile(r"^<S>(.*)</S>$", re.S)
 _RAW_DATA = re.compile(r'<BA N="RawData">([^<]*)</BA>')
@@ -143,10 +144,16 @@ _STATE = re.compile(r'<I32 N="(?:PipelineState|RunspaceState)">(\d+)</I32>')
 
 def _clixml_string(value: str) -> str:
     """A string as CLIXML's ``<S>`` text: XML's three escapes, then ``_xHHHH_`` for control characters (and ``_x``
-    itself) as PowerShell's serializer writes them."""
+    itself) as PowerShell's serializer writes them. ASCII text (every rendered script) takes one ``str.replace`` per
+    control character it holds instead of a callback per line break, as exbe's serializer does."""
     value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     if "_" in value:
         value = _ESCAPE_X.sub("_x005F_\\1", value)
+    if value.isascii():
+        for character, escaped in _ASCII_CONTROLS:
+            if character in value:
+                value = value.replace(character, escaped)
+        return value
     return _CONTROL.sub(lambda m: "".join(f"_x{ord(c):04X}_" if ord(c) < 0x10000 else
                                           "".join(f"_x{u:04X}_" for u in struct.unpack(">2H", c.encode("utf-16-be")))
                                           for c in m.group(0)), value)

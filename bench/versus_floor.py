@@ -15,7 +15,10 @@ All three send the same requests per server (the sandbox's counters are in each 
 user+sys (``bench.fleet``); instructions are the child's, counted by ``valgrind --tool=callgrind`` from its first
 connection on (``bench.instrument``; load-independent, and the figure to trust on a shared machine). Start-up and
 every other fixed cost are removed by running each client on 1 host too: per server = (cost at N hosts - cost at
-1 host) / (N - 1). Writes ``bench/results/versus-floor.json``.
+1 host) / (N - 1). CPU time is the median of ``--repeat`` runs (default 3), each on a fresh fleet: the one-host
+run's start-up varies by a tenth of a second between runs, which at 10 hosts is ten milliseconds per server. exbe's
+and the benchmark's modules are compiled first, as pip compiles an installed exbe (otherwise the first run alone
+compiles them). Writes ``bench/results/versus-floor.json``.
 """
 
 from __future__ import annotations
@@ -70,9 +73,20 @@ def record(n: int, task: str, latency_ms: int, concurrency: int, work: Path, pro
 
 
 def measure(client: str, n: int, task: str, latency_ms: int, concurrency: int, plan: Path, work: Path, procs: int,
-            *, instructions: bool) -> dict[str, Any]:
-    """One client on a fresh fleet: CPU seconds, or instructions under callgrind; requests per server."""
-    state = work / f"{client}-{task}-{n}-{'instr' if instructions else 'cpu'}"
+            *, instructions: bool, repeat: int = 1) -> dict[str, Any]:
+    """Instructions under callgrind (one run), or CPU seconds: the median of ``repeat`` runs, each on a fresh fleet."""
+    if instructions:
+        return _once(client, n, task, latency_ms, concurrency, plan, work / f"{client}-{task}-{n}-instr", procs,
+                     instructions=True)
+    runs = [_once(client, n, task, latency_ms, concurrency, plan, work / f"{client}-{task}-{n}-cpu{i}", procs,
+                  instructions=False) for i in range(repeat)]
+    median = sorted(runs, key=lambda run: run["cpu_s"])[(repeat - 1) // 2]
+    return {**median, "cpu_s_runs": [run["cpu_s"] for run in runs]}
+
+
+def _once(client: str, n: int, task: str, latency_ms: int, concurrency: int, plan: Path, state: Path, procs: int,
+          *, instructions: bool) -> dict[str, Any]:
+    """One client on a fresh fleet (its state in ``state``): CPU seconds or instructions; requests per server."""
     env = _env(concurrency)
     with _fleet(state, n, task, latency_ms, procs, env) as sandbox:
         inventory = _inventory(sandbox, state / "exbe.yaml")
@@ -82,7 +96,8 @@ def measure(client: str, n: int, task: str, latency_ms: int, concurrency: int, p
         else:
             module = ["bench.floor", "replay", str(plan), str(inventory), str(concurrency), "--client", client]
         if instructions:
-            argv = [*CALLGRIND, sys.executable, "-m", "bench.instrument", str(work / instrument.LIBRARY), "-m", *module]
+            argv = [*CALLGRIND, sys.executable, "-m", "bench.instrument", str(state.parent / instrument.LIBRARY), "-m",
+                    *module]
             done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
             counted = COLLECTED.findall(done.stderr)
             # exbe's verify probes the back end's port 444 itself (TLS); under callgrind that handshake can outlast
@@ -110,8 +125,10 @@ def per_server(at_n: float, at_1: float, n: int) -> float:
 
 
 def run(tasks: list[str], hosts: list[int], instr_hosts: list[int], latency_ms: int, concurrency: int,
-        procs: int, clients: list[str]) -> dict[str, Any]:
+        procs: int, clients: list[str], repeat: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "exbe", "bench"], env=_env(concurrency), cwd=ROOT,
+                   check=True)
     with tempfile.TemporaryDirectory(prefix="exbe-floor-") as tmp:
         work = Path(tmp)
         if instr_hosts:
@@ -124,19 +141,21 @@ def run(tasks: list[str], hosts: list[int], instr_hosts: list[int], latency_ms: 
                     continue
                 for client in clients:
                     base = measure(client, 1, task, latency_ms, concurrency, plans[1], work, procs,
-                                   instructions=instructions)
+                                   instructions=instructions, repeat=repeat)
                     for n in counts:
                         at_n = measure(client, n, task, latency_ms, concurrency, plans[n], work, procs,
-                                       instructions=instructions)
+                                       instructions=instructions, repeat=repeat)
                         key = "instructions" if instructions else "cpu_s"
                         row = {"task": task, "client": client, "hosts": n, "measure": key,
                                "at_1": base[key], "at_n": at_n[key], "requests": at_n["requests"],
                                "load_1min": at_n["load_1min"], "exits": [base["exit"], at_n["exit"]],
                                "per_server": per_server(at_n[key], base[key], n)}
+                        if not instructions:
+                            row["runs"] = {"at_1": base["cpu_s_runs"], "at_n": at_n["cpu_s_runs"]}
                         rows.append(row)
                         _print(row)
     return {"rows": rows, "ratios": ratios(rows), "latency_ms": latency_ms, "concurrency": concurrency,
-            "cores": os.cpu_count()}
+            "repeat": repeat, "cores": os.cpu_count()}
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -171,12 +190,15 @@ def main() -> None:
     parser.add_argument("--sandbox-procs", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--clients", nargs="+", choices=CLIENTS, default=list(CLIENTS))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per CPU figure, the median kept (default 3)")
     parser.add_argument("--out", default="versus-floor.json", help="file name under bench/results/")
     args = parser.parse_args()
     if any(n < 2 for n in [*args.hosts, *args.instr_hosts]):
         parser.error("host counts must be 2 or more (1 host is the fixed cost removed)")
+    if args.repeat < 1:
+        parser.error("--repeat must be 1 or more")
     result = run(args.tasks, args.hosts, args.instr_hosts, args.latency, args.concurrency, args.sandbox_procs,
-                 args.clients)
+                 args.clients, args.repeat)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / args.out
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
