@@ -26,11 +26,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import wait
 from typing import TYPE_CHECKING, Any
 
 from .batch import Event, ServerError
-from .beside import beside
 from .contract import READ_ONLY_CMDLETS
 from .deadline import bound_requests
 from .errors import ConfigError, ConnectionFailed
@@ -146,11 +144,13 @@ class Session:
             finally:
                 _close_connection(pool)
 
-        pools = list(self._pools.items())
-        others = [beside(close_one, *item) for item in pools[1:]]
-        for item in pools[:1]:
+        others = [threading.Thread(target=close_one, args=item) for item in list(self._pools.items())[1:]]
+        for thread in others:
+            thread.start()
+        for item in list(self._pools.items())[:1]:
             close_one(*item)
-        wait(others)
+        for thread in others:
+            thread.join()
         self._pools.clear()
 
     def __enter__(self) -> Session:
