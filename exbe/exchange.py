@@ -253,19 +253,25 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name:
 
 def read_certificate(obj: Any) -> ExchangeCertificate | None:
     """An ExchangeCertificate object in any shape seen or plausible: the property bag where it was sent, else
-    ``RawData`` (the thumbprint is the SHA-1 of the DER bytes); None when it carries neither."""
+    ``RawData`` (the thumbprint is the SHA-1 of the DER bytes); None when it carries neither. ``RawData`` is parsed
+    only for what the property bag lacks (the full shape carries everything)."""
     props = _props(obj)
-    raw = props.get("RawData")
-    der = bytes(raw) if isinstance(raw, (bytes, bytearray)) else b""
-    parsed = _load_der(der)
-    thumb = normalise_thumbprint(props.get("Thumbprint")) or (
-        hashlib.sha1(der).hexdigest().upper() if parsed is not None else None)
+    thumb = normalise_thumbprint(props.get("Thumbprint"))
+    subject = _str(props.get("Subject"))
+    not_after = _time(props.get("NotAfter"))
+    self_signed: bool | None = bool(props["IsSelfSigned"]) if "IsSelfSigned" in props else None
+    der, parsed = b"", None
+    if not (thumb and subject and not_after and self_signed is not None):
+        raw = props.get("RawData")
+        der = bytes(raw) if isinstance(raw, (bytes, bytearray)) else b""
+        parsed = _load_der(der)
+    thumb = thumb or (hashlib.sha1(der).hexdigest().upper() if parsed is not None else None)
+    subject = subject or (windows_name(parsed.subject) if parsed else None)
+    not_after = not_after or (parsed.not_valid_after_utc if parsed else None)
+    if self_signed is None and parsed is not None:
+        self_signed = parsed.issuer == parsed.subject
     if thumb is None:
         return None
-    subject = _str(props.get("Subject")) or (windows_name(parsed.subject) if parsed else None)
-    not_after = _time(props.get("NotAfter")) or (parsed.not_valid_after_utc if parsed else None)
-    self_signed: bool | None = bool(props["IsSelfSigned"]) if "IsSelfSigned" in props else (
-        parsed.issuer == parsed.subject if parsed else None)
     return ExchangeCertificate(thumbprint=thumb, subject=subject, not_after=not_after, self_signed=self_signed,
                                services=services(props["Services"]) if "Services" in props else None)
 

@@ -20,6 +20,9 @@ does differently, and why that cannot change a value:
 * **CreatePipeline** (the message that starts a pipeline) is written as text in one pass, the same bytes
   (:mod:`exbe.wsman_pipeline`); a shape that writer does not know (a SecureString parameter among them) goes through
   pypsrp's serializer.
+* **The two messages that open a pool** (SessionCapability, InitRunspacePool) are written by pypsrp once per process
+  for each set of values and their bytes reused: every pool exbe opens sends the same ones (no host, no application
+  arguments), and pypsrp's ElementTree pass over them cost more than opening the pool's other work.
 
 pypsrp is imported when the first serializer is made, not with this module (start-up cost).
 """
@@ -99,6 +102,9 @@ def _fast_serializer_class() -> Any:
     from pypsrp.messages import CreatePipeline
     from pypsrp.serializer import Serializer
 
+    opening_key = _pool_opening_key()
+    opening_bytes: dict[tuple[Any, ...], bytes] = {}
+
     _xml_written_when_read(ComplexObject)
     deserialize_unwritten = _without_write_back(pypsrp.serializer)
 
@@ -111,6 +117,13 @@ def _fast_serializer_class() -> Any:
                 written = create_pipeline_xml(value, self._serialize_string)
                 if written is not None:
                     return written  # Message.pack sends bytes as they are
+            elif clear and metadata is None and parent is None and (key := opening_key(value)) is not None:
+                written = opening_bytes.get(key)
+                if written is None:
+                    element = super().serialize(value)  # None: no data, which Message.pack sends as b""
+                    written = b"" if element is None else tostring(element, encoding="utf-8", method="xml")
+                    opening_bytes[key] = written
+                return written
             return super().serialize(value, metadata, parent, clear)
 
         def deserialize(self, element: Any, metadata: Any = None, clear: bool = True) -> Any:
@@ -169,6 +182,31 @@ def _fast_serializer_class() -> Any:
             return text
 
     return FastSerializer
+
+
+def _pool_opening_key() -> Callable[[Any], tuple[Any, ...] | None]:
+    """What the CLIXML of a pool's SessionCapability or InitRunspacePool depends on, for the shapes whose CLIXML
+    depends on nothing else (every value a plain one, no host, no application arguments); None for anything else."""
+    from pypsrp.complex_objects import ApartmentState, HostInfo, PSThreadOptions
+    from pypsrp.messages import InitRunspacePool, SessionCapability
+
+    plain = (str, int, bytes, type(None))
+
+    def key(value: Any) -> tuple[Any, ...] | None:
+        kind = type(value)
+        if kind is SessionCapability:
+            fields = (value.protocol_version, value.ps_version, value.serialization_version, value.time_zone)
+        elif kind is InitRunspacePool:
+            threads, apartment, host = value.thread_options, value.apartment_state, value.host_info
+            if (type(threads) is not PSThreadOptions or type(apartment) is not ApartmentState
+                    or type(host) is not HostInfo or host.host is not None or value.application_arguments is not None):
+                return None
+            fields = (value.min_runspaces, value.max_runspaces, threads.value, apartment.value)
+        else:
+            return None
+        return (kind, *fields) if all(type(field) in plain for field in fields) else None
+
+    return key
 
 
 def _without_write_back(serializer_module: types.ModuleType) -> Callable[..., Any]:

@@ -33,6 +33,7 @@ from .contract import READ_ONLY_CMDLETS
 from .deadline import bound_requests
 from .errors import ConfigError, ConnectionFailed
 from .http_transport import ENCRYPTED_TYPES, HttpTransport, UnencryptedResponse, environment_proxy, usable
+from .psrp_messages import fast_fragmenter
 from .psrp_serializer import fast_serializer
 from .wsman_connection import RedirectRefused, new_wsman, refuse_redirect, register_namespaces_once
 
@@ -213,6 +214,7 @@ class Session:
             _retry_safe_requests(wsman, self.server.name, endpoint)
             pool = RunspacePool(wsman, configuration_name=ENDPOINTS[endpoint])
             pool._serializer = pool._fragmenter.serializer = fast_serializer()
+            pool._fragmenter.__class__ = fast_fragmenter()
             pool.open()
             self._pools[endpoint] = pool
         return pool

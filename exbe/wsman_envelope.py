@@ -14,6 +14,7 @@ HTTP error is raised as pypsrp's ``WSManFaultError``, an answer to another messa
 from __future__ import annotations
 
 import functools
+import types
 import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -56,19 +57,32 @@ def text_wsman() -> type:
 
         def _calc_envelope_size(self, max_envelope_size: int) -> int:
             """pypsrp's arithmetic on the length of pypsrp's mock envelope: a Send header (a ShellId selector, no
-            options) with an empty stdin Stream, placed in the Envelope without a Body element."""
-            selector_set = SelectorSet()
-            selector_set.add_option("ShellId", _EMPTY_UUID)
-            send = ET.Element(f"{{{rsp}}}Send")
-            ET.SubElement(send, f"{{{rsp}}}Stream", Name="stdin", CommandId=_EMPTY_UUID).text = ""
+            options) with an empty stdin Stream, placed in the Envelope without a Body element. The endpoint is the
+            only value in it that differs between servers; the rest is written once per set of values."""
             try:
-                written = envelope(self, header_names, WSManAction.SEND, _SHELL_CMD, send, None, selector_set, None,
-                                   _EMPTY_UUID)
+                written = (_mock_length(self.data_locale, self.locale, self.max_envelope_size, self.operation_timeout,
+                                        len(str(self.session_id)), _prefixes(mock_names))
+                           + len(_text(self.transport.endpoint).encode("utf-8", "xmlcharrefreplace")))
             except _Unwritable:
                 return int(super()._calc_envelope_size(max_envelope_size))
-            envelope_size = len(written) - len(_BODY) + 256
+            envelope_size = written - len(_BODY) + 256
             return int((max_envelope_size - envelope_size) / 4 * 3)
 
+    @functools.lru_cache(maxsize=64)
+    def _mock_length(data_locale: str, locale: str, max_envelope_size: int, operation_timeout: int,
+                     session_id_length: int, prefixes: tuple[str | None, ...]) -> int:
+        """The length of pypsrp's mock envelope for these values, its endpoint (``wsa:To``) empty."""
+        selector_set = SelectorSet()
+        selector_set.add_option("ShellId", _EMPTY_UUID)
+        send = ET.Element(f"{{{rsp}}}Send")
+        ET.SubElement(send, f"{{{rsp}}}Stream", Name="stdin", CommandId=_EMPTY_UUID).text = ""
+        values = types.SimpleNamespace(data_locale=data_locale, locale=locale, max_envelope_size=max_envelope_size,
+                                       operation_timeout=operation_timeout, session_id="0" * session_id_length,
+                                       transport=types.SimpleNamespace(endpoint=""))
+        return len(envelope(values, header_names, WSManAction.SEND, _SHELL_CMD, send, None, selector_set, None,
+                            _EMPTY_UUID))
+
+    mock_names = (*header_names.values(), rsp)
     return TextWSMan
 
 
@@ -151,6 +165,11 @@ def _element(elem: ET.Element, out: list[str], used: dict[str, None]) -> None:
         out.append(" />")
     if elem.tail:
         out.append(_text(elem.tail))
+
+
+def _prefixes(uris: tuple[str, ...]) -> tuple[str | None, ...]:
+    """The prefixes ElementTree now writes for ``uris`` (what an envelope written earlier depended on)."""
+    return tuple(ET._namespace_map.get(uri) for uri in uris)  # type: ignore[attr-defined]
 
 
 def _name(qname: Any, used: dict[str, None]) -> str:

@@ -25,7 +25,7 @@ from pypsrp.serializer import Serializer
 
 from exbe import transport
 from exbe.psrp_serializer import fast_serializer
-from tests.psrp_values import as_seen
+from tests.psrp_values import as_seen, pool_opening
 from tests.real_shapes import E16, exchange_certificate_clixml
 
 CERTIFICATE = exchange_certificate_clixml(E16.cert("exchange"), shape="full")
@@ -174,6 +174,38 @@ def test_a_tree_handed_in_by_a_caller_is_written_as_it_was_then():
     for element in root.iter():
         element.set("changed", "after")
     assert as_seen(certificate) == as_seen(reference)
+
+
+def _packed(serializer: Any, data: Any) -> bytes:
+    return bytes(Message(Destination.SERVER, str(uuid.UUID(int=1)), None, data, serializer).pack())
+
+
+def test_every_pool_opens_with_pypsrps_bytes_written_once_per_process(monkeypatch):
+    """Each pool exbe opens sends pypsrp's SessionCapability and InitRunspacePool, byte for byte; pypsrp writes them
+    once per process for each set of values, not at every pool (two pools per server)."""
+    fast = fast_serializer()
+    for max_runspaces in (1, 5):
+        expected = [_packed(Serializer(), data) for data in pool_opening(max_runspaces=max_runspaces)]
+        assert [_packed(fast, data) for data in pool_opening(max_runspaces=max_runspaces)] == expected
+    written: list[str] = []
+    serialize = Serializer.serialize
+
+    def counted(self: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        written.append(type(value).__name__)
+        return serialize(self, value, *args, **kwargs)
+
+    monkeypatch.setattr(Serializer, "serialize", counted)
+    again = [_packed(fast_serializer(), data) for data in pool_opening(max_runspaces=5)]
+    assert again == expected and written == []
+
+
+def test_a_pool_with_a_host_or_application_arguments_is_written_by_pypsrp_each_time():
+    from pypsrp.host import PSHost
+
+    host = PSHost(None, None, False, "exbe", None, None, "1.0")
+    for opening in (pool_opening(host=host), pool_opening(arguments={"ticket": "CHG0042"})):
+        assert [_packed(fast_serializer(), data) for data in opening] == [
+            _packed(Serializer(), data) for data in opening]
 
 
 # -- generated CLIXML -----------------------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ def test_every_request_of_real_runs_is_written_as_pypsrp_writes_it(start_fleet, 
 
     def compared_with_pypsrp(wsman: Any, names: Any, *args: Any) -> bytes:
         xml = envelope(wsman, names, *args)
+        if not isinstance(wsman, WSMan):  # the mock envelope of the largest-payload arithmetic, never sent
+            return xml
         *request, message_id = args
         assert xml == pypsrp_writes(wsman, message_id, *request), request[0]  # as the request is sent
         compared.append(request[0].rsplit("/", 1)[-1])
@@ -108,6 +110,7 @@ def test_a_name_in_a_namespace_nobody_registered_is_left_to_pypsrp(monkeypatch):
     ("exch01", 5985, "wsman", False, "en-US", 20),
     ("exch01.contoso.com", 443, "PowerShell", True, "de-DE", 3600),
     ("[fd00::1]", 5986, "wsman", True, 'x"<&>', 7),
+    ("exch02", 80, "PowerShell?SerializationLevel=Full&a=<b>", False, "en-US", 20),
 ])
 @pytest.mark.parametrize("server_limit", [153_600, 512_000, 8_192_000])
 def test_the_largest_payload_an_envelope_carries_is_pypsrps_figure(host, port, path, ssl, locale, operation_timeout,
