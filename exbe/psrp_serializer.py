@@ -22,7 +22,7 @@ does differently, and why that cannot change a value:
   pypsrp's serializer.
 * **The two messages that open a pool** (SessionCapability, InitRunspacePool) are written by pypsrp once per process
   for each set of values and their bytes reused: every pool exbe opens sends the same ones (no host, no application
-  arguments), and pypsrp's ElementTree pass over them cost more than opening the pool's other work.
+  arguments), which pypsrp built and wrote with ElementTree four times per server.
 
 pypsrp is imported when the first serializer is made, not with this module (start-up cost).
 """
