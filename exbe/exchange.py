@@ -127,9 +127,11 @@ def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None
     objects = [*server.output, *auth.output, *overrides.output, *transport.output, *federation.output,
                *hybrid.output, *projected.output]
     refusal = _certificates_refusal(projected)
+    # each projected certificate read once: its RawData parsed here is what normalise lists
+    read = {id(obj): read_certificate(obj) for obj in projected.output if kind_of(obj) == "projection"}
     if refusal is not None and refusal[0] == "denied":
         certificates_unknown = refusal[1]
-    elif refusal is not None or not all(map(_projected_whole, projected.output)):
+    elif refusal is not None or not all(_projected_whole(cert) for cert in read.values()):
         (full,) = batch.read([_FULL], session.run_cmdlets(full_certificates_statement(server_name)).events)
         notes += _notes(full)
         objects += full.output
@@ -143,7 +145,7 @@ def read_facts(session: Session, server_name: str) -> tuple[ExchangeFacts | None
         unread["certificates"] = certificates_unknown
     because = refusal[1] if refusal is not None else ""
     facts = normalise(PipelineOutput(objects, [], [], None), unknown_because=because, server_name=server_name,
-                      unread=unread)
+                      unread=unread, projected=read)
     return facts, notes
 
 
@@ -186,10 +188,12 @@ def not_permitted(cmdlet: str, server_text: str) -> str:
 
 
 def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name: str | None = None,
-              unread: dict[str, str] | None = None) -> ExchangeFacts:
+              unread: dict[str, str] | None = None,
+              projected: dict[int, ExchangeCertificate | None] | None = None) -> ExchangeFacts:
     """The objects of :func:`read_statements` as typed facts; ``unknown_because`` says why assignments that did not
     arrive are missing; ``unread`` what could not be read and why (server, auth, overrides, transport,
-    certificates)."""
+    certificates); ``projected`` the projected certificates already read, by ``id`` of their object."""
+    projected = projected or {}
     unread = dict(unread or {})
     server: ExchangeServer | None = None
     certificates: dict[str, ExchangeCertificate] = {}
@@ -210,7 +214,7 @@ def normalise(result: PipelineOutput, *, unknown_because: str = "", server_name:
             if cert is not None:
                 certificates[cert.thumbprint] = cert
         elif kind == "projection":
-            cert = read_certificate(obj)
+            cert = projected[id(obj)] if id(obj) in projected else read_certificate(obj)
             if cert is not None and cert.services is not None:
                 assignments[cert.thumbprint] = cert.services
             if cert is not None and _whole(cert):
@@ -394,12 +398,8 @@ def _whole(cert: ExchangeCertificate) -> bool:
     return cert.subject is not None and cert.not_after is not None and cert.self_signed is not None
 
 
-def _projected_whole(obj: Any) -> bool:
-    """True unless ``obj`` is a projected certificate that lacks something exbe reads (then the full objects are
-    asked for)."""
-    if kind_of(obj) != "projection":
-        return True
-    cert = read_certificate(obj)
+def _projected_whole(cert: ExchangeCertificate | None) -> bool:
+    """False for a projected certificate that lacks something exbe reads (then the full objects are asked for)."""
     return cert is not None and cert.services is not None and _whole(cert)
 
 

@@ -421,16 +421,35 @@ def _proxy_headers(proxy: urllib.parse.SplitResult) -> dict[str, str]:
 
 def _tls_context(cert_validation: bool | str) -> ssl.SSLContext:
     """requests' TLS settings: urllib3's context, the CA file or directory named, else the environment's bundle,
-    else certifi's; ``False`` validates nothing."""
-    from urllib3.util.ssl_ import create_urllib3_context
-
+    else certifi's; ``False`` validates nothing. One context serves every connection with the same settings: loading
+    certifi's bundle costs about 50 ms of CPU, which requests paid for each server's two endpoints."""
     if cert_validation is False:
-        context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
-        context.check_hostname = False
-        return context
-    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+        return _validating_nothing()
     where = cert_validation if isinstance(cert_validation, str) else (
         os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or _certifi_bundle())
+    try:
+        seen = os.stat(where)
+        version: tuple[int, ...] = (seen.st_ino, seen.st_size, seen.st_mtime_ns)  # a bundle rewritten is read again
+    except OSError:
+        version = ()  # OpenSSL's load says what is wrong with it
+    return _validating(where, version)
+
+
+@functools.cache
+def _validating_nothing() -> ssl.SSLContext:
+    from urllib3.util.ssl_ import create_urllib3_context
+
+    context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
+    context.check_hostname = False
+    return context
+
+
+@functools.lru_cache(maxsize=8)
+def _validating(where: str, version: tuple[int, ...]) -> ssl.SSLContext:
+    """A context trusting the CAs at ``where`` (a file or a directory) as they were at ``version``."""
+    from urllib3.util.ssl_ import create_urllib3_context
+
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
     if os.path.isdir(where):
         context.load_verify_locations(capath=where)
     else:

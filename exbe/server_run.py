@@ -20,14 +20,14 @@ StepResults and the current facts.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import batch, contract, exchange, steps
+from .beside import beside
 from .deadline import Deadline, DeadlinePassed, release_allowance, running
 from .errors import ConnectionFailed
 from .facts import ExchangeFacts, HostFacts
@@ -155,8 +155,8 @@ class ServerJob:
         endpoint read beside it. Returns the lock's warnings (None: this server stops here, the lock step recorded)
         and the facts envelope."""
         self.log_on()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"exbe-{self.server.name}-exchange") as side:
-            exchange_read = side.submit(contextvars.copy_context().run, self.read_exchange)  # the deadline too
+        exchange_read = beside(self.read_exchange)  # the deadline too (the context goes along)
+        try:
             # the lock first: a changing task reads the facts it decides with under its lock (same round trip)
             lock_answer, envelope = self.scripts([self.lock.first_statement(),
                                                   ("facts", facts_step.plan(self.settings))])
@@ -167,7 +167,9 @@ class ServerJob:
                 self.lock_read = {"now": lock_answer["data"]["now"], "held": lock_answer["data"]["held"]}
             if result is not None:
                 self.record(result)
-            exchange_read.result()  # a connection failure there (e.g. TLS validation) is the run's failure too
+        finally:
+            wait([exchange_read])  # whatever happened here, the read has ended before the run goes on or stops
+        exchange_read.result()  # a connection failure there (e.g. TLS validation) is the run's failure too
         return lock_warnings, envelope
 
     def log_on(self) -> None:

@@ -26,9 +26,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import wait
 from typing import TYPE_CHECKING, Any
 
 from .batch import Event, ServerError
+from .beside import beside
 from .contract import READ_ONLY_CMDLETS
 from .deadline import bound_requests
 from .errors import ConfigError, ConnectionFailed
@@ -145,13 +147,11 @@ class Session:
             finally:
                 _close_connection(pool)
 
-        others = [threading.Thread(target=close_one, args=item) for item in list(self._pools.items())[1:]]
-        for thread in others:
-            thread.start()
-        for item in list(self._pools.items())[:1]:
+        pools = list(self._pools.items())
+        others = [beside(close_one, *item) for item in pools[1:]]
+        for item in pools[:1]:
             close_one(*item)
-        for thread in others:
-            thread.join()
+        wait(others)
         self._pools.clear()
 
     def __enter__(self) -> Session:

@@ -4,6 +4,7 @@ and every other server completes and gets its report (issue 12, item 3)."""
 from __future__ import annotations
 
 import json
+import threading
 
 import junitparser
 import pytest
@@ -328,3 +329,22 @@ def test_json_calls_a_server_exbe_did_not_try_not_attempted(start_fleet, exbe, t
     exbe(fleet, "verify", "--all", "--json", str(record), password="Wr0ng-password")
     verdicts = sorted(s["verdict"] for s in json.loads(record.read_text())["servers"])
     assert verdicts == ["not_attempted", "unreachable"]
+
+
+def test_servers_run_on_threads_kept_for_the_run_not_new_threads_per_server(start_fleet, exbe, monkeypatch):
+    """Each server reads its Exchange endpoint beside the first WinRM pipeline and closes both endpoints at once;
+    that work runs on kept threads: a fleet twice as large starts no more of them."""
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counted(self: threading.Thread) -> None:
+        started.append(self.name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    servers = [(f"exch{n:02d}", "healthy") for n in range(1, 9)]
+    result = exbe(start_fleet(servers), "verify", "--all", env={"EXBE_CONCURRENCY": "2"})
+    assert result.code == 0, result.out[-800:]
+    ours = [name for name in started if not name.startswith("sbx")]  # not the in-process sandbox's
+    # the fleet's 2 workers, the console, and at most one kept thread per piece of work running at once (2 servers)
+    assert len(ours) <= 2 + 1 + 2 * 2 < 2 * len(servers), ours

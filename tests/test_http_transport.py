@@ -5,6 +5,7 @@ while idle."""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -153,3 +154,18 @@ def test_with_sspi_or_gssapi_spnego_gets_the_username_and_password_as_pypsrp_gav
     monkeypatch.setattr(http_transport, "_python_ntlm_only", lambda: False)
     assert _reads(_server(fleet, {}))[0]["ok"]
     assert given == [(USERNAME, PASSWORD)], "a hash credential would switch SSPI off on a Windows agent"
+
+
+def test_servers_with_the_same_tls_settings_share_one_context_and_a_rewritten_ca_bundle_is_read_again(fleet,
+                                                                                                     tmp_path):
+    """Loading a CA bundle costs about 50 ms of CPU (certifi's): a fleet loads it once, not for each endpoint."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(fleet.ca_file.read_bytes())
+    first = http_transport._tls_context(str(bundle))
+    assert http_transport._tls_context(str(bundle)) is first
+    assert first.verify_mode == ssl.CERT_REQUIRED and first.check_hostname
+    bundle.write_bytes(fleet.ca_file.read_bytes() * 2)  # a CA added to the bundle during a long-lived process
+    assert http_transport._tls_context(str(bundle)) is not first
+    unvalidated = http_transport._tls_context(False)
+    assert http_transport._tls_context(False) is unvalidated
+    assert unvalidated.verify_mode == ssl.CERT_NONE and not unvalidated.check_hostname
