@@ -264,7 +264,8 @@ class HttpTransport:
                         *(f"{name}: {value}\r\n" for name, value in headers.items()),
                         f"Content-Length: {len(body)}\r\n\r\n"]).encode("latin-1")
         try:
-            wire.sock.settimeout(read_timeout)
+            if wire.sock.gettimeout() != read_timeout:  # each settimeout is a system call, the GIL let go
+                wire.sock.settimeout(read_timeout)
             status, fields, answer, close = wire.exchange(head, body)
         except (TimeoutError, OSError, BrokenAnswer) as exc:
             self.close()  # the connection's state is unknown: never reused

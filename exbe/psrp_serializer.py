@@ -23,6 +23,11 @@ does differently, and why that cannot change a value:
 * **The two messages that open a pool** (SessionCapability, InitRunspacePool) are written by pypsrp once per process
   for each set of values and their bytes reused: every pool exbe opens sends the same ones (no host, no application
   arguments), which pypsrp built and wrote with ElementTree four times per server.
+* **Objects inside a received object** whose type names pypsrp resolves to its generic object (an Exchange object's
+  enums, versions, identities: a dozen in each server object) go straight to pypsrp's ``_deserialize_dynamic_obj``:
+  pypsrp's own resolution, from those type names alone, ran for the first of them (about 20 µs each).
+* **Messages every pool and pipeline receives alike** (SessionCapability, RunspacePoolState, PipelineState) are
+  deserialized by pypsrp once per text; an identical text is made again from what pypsrp did (:mod:`exbe.psrp_flat`).
 
 pypsrp is imported when the first serializer is made, not with this module (start-up cost).
 """
@@ -38,10 +43,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+from .psrp_flat import FlatMessages
 from .psrp_tables import tables_built_once
 from .wsman_connection import tostring
 from .wsman_pipeline import create_pipeline_xml
 
+#: At most this many lists of type names remembered (an Exchange read has a few dozen).
+MAX_TYPE_LISTS = 1024
 #: What pypsrp's serializer writes for each ASCII control character in a string ([MS-PSRP] 2.2.5.3.2: ``_xHHHH_``,
 #: the UTF-16 code unit in upper-case hex).
 _CONTROL_ESCAPES = tuple((chr(code), f"_x{code:04X}_") for code in (*range(0x20), 0x7F))
@@ -98,7 +106,7 @@ def fast_serializer() -> Any:
 def _fast_serializer_class() -> Any:
     import pypsrp.serializer
     from pypsrp._utils import to_unicode
-    from pypsrp.complex_objects import ComplexObject
+    from pypsrp.complex_objects import ComplexObject, GenericComplexObject, ObjectMeta
     from pypsrp.messages import CreatePipeline
     from pypsrp.serializer import Serializer
 
@@ -107,6 +115,10 @@ def _fast_serializer_class() -> Any:
 
     _xml_written_when_read(ComplexObject)
     deserialize_unwritten = _without_write_back(pypsrp.serializer)
+    flat = FlatMessages(ObjectMeta)
+    #: type names of an object inside a received one -> whether pypsrp makes it a GenericComplexObject (pypsrp decides
+    #: from the type names alone when it is given no metadata: its type table, then System.Object's fallback)
+    dynamic: dict[tuple[str, ...], bool] = {}
 
     class FastSerializer(Serializer):
         #: while a received message's text is deserialized: its elements are this serializer's own parse
@@ -128,26 +140,45 @@ def _fast_serializer_class() -> Any:
 
         def deserialize(self, element: Any, metadata: Any = None, clear: bool = True) -> Any:
             if isinstance(element, str):  # a received message (its own text is its _xml)
+                value = flat.made(self, element, metadata, clear)
+                if value is not None:
+                    return value
                 outer, self._own_tree = self._own_tree, True
                 try:
-                    return deserialize_unwritten(self, element, metadata, clear)
+                    value = deserialize_unwritten(self, element, metadata, clear)
                 finally:
                     self._own_tree = outer
+                flat.learn(self, element, metadata, clear, value)
+                return value
             convert = _PRIMITIVES.get(element.tag)
             if convert is None:
                 if not self._own_tree:
                     return super().deserialize(element, metadata, clear)
+                types = None
+                if element.tag == "Obj" and metadata is None and not clear:  # an object inside a received one
+                    types = tuple(self._get_types_from_obj(element))  # pypsrp's first step (it records them)
+                    if dynamic.get(types):
+                        return self._dynamic(element)
                 value = deserialize_unwritten(self, element, metadata, clear)
                 if type(value) is Unwritten:  # pypsrp knows no type for it: its XML text is its value
                     value = value.written()
                     if element.tag == "Obj":  # as pypsrp keeps it, for a later <Ref>
                         self.obj[element.attrib["RefId"]] = value
+                if types is not None and len(dynamic) < MAX_TYPE_LISTS:
+                    dynamic[types] = type(value) is GenericComplexObject
                 return value
             if clear:
                 self._clear()
             if metadata is not None and metadata.tag == "*":  # as pypsrp does: the caller's metadata learns the tag
                 metadata.tag = element.tag
             return convert(self, element)
+
+        def _dynamic(self, element: Any) -> Any:
+            """The rest of pypsrp's ``deserialize`` for an object its type names made a ``GenericComplexObject``."""
+            obj = self._deserialize_dynamic_obj(element, ObjectMeta("ObjDynamic", object=GenericComplexObject))
+            self.obj[element.attrib["RefId"]] = obj
+            obj._xml = Unwritten(element)
+            return obj
 
         def _get_types_from_obj(self, element: Any) -> list[str]:
             # pypsrp's, with findall("TN/T") as the children it selects (ElementPath parses the path at every call)
