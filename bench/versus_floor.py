@@ -13,12 +13,17 @@ are recorded once (``bench.floor record``, on a fleet of its own), then three cl
 
 All three send the same requests per server (the sandbox's counters are in each row). CPU time is the child's
 user+sys (``bench.fleet``); instructions are the child's, counted by ``valgrind --tool=callgrind`` from its first
-connection on (``bench.instrument``; load-independent, and the figure to trust on a shared machine). Start-up and
-every other fixed cost are removed by running each client on 1 host too: per server = (cost at N hosts - cost at
-1 host) / (N - 1). CPU time is the median of ``--repeat`` runs (default 3), each on a fresh fleet: the one-host
-run's start-up varies by a tenth of a second between runs, which at 10 hosts is ten milliseconds per server. exbe's
-and the benchmark's modules are compiled first, as pip compiles an installed exbe (otherwise the first run alone
-compiles them). Writes ``bench/results/versus-floor.json``.
+connection on (``bench.instrument``). Start-up and every other fixed cost are removed by running each client on 1
+host too: per server = (cost at N hosts - cost at 1 host) / (N - 1).
+
+CPU time is measured in ``--repeat`` rounds (default 3), each run on a fresh fleet. A round runs every client at
+1 host, then every client at each N, one client right after the other (the order reversed every other round), so
+the clients of one round see the machine at the same speed: this shared virtual machine's speed drifts over
+minutes, and a client measured minutes after another compares two machines. A client's figure per round is
+(its run at N - the median of its 1-host runs) / (N - 1); the row gives the median of those, and each ratio to the
+floor is the **median of the rounds' ratios** (each round's client ÷ that round's floor), the rounds' own in
+``pair_ratios``. exbe's and the benchmark's modules are compiled first, as pip compiles an installed exbe
+(otherwise the first run alone compiles them). Writes ``bench/results/versus-floor.json``.
 """
 
 from __future__ import annotations
@@ -70,18 +75,6 @@ def record(n: int, task: str, latency_ms: int, concurrency: int, work: Path, pro
         subprocess.run([sys.executable, "-m", "bench.floor", "record", str(_inventory(sandbox, state / "exbe.yaml")),
                         task, str(plan)], env=env, cwd=ROOT, check=True, capture_output=True)
     return plan
-
-
-def measure(client: str, n: int, task: str, latency_ms: int, concurrency: int, plan: Path, work: Path, procs: int,
-            *, instructions: bool, repeat: int = 1) -> dict[str, Any]:
-    """Instructions under callgrind (one run), or CPU seconds: the median of ``repeat`` runs, each on a fresh fleet."""
-    if instructions:
-        return _once(client, n, task, latency_ms, concurrency, plan, work / f"{client}-{task}-{n}-instr", procs,
-                     instructions=True)
-    runs = [_once(client, n, task, latency_ms, concurrency, plan, work / f"{client}-{task}-{n}-cpu{i}", procs,
-                  instructions=False) for i in range(repeat)]
-    median = sorted(runs, key=lambda run: run["cpu_s"])[(repeat - 1) // 2]
-    return {**median, "cpu_s_runs": [run["cpu_s"] for run in runs]}
 
 
 def _once(client: str, n: int, task: str, latency_ms: int, concurrency: int, plan: Path, state: Path, procs: int,
@@ -136,36 +129,88 @@ def run(tasks: list[str], hosts: list[int], instr_hosts: list[int], latency_ms: 
         for task in tasks:
             plans = {n: record(n, task, latency_ms, concurrency, work, procs)
                      for n in sorted({1, *hosts, *instr_hosts})}
-            for instructions, counts in ((False, hosts), (True, instr_hosts)):
-                if not counts:
-                    continue
-                for client in clients:
-                    base = measure(client, 1, task, latency_ms, concurrency, plans[1], work, procs,
-                                   instructions=instructions, repeat=repeat)
-                    for n in counts:
-                        at_n = measure(client, n, task, latency_ms, concurrency, plans[n], work, procs,
-                                       instructions=instructions, repeat=repeat)
-                        key = "instructions" if instructions else "cpu_s"
-                        row = {"task": task, "client": client, "hosts": n, "measure": key,
-                               "at_1": base[key], "at_n": at_n[key], "requests": at_n["requests"],
-                               "load_1min": at_n["load_1min"], "exits": [base["exit"], at_n["exit"]],
-                               "per_server": per_server(at_n[key], base[key], n)}
-                        if not instructions:
-                            row["runs"] = {"at_1": base["cpu_s_runs"], "at_n": at_n["cpu_s_runs"]}
-                        rows.append(row)
-                        _print(row)
-    return {"rows": rows, "ratios": ratios(rows), "latency_ms": latency_ms, "concurrency": concurrency,
-            "repeat": repeat, "cores": os.cpu_count()}
+            if hosts:
+                rows.extend(cpu_rows(task, hosts, clients, repeat, latency_ms, concurrency, plans, work, procs))
+            for client in clients:
+                if not instr_hosts:
+                    break
+                base = _once(client, 1, task, latency_ms, concurrency, plans[1], work / f"{client}-{task}-1-instr",
+                             procs, instructions=True)
+                for n in instr_hosts:
+                    at_n = _once(client, n, task, latency_ms, concurrency, plans[n],
+                                 work / f"{client}-{task}-{n}-instr", procs, instructions=True)
+                    row = {"task": task, "client": client, "hosts": n, "measure": "instructions",
+                           "at_1": base["instructions"], "at_n": at_n["instructions"], "requests": at_n["requests"],
+                           "load_1min": at_n["load_1min"], "exits": [base["exit"], at_n["exit"]],
+                           "per_server": per_server(at_n["instructions"], base["instructions"], n)}
+                    rows.append(row)
+                    _print(row)
+    return {"rows": rows, "ratios": ratios(rows), "pair_ratios": pair_ratios(rows), "latency_ms": latency_ms,
+            "concurrency": concurrency, "repeat": repeat, "cores": os.cpu_count()}
+
+
+def cpu_rows(task: str, hosts: list[int], clients: list[str], repeat: int, latency_ms: int, concurrency: int,
+             plans: dict[int, Path], work: Path, procs: int) -> list[dict[str, Any]]:
+    """CPU seconds per server for each client and host count, measured in rounds that alternate the clients."""
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {(c, n): [] for c in clients for n in (1, *hosts)}
+    for i in range(repeat):
+        order = clients if i % 2 == 0 else clients[::-1]
+        for n in (1, *hosts):
+            for client in order:
+                run = _once(client, n, task, latency_ms, concurrency, plans[n], work / f"{client}-{task}-{n}-cpu{i}",
+                            procs, instructions=False)
+                runs[client, n].append(run)
+                print(f"  round {i + 1}: {task} {client} {n} hosts {run['cpu_s']:.2f} s CPU", flush=True)
+    rows = []
+    for n in hosts:
+        for client in clients:
+            at_1 = _median([run["cpu_s"] for run in runs[client, 1]])
+            at_n = [run["cpu_s"] for run in runs[client, n]]
+            each = [per_server(cpu, at_1, n) for cpu in at_n]
+            row = {"task": task, "client": client, "hosts": n, "measure": "cpu_s", "at_1": at_1,
+                   "at_n": _median(at_n), "per_server": _median(each), "per_server_runs": each,
+                   "runs": {"at_1": [run["cpu_s"] for run in runs[client, 1]], "at_n": at_n},
+                   "requests": {ep: sorted({count for run in runs[client, n] for count in run["requests"][ep]})
+                                for ep in ("winrm", "exchange")},
+                   "load_1min": [run["load_1min"] for run in runs[client, n]],
+                   "exits": sorted({run["exit"] for run in runs[client, 1] + runs[client, n]})}
+            rows.append(row)
+            _print(row)
+    return rows
+
+
+def _median(values: list[float]) -> float:
+    """The middle value (the lower of the two middle ones for an even count, as the runs are kept: a real run)."""
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def _floors(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    return {(r["task"], r["measure"], r["hosts"]): r for r in rows if r["client"] == "floor"}
+
+
+def pair_ratios(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per CPU row, each round's client ÷ that round's floor (the rounds ran the clients one right after the other)."""
+    floors = _floors(rows)
+    out = {}
+    for r in rows:
+        floor = floors.get((r["task"], r["measure"], r["hosts"]))
+        if r["client"] != "floor" and floor and "per_server_runs" in r:
+            out[f"{r['client']}/floor {r['task']} {r['measure']} {r['hosts']}"] = [
+                round(mine / theirs, 2) for mine, theirs in zip(r["per_server_runs"], floor["per_server_runs"],
+                                                                strict=True)]
+    return out
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """exbe ÷ floor and pypsrp ÷ floor per task, measure and host count."""
-    floor = {(r["task"], r["measure"], r["hosts"]): r["per_server"] for r in rows if r["client"] == "floor"}
+    """exbe ÷ floor and pypsrp ÷ floor per task, measure and host count: for CPU the median of the rounds' ratios."""
+    floors = _floors(rows)
+    paired = pair_ratios(rows)
     out = {}
     for r in rows:
-        base = floor.get((r["task"], r["measure"], r["hosts"]))
-        if r["client"] != "floor" and base:
-            out[f"{r['client']}/floor {r['task']} {r['measure']} {r['hosts']}"] = round(r["per_server"] / base, 2)
+        floor = floors.get((r["task"], r["measure"], r["hosts"]))
+        if r["client"] != "floor" and floor:
+            key = f"{r['client']}/floor {r['task']} {r['measure']} {r['hosts']}"
+            out[key] = _median(paired[key]) if key in paired else round(r["per_server"] / floor["per_server"], 2)
     return out
 
 
@@ -190,7 +235,8 @@ def main() -> None:
     parser.add_argument("--sandbox-procs", type=int, default=2)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--clients", nargs="+", choices=CLIENTS, default=list(CLIENTS))
-    parser.add_argument("--repeat", type=int, default=3, help="runs per CPU figure, the median kept (default 3)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of CPU runs, the clients alternating in each; medians kept (default 3)")
     parser.add_argument("--out", default="versus-floor.json", help="file name under bench/results/")
     args = parser.parse_args()
     if any(n < 2 for n in [*args.hosts, *args.instr_hosts]):
