@@ -194,8 +194,15 @@ class Session:
     @staticmethod
     def _run(pool: Any, build: Callable[[Any], None]) -> Any:
         ps = _shared_powershell()(pool)
-        build(ps)
-        ps.invoke()
+        try:
+            build(ps)
+            ps.invoke()
+        finally:
+            # pypsrp registers every pipeline in its pool (``pool.pipelines``, and ``ps.runspace_pool`` back: a cycle)
+            # and forgets it only in the pipeline's ``close``, which sends a Terminate exbe does not send; kept there,
+            # each pipeline with its output and records lives on until a full collection, in a fleet run long after
+            # its server (about 900 objects per server). A pipeline is run once, so it is forgotten when it ends.
+            pool.pipelines.pop(ps.id, None)
         return ps
 
     def _pool(self, endpoint: str) -> Any:

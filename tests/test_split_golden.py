@@ -9,6 +9,7 @@ The golden files record behaviour on purpose: a later change to what the reports
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -107,5 +108,14 @@ def test_a_mixed_fleets_reports_are_what_they_were_before_the_split(task, start_
     expected = json.loads(golden.read_text(encoding="utf-8"))
     assert got["code"] == expected["code"]
     assert got["requests"] == expected["requests"], "the same round trips per server and endpoint"
-    assert got["json"] == expected["json"]
-    assert got["junit"] == expected["junit"]
+    assert got["json"] == expected["json"], _difference(expected["json"], got["json"])
+    assert got["junit"] == expected["junit"], _difference(expected["junit"], got["junit"])
+
+
+def _difference(expected: Any, got: Any) -> str:
+    """What differs, as lines of the recorded report and this run's (a failing run's message: pytest's own -q diff
+    shows only which top-level key differs)."""
+    lines = difflib.unified_diff(json.dumps(expected, indent=1, sort_keys=True).splitlines(),
+                                 json.dumps(got, indent=1, sort_keys=True).splitlines(), "recorded", "this run",
+                                 lineterm="", n=2)
+    return "\n".join(list(lines)[:80])
