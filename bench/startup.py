@@ -1,7 +1,10 @@
-"""exbe's fixed cost per process, in instructions (``valgrind --tool=callgrind``; load-independent): the interpreter
-alone, ``exbe --help``, ``exbe --list``, and ``exbe verify`` on one sandbox server (issue 26, item 4), with the
-bytecode cache as an installed exbe has it (compiled modules) and without (``PYTHONDONTWRITEBYTECODE=1``, as on the
-development machines, where every process compiles exbe's modules from source).
+"""exbe's fixed cost per process, in instructions (``valgrind --tool=callgrind``): the interpreter alone,
+``exbe --help``, ``exbe --list``, and ``exbe verify`` on one sandbox server (issue 26, item 4), with the bytecode
+cache as an installed exbe has it (compiled modules) and without, as on the development machines
+(``PYTHONDONTWRITEBYTECODE=1`` and no ``__pycache__`` in the checkout: every process compiles exbe's modules from
+source; the standard library's and the installed packages' stay compiled, as they are there). Without a cache the
+commands run from a copy of exbe's sources made for the run: ``PYTHONDONTWRITEBYTECODE=1`` alone still reads the
+``__pycache__`` an earlier run or ``compileall`` left, and the column measured the cache it was meant to go without.
 
     python -m bench.startup                  # this checkout
     python -m bench.startup --root DIR       # another checkout of exbe (e.g. a worktree at an older commit)
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +43,17 @@ def instructions(argv: list[str], root: Path, env: dict[str, str]) -> int:
 
 
 def measure(root: Path, *, warm: bool) -> dict[str, int]:
+    if warm:
+        return _measure(root, warm=True)
+    with tempfile.TemporaryDirectory(prefix="exbe-uncached-") as tmp:
+        sources = Path(tmp) / "exbe-checkout"
+        shutil.copytree(root / "exbe", sources / "exbe", ignore=shutil.ignore_patterns("__pycache__"))
+        if (root / "ps_templates").is_dir():  # a checkout keeps them at the top, an installed exbe in the package
+            shutil.copytree(root / "ps_templates", sources / "ps_templates")
+        return _measure(sources, warm=False)
+
+
+def _measure(root: Path, *, warm: bool) -> dict[str, int]:
     env = _env(16)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     if not warm:
