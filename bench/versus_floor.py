@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -180,8 +181,8 @@ def cpu_rows(task: str, hosts: list[int], clients: list[str], repeat: int, laten
 
 
 def _median(values: list[float]) -> float:
-    """The middle value (the lower of the two middle ones for an even count, as the runs are kept: a real run)."""
-    return sorted(values)[(len(values) - 1) // 2]
+    """The middle value; for an even count the mean of the two middle ones (neither client's side taken)."""
+    return statistics.median(values)
 
 
 def _floors(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -210,7 +211,7 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
         floor = floors.get((r["task"], r["measure"], r["hosts"]))
         if r["client"] != "floor" and floor:
             key = f"{r['client']}/floor {r['task']} {r['measure']} {r['hosts']}"
-            out[key] = _median(paired[key]) if key in paired else round(r["per_server"] / floor["per_server"], 2)
+            out[key] = round(_median(paired[key]) if key in paired else r["per_server"] / floor["per_server"], 2)
     return out
 
 
