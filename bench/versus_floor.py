@@ -132,9 +132,7 @@ def run(tasks: list[str], hosts: list[int], instr_hosts: list[int], latency_ms: 
                      for n in sorted({1, *hosts, *instr_hosts})}
             if hosts:
                 rows.extend(cpu_rows(task, hosts, clients, repeat, latency_ms, concurrency, plans, work, procs))
-            for client in clients:
-                if not instr_hosts:
-                    break
+            for client in clients if instr_hosts else []:
                 base = _once(client, 1, task, latency_ms, concurrency, plans[1], work / f"{client}-{task}-1-instr",
                              procs, instructions=True)
                 for n in instr_hosts:
@@ -165,12 +163,13 @@ def cpu_rows(task: str, hosts: list[int], clients: list[str], repeat: int, laten
     rows = []
     for n in hosts:
         for client in clients:
-            at_1 = _median([run["cpu_s"] for run in runs[client, 1]])
+            at_1_runs = [run["cpu_s"] for run in runs[client, 1]]
+            at_1 = _median(at_1_runs)
             at_n = [run["cpu_s"] for run in runs[client, n]]
             each = [per_server(cpu, at_1, n) for cpu in at_n]
             row = {"task": task, "client": client, "hosts": n, "measure": "cpu_s", "at_1": at_1,
                    "at_n": _median(at_n), "per_server": _median(each), "per_server_runs": each,
-                   "runs": {"at_1": [run["cpu_s"] for run in runs[client, 1]], "at_n": at_n},
+                   "runs": {"at_1": at_1_runs, "at_n": at_n},
                    "requests": {ep: sorted({count for run in runs[client, n] for count in run["requests"][ep]})
                                 for ep in ("winrm", "exchange")},
                    "load_1min": [run["load_1min"] for run in runs[client, n]],

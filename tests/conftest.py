@@ -9,8 +9,12 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from exbe.config import Credentials
+from exbe.inventory import load_inventory
+from exbe.redaction import Secret
 from exbe.sandbox.faults import Faults
 from exbe.sandbox.fleet import Fleet
+from exbe.transport import Session
 
 PASSWORD = "Sandb0x-Pa55;'\"$(x)"
 USERNAME = "SANDBOX\\exbe-admin"
@@ -41,6 +45,12 @@ def start_fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
 def fleet(start_fleet: Callable[..., Fleet]) -> Fleet:
     """One healthy host, exch01."""
     return start_fleet([("exch01", "healthy")])
+
+
+def first_server_session(fleet: Fleet) -> Session:
+    """A session (not yet opened) to the fleet's first server, with the sandbox's account."""
+    server = load_inventory({"inventory": fleet.inventory()})[0]
+    return Session(server, Credentials(USERNAME, Secret(PASSWORD)))
 
 
 @pytest.fixture(autouse=True)

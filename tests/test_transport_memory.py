@@ -15,14 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from exbe.config import Credentials
 from exbe.errors import ConnectionFailed
-from exbe.inventory import load_inventory
-from exbe.redaction import Secret
 from exbe.sandbox.faults import Faults
-from exbe.transport import Session
 
-from .conftest import PASSWORD, USERNAME
+from .conftest import first_server_session
 
 
 @pytest.fixture
@@ -36,13 +32,8 @@ def no_cycle_collector() -> Iterator[None]:
             gc.enable()
 
 
-def _session(fleet) -> Session:
-    server = load_inventory({"inventory": fleet.inventory()})[0]
-    return Session(server, Credentials(USERNAME, Secret(PASSWORD)))
-
-
 def test_an_exchange_read_is_freed_once_its_output_is_dropped(fleet, no_cycle_collector):
-    with _session(fleet) as session:
+    with first_server_session(fleet) as session:
         result = session.run_cmdlets([[("Get-ExchangeServer", {"Identity": "exch01"})]])
         assert result.failed is None and result.output
         assert session._pools["exchange"].pipelines == {}, "the pool keeps no finished pipeline"
@@ -52,7 +43,7 @@ def test_an_exchange_read_is_freed_once_its_output_is_dropped(fleet, no_cycle_co
 
 
 def test_a_failed_script_and_a_lost_change_leave_no_pipeline_behind(fleet, no_cycle_collector):
-    with _session(fleet) as session:
+    with first_server_session(fleet) as session:
         failed = session.run_scripts(["throw 'the step failed'"])
         assert failed.failed
         assert session._pools["winrm"].pipelines == {}

@@ -16,26 +16,18 @@ import time
 import pytest
 
 from exbe import contract
-from exbe.config import Credentials
 from exbe.errors import ConnectionFailed
-from exbe.inventory import load_inventory
-from exbe.redaction import Secret
 from exbe.render import render_step
 from exbe.sandbox.faults import Faults
-from exbe.transport import RETRY_DELAY_S, Session
+from exbe.transport import RETRY_DELAY_S
 
 from . import sandbox_probe as probe
-from .conftest import PASSWORD, USERNAME
+from .conftest import first_server_session
 from .exbe_cli import run_exbe
 
 FACTS = {"backend_site": "Exchange Back End", "frontend_site": "Default Web Site",
          "friendly_name": "Microsoft Exchange"}
 REQUESTS = {"pool-create": 4, "pool-receive": 5, "read-command": 6, "read-receive": 7, "close-delete": 8}
-
-
-def _session(fleet) -> Session:
-    server = load_inventory({"inventory": fleet.inventory()})[0]
-    return Session(server, Credentials(USERNAME, Secret(PASSWORD)))
 
 
 def _drop(fleet, request: str) -> None:
@@ -46,7 +38,7 @@ def _drop(fleet, request: str) -> None:
 def test_a_read_survives_one_dropped_request_on_winrm(fleet, lost):
     _drop(fleet, f"winrm:{REQUESTS[lost]}")
     started = time.monotonic()
-    with _session(fleet) as session:
+    with first_server_session(fleet) as session:
         result = session.run_scripts([render_step("facts", FACTS)], repeatable=True)
     assert contract.parse_result("facts", result.output)["ok"]
     assert time.monotonic() - started >= RETRY_DELAY_S, "the retry waits before it goes out"
@@ -57,7 +49,7 @@ def test_a_read_survives_one_dropped_request_on_winrm(fleet, lost):
 
 def test_a_read_of_exchange_cmdlets_survives_one_dropped_command(fleet):
     _drop(fleet, "exchange:6")
-    with _session(fleet) as session:
+    with first_server_session(fleet) as session:
         result = session.run_cmdlets([[("Get-ExchangeCertificate", {"Server": "exch01"}),
                                        ("Select-Object", {"Property": ["Thumbprint", "Services"]})]])
     assert result.failed is None and result.output
@@ -69,7 +61,7 @@ def test_a_dropped_command_that_changes_the_server_is_never_sent_again(start_fle
     bound = probe.binding(probe.facts(fleet), "Exchange Back End", "*:444:")
     fleet.host("exch01").reset_counts()
     _drop(fleet, "winrm:6")
-    with _session(fleet) as session, pytest.raises(ConnectionFailed) as lost:
+    with first_server_session(fleet) as session, pytest.raises(ConnectionFailed) as lost:
         session.run_scripts([render_step("trust", {"thumbprint": bound, "dry_run": False})])
     assert lost.value.kind == "dropped"
     assert "Command" not in fleet.host("exch01").request_counts()["winrm"], "the change was not sent a second time"
@@ -81,7 +73,7 @@ def test_a_dropped_exchange_change_is_never_sent_again(start_fleet):
     before = {c["thumbprint"] for c in probe.facts(fleet)["certificates"]}
     fleet.host("exch01").reset_counts()
     _drop(fleet, "exchange:6")
-    with _session(fleet) as session, pytest.raises(ConnectionFailed) as lost:
+    with first_server_session(fleet) as session, pytest.raises(ConnectionFailed) as lost:
         session.run_cmdlets([[("New-ExchangeCertificate", {
             "Server": "exch01", "SubjectName": "CN=exch01", "DomainName": ["exch01"],
             "FriendlyName": "Microsoft Exchange", "KeySize": 2048, "PrivateKeyExportable": True, "Services": "None",
