@@ -19,7 +19,7 @@ from invoke.exceptions import Exit
 
 from .errors import ConfigError, ExbeError
 from .redaction import REDACTOR
-from .safe_write import refuse_link
+from .safe_write import WriteRefused, check_writable
 from .signals import EXIT_CANCELLED, cancel_on_signals
 
 if TYPE_CHECKING:
@@ -358,14 +358,10 @@ def writable_report(flag: str, value: str | None, example: str = "exbe.xml") -> 
     if not ancestor.is_dir():
         raise ConfigError(f"{flag} {value!r} cannot be written: {ancestor} is a file, not a directory; choose "
                           "another path")
-    refuse_link(path, flag)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        existed = path.exists()
-        with path.open("a", encoding="utf-8"):
-            pass
-        if not existed:
-            path.unlink()
+        check_writable(path, flag)
+    except WriteRefused:
+        raise
     except OSError as exc:
         raise ConfigError(f"{flag} {value!r} cannot be written ({exc.strerror or exc}); choose a path this agent "
                           "can write") from None

@@ -75,14 +75,7 @@ def write_atomically(path: Path, data: bytes, what: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary: Path | None = None
     try:
-        while temporary is None:
-            candidate = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-            try:  # created by exbe alone, with the permissions a plain write would give (0666 less umask)
-                descriptor = os.open(candidate, flags, 0o666)
-            except FileExistsError:
-                continue
-            temporary = candidate
+        temporary, descriptor = _temporary_beside(path)
         with open(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -93,3 +86,31 @@ def write_atomically(path: Path, data: bytes, what: str) -> None:
             with contextlib.suppress(OSError):
                 temporary.unlink()
         raise
+
+
+def check_writable(path: Path, what: str) -> None:
+    """That :func:`write_atomically` will be able to write ``path``, checked before a run and leaving nothing behind:
+    its folder is created when missing, a temporary file is created beside it and removed, and a file already there
+    is opened for appending (Windows will not replace a read-only file). ``path`` itself is never created: a reader
+    waiting for the report (a pipeline step, a collector) would see an empty file come and go. Raises
+    :class:`OSError` (:class:`WriteRefused` among them)."""
+    refuse_link(path, what)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary, descriptor = _temporary_beside(path)
+    os.close(descriptor)
+    temporary.unlink()
+    if path.exists():
+        with open(path, "ab"):
+            pass
+
+
+def _temporary_beside(path: Path) -> tuple[Path, int]:
+    """A new hidden file in ``path``'s folder, created by exbe alone (``O_EXCL``, never through a link) with the
+    permissions a plain write would give (0666 less umask), and its open descriptor."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return candidate, os.open(candidate, flags, 0o666)
+        except FileExistsError:
+            continue

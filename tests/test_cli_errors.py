@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -204,20 +205,37 @@ def test_an_unknown_sandbox_scenario_is_one_line_and_exit_2(tmp_path, capsys, mo
 
 
 def test_a_report_path_this_agent_may_not_write_is_refused(tmp_path, monkeypatch):
-    from pathlib import Path
-
     from exbe.cli import writable_report
     from exbe.errors import ConfigError
 
-    def refuse(self, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(self))
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "open", refuse)  # tests run as root, for whom no permission bit refuses anything
+    monkeypatch.setattr(os, "open", refuse)  # tests run as root, for whom no permission bit refuses anything
     with pytest.raises(ConfigError) as caught:
         writable_report("--junit", str(tmp_path / "exbe.xml"))
     assert str(caught.value) == (f"--junit '{tmp_path / 'exbe.xml'}' cannot be written (Permission denied); choose a "
                                  "path this agent can write")
     assert caught.value.exit_code == 2
+
+
+def test_checking_a_report_path_never_creates_the_report_itself(tmp_path, monkeypatch):
+    """A pipeline step or collector waiting for the report must not see an empty file come and go before the run:
+    the check writes a hidden temporary file beside it instead."""
+    from exbe.cli import writable_report
+
+    created: list[str] = []
+    real_open = os.open
+
+    def recording(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            created.append(os.path.basename(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", recording)
+    writable_report("--json", str(tmp_path / "exbe.json"))
+    assert created and all(name.startswith(".exbe.json.") and name.endswith(".tmp") for name in created), created
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_server_answering_ntlm_over_http_in_plaintext_is_refused_and_nothing_it_said_is_used(start_fleet, exbe,
